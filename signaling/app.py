@@ -1,0 +1,135 @@
+"""``create_app(settings)``: one node of Jisr (signaling, media and web pages)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+
+from aiohttp import web
+
+from media import MediaNode, restrict_host_addresses
+
+from .api import routes
+from .auth import TokenVerifier
+from .consults import Clock, ConsultService
+from .errors import ApiError
+from .keys import AUDIT, CONSULTS, HUB, MEDIA, NODE_ID, SETTINGS, STORE, VERIFIER
+from .logs import Audit, get_logger
+from .settings import Settings
+from .store import Store, StoreUnavailable, make_store
+from .ws import Hub, websocket
+
+log = get_logger()
+
+HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+# Pages may load only their own scripts and styles, and talk only to this origin.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+        "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Permissions-Policy": "camera=(self), microphone=(self), display-capture=(self)",
+}
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        return web.json_response(exc.body(), status=exc.status)
+    except StoreUnavailable:
+        return web.json_response(
+            ApiError(
+                503, "store_unavailable", "session state is unavailable; try again shortly"
+            ).body(),
+            status=503,
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = HTTP_CODES.get(exc.status, "http_error")
+        return web.json_response(ApiError(exc.status, code, exc.reason).body(), status=exc.status)
+    except Exception:
+        request_id = secrets.token_hex(6)
+        log.exception("http.internal_error", path=request.path, request_id=request_id)
+        return web.json_response(
+            ApiError(500, "internal", f"internal error (request {request_id})").body(), status=500
+        )
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/index.html")
+
+
+async def _heartbeat(app: web.Application) -> None:
+    settings, store, node_id = app[SETTINGS], app[STORE], app[NODE_ID]
+    info = {"node": node_id, "host": settings.host, "port": settings.port}
+    while True:
+        try:
+            await store.register_node(node_id, info, ttl_s=3 * settings.node_heartbeat_s)
+        except StoreUnavailable:
+            log.warning("node.heartbeat_failed", node=node_id)
+        await asyncio.sleep(settings.node_heartbeat_s)
+
+
+async def _lifecycle(app: web.Application):
+    store = app[STORE]
+    await store.start()
+    tasks = [asyncio.ensure_future(app[HUB].pump()), asyncio.ensure_future(_heartbeat(app))]
+    log.info("node.started", node=app[NODE_ID])
+    yield
+    for task in tasks:
+        task.cancel()
+    for ws_conn in list(app[HUB].connections.values()):
+        with contextlib.suppress(Exception):
+            await ws_conn.ws.close(code=1001, message=b"server shutdown")
+    await app[MEDIA].close()
+    with contextlib.suppress(StoreUnavailable):
+        await store.remove_node(app[NODE_ID])
+    await store.close()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    clock: Clock | None = None,
+    node_id: str | None = None,
+) -> web.Application:
+    app = web.Application(
+        middlewares=[errors_middleware], client_max_size=settings.max_message_bytes
+    )
+    node = node_id or settings.node_id or "n_" + secrets.token_hex(4)
+    app[SETTINGS] = settings
+    app[NODE_ID] = node
+    app[STORE] = store if store is not None else make_store(settings.redis_url)
+    app[VERIFIER] = TokenVerifier(settings)
+    app[AUDIT] = Audit(node)
+    service_kwargs = {"clock": clock} if clock else {}
+    app[CONSULTS] = ConsultService(
+        app[STORE], app[AUDIT], node_id=node, specialties=settings.specialties, **service_kwargs
+    )
+    hub = Hub(app)
+    app[HUB] = hub
+    restrict_host_addresses(settings.ice_addresses)
+    app[MEDIA] = MediaNode(on_state=hub.on_media_state)
+
+    app.router.add_routes(routes)
+    app.router.add_get("/ws", websocket)
+    app.router.add_get("/", index)
+    if settings.web_dir.is_dir():
+        app.router.add_static("/", settings.web_dir, follow_symlinks=False)
+    app.cleanup_ctx.append(_lifecycle)
+    return app

@@ -1,0 +1,247 @@
+"""The consult lifecycle and who may see or change what. Every rule is checked
+here, on the server, whatever a page shows or hides."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+
+from .auth import Principal
+from .errors import ApiError, forbidden
+from .logs import Audit
+from .protocol import NewConsult
+from .store import Conflict, NotFound, Store
+
+Clock = Callable[[], float]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(12).replace('-', 'x').replace('_', 'y')}"
+
+
+def can_see_consult(who: Principal, consult: dict) -> bool:
+    if who.sees_everything:
+        return True
+    if who.role == "referrer":
+        return consult["facility"] == who.facility
+    if who.role == "specialist":
+        mine = (consult.get("specialist") or {}).get("sub") == who.sub
+        return mine or (consult["state"] == "waiting" and consult["specialty"] in who.specialties)
+    return False
+
+
+def session_part(who: Principal, session: dict) -> str | None:
+    """The publisher slot ``who`` takes in a session: "referrer", "specialist",
+    None for an observer. Raises forbidden for anyone else."""
+    if who.role == "referrer" and session["referrer"]["sub"] == who.sub:
+        return "referrer"
+    if who.role == "specialist" and session["specialist"]["sub"] == who.sub:
+        return "specialist"
+    if who.sees_everything:
+        return None
+    raise ApiError(403, "forbidden", "you are not part of this session")
+
+
+def consult_not_found() -> ApiError:
+    return ApiError(404, "consult_not_found", "no such consult")
+
+
+def session_not_found() -> ApiError:
+    return ApiError(404, "session_not_found", "no such session")
+
+
+class ConsultService:
+    def __init__(
+        self,
+        store: Store,
+        audit: Audit,
+        *,
+        node_id: str,
+        specialties: list[str],
+        clock: Clock = time.time,
+    ) -> None:
+        self.store = store
+        self.audit = audit
+        self.node_id = node_id
+        self.specialties = specialties
+        self.clock = clock
+
+    async def _announce(self, consult: dict) -> None:
+        await self.store.publish({"type": "consult.updated", "consult": consult})
+
+    async def create(self, who: Principal, body: NewConsult) -> dict:
+        if who.role != "referrer":
+            raise forbidden("only a referrer creates consults")
+        if body.specialty not in self.specialties:
+            raise ApiError(400, "unknown_specialty", f"unknown specialty {body.specialty!r}")
+        consult = {
+            "id": new_id("c"),
+            "state": "waiting",
+            "specialty": body.specialty,
+            "urgency": body.urgency,
+            "summary": body.summary,
+            "patient_ref": body.patient_ref,
+            "facility": who.facility,
+            "referrer": who.ref(),
+            "specialist": None,
+            "session_id": None,
+            "created_at": self.clock(),
+            "accepted_at": None,
+            "cancelled_at": None,
+            "ended_at": None,
+        }
+        await self.store.create_consult(consult)
+        self.audit.record(
+            "consult.created",
+            who.public(),
+            consult_id=consult["id"],
+            urgency=consult["urgency"],
+            specialty=consult["specialty"],
+            facility=who.facility,
+        )
+        await self._announce(consult)
+        return consult
+
+    async def visible(self, who: Principal) -> list[dict]:
+        if who.role == "referrer":
+            return await self.store.list_consults(
+                facility=who.facility, states=["waiting", "accepted", "live", "ended", "cancelled"]
+            )
+        if who.role == "specialist":
+            queue = await self.store.list_consults(states=["waiting"], specialties=who.specialties)
+            mine = [
+                c
+                for c in await self.store.list_consults(states=["accepted", "live"])
+                if (c.get("specialist") or {}).get("sub") == who.sub
+            ]
+            return mine + queue
+        return await self.store.list_consults()
+
+    async def get(self, who: Principal, consult_id: str) -> dict:
+        consult = await self.store.get_consult(consult_id)
+        if consult is None or not can_see_consult(who, consult):
+            raise consult_not_found()
+        return consult
+
+    async def accept(self, who: Principal, consult_id: str) -> tuple[dict, dict]:
+        if who.role != "specialist":
+            raise forbidden("only a specialist accepts consults")
+        consult = await self.store.get_consult(consult_id)
+        if consult is None or not can_see_consult(who, consult):
+            if consult is not None and consult["state"] != "waiting":
+                raise ApiError(409, "already_accepted", "another specialist accepted this consult")
+            raise consult_not_found()
+        now = self.clock()
+        session = {
+            "id": new_id("s"),
+            "consult_id": consult_id,
+            "state": "live",
+            "node": self.node_id,
+            "facility": consult["facility"],
+            "specialty": consult["specialty"],
+            "referrer": consult["referrer"],
+            "specialist": who.ref(),
+            "created_at": now,
+            "ended_at": None,
+        }
+        fields = {"specialist": who.ref(), "session_id": session["id"], "accepted_at": now}
+        try:
+            consult = await self.store.accept_consult(consult_id, fields=fields, session=session)
+        except Conflict as exc:
+            if exc.current_state in ("accepted", "live", "ended"):
+                raise ApiError(409, "already_accepted", "another specialist accepted this consult")
+            raise ApiError(409, "invalid_state", f"the consult is {exc.current_state}") from None
+        except NotFound:
+            raise consult_not_found() from None
+        self.audit.record(
+            "consult.accepted",
+            who.public(),
+            consult_id=consult_id,
+            session_id=session["id"],
+            waited_s=round(now - consult["created_at"], 3),
+        )
+        await self._announce(consult)
+        return consult, session
+
+    async def cancel(self, who: Principal, consult_id: str) -> dict:
+        if who.role != "referrer":
+            raise forbidden("only the referring facility cancels a consult")
+        await self.get(who, consult_id)
+        try:
+            consult = await self.store.transition_consult(
+                consult_id,
+                from_states=["waiting"],
+                to_state="cancelled",
+                fields={"cancelled_at": self.clock()},
+            )
+        except Conflict as exc:
+            raise ApiError(
+                409, "invalid_state", f"the consult is already {exc.current_state}"
+            ) from None
+        except NotFound:
+            raise consult_not_found() from None
+        self.audit.record("consult.cancelled", who.public(), consult_id=consult_id)
+        await self._announce(consult)
+        return consult
+
+    async def session_for(self, who: Principal, session_id: str) -> tuple[dict, str | None]:
+        """The session and the slot ``who`` takes in it (None: observer)."""
+        session = await self.store.get_session(session_id)
+        if session is None:
+            raise session_not_found()
+        if (
+            not who.sees_everything
+            and who.role == "referrer"
+            and session["facility"] != who.facility
+        ):
+            raise session_not_found()
+        return session, session_part(who, session)
+
+    async def mark_live(self, consult_id: str) -> None:
+        try:
+            consult = await self.store.transition_consult(
+                consult_id, from_states=["accepted"], to_state="live", fields={}
+            )
+        except (Conflict, NotFound):
+            return
+        await self._announce(consult)
+
+    async def live_sessions(self, who: Principal) -> list[dict]:
+        if not who.sees_everything:
+            raise forbidden("only supervisors list live sessions")
+        return await self.store.list_sessions()
+
+    async def end(
+        self, who: Principal, session_id: str, reason: str = "ended_by_participant"
+    ) -> dict:
+        session, part = await self.session_for(who, session_id)
+        if part is None and who.role != "admin":
+            raise forbidden("observers cannot end a session")
+        now = self.clock()
+        try:
+            session = await self.store.transition_session(
+                session_id,
+                from_states=["live", "interrupted"],
+                to_state="ended",
+                fields={"ended_at": now, "ended_by": who.ref()},
+            )
+        except Conflict as exc:
+            raise ApiError(
+                409, "invalid_state", f"the session is already {exc.current_state}"
+            ) from None
+        try:
+            consult = await self.store.transition_consult(
+                session["consult_id"],
+                from_states=["accepted", "live"],
+                to_state="ended",
+                fields={"ended_at": now},
+            )
+            await self._announce(consult)
+        except (Conflict, NotFound):
+            pass
+        self.audit.record("session.ended", who.public(), session_id=session_id, reason=reason)
+        await self.store.publish(
+            {"type": "session.ended", "session_id": session_id, "reason": reason}
+        )
+        return session

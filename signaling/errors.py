@@ -1,0 +1,27 @@
+"""Errors a user can cause: each has a code, an HTTP status and a message."""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+    def body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message, **self.extra}}
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+def forbidden(message: str = "your role may not do this") -> ApiError:
+    return ApiError(403, "forbidden", message)
+
+
+def store_unavailable() -> ApiError:
+    return ApiError(503, "store_unavailable", "session state is unavailable; try again shortly")

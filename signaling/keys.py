@@ -1,0 +1,26 @@
+"""App-scoped objects, one set per node (no module-level state)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from media import MediaNode
+
+    from .auth import TokenVerifier
+    from .consults import ConsultService
+    from .logs import Audit
+    from .settings import Settings
+    from .store import Store
+    from .ws import Hub
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+STORE: web.AppKey[Store] = web.AppKey("store")
+VERIFIER: web.AppKey[TokenVerifier] = web.AppKey("verifier")
+AUDIT: web.AppKey[Audit] = web.AppKey("audit")
+CONSULTS: web.AppKey[ConsultService] = web.AppKey("consults")
+MEDIA: web.AppKey[MediaNode] = web.AppKey("media")
+HUB: web.AppKey[Hub] = web.AppKey("hub")
+NODE_ID: web.AppKey[str] = web.AppKey("node_id")

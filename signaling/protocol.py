@@ -1,0 +1,114 @@
+"""Schemas of everything clients send (docs/protocol.md), validated with pydantic."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+
+from .errors import ApiError
+
+Ref = Annotated[str, StringConstraints(max_length=64)] | None
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+Urgency = Literal["critical", "urgent", "routine"]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ref: Ref = None
+
+
+class Auth(_Message):
+    type: Literal["auth"]
+    token: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+
+
+class Join(_Message):
+    type: Literal["join"]
+    session_id: Id
+
+
+class Offer(_Message):
+    type: Literal["offer"]
+    sdp: Annotated[str, StringConstraints(min_length=1)]
+
+
+class IceCandidate(BaseModel):
+    candidate: Annotated[str, StringConstraints(max_length=1024)]
+    sdpMid: Annotated[str, StringConstraints(max_length=32)] | None = None
+    sdpMLineIndex: Annotated[int, Field(ge=0, le=64)] | None = None
+    usernameFragment: str | None = None
+
+
+class Candidate(_Message):
+    type: Literal["candidate"]
+    candidate: IceCandidate | None
+
+
+class Leave(_Message):
+    type: Literal["leave"]
+
+
+class Ping(_Message):
+    type: Literal["ping"]
+
+
+ClientMessage = Annotated[
+    Auth | Join | Offer | Candidate | Leave | Ping, Field(discriminator="type")
+]
+_client_message = TypeAdapter(ClientMessage)
+MESSAGE_TYPES = frozenset({"auth", "join", "offer", "candidate", "leave", "ping"})
+
+
+def describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:3]:
+        where = ".".join(str(p) for p in item["loc"])
+        parts.append(f"{where or 'message'}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def parse_json(raw: str | bytes, limit: int) -> object:
+    if len(raw) > limit:
+        raise ApiError(413, "too_large", f"message is larger than {limit} bytes")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "bad_json", "message is not valid JSON") from None
+
+
+def parse_client_message(data: object) -> Auth | Join | Offer | Candidate | Leave | Ping:
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_request", "a message must be a JSON object")
+    kind = data.get("type")
+    if kind not in MESSAGE_TYPES:
+        raise ApiError(400, "unknown_type", f"unknown message type {str(kind)[:40]!r}")
+    try:
+        return _client_message.validate_python(data)
+    except ValidationError as exc:
+        raise ApiError(400, "bad_request", describe(exc)) from None
+
+
+class NewConsult(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    specialty: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    urgency: Urgency
+    summary: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+    patient_ref: Annotated[
+        str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    ]
+
+
+def parse_body(model: type[BaseModel], data: object) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(400, "bad_request", describe(exc)) from None
+
+
+def ref_of(data: object) -> str | None:
+    """The ``ref`` of a raw message, if it has a usable one (for error replies)."""
+    if isinstance(data, dict) and isinstance(data.get("ref"), str) and len(data["ref"]) <= 64:
+        return data["ref"]
+    return None

@@ -1,0 +1,121 @@
+"""Settings from ``JISR_*`` environment variables, validated once at start."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SPECIALTIES = (
+    "cardiology",
+    "cardiac-surgery",
+    "neurology",
+    "neurosurgery",
+    "intensive-care",
+    "radiology",
+    "pediatrics",
+    "trauma-surgery",
+)
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JISR_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    redis_url: str | None = None
+    node_id: str | None = None
+
+    # JWT verification: HS256 with a shared secret, or RS256/ES256 with a public key.
+    jwt_secret: str | None = Field(None, repr=False)
+    jwt_public_key_file: Path | None = None
+    jwt_algorithms: Annotated[list[str], NoDecode] = ["HS256"]
+    jwt_audience: str = "jisr"
+    jwt_issuer: str = "jisr-dev"
+    jwt_leeway_s: float = Field(10, ge=0, le=300)
+
+    # Addresses the media peers gather ICE host candidates on (empty: every interface
+    # but loopback, aioice's default). Tests and single-host demos use 127.0.0.1.
+    ice_addresses: Annotated[list[str], NoDecode] = []
+    specialties: Annotated[list[str], NoDecode] = list(DEFAULT_SPECIALTIES)
+
+    max_message_bytes: int = Field(65536, ge=1024, le=10 * 1024 * 1024)
+    max_observers: int = Field(8, ge=0, le=100)
+    node_heartbeat_s: float = Field(5, gt=0, le=300)
+    web_dir: Path = Path(__file__).resolve().parent.parent / "web"
+
+    _split = field_validator("jwt_algorithms", "ice_addresses", "specialties", mode="before")(
+        _split_csv
+    )
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str]) -> list[str]:
+        allowed = {"HS256", "RS256", "ES256"}
+        unknown = [a for a in value if a not in allowed]
+        if unknown or not value:
+            raise ValueError(f"must be a comma-separated subset of {sorted(allowed)}")
+        return value
+
+    @field_validator("ice_addresses")
+    @classmethod
+    def _ip_addresses(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_address(item)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address") from None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value or None
+
+    @field_validator("jwt_public_key_file")
+    @classmethod
+    def _readable_key(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _keys_for_algorithms(self) -> Settings:
+        if "HS256" in self.jwt_algorithms and not self.jwt_secret:
+            raise ValueError("JISR_JWT_SECRET is required for HS256")
+        if self.jwt_secret is not None and len(self.jwt_secret) < 32:
+            raise ValueError("JISR_JWT_SECRET must be at least 32 characters")
+        asymmetric = {"RS256", "ES256"} & set(self.jwt_algorithms)
+        if asymmetric and self.jwt_public_key_file is None:
+            raise ValueError(f"JISR_JWT_PUBLIC_KEY_FILE is required for {sorted(asymmetric)}")
+        return self
+
+    def public_key(self) -> str | None:
+        return self.jwt_public_key_file.read_text() if self.jwt_public_key_file else None
+
+
+class SettingsError(Exception):
+    """Bad configuration; the message lists one line per bad value."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            loc = error["loc"]
+            name = f"JISR_{str(loc[0]).upper()}" if loc else "settings"
+            lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

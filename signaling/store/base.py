@@ -1,0 +1,180 @@
+"""The one Store protocol every state backend implements.
+
+Records are plain JSON-able dicts. The store never reads a clock and never mints
+ids: callers pass ``created_at`` and ids in, so tests can inject time.
+Every state change is a compare-and-set on ``state`` and is atomic across any
+number of nodes sharing the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+URGENCY_RANK = {"critical": 0, "urgent": 1, "routine": 2}
+
+# Consult states. Terminal ones leave the open index.
+CONSULT_OPEN_STATES = frozenset({"waiting", "accepted", "live"})
+CONSULT_TERMINAL_STATES = frozenset({"ended", "cancelled", "expired"})
+# Sessions listed by default: the ones a node may have to host or recover.
+SESSION_ACTIVE_STATES = frozenset({"live", "interrupted"})
+
+Record = dict[str, Any]
+
+
+class StoreError(Exception):
+    """Base class of store failures."""
+
+
+class StoreUnavailable(StoreError):
+    """The backend cannot be reached (Redis down, timeout)."""
+
+
+class NotFound(StoreError):
+    """No record with that id."""
+
+
+class Conflict(StoreError):
+    """The record is not in a state that allows the change."""
+
+    def __init__(self, current_state: str) -> None:
+        super().__init__(f"record is {current_state}")
+        self.current_state = current_state
+
+
+def queue_key(consult: Record) -> tuple[int, float]:
+    """Queue order: critical, then urgent, then routine; oldest first within each."""
+    return (URGENCY_RANK[consult["urgency"]], consult["created_at"])
+
+
+_END = object()
+
+
+class Subscription:
+    """The events of one ``Store.subscribe()`` call, in publish order per publisher.
+
+    Iteration ends when the store closes or ``aclose()`` is called. It raises
+    StoreUnavailable if the backend connection is lost: events may have been missed,
+    so subscribe again and re-read state. Always close it when done::
+
+        async with await store.subscribe() as events:
+            async for event in events:
+                ...
+    """
+
+    def __init__(self, on_close: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._on_close = on_close
+        self._closed = False
+
+    def put(self, event: Record) -> None:
+        self._queue.put_nowait(event)
+
+    def fail(self, error: StoreError) -> None:
+        """End the iteration with ``error`` (after the events already queued)."""
+        self._queue.put_nowait(error)
+        self._queue.put_nowait(_END)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._on_close is not None:
+            await self._on_close()
+        self._queue.put_nowait(_END)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Record:
+        item = await self._queue.get()
+        if item is _END:
+            self._queue.put_nowait(_END)  # every later call ends too
+            raise StopAsyncIteration
+        if isinstance(item, StoreError):
+            raise item
+        return item
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class Store(Protocol):
+    async def start(self) -> None:
+        """Connect; raises StoreUnavailable if the backend is unreachable."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raises StoreUnavailable if the backend is unreachable."""
+
+    # consults -----------------------------------------------------------
+    async def create_consult(self, consult: Record) -> None:
+        """Store a new consult (``id``, ``state``, ``urgency``, ``specialty``,
+        ``facility``, ``created_at`` are always present). Raises Conflict with the
+        existing record's state if the id is taken."""
+
+    async def get_consult(self, consult_id: str) -> Record | None: ...
+
+    async def list_consults(
+        self,
+        *,
+        states: Iterable[str] | None = None,
+        specialties: Iterable[str] | None = None,
+        facility: str | None = None,
+    ) -> list[Record]:
+        """Consults matching every given filter, in queue order (``queue_key``).
+        With no ``states`` given, only open consults are listed."""
+
+    async def transition_consult(
+        self, consult_id: str, *, from_states: Iterable[str], to_state: str, fields: Record
+    ) -> Record:
+        """Atomically: if the consult's state is in ``from_states``, set ``state`` to
+        ``to_state`` and merge ``fields``; return the new record.
+        Raises NotFound, or Conflict with the current state."""
+
+    async def accept_consult(self, consult_id: str, *, fields: Record, session: Record) -> Record:
+        """Atomically: ``waiting`` → ``accepted`` with ``fields`` merged, and create
+        ``session`` (which has an ``id``). Exactly one of any number of concurrent
+        callers wins; the others get Conflict. Returns the new consult.
+        Raises StoreError (and changes nothing) if the session id is taken."""
+
+    # sessions -----------------------------------------------------------
+    async def get_session(self, session_id: str) -> Record | None: ...
+
+    async def transition_session(
+        self, session_id: str, *, from_states: Iterable[str], to_state: str, fields: Record
+    ) -> Record:
+        """Compare-and-set on a session, as ``transition_consult``."""
+
+    async def list_sessions(self, *, states: Iterable[str] | None = None) -> list[Record]:
+        """Sessions in the given states (default: ``SESSION_ACTIVE_STATES``), oldest
+        first by ``created_at`` (0 when absent), then id."""
+
+    # nodes --------------------------------------------------------------
+    async def register_node(self, node_id: str, info: Record, ttl_s: float) -> None:
+        """Create or refresh a node's entry; it disappears ``ttl_s`` after the last
+        refresh."""
+
+    async def remove_node(self, node_id: str) -> None: ...
+
+    async def list_nodes(self) -> dict[str, Record]: ...
+
+    # events -------------------------------------------------------------
+    async def publish(self, event: Record) -> None:
+        """Deliver ``event`` to every subscriber on every node."""
+
+    async def subscribe(self) -> Subscription:
+        """Every event published after this call returns, by any node, in publish
+        order per publisher: the subscription is live on the backend before it is
+        returned. Iteration ends when the store closes; close it when done."""

@@ -1,0 +1,171 @@
+"""In-process Store: for tests and single-node deployments."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import weakref
+from collections.abc import Callable, Iterable
+
+from .base import (
+    CONSULT_OPEN_STATES,
+    SESSION_ACTIVE_STATES,
+    Conflict,
+    NotFound,
+    Record,
+    StoreError,
+    StoreUnavailable,
+    Subscription,
+    queue_key,
+)
+
+
+def _copy(record: Record) -> Record:
+    # A JSON round trip is a deep copy that also rejects what Redis could not store.
+    return json.loads(json.dumps(record))
+
+
+def _cas(
+    table: dict[str, Record],
+    record_id: str,
+    from_states: Iterable[str],
+    to_state: str,
+    fields: Record,
+) -> Record:
+    record = table.get(record_id)
+    if record is None:
+        raise NotFound(record_id)
+    if record["state"] not in set(from_states):
+        raise Conflict(record["state"])
+    record.update(_copy(fields))
+    record["state"] = to_state
+    return _copy(record)
+
+
+class MemoryStore:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._consults: dict[str, Record] = {}
+        self._sessions: dict[str, Record] = {}
+        self._nodes: dict[str, tuple[float, Record]] = {}  # id -> (expires_at, info)
+        # Weak, so a subscription its consumer dropped without closing stops filling.
+        self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self._closed = False
+
+    async def start(self) -> None:
+        self._closed = False
+
+    async def close(self) -> None:
+        self._closed = True
+        for subscription in list(self._subscriptions):
+            await subscription.aclose()
+
+    async def ping(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("store is closed")
+
+    # consults -----------------------------------------------------------
+    async def create_consult(self, consult: Record) -> None:
+        record = _copy(consult)
+        async with self._lock:
+            existing = self._consults.get(record["id"])
+            if existing is not None:
+                raise Conflict(existing["state"])
+            self._consults[record["id"]] = record
+
+    async def get_consult(self, consult_id: str) -> Record | None:
+        async with self._lock:
+            record = self._consults.get(consult_id)
+            return None if record is None else _copy(record)
+
+    async def list_consults(
+        self,
+        *,
+        states: Iterable[str] | None = None,
+        specialties: Iterable[str] | None = None,
+        facility: str | None = None,
+    ) -> list[Record]:
+        wanted = CONSULT_OPEN_STATES if states is None else frozenset(states)
+        specialty_set = None if specialties is None else frozenset(specialties)
+        async with self._lock:
+            found = [
+                _copy(c)
+                for c in self._consults.values()
+                if c["state"] in wanted
+                and (specialty_set is None or c["specialty"] in specialty_set)
+                and (facility is None or c["facility"] == facility)
+            ]
+        return sorted(found, key=lambda c: (queue_key(c), c["id"]))
+
+    async def transition_consult(
+        self, consult_id: str, *, from_states: Iterable[str], to_state: str, fields: Record
+    ) -> Record:
+        async with self._lock:
+            return _cas(self._consults, consult_id, from_states, to_state, fields)
+
+    async def accept_consult(self, consult_id: str, *, fields: Record, session: Record) -> Record:
+        new_session = _copy(session)
+        async with self._lock:
+            consult = self._consults.get(consult_id)
+            if consult is None:
+                raise NotFound(consult_id)
+            if consult["state"] != "waiting":
+                raise Conflict(consult["state"])
+            if new_session["id"] in self._sessions:
+                raise StoreError(f"session {new_session['id']} already exists")
+            self._sessions[new_session["id"]] = new_session
+            return _cas(self._consults, consult_id, ("waiting",), "accepted", fields)
+
+    # sessions -----------------------------------------------------------
+    async def get_session(self, session_id: str) -> Record | None:
+        async with self._lock:
+            record = self._sessions.get(session_id)
+            return None if record is None else _copy(record)
+
+    async def transition_session(
+        self, session_id: str, *, from_states: Iterable[str], to_state: str, fields: Record
+    ) -> Record:
+        async with self._lock:
+            return _cas(self._sessions, session_id, from_states, to_state, fields)
+
+    async def list_sessions(self, *, states: Iterable[str] | None = None) -> list[Record]:
+        wanted = SESSION_ACTIVE_STATES if states is None else frozenset(states)
+        async with self._lock:
+            found = [_copy(s) for s in self._sessions.values() if s["state"] in wanted]
+        return sorted(found, key=lambda s: (s.get("created_at", 0), s["id"]))
+
+    # nodes --------------------------------------------------------------
+    async def register_node(self, node_id: str, info: Record, ttl_s: float) -> None:
+        record = _copy(info)
+        async with self._lock:
+            self._nodes[node_id] = (self._clock() + ttl_s, record)
+
+    async def remove_node(self, node_id: str) -> None:
+        async with self._lock:
+            self._nodes.pop(node_id, None)
+
+    async def list_nodes(self) -> dict[str, Record]:
+        async with self._lock:
+            now = self._clock()
+            for node_id in [n for n, (expires, _) in self._nodes.items() if expires <= now]:
+                del self._nodes[node_id]
+            return {node_id: _copy(info) for node_id, (_, info) in self._nodes.items()}
+
+    # events -------------------------------------------------------------
+    async def publish(self, event: Record) -> None:
+        payload = json.dumps(event)
+        for subscription in list(self._subscriptions):
+            subscription.put(json.loads(payload))
+
+    async def subscribe(self) -> Subscription:
+        async def on_close() -> None:
+            self._subscriptions.discard(subscription)
+
+        subscription = Subscription(on_close)
+        if self._closed:
+            await subscription.aclose()
+        else:
+            self._subscriptions.add(subscription)
+        return subscription

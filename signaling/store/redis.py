@@ -1,0 +1,406 @@
+"""Redis Store, shared by every node.
+
+Layout (``p`` is the prefix):
+
+- ``p consult:<id>`` / ``p session:<id>``: a hash, one field per top-level record
+  key, each value the JSON encoding of that key's value. Scripts compare and set
+  these strings without decoding them: Redis's cjson would rewrite numbers with
+  14 significant digits and turn ``[]`` into ``{}``.
+- ``p consults:open``: ZSET of open consults, scored by queue order.
+- ``p consults:all`` and ``p facility:<facility>:consults``: ZSETs by created_at.
+- ``p sessions``: ZSET of sessions by created_at.
+- ``p node:<id>``: the node's info as a JSON string, with a PX expiry, and
+  ``p nodes``: SET of node ids (ids whose key expired are pruned on listing).
+- Events: pub/sub on the channel ``p events``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as rex
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from .base import (
+    CONSULT_OPEN_STATES,
+    SESSION_ACTIVE_STATES,
+    URGENCY_RANK,
+    Conflict,
+    NotFound,
+    Record,
+    StoreError,
+    StoreUnavailable,
+    Subscription,
+    queue_key,
+)
+
+_UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError, OSError)
+
+# Queue score: urgency rank, then created_at. Only an ordering hint for the ZSET
+# (a double cannot hold both exactly); listings sort fetched records by queue_key.
+_RANK_WEIGHT = 1e13
+
+_LUA_PRELUDE = """
+local RANK = {['"critical"'] = 0, ['"urgent"'] = 1, ['"routine"'] = 2}
+local function queue_score(key)
+  local f = redis.call('HMGET', key, 'urgency', 'created_at')
+  return string.format('%.17g', (RANK[f[1]] or 3) * 1e13 + (tonumber(f[2]) or 0))
+end
+"""
+
+# KEYS: consult, open zset, all zset, facility zset
+# ARGV: id, queue score, created score, open ('1'|'0'), field/value pairs...
+_CREATE = """
+local cur = redis.call('HGET', KEYS[1], 'state')
+if cur then return {'conflict', cur} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+if ARGV[4] == '1' then redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1]) end
+return {'ok'}
+"""
+
+# KEYS: record[, open zset (consults only)]
+# ARGV: id, new state, open ('1'|'0'), n, n from-states, field/value pairs...
+# States are compared as their JSON encodings.
+_TRANSITION = (
+    _LUA_PRELUDE
+    + """
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return {'notfound'} end
+local n = tonumber(ARGV[4])
+local allowed = false
+for i = 5, 4 + n do
+  if ARGV[i] == cur then allowed = true end
+end
+if not allowed then return {'conflict', cur} end
+if #ARGV > 4 + n then redis.call('HSET', KEYS[1], unpack(ARGV, 5 + n)) end
+redis.call('HSET', KEYS[1], 'state', ARGV[2])
+if KEYS[2] then
+  if ARGV[3] == '1' then
+    redis.call('ZADD', KEYS[2], queue_score(KEYS[1]), ARGV[1])
+  else
+    redis.call('ZREM', KEYS[2], ARGV[1])
+  end
+end
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+# KEYS: consult, open zset, session, sessions zset
+# ARGV: consult id, session id, session score, n, n consult field/value items,
+#       session field/value pairs...
+_ACCEPT = (
+    _LUA_PRELUDE
+    + """
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return {'notfound'} end
+if cur ~= '"waiting"' then return {'conflict', cur} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'session_exists'} end
+local n = tonumber(ARGV[4])
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 5, 4 + n)) end
+redis.call('HSET', KEYS[1], 'state', '"accepted"')
+redis.call('ZADD', KEYS[2], queue_score(KEYS[1]), ARGV[1])
+redis.call('HSET', KEYS[3], unpack(ARGV, 5 + n))
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+# KEYS: nodes set, node keys...; ARGV: the ids of those node keys.
+# Rechecks existence atomically so a node re-registered meanwhile is kept.
+_PRUNE_NODES = """
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then redis.call('SREM', KEYS[1], ARGV[i - 1]) end
+end
+return 0
+"""
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailable(f"redis unavailable: {exc}") from exc
+
+
+def _pairs(record: Record) -> list[str]:
+    out: list[str] = []
+    for key, value in record.items():
+        out += [key, json.dumps(value)]
+    return out
+
+
+def _record(flat: list[str]) -> Record:
+    return {flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _queue_score(consult: Record) -> float:
+    return URGENCY_RANK[consult["urgency"]] * _RANK_WEIGHT + consult["created_at"]
+
+
+def _result(reply: list[Any], record_id: str) -> Record:
+    status = reply[0]
+    if status == "ok":
+        return _record(reply[1])
+    if status == "notfound":
+        raise NotFound(record_id)
+    if status == "conflict":
+        raise Conflict(json.loads(reply[1]))
+    raise StoreError(f"unexpected script reply {status!r}")
+
+
+class RedisStore:
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "jisr:",
+        *,
+        socket_timeout: float = 2.0,
+        connect_timeout: float = 2.0,
+        retries: int = 0,
+    ) -> None:
+        """``retries`` is how often a command is retried at once after a connection
+        error; 0 surfaces every failure as StoreUnavailable within the timeouts. A
+        subscription never reconnects by itself (it would silently miss events)."""
+        self._prefix = prefix
+        self._channel = f"{prefix}events"
+        self._timeout = socket_timeout
+        self._client = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            retry=Retry(NoBackoff(), retries),
+        )
+        self._create = self._client.register_script(_CREATE)
+        self._transition = self._client.register_script(_TRANSITION)
+        self._accept = self._client.register_script(_ACCEPT)
+        self._prune_nodes = self._client.register_script(_PRUNE_NODES)
+        self._subscriptions: set[Subscription] = set()
+        self._closed = False
+
+    def _key(self, *parts: str) -> str:
+        return self._prefix + ":".join(parts)
+
+    async def start(self) -> None:
+        self._closed = False
+        await self.ping()
+
+    async def close(self) -> None:
+        self._closed = True
+        for subscription in list(self._subscriptions):
+            await subscription.aclose()
+        with suppress(*_UNAVAILABLE):
+            await self._client.aclose()
+
+    async def ping(self) -> None:
+        with _unavailable():
+            await self._client.ping()
+
+    # consults -----------------------------------------------------------
+    async def create_consult(self, consult: Record) -> None:
+        consult_id = consult["id"]
+        keys = [
+            self._key("consult", consult_id),
+            self._key("consults", "open"),
+            self._key("consults", "all"),
+            self._key("facility", consult["facility"], "consults"),
+        ]
+        is_open = "1" if consult["state"] in CONSULT_OPEN_STATES else "0"
+        args = [consult_id, _queue_score(consult), consult["created_at"], is_open]
+        with _unavailable():
+            reply = await self._create(keys=keys, args=args + _pairs(consult))
+        if reply[0] != "ok":
+            raise Conflict(json.loads(reply[1]))
+
+    async def get_consult(self, consult_id: str) -> Record | None:
+        with _unavailable():
+            flat = await self._client.hgetall(self._key("consult", consult_id))
+        return {k: json.loads(v) for k, v in flat.items()} if flat else None
+
+    async def _fetch(self, index: str, kind: str) -> list[Record]:
+        with _unavailable():
+            ids = await self._client.zrange(index, 0, -1)
+            pipe = self._client.pipeline(transaction=False)
+            for record_id in ids:
+                pipe.hgetall(self._key(kind, record_id))
+            hashes = await pipe.execute() if ids else []
+        # A record may be gone (retention) while its id is still indexed.
+        return [{k: json.loads(v) for k, v in h.items()} for h in hashes if h]
+
+    async def list_consults(
+        self,
+        *,
+        states: Iterable[str] | None = None,
+        specialties: Iterable[str] | None = None,
+        facility: str | None = None,
+    ) -> list[Record]:
+        wanted = CONSULT_OPEN_STATES if states is None else frozenset(states)
+        specialty_set = None if specialties is None else frozenset(specialties)
+        if facility is not None:
+            index = self._key("facility", facility, "consults")
+        elif wanted <= CONSULT_OPEN_STATES:
+            index = self._key("consults", "open")
+        else:
+            index = self._key("consults", "all")
+        found = [
+            c
+            for c in await self._fetch(index, "consult")
+            if c["state"] in wanted
+            and (specialty_set is None or c["specialty"] in specialty_set)
+            and (facility is None or c["facility"] == facility)
+        ]
+        return sorted(found, key=lambda c: (queue_key(c), c["id"]))
+
+    async def _cas(
+        self,
+        keys: list[str],
+        record_id: str,
+        from_states: Iterable[str],
+        to_state: str,
+        fields: Record,
+    ) -> Record:
+        froms = [json.dumps(s) for s in from_states]
+        is_open = "1" if to_state in CONSULT_OPEN_STATES else "0"
+        rest = {k: v for k, v in fields.items() if k != "state"}
+        args = [record_id, json.dumps(to_state), is_open, len(froms), *froms, *_pairs(rest)]
+        with _unavailable():
+            reply = await self._transition(keys=keys, args=args)
+        return _result(reply, record_id)
+
+    async def transition_consult(
+        self, consult_id: str, *, from_states: Iterable[str], to_state: str, fields: Record
+    ) -> Record:
+        keys = [self._key("consult", consult_id), self._key("consults", "open")]
+        return await self._cas(keys, consult_id, from_states, to_state, fields)
+
+    async def accept_consult(self, consult_id: str, *, fields: Record, session: Record) -> Record:
+        keys = [
+            self._key("consult", consult_id),
+            self._key("consults", "open"),
+            self._key("session", session["id"]),
+            self._key("sessions"),
+        ]
+        consult_items = _pairs({k: v for k, v in fields.items() if k != "state"})
+        args = [
+            consult_id,
+            session["id"],
+            session.get("created_at", 0),
+            len(consult_items),
+            *consult_items,
+            *_pairs(session),
+        ]
+        with _unavailable():
+            reply = await self._accept(keys=keys, args=args)
+        if reply[0] == "session_exists":
+            raise StoreError(f"session {session['id']} already exists")
+        return _result(reply, consult_id)
+
+    # sessions -----------------------------------------------------------
+    async def get_session(self, session_id: str) -> Record | None:
+        with _unavailable():
+            flat = await self._client.hgetall(self._key("session", session_id))
+        return {k: json.loads(v) for k, v in flat.items()} if flat else None
+
+    async def transition_session(
+        self, session_id: str, *, from_states: Iterable[str], to_state: str, fields: Record
+    ) -> Record:
+        keys = [self._key("session", session_id)]
+        return await self._cas(keys, session_id, from_states, to_state, fields)
+
+    async def list_sessions(self, *, states: Iterable[str] | None = None) -> list[Record]:
+        wanted = SESSION_ACTIVE_STATES if states is None else frozenset(states)
+        found = [
+            s for s in await self._fetch(self._key("sessions"), "session") if s["state"] in wanted
+        ]
+        return sorted(found, key=lambda s: (s.get("created_at", 0), s["id"]))
+
+    # nodes --------------------------------------------------------------
+    async def register_node(self, node_id: str, info: Record, ttl_s: float) -> None:
+        with _unavailable():
+            pipe = self._client.pipeline(transaction=True)
+            pipe.set(self._key("node", node_id), json.dumps(info), px=max(1, round(ttl_s * 1000)))
+            pipe.sadd(self._key("nodes"), node_id)
+            await pipe.execute()
+
+    async def remove_node(self, node_id: str) -> None:
+        with _unavailable():
+            pipe = self._client.pipeline(transaction=True)
+            pipe.delete(self._key("node", node_id))
+            pipe.srem(self._key("nodes"), node_id)
+            await pipe.execute()
+
+    async def list_nodes(self) -> dict[str, Record]:
+        with _unavailable():
+            ids = sorted(await self._client.smembers(self._key("nodes")))
+            values = await self._client.mget([self._key("node", i) for i in ids]) if ids else []
+            gone = [i for i, v in zip(ids, values) if v is None]
+            if gone:
+                keys = [self._key("nodes"), *(self._key("node", i) for i in gone)]
+                await self._prune_nodes(keys=keys, args=gone)
+        return {i: json.loads(v) for i, v in zip(ids, values) if v is not None}
+
+    # events -------------------------------------------------------------
+    async def publish(self, event: Record) -> None:
+        payload = json.dumps(event)
+        with _unavailable():
+            await self._client.publish(self._channel, payload)
+
+    async def subscribe(self) -> Subscription:
+        """Returns once Redis has confirmed the SUBSCRIBE, so every event published
+        after this returns is delivered."""
+        pump: asyncio.Task[None] | None = None
+        pubsub = self._client.pubsub()
+
+        async def on_close() -> None:
+            self._subscriptions.discard(subscription)
+            if pump is not None:
+                pump.cancel()
+                await asyncio.wait([pump])
+            with suppress(*_UNAVAILABLE):
+                await pubsub.aclose()
+
+        subscription = Subscription(on_close)
+        if self._closed:
+            await subscription.aclose()
+            return subscription
+        try:
+            with _unavailable():
+                await pubsub.subscribe(self._channel)
+                async with asyncio.timeout(self._timeout):
+                    while True:
+                        message = await pubsub.get_message(timeout=None)
+                        if message is not None and message["type"] == "subscribe":
+                            break
+        except BaseException:
+            await subscription.aclose()
+            raise
+        pump = asyncio.create_task(self._pump(pubsub, subscription))
+        self._subscriptions.add(subscription)
+        return subscription
+
+    @staticmethod
+    async def _pump(pubsub: PubSub, subscription: Subscription) -> None:
+        try:
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                if message is None or message["type"] != "message":
+                    continue
+                try:
+                    event = json.loads(message["data"])
+                except ValueError:
+                    continue  # not ours: every event we publish is JSON
+                subscription.put(event)
+        except _UNAVAILABLE as exc:
+            subscription.fail(StoreUnavailable(f"redis subscription lost: {exc}"))
+            with suppress(*_UNAVAILABLE):
+                await pubsub.aclose()  # free the connection even if never closed

@@ -1,0 +1,353 @@
+"""The WebSocket signaling protocol (docs/protocol.md) and the hub that pushes
+state changes to every open page on this node."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+
+from aiohttp import WSMsgType, web
+
+from media import MediaError
+
+from .auth import Principal
+from .consults import ConsultService
+from .errors import ApiError
+from .keys import AUDIT, CONSULTS, HUB, MEDIA, NODE_ID, SETTINGS, STORE, VERIFIER
+from .logs import get_logger
+from .protocol import (
+    Auth,
+    Candidate,
+    Join,
+    Leave,
+    Offer,
+    Ping,
+    parse_client_message,
+    parse_json,
+    ref_of,
+)
+from .store import StoreUnavailable
+
+AUTH_TIMEOUT_S = 10
+OUTBOX_LIMIT = 256
+RECEIVES = {
+    "referrer": ["specialist"],
+    "specialist": ["referrer"],
+    None: ["referrer", "specialist"],
+}
+
+log = get_logger()
+
+
+class Connection:
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.id = "w_" + secrets.token_hex(8)
+        self.ws = ws
+        self.principal: Principal | None = None
+        self.session_id: str | None = None
+        self.part: str | None = None  # "referrer" | "specialist" | None (observer)
+        self._outbox: asyncio.Queue[dict | None] = asyncio.Queue(OUTBOX_LIMIT)
+
+    def send(self, message: dict) -> None:
+        try:
+            self._outbox.put_nowait(message)
+        except asyncio.QueueFull:  # a page that stopped reading; it will reconnect
+            asyncio.ensure_future(self.ws.close(code=1008, message=b"too slow"))
+
+    async def write_loop(self) -> None:
+        while (message := await self._outbox.get()) is not None:
+            if self.ws.closed:
+                return
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.send_json(message)
+
+    def close_outbox(self) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self._outbox.put_nowait(None)
+
+    def member(self) -> dict:
+        assert self.principal is not None
+        return {
+            **self.principal.ref(),
+            "role": self.principal.role,
+            "as": "observer" if self.part is None else "participant",
+        }
+
+
+def should_notify(who: Principal, consult: dict) -> bool:
+    if who.sees_everything:
+        return True
+    if who.role == "referrer":
+        return consult["facility"] == who.facility
+    if who.role == "specialist":
+        mine = (consult.get("specialist") or {}).get("sub") == who.sub
+        return mine or consult["specialty"] in who.specialties
+    return False
+
+
+class Hub:
+    """Open connections of this node, and who is in each session it hosts."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.connections: dict[str, Connection] = {}
+        self.sessions: dict[str, dict[str, Connection]] = {}
+
+    def roster(self, session_id: str) -> list[dict]:
+        return [c.member() for c in self.sessions.get(session_id, {}).values()]
+
+    def broadcast_roster(self, session_id: str) -> None:
+        message = {"type": "roster", "session_id": session_id, "roster": self.roster(session_id)}
+        for conn in self.sessions.get(session_id, {}).values():
+            conn.send(message)
+
+    def on_media_state(self, session_id: str, peer_id: str, state: str) -> None:
+        conn = self.connections.get(peer_id)
+        if conn is not None:
+            conn.send({"type": "media.state", "state": state})
+        log.info("peer.state", session_id=session_id, peer=peer_id, state=state)
+
+    async def dispatch(self, event: dict) -> None:
+        if event.get("type") == "consult.updated":
+            consult = event["consult"]
+            for conn in list(self.connections.values()):
+                if conn.principal and should_notify(conn.principal, consult):
+                    conn.send(event)
+        elif event.get("type") == "session.ended":
+            session_id = event["session_id"]
+            for conn in list(self.sessions.get(session_id, {}).values()):
+                conn.send(event)
+                await self.leave(conn, reason="session_ended")
+
+    async def pump(self) -> None:
+        """Forward store events (from every node) to this node's connections."""
+        store = self.app[STORE]
+        delay = 0.2
+        while True:
+            try:
+                async for event in await store.subscribe():
+                    delay = 0.2
+                    await self.dispatch(event)
+                return  # the store closed
+            except StoreUnavailable:
+                log.warning("events.unavailable", retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def leave(self, conn: Connection, reason: str = "left") -> None:
+        session_id = conn.session_id
+        if session_id is None:
+            return
+        conn.session_id = None
+        await self.app[MEDIA].disconnect(conn.id)
+        members = self.sessions.get(session_id, {})
+        members.pop(conn.id, None)
+        if not members:
+            self.sessions.pop(session_id, None)
+        event = "observer.left" if conn.part is None else "participant.left"
+        self.app[AUDIT].record(
+            event,
+            conn.principal.public() if conn.principal else None,
+            session_id=session_id,
+            reason=reason,
+        )
+        self.broadcast_roster(session_id)
+
+
+class SignalingHandler:
+    """One WebSocket connection's messages, in order."""
+
+    def __init__(self, app: web.Application, conn: Connection) -> None:
+        self.app = app
+        self.conn = conn
+        self.hub: Hub = app[HUB]
+        self.consults: ConsultService = app[CONSULTS]
+
+    async def handle(self, message) -> None:
+        if isinstance(message, Auth):
+            await self.on_auth(message)
+        elif self.conn.principal is None:
+            raise ApiError(401, "unauthenticated", "send auth first")
+        elif isinstance(message, Join):
+            await self.on_join(message)
+        elif isinstance(message, Offer):
+            await self.on_offer(message)
+        elif isinstance(message, Candidate):
+            await self.on_candidate(message)
+        elif isinstance(message, Leave):
+            await self.hub.leave(self.conn)
+            self.conn.send({"type": "left", "ref": message.ref})
+        elif isinstance(message, Ping):
+            self.conn.send({"type": "pong", "ref": message.ref})
+
+    async def on_auth(self, message: Auth) -> None:
+        if self.conn.principal is not None:
+            raise ApiError(400, "bad_request", "already authenticated")
+        self.conn.principal = self.app[VERIFIER].verify(message.token)
+        self.hub.connections[self.conn.id] = self.conn
+        self.conn.send(
+            {
+                "type": "welcome",
+                "ref": message.ref,
+                "user": self.conn.principal.public(),
+                "node": self.app[NODE_ID],
+            }
+        )
+
+    async def on_join(self, message: Join) -> None:
+        conn, who = self.conn, self.conn.principal
+        if conn.session_id is not None:
+            raise ApiError(409, "already_joined", "this connection already joined a session")
+        session, part = await self.consults.session_for(who, message.session_id)
+        if session["state"] == "ended":
+            raise ApiError(409, "invalid_state", "the session has ended")
+        if session["node"] != self.app[NODE_ID]:
+            raise ApiError(
+                409,
+                "session_not_here",
+                "the session is hosted on another node",
+                node=session["node"],
+            )
+        members = self.hub.sessions.setdefault(session["id"], {})
+        if part is None:
+            observers = sum(1 for m in members.values() if m.part is None)
+            if observers >= self.app[SETTINGS].max_observers:
+                raise ApiError(
+                    409, "too_many_observers", "this session has its maximum of observers"
+                )
+        else:  # the same participant on a new connection replaces the old one
+            for other in list(members.values()):
+                if other.part == part:
+                    other.send({"type": "session.replaced", "session_id": session["id"]})
+                    await self.hub.leave(other, reason="replaced")
+        conn.session_id, conn.part = session["id"], part
+        members[conn.id] = conn
+        self.app[AUDIT].record(
+            "participant.joined" if part else "observer.joined",
+            who.public(),
+            session_id=session["id"],
+            consult_id=session["consult_id"],
+            part=part,
+        )
+        if part is not None:
+            await self.consults.mark_live(session["consult_id"])
+        consult = await self.app[CONSULTS].store.get_consult(session["consult_id"])
+        conn.send(
+            {
+                "type": "joined",
+                "ref": message.ref,
+                "session_id": session["id"],
+                "as": "observer" if part is None else "participant",
+                "part": part,
+                "consult": consult,
+                "roster": self.hub.roster(session["id"]),
+            }
+        )
+        self.hub.broadcast_roster(session["id"])
+
+    async def on_offer(self, message: Offer) -> None:
+        conn = self.conn
+        if conn.session_id is None:
+            raise ApiError(409, "not_joined", "join a session before sending an offer")
+        try:
+            answer = await self.app[MEDIA].connect(
+                conn.session_id,
+                conn.id,
+                publish=conn.part,
+                receive=RECEIVES[conn.part],
+                offer_sdp=message.sdp,
+            )
+        except MediaError as exc:
+            raise ApiError(400, exc.code, exc.message) from None
+        conn.send({"type": "answer", "ref": message.ref, "sdp": answer})
+
+    async def on_candidate(self, message: Candidate) -> None:
+        if self.conn.session_id is None:
+            raise ApiError(409, "not_joined", "join a session before sending candidates")
+        candidate = message.candidate.model_dump() if message.candidate else None
+        try:
+            await self.app[MEDIA].add_candidate(self.conn.id, candidate)
+        except MediaError as exc:
+            raise ApiError(400, exc.code, exc.message) from None
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    settings = request.app[SETTINGS]
+    limit = settings.max_message_bytes
+    # aiohttp closes the socket past max_msg_size; below that hard cap we refuse the
+    # message ourselves and keep the connection.
+    ws = web.WebSocketResponse(max_msg_size=max(4 * limit, 1 << 20), heartbeat=20)
+    await ws.prepare(request)
+    conn = Connection(ws)
+    handler = SignalingHandler(request.app, conn)
+    hub = request.app[HUB]
+    writer = asyncio.ensure_future(conn.write_loop())
+    deadline = asyncio.get_running_loop().time() + AUTH_TIMEOUT_S
+    try:
+        while True:
+            timeout = None
+            if conn.principal is None:
+                timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+            try:
+                msg = await ws.receive(timeout=timeout)
+            except TimeoutError:
+                conn.send(
+                    {
+                        "type": "error",
+                        "code": "unauthenticated",
+                        "message": "no auth message in time",
+                        "ref": None,
+                    }
+                )
+                break
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                break
+            data: object = None
+            try:
+                if msg.type != WSMsgType.TEXT:
+                    raise ApiError(400, "bad_json", "only text JSON messages are accepted")
+                data = parse_json(msg.data, limit)
+                await handler.handle(parse_client_message(data))
+            except ApiError as exc:
+                conn.send(
+                    {
+                        "type": "error",
+                        "code": exc.code,
+                        "message": exc.message,
+                        "ref": ref_of(data),
+                        **exc.extra,
+                    }
+                )
+                if exc.code in ("token_expired", "token_invalid"):
+                    conn.close_outbox()
+                    await writer
+                    await ws.close(code=4401, message=b"unauthorized")
+                    break
+            except StoreUnavailable:
+                conn.send(
+                    {
+                        "type": "error",
+                        "code": "store_unavailable",
+                        "message": "session state is unavailable; try again shortly",
+                        "ref": ref_of(data),
+                    }
+                )
+            except Exception:
+                log.exception("ws.internal_error", conn=conn.id)
+                conn.send(
+                    {
+                        "type": "error",
+                        "code": "internal",
+                        "message": "internal error",
+                        "ref": ref_of(data),
+                    }
+                )
+    finally:
+        hub.connections.pop(conn.id, None)
+        await hub.leave(conn, reason="disconnected")
+        conn.close_outbox()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer, 2)
+        await ws.close()
+    return ws

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+
+from signaling.auth import mint_token
+from signaling.settings import Settings, load_settings
+
+pytest_plugins = ["tests.fixtures_redis"]
+
+SECRET = "test-secret-" + "x" * 40
+
+
+def make_settings(**overrides) -> Settings:
+    values = {"jwt_secret": SECRET, "ice_addresses": "127.0.0.1", "port": 8080}
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return make_settings()
+
+
+class Tokens:
+    """Development tokens for the usual cast of a consult."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.referrer = self.make("referrer", "dr-amal", facility="hospital-a")
+        self.other_referrer = self.make("referrer", "dr-omar", facility="hospital-b")
+        self.specialist = self.make("specialist", "dr-karim", specialties=["cardiology"])
+        self.other_specialist = self.make("specialist", "dr-sara", specialties=["cardiology"])
+        self.neurologist = self.make("specialist", "dr-nadia", specialties=["neurology"])
+        self.supervisor = self.make("supervisor", "sup-leila")
+        self.admin = self.make("admin", "adm-yusuf")
+
+    def make(self, role: str, sub: str, **claims) -> str:
+        return mint_token(self.settings, role=role, sub=sub, name=sub.upper(), **claims)
+
+    @staticmethod
+    def header(token: str) -> dict:
+        return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def tokens(settings: Settings) -> Tokens:
+    return Tokens(settings)

@@ -1,0 +1,220 @@
+// Page bootstrap shared by the three role pages: translations, header (language toggle,
+// signaling state, sign-out), sign-in, /api/me and /api/config, the WebSocket and the
+// session view. A page module calls startPage({page, roles, init}).
+//
+// Shared elements (in every page's HTML):
+//   #lang-toggle, #ws-state[data-state], #user-name, #sign-out,
+//   #error-banner[data-code] (.error-text, .error-detail, .error-close), #notice,
+//   #signin, #signin-form, #signin-token, #signin-submit, #signin-reason,
+//   #app (the page once signed in), #page-main (lists/forms), #session-view
+
+import { getToken, setToken, clearToken } from './auth.js';
+import { initI18n, toggleLang, onLangChange, setText, getLang } from './i18n.js';
+import { api } from './api.js';
+import { Signaling } from './signaling.js';
+import { SessionView } from './session.js';
+import { setHookBase, registerHookSource } from './hook.js';
+import { showError, clearError, setupErrorBanner, startWaitingTicker, refreshTimes } from './ui.js';
+
+const AUTH_CODES = new Set(['unauthenticated', 'token_expired', 'token_invalid']);
+const PAGE_FOR_ROLE = { referrer: 'referrer.html', specialist: 'specialist.html', supervisor: 'supervisor.html', admin: 'supervisor.html' };
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export async function setupChrome() {
+  try {
+    await initI18n();
+  } catch (e) {
+    document.documentElement.classList.remove('i18n-pending');
+    throw e;
+  }
+  const toggle = document.getElementById('lang-toggle');
+  if (toggle) {
+    const mark = () => toggle.setAttribute('lang', getLang() === 'en' ? 'ar' : 'en');
+    mark();
+    toggle.addEventListener('click', () => toggleLang());
+    onLangChange(mark);
+  }
+  onLangChange(() => refreshTimes());
+  setupErrorBanner();
+}
+
+function showSignIn(reason, args) {
+  const box = document.getElementById('signin');
+  const why = document.getElementById('signin-reason');
+  if (reason) {
+    setText(why, `signin.reason.${reason}`, args);
+    why.hidden = false;
+  } else why.hidden = true;
+  box.hidden = false;
+  const input = document.getElementById('signin-token');
+  input.value = '';
+  input.focus();
+}
+
+function waitForSignIn() {
+  return new Promise((resolve) => {
+    const form = document.getElementById('signin-form');
+    const onSubmit = (ev) => {
+      ev.preventDefault();
+      let value = document.getElementById('signin-token').value.trim();
+      // Accept a whole sign-in link as well as the bare token.
+      const m = /[#&]token=([^&\s]+)/.exec(value);
+      if (m) value = decodeURIComponent(m[1]);
+      if (!value) return;
+      form.removeEventListener('submit', onSubmit);
+      setToken(value);
+      document.getElementById('signin').hidden = true;
+      resolve();
+    };
+    form.addEventListener('submit', onSubmit);
+  });
+}
+
+async function signIn(roles, pageRole) {
+  let reason = null;
+  let args;
+  for (;;) {
+    if (!getToken() || reason) {
+      showSignIn(reason, args);
+      await waitForSignIn();
+      reason = null;
+    }
+    try {
+      const me = await api.me();
+      if (roles && !roles.includes(me.role)) {
+        reason = 'wrong_role';
+        args = { role: { t: `roles.${me.role}` }, page: { t: `roles.${pageRole}` } };
+        const link = document.getElementById('signin-right-page');
+        if (link && PAGE_FOR_ROLE[me.role]) {
+          link.href = PAGE_FOR_ROLE[me.role];
+          setText(link, 'signin.goTo', { role: { t: `roles.${me.role}` } });
+          link.hidden = false;
+        }
+        continue;
+      }
+      const link = document.getElementById('signin-right-page');
+      if (link) link.hidden = true;
+      return me;
+    } catch (err) {
+      if (AUTH_CODES.has(err.code)) {
+        clearToken();
+        reason = err.code;
+        args = undefined;
+        continue;
+      }
+      showError(err);
+      await sleep(3000);
+    }
+  }
+}
+
+async function loadConfig() {
+  for (;;) {
+    try {
+      return await api.config();
+    } catch (err) {
+      showError(err);
+      await sleep(3000);
+    }
+  }
+}
+
+function bindWsState(sig) {
+  const el = document.getElementById('ws-state');
+  const render = () => {
+    el.dataset.state = sig.state;
+    setText(el.querySelector('.conn-label'), `ws.${sig.state}`);
+  };
+  sig.addEventListener('state', render);
+  render();
+}
+
+/**
+ * @param {object} o
+ * @param {string} o.page    'referrer' | 'specialist' | 'supervisor'
+ * @param {string[]} o.roles roles allowed on this page
+ * @param {Function} o.init  async (ctx) => void; ctx = {me, config, sig, session, api}
+ */
+export async function startPage({ page, roles, init }) {
+  setHookBase({ page });
+  await setupChrome();
+  startWaitingTicker();
+
+  const me = await signIn(roles, page);
+  clearError();
+  setHookBase({ user: me });
+  const nameEl = document.getElementById('user-name');
+  nameEl.textContent = me.name || me.sub;
+  nameEl.setAttribute('dir', 'auto');
+  nameEl.hidden = false;
+  const signOut = document.getElementById('sign-out');
+  signOut.hidden = false;
+
+  const config = await loadConfig();
+  const sig = new Signaling();
+  setHookBase({ signaling: sig });
+  bindWsState(sig);
+
+  signOut.addEventListener('click', () => {
+    sig.close();
+    clearToken();
+    window.location.replace(window.location.pathname);
+  });
+
+  sig.addEventListener('auth-failed', async (e) => {
+    // The token expired or was refused while the page was open: ask for a new one,
+    // keep the page as it is, and reconnect (a live session rejoins by itself).
+    clearToken();
+    showError({ code: e.detail.code || 'token_invalid', message: e.detail.message });
+    showSignIn(e.detail.code && AUTH_CODES.has(e.detail.code) ? e.detail.code : 'token_invalid');
+    await waitForSignIn();
+    try {
+      const again = await api.me();
+      if (again.sub !== me.sub) {
+        window.location.reload();
+        return;
+      }
+    } catch (err) {
+      showError(err);
+    }
+    clearError();
+    sig.connect();
+  });
+  sig.addEventListener('server-error', (e) => showError(e.detail));
+
+  const sessionRoot = document.getElementById('session-view');
+  const pageMain = document.getElementById('page-main');
+  const ctx = { me, config, sig, api, page };
+  const session = new SessionView({
+    root: sessionRoot,
+    signaling: sig,
+    config,
+    me,
+    onExit: (info) => {
+      pageMain.hidden = false;
+      document.body.classList.remove('in-session');
+      if (ctx.onSessionExit) ctx.onSessionExit(info);
+    },
+  });
+  ctx.session = session;
+  /** Join a session and switch the page to the session view. */
+  ctx.joinSession = async (sessionId, consult) => {
+    if (session.active) {
+      if (session.sessionId === sessionId) return;
+      showError({ code: 'already_in_session' });
+      return;
+    }
+    pageMain.hidden = true;
+    document.body.classList.add('in-session');
+    clearError();
+    await session.join(sessionId, { consult });
+  };
+  registerHookSource('session', () => session.snapshot());
+
+  document.getElementById('app').hidden = false;
+  await init(ctx);
+  sig.connect();
+  setHookBase({ ready: true });
+  return ctx;
+}

@@ -1,0 +1,73 @@
+// Read-only hook for automated browser tests: window.jisr.
+//
+//   await window.jisr.state() -> {
+//     page: 'referrer'|'specialist'|'supervisor'|'index', lang: 'en'|'ar',
+//     ready: bool (signed in and page initialised), signedIn: bool,
+//     user: {sub, name, role, facility, specialties} | null, role,
+//     signaling: 'idle'|'connecting'|'authenticating'|'ready'|'reconnecting'|'auth_failed'|'closed',
+//     connected: bool            (the session's RTCPeerConnection is 'connected'),
+//     connectionState: 'connecting'|'connected'|'reconnecting'|'failed'|'ended'|null,
+//     pcState, mediaState (last server media.state), iceGatheringState,
+//     inSession: bool, sessionId, as: 'participant'|'observer'|null, ended: reason|null,
+//     remote: [{label: 'remote'|'referrer'|'specialist', participant: 'referrer'|'specialist',
+//               name, sub, present, videoWidth, videoHeight, framesDecoded, bytesReceived,
+//               muted, element}],
+//     local: {audio, video, videoWidth, videoHeight} | null,
+//     roster: [{sub, name, role, as}], observers: [sub],
+//     consults: [{id, state, urgency, specialty, session_id}]   (referrer, specialist)
+//     sessions: [{id, state, consult_id}]                      (supervisor)
+//     lastError: {code, message, context, at} | null,
+//   }
+// Nothing here changes state.
+
+import { getLang } from './i18n.js';
+import { getLastError } from './ui.js';
+import { getToken } from './auth.js';
+
+const sources = new Map();
+const base = { page: document.body ? document.body.dataset.page || null : null, ready: false };
+
+export function setHookBase(fields) {
+  Object.assign(base, fields);
+}
+
+export function registerHookSource(name, fn) {
+  sources.set(name, fn);
+}
+
+async function state() {
+  const out = {
+    page: base.page,
+    lang: getLang(),
+    ready: !!base.ready,
+    signedIn: !!getToken() && !!base.user,
+    user: base.user || null,
+    role: base.user ? base.user.role : null,
+    signaling: base.signaling ? base.signaling.state : 'idle',
+    connected: false,
+    connectionState: null,
+    inSession: false,
+    sessionId: null,
+    as: null,
+    ended: null,
+    remote: [],
+    local: null,
+    roster: [],
+    observers: [],
+  };
+  for (const fn of sources.values()) {
+    try {
+      Object.assign(out, await fn());
+    } catch (e) {
+      out.hookError = String(e && e.message ? e.message : e);
+    }
+  }
+  out.lastError = getLastError();
+  return JSON.parse(JSON.stringify(out));
+}
+
+Object.defineProperty(window, 'jisr', {
+  value: Object.freeze({ version: 1, state }),
+  writable: false,
+  configurable: false,
+});

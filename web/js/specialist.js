@@ -1,0 +1,225 @@
+// Specialist page: the live queue of the specialist's specialties (critical → urgent →
+// routine, oldest first), Accept, and the session once accepted.
+//
+// Element ids / selectors for tests (see also app.js and session.js):
+//   #queue                              ul of li.consult-item[data-consult-id][data-state][data-urgency]
+//                                       (waiting consults, in queue order)
+//   .accept-button[data-consult-id]     accept this consult (then the page joins its session)
+//   li.consult-item.taken               a consult someone else accepted (kept ~6 s, then removed)
+//   .taken-notice                       "Accepted by another specialist" inside that item
+//   #queue-count, #queue-empty, #my-specialties
+//   #mine-section, #my-consults         consults this specialist accepted that are still open
+//   .join-button[data-session-id][data-consult-id]   rejoin one of those sessions
+//   Session view: #session-view, #local-video, #remote-video, #roster, #leave, #end-session,
+//   #end-session-confirm, #connection-state, #observer-notice, #session-ended, #session-back
+//   Shared: #error-banner[data-code] (already_accepted shows here too), #notice, #ws-state,
+//   #lang-toggle, #signin-*
+//   Hook: await window.jisr.state()  (see hook.js); adds `consults` and `queue` (ids in order).
+
+import { startPage } from './app.js';
+import { t, setText, onLangChange } from './i18n.js';
+import { api } from './api.js';
+import { registerHookSource } from './hook.js';
+import { h, showError, clearError, showNotice, consultCard, sortQueue, specialtyLabel, rememberFocus } from './ui.js';
+
+const STATE_RANK = { waiting: 0, accepted: 1, live: 2, ended: 3, cancelled: 3, expired: 3 };
+const TAKEN_SHOW_MS = 6000;
+
+const consults = new Map();
+const taken = new Map(); // consult id -> time it was seen taken by someone else
+const accepting = new Set();
+let ctx = null;
+let baseTitle = '';
+
+function merge(c) {
+  if (!c || !c.id) return null;
+  const old = consults.get(c.id);
+  if (old && (STATE_RANK[old.state] ?? 0) > (STATE_RANK[c.state] ?? 0)) return old;
+  consults.set(c.id, c);
+  return c;
+}
+
+function mine(c) {
+  return c.specialist && c.specialist.sub === ctx.me.sub;
+}
+
+function markTaken(c) {
+  if (!taken.has(c.id)) {
+    taken.set(c.id, Date.now());
+    setTimeout(() => {
+      taken.delete(c.id);
+      if (!mine(consults.get(c.id) || c)) consults.delete(c.id);
+      render();
+    }, TAKEN_SHOW_MS);
+  }
+}
+
+async function accept(c, button) {
+  if (accepting.has(c.id)) return;
+  accepting.add(c.id);
+  button.disabled = true;
+  button.setAttribute('aria-busy', 'true');
+  setText(button, 'specialist.accepting');
+  try {
+    const res = await api.acceptConsult(c.id);
+    clearError();
+    const consult = merge(res.consult) || res.consult;
+    const session = res.session || {};
+    const sessionId = session.id || (consult && consult.session_id);
+    render();
+    if (sessionId) await ctx.joinSession(sessionId, consult);
+  } catch (err) {
+    showError(err);
+    if (err.code === 'already_accepted') {
+      const cur = consults.get(c.id) || c;
+      consults.set(c.id, { ...cur, state: cur.state === 'waiting' ? 'accepted' : cur.state });
+      markTaken(c);
+    } else if (err.code === 'invalid_state' || err.code === 'consult_not_found') {
+      consults.delete(c.id);
+    }
+    render();
+    refresh();
+  } finally {
+    accepting.delete(c.id);
+  }
+}
+
+function render() {
+  const queueEl = document.getElementById('queue');
+  const focus = rememberFocus(queueEl);
+  const all = Array.from(consults.values());
+  const waiting = all.filter((c) => c.state === 'waiting' || taken.has(c.id));
+  const queue = sortQueue(waiting);
+  queueEl.replaceChildren(...queue.map((c) => {
+    const isTaken = taken.has(c.id) && c.state !== 'waiting';
+    const actions = [];
+    if (!isTaken) {
+      const btn = h('button.btn.btn-accept.btn-large.accept-button', {
+        attrs: { type: 'button' },
+        dataset: { consultId: c.id },
+        i18n: [accepting.has(c.id) ? 'specialist.accepting' : 'specialist.accept'],
+      });
+      if (accepting.has(c.id)) btn.disabled = true;
+      btn.addEventListener('click', () => accept(c, btn));
+      actions.push(btn);
+    }
+    const extra = isTaken ? h('p.taken-notice', { attrs: { role: 'status' }, i18n: [c.specialist && !mine(c) ? 'specialist.takenBy' : 'specialist.taken', { name: c.specialist ? c.specialist.name || c.specialist.sub : '' }] }) : null;
+    const li = consultCard(c, { actions, extra });
+    if (isTaken) li.classList.add('taken');
+    return li;
+  }));
+  const waitingOnly = queue.filter((c) => c.state === 'waiting');
+  const critical = waitingOnly.filter((c) => c.urgency === 'critical').length;
+  document.getElementById('queue-empty').hidden = queue.length > 0;
+  setText(document.getElementById('queue-count'), critical ? 'specialist.countWithCritical' : 'specialist.count', { n: waitingOnly.length, critical });
+  document.getElementById('queue-count').classList.toggle('has-critical', critical > 0);
+  focus();
+
+  const mineList = all.filter((c) => mine(c) && (c.state === 'accepted' || c.state === 'live'));
+  const mineEl = document.getElementById('my-consults');
+  mineEl.replaceChildren(...mineList.map((c) => {
+    const actions = [];
+    if (c.session_id && !(ctx.session.active && ctx.session.sessionId === c.session_id)) {
+      actions.push(h('button.btn.btn-primary.btn-large.join-button', {
+        attrs: { type: 'button' },
+        dataset: { sessionId: c.session_id, consultId: c.id },
+        i18n: ['specialist.join'],
+        on: { click: () => ctx.joinSession(c.session_id, c).catch(showError) },
+      }));
+    }
+    return consultCard(c, { actions });
+  }));
+  document.getElementById('mine-section').hidden = mineList.length === 0;
+  updateTitle(waitingOnly.length, critical);
+}
+
+function updateTitle(n, critical) {
+  baseTitle = t('specialist.pageTitle');
+  let prefix = '';
+  if (critical) prefix = `(${t('specialist.titleCritical', { n: critical })}) `;
+  else if (n) prefix = `(${n}) `;
+  document.title = prefix + baseTitle;
+}
+
+async function refresh() {
+  try {
+    const data = await api.listConsults();
+    const fresh = (data && data.consults) || [];
+    const ids = new Set(fresh.map((c) => c.id));
+    // The server's list is the truth for waiting consults; keep ones shown as taken.
+    for (const [id, c] of consults) if (!ids.has(id) && c.state === 'waiting' && !taken.has(id)) consults.delete(id);
+    for (const c of fresh) {
+      const old = consults.get(c.id);
+      if (old && old.state !== 'waiting' && c.state === 'waiting') consults.set(c.id, c);
+      else merge(c);
+    }
+    render();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+function onUpdate(c) {
+  const known = consults.has(c.id);
+  const before = consults.get(c.id);
+  const merged = merge(c);
+  if (!merged) return;
+  const id = merged.id;
+  if (merged.state === 'waiting' || mine(merged)) {
+    // in the queue, or in "my consults"
+  } else if ((merged.state === 'accepted' || merged.state === 'live') && before && before.state === 'waiting') {
+    // Someone else took it: keep it visible for a moment so nobody wonders where it went.
+    if (!accepting.has(id)) markTaken(merged);
+  } else if (!taken.has(id)) {
+    consults.delete(id);
+  }
+  render();
+  if (!known && merged.state === 'waiting') {
+    const item = document.querySelector(`#queue .consult-item[data-consult-id="${CSS.escape(merged.id)}"]`);
+    if (item) item.classList.add('new-arrival');
+    showNotice(merged.urgency === 'critical' ? 'specialist.newCritical' : 'specialist.newConsult', { specialty: specialtyLabel(merged.specialty) });
+  }
+}
+
+startPage({
+  page: 'specialist',
+  roles: ['specialist'],
+  init: async (c) => {
+    ctx = c;
+    const specs = (ctx.me.specialties || []);
+    const specEl = document.getElementById('my-specialties');
+    const renderSpecs = () => {
+      if (!specs.length) return;
+      const parts = specs.map((s) => {
+        const l = specialtyLabel(s);
+        return typeof l === 'string' ? l : t(l.t);
+      });
+      setText(specEl, 'specialist.specialties', { list: parts.join(t('list.separator')) });
+    };
+    renderSpecs();
+    onLangChange(() => {
+      renderSpecs();
+      render();
+    });
+    ctx.sig.addEventListener('consult.updated', (e) => onUpdate(e.detail.consult));
+    ctx.sig.addEventListener('ready', () => refresh());
+    ctx.onSessionExit = () => {
+      render();
+      refresh();
+    };
+    registerHookSource('page', () => {
+      const q = sortQueue(Array.from(consults.values()).filter((x) => x.state === 'waiting'));
+      return {
+        consults: Array.from(consults.values()).map((x) => ({
+          id: x.id, state: x.state, urgency: x.urgency, specialty: x.specialty, session_id: x.session_id || null,
+          taken: taken.has(x.id),
+        })),
+        queue: q.map((x) => x.id),
+      };
+    });
+    await refresh();
+  },
+}).catch((err) => {
+  console.error('specialist page failed to start', err && err.message);
+  showError({ code: 'startup', message: err && err.message });
+});
