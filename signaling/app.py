@@ -70,6 +70,10 @@ async def index(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/index.html")
 
 
+async def unknown_api(request: web.Request) -> web.StreamResponse:
+    raise ApiError(404, "not_found", f"no such endpoint: {request.method} {request.path}")
+
+
 async def _heartbeat(app: web.Application) -> None:
     settings, store, node_id = app[SETTINGS], app[STORE], app[NODE_ID]
     info = {"node": node_id, "host": settings.host, "port": settings.port}
@@ -129,6 +133,7 @@ def create_app(
     app.router.add_routes(routes)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/", index)
+    app.router.add_route("*", "/api/{tail:.*}", unknown_api)  # never fall through to files
     if settings.web_dir.is_dir():
         app.router.add_static("/", settings.web_dir, follow_symlinks=False)
     app.cleanup_ctx.append(_lifecycle)

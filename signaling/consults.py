@@ -128,9 +128,7 @@ class ConsultService:
         if who.role != "specialist":
             raise forbidden("only a specialist accepts consults")
         consult = await self.store.get_consult(consult_id)
-        if consult is None or not can_see_consult(who, consult):
-            if consult is not None and consult["state"] != "waiting":
-                raise ApiError(409, "already_accepted", "another specialist accepted this consult")
+        if consult is None or consult["specialty"] not in who.specialties:
             raise consult_not_found()
         now = self.clock()
         session = {

@@ -10,6 +10,7 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.extra = extra
+        self.ref: str | None = None  # the refused WebSocket message's ref, when known
 
     def body(self) -> dict:
         return {"error": {"code": self.code, "message": self.message, **self.extra}}

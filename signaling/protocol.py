@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Annotated, Literal
 
@@ -71,7 +72,12 @@ def describe(error: ValidationError) -> str:
 
 def parse_json(raw: str | bytes, limit: int) -> object:
     if len(raw) > limit:
-        raise ApiError(413, "too_large", f"message is larger than {limit} bytes")
+        error = ApiError(413, "too_large", f"message is larger than {limit} bytes")
+        # Below the transport's hard cap, still find the ref so the client can tell
+        # which message was refused.
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            error.ref = ref_of(json.loads(raw))
+        raise error
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError):

@@ -315,7 +315,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                         "type": "error",
                         "code": exc.code,
                         "message": exc.message,
-                        "ref": ref_of(data),
+                        "ref": exc.ref or ref_of(data),
                         **exc.extra,
                     }
                 )

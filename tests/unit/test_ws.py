@@ -1,0 +1,179 @@
+"""The WebSocket protocol: pushes, and every refusal keeps the connection serving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from aiohttp import WSMsgType
+
+from signaling.app import create_app
+from signaling.store import MemoryStore
+from tests.conftest import Tokens
+
+NEW = {"specialty": "cardiology", "urgency": "critical", "summary": "tamponade", "patient_ref": "P-1"}
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings):
+    return await aiohttp_client(create_app(settings, store=MemoryStore()))
+
+
+class Socket:
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.seen: list[dict] = []  # every message received, matched or not
+
+    async def next(self, predicate=lambda m: True, timeout: float = 5.0) -> dict:
+        async def wait():
+            while True:
+                msg = await self.ws.receive()
+                assert msg.type == WSMsgType.TEXT, msg
+                data = json.loads(msg.data)
+                self.seen.append(data)
+                if predicate(data):
+                    return data
+
+        return await asyncio.wait_for(wait(), timeout)
+
+    async def ask(self, message: dict) -> dict:
+        await self.ws.send_json(message)
+        return await self.next(lambda m: m.get("ref") == message.get("ref"))
+
+    async def still_serving(self) -> None:
+        assert (await self.ask({"type": "ping", "ref": "alive"}))["type"] == "pong"
+
+
+async def connect(client, token: str | None) -> Socket:
+    socket = Socket(await client.ws_connect("/ws"))
+    if token is not None:
+        welcome = await socket.ask({"type": "auth", "token": token, "ref": "a"})
+        assert welcome["type"] == "welcome"
+    return socket
+
+
+async def accepted_session(client, tokens: Tokens) -> str:
+    consult = await (await client.post(
+        "/api/consults", json=NEW, headers=tokens.header(tokens.referrer)
+    )).json()
+    body = await (await client.post(
+        f"/api/consults/{consult['id']}/accept", headers=tokens.header(tokens.specialist)
+    )).json()
+    return body["session"]["id"]
+
+
+async def test_message_before_auth_is_refused_and_connection_kept(client, tokens):
+    socket = await connect(client, None)
+    error = await socket.ask({"type": "join", "session_id": "s_x", "ref": "j"})
+    assert (error["type"], error["code"], error["ref"]) == ("error", "unauthenticated", "j")
+    welcome = await socket.ask({"type": "auth", "token": tokens.referrer, "ref": "a"})
+    assert welcome["user"]["role"] == "referrer"
+
+
+async def test_malformed_json(client, tokens):
+    socket = await connect(client, tokens.referrer)
+    await socket.ws.send_str("{oops")
+    error = await socket.next()
+    assert (error["code"], error["ref"]) == ("bad_json", None)
+    await socket.still_serving()
+
+
+async def test_unknown_type(client, tokens):
+    socket = await connect(client, tokens.referrer)
+    error = await socket.ask({"type": "teleport", "ref": "t"})
+    assert error["code"] == "unknown_type"
+    await socket.still_serving()
+
+
+async def test_schema_violation(client, tokens):
+    socket = await connect(client, tokens.referrer)
+    error = await socket.ask({"type": "join", "session_id": 42, "ref": "j"})
+    assert error["code"] == "bad_request" and "session_id" in error["message"]
+    await socket.still_serving()
+
+
+async def test_oversized_message(client, tokens, settings):
+    socket = await connect(client, tokens.referrer)
+    error = await socket.ask({"type": "offer", "sdp": "x" * settings.max_message_bytes, "ref": "o"})
+    assert error["code"] == "too_large"
+    await socket.still_serving()
+
+
+async def test_expired_token_closes_with_4401(client, tokens):
+    socket = await connect(client, None)
+    expired = tokens.make("referrer", "dr-old", facility="hospital-a", ttl_s=-60)
+    error = await socket.ask({"type": "auth", "token": expired, "ref": "a"})
+    assert error["code"] == "token_expired"
+    closing = await asyncio.wait_for(socket.ws.receive(), 5)
+    assert closing.type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
+    assert socket.ws.close_code == 4401
+    other = await connect(client, tokens.referrer)  # the server keeps serving others
+    await other.still_serving()
+
+
+async def test_forged_token(client, tokens, settings):
+    socket = await connect(client, None)
+    forged = Tokens(settings.model_copy(update={"jwt_secret": "f" * 40})).referrer
+    error = await socket.ask({"type": "auth", "token": forged, "ref": "a"})
+    assert error["code"] == "token_invalid"
+
+
+async def test_unknown_session(client, tokens):
+    socket = await connect(client, tokens.specialist)
+    error = await socket.ask({"type": "join", "session_id": "s_missing", "ref": "j"})
+    assert error["code"] == "session_not_found"
+    await socket.still_serving()
+
+
+async def test_wrong_people_cannot_join(client, tokens):
+    session_id = await accepted_session(client, tokens)
+    for token, code in (
+        (tokens.other_specialist, "forbidden"),
+        (tokens.other_referrer, "session_not_found"),
+    ):
+        socket = await connect(client, token)
+        error = await socket.ask({"type": "join", "session_id": session_id, "ref": "j"})
+        assert error["code"] == code
+        await socket.still_serving()
+
+
+async def test_offer_before_join_and_invalid_sdp(client, tokens):
+    session_id = await accepted_session(client, tokens)
+    socket = await connect(client, tokens.referrer)
+    error = await socket.ask({"type": "offer", "sdp": "v=0", "ref": "o1"})
+    assert error["code"] == "not_joined"
+    joined = await socket.ask({"type": "join", "session_id": session_id, "ref": "j"})
+    assert joined["type"] == "joined" and joined["as"] == "participant"
+    for sdp in ("garbage", "v=0\r\nm=audio x\r\n", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"):
+        error = await socket.ask({"type": "offer", "sdp": sdp, "ref": "o2"})
+        assert (error["code"], error["ref"]) == ("bad_sdp", "o2")
+    again = await socket.ask({"type": "join", "session_id": session_id, "ref": "j2"})
+    assert again["code"] == "already_joined"
+    await socket.still_serving()
+
+
+async def test_pushes_consult_updates_and_roster(client, tokens):
+    specialist = await connect(client, tokens.specialist)
+    neurologist = await connect(client, tokens.neurologist)
+    session_id = await accepted_session(client, tokens)
+    created = await specialist.next(lambda m: m["type"] == "consult.updated")
+    assert created["consult"]["state"] == "waiting"
+    accepted = await specialist.next(lambda m: m["type"] == "consult.updated")
+    assert accepted["consult"]["state"] == "accepted"
+
+    referrer = await connect(client, tokens.referrer)
+    await referrer.ask({"type": "join", "session_id": session_id, "ref": "j"})
+    observer = await connect(client, tokens.supervisor)
+    joined = await observer.ask({"type": "join", "session_id": session_id, "ref": "j"})
+    assert joined["as"] == "observer"
+    roster = await referrer.next(lambda m: m["type"] == "roster" and len(m["roster"]) == 2)
+    assert {(m["sub"], m["as"]) for m in roster["roster"]} == {
+        ("dr-amal", "participant"), ("sup-leila", "observer")
+    }
+    await observer.ask({"type": "leave", "ref": "l"})
+    roster = await referrer.next(lambda m: m["type"] == "roster" and len(m["roster"]) == 1)
+    assert roster["roster"][0]["sub"] == "dr-amal"
+    # The neurologist saw nothing of a cardiology consult.
+    await neurologist.still_serving()
+    assert [m["type"] for m in neurologist.seen] == ["welcome", "pong"]
