@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Installs Jisr into .venv and starts a single-node demo on http://127.0.0.1:8080
+# with the in-process store; prints a signed-in link for each kind of user.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e .
+exec .venv/bin/jisr serve --demo "$@"

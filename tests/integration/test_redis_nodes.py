@@ -1,0 +1,97 @@
+"""Several nodes sharing one real Redis: atomic accept, events across nodes, and a
+dead Redis answered with a clear 503 while the node keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiohttp import WSMsgType
+
+from signaling.app import create_app
+from signaling.store import RedisStore
+from tests.redis_server import RedisServer
+
+NEW = {"specialty": "cardiology", "urgency": "critical", "summary": "dissection", "patient_ref": "P-7"}
+
+
+async def two_nodes(aiohttp_client, settings, url: str):
+    node_a = await aiohttp_client(create_app(settings, store=RedisStore(url), node_id="n_a"))
+    node_b = await aiohttp_client(create_app(settings, store=RedisStore(url), node_id="n_b"))
+    return node_a, node_b
+
+
+async def test_fifty_concurrent_accepts_through_two_nodes_have_one_winner(
+    aiohttp_client, settings, tokens, redis_url
+):
+    node_a, node_b = await two_nodes(aiohttp_client, settings, redis_url)
+    consult = await (await node_a.post(
+        "/api/consults", json=NEW, headers=tokens.header(tokens.referrer)
+    )).json()
+    specialists = [
+        tokens.make("specialist", f"dr-{i}", specialties=["cardiology"]) for i in range(50)
+    ]
+
+    async def accept(i: int):
+        node = node_a if i % 2 else node_b
+        response = await node.post(
+            f"/api/consults/{consult['id']}/accept", headers=tokens.header(specialists[i])
+        )
+        return response.status, await response.json()
+
+    results = await asyncio.gather(*(accept(i) for i in range(50)))
+    winners = [body for status, body in results if status == 200]
+    assert len(winners) == 1
+    assert sorted({body["error"]["code"] for status, body in results if status != 200}) == [
+        "already_accepted"
+    ]
+    stored = await (await node_b.get(
+        f"/api/consults/{consult['id']}", headers=tokens.header(tokens.referrer)
+    )).json()
+    assert stored["specialist"] == winners[0]["consult"]["specialist"]
+    assert stored["session_id"] == winners[0]["session"]["id"]
+
+
+async def test_consult_created_on_one_node_is_pushed_from_the_other(
+    aiohttp_client, settings, tokens, redis_url
+):
+    node_a, node_b = await two_nodes(aiohttp_client, settings, redis_url)
+    ws = await node_b.ws_connect("/ws")
+    await ws.send_json({"type": "auth", "token": tokens.specialist, "ref": "a"})
+    assert (await ws.receive_json(timeout=5))["type"] == "welcome"
+    created = await (await node_a.post(
+        "/api/consults", json=NEW, headers=tokens.header(tokens.referrer)
+    )).json()
+    pushed = await ws.receive_json(timeout=5)
+    assert pushed["type"] == "consult.updated" and pushed["consult"]["id"] == created["id"]
+    await ws.close()
+
+
+async def test_redis_down_gives_503_and_node_keeps_serving(aiohttp_client, settings, tokens):
+    with RedisServer() as server:
+        node = await aiohttp_client(create_app(settings, store=RedisStore(server.url)))
+        assert (await node.get("/readyz")).status == 200
+        ws = await node.ws_connect("/ws")
+        await ws.send_json({"type": "auth", "token": tokens.specialist, "ref": "a"})
+        assert (await ws.receive_json(timeout=5))["type"] == "welcome"
+        server.stop()
+
+        response = await asyncio.wait_for(
+            node.post("/api/consults", json=NEW, headers=tokens.header(tokens.referrer)), 10
+        )
+        assert response.status == 503
+        assert (await response.json())["error"]["code"] == "store_unavailable"
+        ready = await node.get("/readyz")
+        assert ready.status == 503
+        assert (await node.get("/healthz")).status == 200
+        await ws.send_json({"type": "join", "session_id": "s_any", "ref": "j"})
+        while True:
+            message = await asyncio.wait_for(ws.receive(), 10)
+            assert message.type == WSMsgType.TEXT
+            data = json.loads(message.data)
+            if data.get("ref") == "j":
+                break
+        assert data["code"] == "store_unavailable"
+        await ws.send_json({"type": "ping", "ref": "p"})
+        assert (await ws.receive_json(timeout=5))["type"] == "pong"
+        await ws.close()
