@@ -148,7 +148,9 @@ class ConsultService:
             consult = await self.store.accept_consult(consult_id, fields=fields, session=session)
         except Conflict as exc:
             if exc.current_state in ("accepted", "live", "ended"):
-                raise ApiError(409, "already_accepted", "another specialist accepted this consult")
+                raise ApiError(
+                    409, "already_accepted", "another specialist accepted this consult"
+                ) from None
             raise ApiError(409, "invalid_state", f"the consult is {exc.current_state}") from None
         except NotFound:
             raise consult_not_found() from None

@@ -343,11 +343,11 @@ class RedisStore:
         with _unavailable():
             ids = sorted(await self._client.smembers(self._key("nodes")))
             values = await self._client.mget([self._key("node", i) for i in ids]) if ids else []
-            gone = [i for i, v in zip(ids, values) if v is None]
+            gone = [i for i, v in zip(ids, values, strict=True) if v is None]
             if gone:
                 keys = [self._key("nodes"), *(self._key("node", i) for i in gone)]
                 await self._prune_nodes(keys=keys, args=gone)
-        return {i: json.loads(v) for i, v in zip(ids, values) if v is not None}
+        return {i: json.loads(v) for i, v in zip(ids, values, strict=True) if v is not None}
 
     # events -------------------------------------------------------------
     async def publish(self, event: Record) -> None:

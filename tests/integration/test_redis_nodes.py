@@ -12,7 +12,12 @@ from signaling.app import create_app
 from signaling.store import RedisStore
 from tests.redis_server import RedisServer
 
-NEW = {"specialty": "cardiology", "urgency": "critical", "summary": "dissection", "patient_ref": "P-7"}
+NEW = {
+    "specialty": "cardiology",
+    "urgency": "critical",
+    "summary": "dissection",
+    "patient_ref": "P-7",
+}
 
 
 async def two_nodes(aiohttp_client, settings, url: str):
@@ -25,9 +30,9 @@ async def test_fifty_concurrent_accepts_through_two_nodes_have_one_winner(
     aiohttp_client, settings, tokens, redis_url
 ):
     node_a, node_b = await two_nodes(aiohttp_client, settings, redis_url)
-    consult = await (await node_a.post(
-        "/api/consults", json=NEW, headers=tokens.header(tokens.referrer)
-    )).json()
+    consult = await (
+        await node_a.post("/api/consults", json=NEW, headers=tokens.header(tokens.referrer))
+    ).json()
     specialists = [
         tokens.make("specialist", f"dr-{i}", specialties=["cardiology"]) for i in range(50)
     ]
@@ -45,9 +50,9 @@ async def test_fifty_concurrent_accepts_through_two_nodes_have_one_winner(
     assert sorted({body["error"]["code"] for status, body in results if status != 200}) == [
         "already_accepted"
     ]
-    stored = await (await node_b.get(
-        f"/api/consults/{consult['id']}", headers=tokens.header(tokens.referrer)
-    )).json()
+    stored = await (
+        await node_b.get(f"/api/consults/{consult['id']}", headers=tokens.header(tokens.referrer))
+    ).json()
     assert stored["specialist"] == winners[0]["consult"]["specialist"]
     assert stored["session_id"] == winners[0]["session"]["id"]
 
@@ -59,9 +64,9 @@ async def test_consult_created_on_one_node_is_pushed_from_the_other(
     ws = await node_b.ws_connect("/ws")
     await ws.send_json({"type": "auth", "token": tokens.specialist, "ref": "a"})
     assert (await ws.receive_json(timeout=5))["type"] == "welcome"
-    created = await (await node_a.post(
-        "/api/consults", json=NEW, headers=tokens.header(tokens.referrer)
-    )).json()
+    created = await (
+        await node_a.post("/api/consults", json=NEW, headers=tokens.header(tokens.referrer))
+    ).json()
     pushed = await ws.receive_json(timeout=5)
     assert pushed["type"] == "consult.updated" and pushed["consult"]["id"] == created["id"]
     await ws.close()

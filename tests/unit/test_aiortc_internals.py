@@ -20,7 +20,8 @@ def test_host_address_hook_still_used_by_gathering():
     source = inspect.getsource(aioice.ice.Connection.gather_candidates)
     assert "get_host_addresses(" in source
     assert list(inspect.signature(aioice.ice.get_host_addresses).parameters) == [
-        "use_ipv4", "use_ipv6"
+        "use_ipv4",
+        "use_ipv6",
     ]
 
 

@@ -46,9 +46,14 @@ async def test_queue_order_critical_first_then_oldest(client, tokens):
     critical = await create(client, tokens, urgency="critical")
     urgent_new = await create(client, tokens, urgency="urgent")
     await create(client, tokens, specialty="neurology")  # not this specialist's queue
-    listing = await (await client.get("/api/consults", headers=tokens.header(tokens.specialist))).json()
+    listing = await (
+        await client.get("/api/consults", headers=tokens.header(tokens.specialist))
+    ).json()
     assert [c["id"] for c in listing["consults"]] == [
-        critical["id"], urgent_old["id"], urgent_new["id"], routine["id"]
+        critical["id"],
+        urgent_old["id"],
+        urgent_new["id"],
+        routine["id"],
     ]
 
 
@@ -117,7 +122,9 @@ async def test_invalid_fields(client, tokens, fields, fragment):
 
 async def test_unknown_specialty(client, tokens):
     response = await client.post(
-        "/api/consults", json={**NEW, "specialty": "astrology"}, headers=tokens.header(tokens.referrer)
+        "/api/consults",
+        json={**NEW, "specialty": "astrology"},
+        headers=tokens.header(tokens.referrer),
     )
     assert await error_of(response, 400) == "unknown_specialty"
 
@@ -131,8 +138,11 @@ async def test_oversized_body(client, tokens, settings):
 
 @pytest.mark.parametrize("role", ["specialist", "supervisor", "admin"])
 async def test_wrong_role_cannot_create(client, tokens, role):
-    token = {"specialist": tokens.specialist, "supervisor": tokens.supervisor,
-             "admin": tokens.admin}[role]
+    token = {
+        "specialist": tokens.specialist,
+        "supervisor": tokens.supervisor,
+        "admin": tokens.admin,
+    }[role]
     response = await client.post("/api/consults", json=NEW, headers=tokens.header(token))
     assert await error_of(response, 403) == "forbidden"
 
@@ -157,13 +167,17 @@ async def test_expired_token(client, tokens):
 
 async def test_forged_and_missing_tokens(client, tokens):
     forged = tokens.referrer[:-4] + ("AAAA" if not tokens.referrer.endswith("AAAA") else "BBBB")
-    assert await error_of(
-        await client.get("/api/me", headers=tokens.header(forged)), 401
-    ) == "token_invalid"
+    assert (
+        await error_of(await client.get("/api/me", headers=tokens.header(forged)), 401)
+        == "token_invalid"
+    )
     assert await error_of(await client.get("/api/me"), 401) == "unauthenticated"
-    assert await error_of(
-        await client.get("/api/me", headers={"Authorization": "Bearer nonsense"}), 401
-    ) == "token_invalid"
+    assert (
+        await error_of(
+            await client.get("/api/me", headers={"Authorization": "Bearer nonsense"}), 401
+        )
+        == "token_invalid"
+    )
 
 
 async def test_unknown_consult_and_session(client, tokens):
@@ -181,9 +195,11 @@ async def test_unknown_consult_and_session(client, tokens):
 
 async def test_session_end_closes_consult(client, tokens):
     consult = await create(client, tokens)
-    accepted = await (await client.post(
-        f"/api/consults/{consult['id']}/accept", headers=tokens.header(tokens.specialist)
-    )).json()
+    accepted = await (
+        await client.post(
+            f"/api/consults/{consult['id']}/accept", headers=tokens.header(tokens.specialist)
+        )
+    ).json()
     session_id = accepted["session"]["id"]
     observer_end = await client.post(
         f"/api/sessions/{session_id}/end", headers=tokens.header(tokens.supervisor)
@@ -193,9 +209,9 @@ async def test_session_end_closes_consult(client, tokens):
         f"/api/sessions/{session_id}/end", headers=tokens.header(tokens.specialist)
     )
     assert (await ended.json())["state"] == "ended"
-    closed = await (await client.get(
-        f"/api/consults/{consult['id']}", headers=tokens.header(tokens.referrer)
-    )).json()
+    closed = await (
+        await client.get(f"/api/consults/{consult['id']}", headers=tokens.header(tokens.referrer))
+    ).json()
     assert closed["state"] == "ended"
 
 

@@ -43,12 +43,15 @@ def test_secrets_are_required_and_never_printed(monkeypatch):
 
 def _pem_pair(private_key) -> tuple[str, str]:
     private = private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
-    public = private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public = (
+        private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return private, public
 
 
@@ -63,8 +66,9 @@ def test_public_key_algorithms(tmp_path, algorithm, key):
     private, public = _pem_pair(key())
     (tmp_path / "pub.pem").write_text(public)
     settings = load_settings(jwt_algorithms=algorithm, jwt_public_key_file=tmp_path / "pub.pem")
-    token = mint_token(settings, role="supervisor", sub="sup", private_key=private,
-                       algorithm=algorithm)
+    token = mint_token(
+        settings, role="supervisor", sub="sup", private_key=private, algorithm=algorithm
+    )
     assert TokenVerifier(settings).verify(token).role == "supervisor"
     # An HS256 token is refused when only the public-key algorithm is accepted.
     hs = jwt.encode({"sub": "x"}, SECRET, algorithm="HS256")

@@ -12,7 +12,12 @@ from signaling.app import create_app
 from signaling.store import MemoryStore
 from tests.conftest import Tokens
 
-NEW = {"specialty": "cardiology", "urgency": "critical", "summary": "tamponade", "patient_ref": "P-1"}
+NEW = {
+    "specialty": "cardiology",
+    "urgency": "critical",
+    "summary": "tamponade",
+    "patient_ref": "P-1",
+}
 
 
 @pytest.fixture
@@ -54,12 +59,14 @@ async def connect(client, token: str | None) -> Socket:
 
 
 async def accepted_session(client, tokens: Tokens) -> str:
-    consult = await (await client.post(
-        "/api/consults", json=NEW, headers=tokens.header(tokens.referrer)
-    )).json()
-    body = await (await client.post(
-        f"/api/consults/{consult['id']}/accept", headers=tokens.header(tokens.specialist)
-    )).json()
+    consult = await (
+        await client.post("/api/consults", json=NEW, headers=tokens.header(tokens.referrer))
+    ).json()
+    body = await (
+        await client.post(
+            f"/api/consults/{consult['id']}/accept", headers=tokens.header(tokens.specialist)
+        )
+    ).json()
     return body["session"]["id"]
 
 
@@ -145,7 +152,11 @@ async def test_offer_before_join_and_invalid_sdp(client, tokens):
     assert error["code"] == "not_joined"
     joined = await socket.ask({"type": "join", "session_id": session_id, "ref": "j"})
     assert joined["type"] == "joined" and joined["as"] == "participant"
-    for sdp in ("garbage", "v=0\r\nm=audio x\r\n", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"):
+    for sdp in (
+        "garbage",
+        "v=0\r\nm=audio x\r\n",
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n",
+    ):
         error = await socket.ask({"type": "offer", "sdp": sdp, "ref": "o2"})
         assert (error["code"], error["ref"]) == ("bad_sdp", "o2")
     again = await socket.ask({"type": "join", "session_id": session_id, "ref": "j2"})
@@ -169,7 +180,8 @@ async def test_pushes_consult_updates_and_roster(client, tokens):
     assert joined["as"] == "observer"
     roster = await referrer.next(lambda m: m["type"] == "roster" and len(m["roster"]) == 2)
     assert {(m["sub"], m["as"]) for m in roster["roster"]} == {
-        ("dr-amal", "participant"), ("sup-leila", "observer")
+        ("dr-amal", "participant"),
+        ("sup-leila", "observer"),
     }
     await observer.ask({"type": "leave", "ref": "l"})
     roster = await referrer.next(lambda m: m["type"] == "roster" and len(m["roster"]) == 1)
