@@ -1,11 +1,24 @@
 """Every touch of aiortc/aioice internals lives here, guarded by
-tests/unit/test_aiortc_internals.py, which fails loudly if an upgrade moves them."""
+tests/unit/test_aiortc_internals.py, which fails loudly if an upgrade moves them.
+
+aiortc stays in charge of what it does well (SDP, ICE, DTLS, SRTP keys); media
+itself bypasses it: a datagram is SRTP-decrypted in aioice's datagram callback and
+handed to the forwarder synchronously (no task hop, no parsing), and forwarded
+packets are encrypted and written straight to the selected candidate pair's socket.
+aiortc's own RTP senders and receivers are never started, so no codec is ever
+created on the server.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import aioice.ice
+import pylibsrtp
+from aiortc import RTCPeerConnection, RTCRtpTransceiver
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 
 _default_host_addresses = aioice.ice.get_host_addresses
 
@@ -29,3 +42,99 @@ def restrict_host_addresses(addresses: list[str]) -> None:
         ]
 
     aioice.ice.get_host_addresses = configured
+
+
+async def _not_started(*_args: object) -> None:
+    """Stands in for RTCRtpSender.send / RTCRtpReceiver.receive."""
+
+
+def keep_codecs_off(transceiver: RTCRtpTransceiver) -> None:
+    """aiortc would start an encoder loop and RTCP for the sender, and a decoder
+    thread for the receiver; the forwarder does all of that itself."""
+    transceiver.sender.send = _not_started
+    transceiver.receiver.receive = _not_started
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    """What one m-line agreed on, as aiortc recorded it."""
+
+    mid: str | None
+    kind: str
+    codecs: list  # RTCRtpCodecParameters, in preference order
+    header_extensions: dict[str, int]  # uri -> id
+    send_ssrc: int
+    send_rtx_ssrc: int
+
+
+def negotiated(transceiver: RTCRtpTransceiver) -> Negotiated:
+    return Negotiated(
+        mid=transceiver.mid,
+        kind=transceiver.kind,
+        codecs=list(transceiver._codecs),
+        header_extensions={e.uri: e.id for e in transceiver._headerExtensions},
+        send_ssrc=transceiver.sender._ssrc,
+        send_rtx_ssrc=transceiver.sender._rtx_ssrc,
+    )
+
+
+class Tap:
+    """Synchronous RTP/RTCP in and out of one peer connection's bundled transport."""
+
+    def __init__(
+        self,
+        pc: RTCPeerConnection,
+        on_rtp: Callable[[bytes], None],
+        on_rtcp: Callable[[bytes], None],
+    ) -> None:
+        transceivers = pc.getTransceivers()
+        if not transceivers:
+            raise ValueError("a tap needs at least one negotiated transceiver")
+        self._dtls: RTCDtlsTransport = transceivers[0].receiver.transport
+        self._ice = self._dtls.transport._connection
+        self._on_rtp = on_rtp
+        self._on_rtcp = on_rtcp
+        self._original = self._ice.data_received
+        self._ice.data_received = self._data_received
+        self.sent_packets = 0
+
+    def _data_received(self, data: bytes, component: int) -> None:
+        rx = self._dtls._rx_srtp
+        # RFC 7983: 128..191 is RTP/RTCP; everything else (DTLS) takes aiortc's path.
+        if rx is None or not 127 < data[0] < 192:
+            self._original(data, component)
+            return
+        try:
+            if 191 < data[1] < 224:  # RFC 5761: RTCP packet types 192..223
+                self._on_rtcp(rx.unprotect_rtcp(data))
+            else:
+                self._on_rtp(rx.unprotect(data))
+        except pylibsrtp.Error:
+            pass  # forged, replayed or damaged: dropped, as aiortc would
+
+    def send(self, packet: bytes, rtcp: bool = False) -> bool:
+        """Encrypt and send at once; False while the transport is not up."""
+        dtls = self._dtls
+        tx = dtls._tx_srtp
+        if tx is None or dtls._state != State.CONNECTED:
+            return False
+        pair = self._ice._nominated.get(1)  # looked up per packet: follows pair changes
+        if pair is None:
+            return False
+        try:
+            data = tx.protect_rtcp(packet) if rtcp else tx.protect(packet)
+        except pylibsrtp.Error:
+            return False
+        pair.protocol.transport.sendto(data, pair.remote_addr)
+        self.sent_packets += 1
+        return True
+
+    def close(self) -> None:
+        if self._ice.data_received == self._data_received:
+            self._ice.data_received = self._original
+
+
+def label_sender(transceiver: RTCRtpTransceiver, stream_id: str) -> None:
+    """The msid stream id the answer announces for this m-line, so a browser groups
+    each participant's audio and video into one MediaStream."""
+    transceiver.sender._stream_id = stream_id

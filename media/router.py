@@ -1,15 +1,13 @@
-"""One aiortc peer per participant connection, and a router per live session that
-forwards every published track to every subscriber.
-
-This first router relays decoded frames with aiortc's MediaRelay (each subscriber
-leg re-encodes). It is replaced by RTP-level forwarding behind the same interface.
-"""
+"""One aiortc peer per participant connection, and a room per live session that
+forwards every published stream to every subscriber at the RTP level."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,16 +18,16 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.contrib.media import MediaRelay
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from .tracks import SlotTrack
+from .aiortc_internals import Tap, keep_codecs_off, label_sender, negotiated
+from .forwarding import DEFAULT_MAX_BITRATE, InStream, Leg, OutStream, codecs_of
 
 log = logging.getLogger("jisr.media")
 
 KINDS = ("audio", "video")
 SENDING = {"sendrecv", "sendonly"}
+REPORT_INTERVAL_S = 1.0
 
 StateCallback = Callable[[str, str, str], None]  # (session_id, peer_id, state)
 
@@ -45,46 +43,41 @@ class MediaError(Exception):
 class Peer:
     peer_id: str
     session_id: str
-    publish: str | None
     pc: RTCPeerConnection
-    outgoing: list[tuple[str, SlotTrack]] = field(default_factory=list)  # (slot, track)
-    published: dict[str, MediaStreamTrack] = field(default_factory=dict)  # kind -> remote track
-    drains: list[asyncio.Task] = field(default_factory=list)
+    leg: Leg
 
 
+@dataclass(eq=False)
 class SessionRoom:
-    """The peers of one session and what each publishes."""
+    """Who publishes what in one session, and every subscriber m-line."""
 
-    def __init__(self, session_id: str) -> None:
-        self.session_id = session_id
-        self.relay = MediaRelay()
-        self.peers: dict[str, Peer] = {}
+    session_id: str
+    peers: dict[str, Peer] = field(default_factory=dict)
+    sources: dict[tuple[str, str], InStream] = field(default_factory=dict)  # (slot, kind)
+    outs: list[OutStream] = field(default_factory=list)
 
-    def publisher(self, slot: str) -> Peer | None:
-        for peer in self.peers.values():
-            if peer.publish == slot:
-                return peer
-        return None
+    def publish(self, stream: InStream, now: float) -> None:
+        self.sources[(stream.slot, stream.kind)] = stream
+        for out in self.outs:
+            if out.slot == stream.slot and out.kind == stream.kind:
+                out.bind(stream, now)
 
-    def source_for(self, slot: str, kind: str) -> MediaStreamTrack | None:
-        peer = self.publisher(slot)
-        track = peer.published.get(kind) if peer else None
-        return self.relay.subscribe(track, buffered=False) if track is not None else None
+    def subscribe(self, out: OutStream, now: float) -> None:
+        self.outs.append(out)
+        source = self.sources.get((out.slot, out.kind))
+        if source is not None:
+            out.bind(source, now)
 
-    def publish(self, peer: Peer, track: MediaStreamTrack) -> None:
-        peer.published[track.kind] = track
-        # Keep the source read even with no subscriber, so its queue never grows.
-        peer.drains.append(asyncio.ensure_future(_drain(self.relay.subscribe(track, False))))
-        for other in self.peers.values():
-            for slot, slot_track in other.outgoing:
-                if slot == peer.publish and slot_track.kind == track.kind:
-                    slot_track.attach(self.relay.subscribe(track, buffered=False))
-
-
-async def _drain(track: MediaStreamTrack) -> None:
-    with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
-        while True:
-            await track.recv()
+    def remove(self, leg: Leg, now: float) -> None:
+        for stream in leg.inbound.values():
+            if self.sources.get((stream.slot, stream.kind)) is stream:
+                del self.sources[(stream.slot, stream.kind)]
+            for out in list(stream.outs):
+                out.bind(None, now)
+        for out in leg.outbound.values():
+            out.bind(None, now)
+            if out in self.outs:
+                self.outs.remove(out)
 
 
 def _parse_offer(sdp: str) -> SessionDescription:
@@ -100,6 +93,14 @@ def _parse_offer(sdp: str) -> SessionDescription:
     return parsed
 
 
+def _publisher_ssrcs(media) -> tuple[int | None, set[int]]:
+    """(media SSRC, RTX SSRCs) an offer's m-line announces."""
+    rtx = {group.items[1] for group in media.ssrc_group if group.semantic == "FID"}
+    rtx = {int(s) for s in rtx}
+    primary = next((s.ssrc for s in media.ssrc if s.ssrc not in rtx), None)
+    return primary, rtx
+
+
 class MediaNode:
     """The media side of one node: every session it hosts."""
 
@@ -108,17 +109,24 @@ class MediaNode:
         *,
         ice_servers: list[RTCIceServer] | None = None,
         on_state: StateCallback | None = None,
+        max_bitrate: int = DEFAULT_MAX_BITRATE,
     ) -> None:
         self._ice_servers = list(ice_servers or [])
         self._on_state = on_state or (lambda *_: None)
+        self._max_bitrate = max_bitrate
         self._rooms: dict[str, SessionRoom] = {}
         self._peers: dict[str, Peer] = {}
+        self._reports: asyncio.Task | None = None
 
     def stats(self) -> dict:
         return {"sessions": len(self._rooms), "peers": len(self._peers)}
 
     def hosts(self, session_id: str) -> bool:
         return session_id in self._rooms
+
+    def peer_connection(self, peer_id: str) -> RTCPeerConnection | None:
+        peer = self._peers.get(peer_id)
+        return peer.pc if peer else None
 
     async def connect(
         self,
@@ -139,21 +147,13 @@ class MediaNode:
             )
         await self.disconnect(peer_id)
 
-        room = self._rooms.setdefault(session_id, SessionRoom(session_id))
-        # ICE servers are explicit: aiortc's default would reach out to a public STUN.
-        # max-bundle: aiortc mis-bundles a second m-line of one kind under "balanced".
+        # max-bundle: every m-line on one transport (aiortc mis-bundles a second m-line
+        # of one kind under "balanced"). ICE servers are explicit: aiortc's default
+        # would reach out to a public STUN server.
         config = RTCConfiguration(
             iceServers=self._ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
         )
         pc = RTCPeerConnection(config)
-        peer = Peer(peer_id=peer_id, session_id=session_id, publish=publish, pc=pc)
-
-        @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            if peer.publish is None or self._peers.get(peer_id) is not peer:
-                track.stop()  # an observer never publishes, whatever its SDP says
-                return
-            room.publish(peer, track)
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
@@ -161,39 +161,81 @@ class MediaNode:
             if pc.connectionState == "failed":
                 asyncio.ensure_future(self.disconnect(peer_id))
 
-        room.peers[peer_id] = peer
-        self._peers[peer_id] = peer
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-            self._attach_outgoing(room, peer, receive)
-            answer = await pc.createAnswer()
-            await pc.setLocalDescription(answer)
+            outgoing = self._choose_outgoing(pc, publish, receive)
+            await pc.setLocalDescription(await pc.createAnswer())
         except MediaError:
-            await self.disconnect(peer_id)
+            await pc.close()
             raise
         except Exception as exc:  # noqa: BLE001 - negotiation fails in many ways
-            await self.disconnect(peer_id)
+            await pc.close()
             log.info("offer refused: %s", type(exc).__name__)
             raise MediaError("bad_sdp", "the offer could not be negotiated") from None
+
+        now = time.monotonic()
+        room = self._rooms.setdefault(session_id, SessionRoom(session_id))
+        leg = Leg(peer_id, publish, max_bitrate=self._max_bitrate)
+        leg.tap = Tap(pc, leg.on_rtp, leg.on_rtcp)
+        peer = Peer(peer_id, session_id, pc, leg)
+        room.peers[peer_id] = peer
+        self._peers[peer_id] = peer
+        for slot, transceiver in outgoing:
+            out = OutStream(leg, slot, negotiated(transceiver))
+            leg.outbound[out.ssrc] = out
+            room.subscribe(out, now)
+        if publish is not None:
+            for transceiver in pc.getTransceivers():
+                media = parsed.media[transceiver._get_mline_index()]
+                if media.direction not in SENDING:
+                    continue
+                ssrc, rtx = _publisher_ssrcs(media)
+                if ssrc is None:
+                    log.warning("offer sends %s without announcing its SSRC", media.kind)
+                    continue
+                agreed = negotiated(transceiver)
+                stream = InStream(
+                    leg, publish, media.kind, ssrc, codecs_of(agreed), agreed.send_ssrc,
+                    agreed.header_extensions,
+                )  # fmt: skip
+                leg.inbound[ssrc] = stream
+                leg.ignored |= rtx
+                room.publish(stream, now)
+        if self._reports is None:
+            self._reports = asyncio.ensure_future(self._report_loop())
         return pc.localDescription.sdp
 
-    def _attach_outgoing(self, room: SessionRoom, peer: Peer, receive: list[str]) -> None:
-        free = {kind: [t for t in peer.pc.getTransceivers() if t.kind == kind] for kind in KINDS}
+    @staticmethod
+    def _choose_outgoing(pc: RTCPeerConnection, publish: str | None, receive: list[str]):
+        transceivers = pc.getTransceivers()
+        for transceiver in transceivers:
+            keep_codecs_off(transceiver)
+        free = {kind: [t for t in transceivers if t.kind == kind] for kind in KINDS}
+        chosen = []
         for slot in receive:
             for kind in KINDS:
                 if not free[kind]:
                     continue
                 transceiver = free[kind].pop(0)
-                track = SlotTrack(kind)
-                track.attach(room.source_for(slot, kind))
-                transceiver.sender.replaceTrack(track)
-                transceiver.direction = "sendrecv" if peer.publish else "sendonly"
-                peer.outgoing.append((slot, track))
-        if peer.publish is None:
-            return
-        for kind in KINDS:  # m-lines left over carry nothing to this peer
-            for transceiver in free[kind]:
-                transceiver.direction = "recvonly"
+                transceiver.direction = "sendrecv" if publish else "sendonly"
+                label_sender(transceiver, slot)
+                chosen.append((slot, transceiver))
+        if publish is not None:
+            for kind in KINDS:  # m-lines left over carry nothing to this peer
+                for transceiver in free[kind]:
+                    transceiver.direction = "recvonly"
+        return chosen
+
+    async def _report_loop(self) -> None:
+        """RTCP for every leg of this node, about once a second (jittered, RFC 3550)."""
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL_S * (0.5 + random.random()))
+            now, wall = time.monotonic(), time.time()
+            for peer in list(self._peers.values()):
+                try:
+                    peer.leg.send_reports(now, wall)
+                except Exception:  # noqa: BLE001 - one leg's trouble must not stop the others
+                    log.exception("rtcp reports failed for %s", peer.peer_id)
 
     async def add_candidate(self, peer_id: str, candidate: dict | None) -> None:
         peer = self._peers.get(peer_id)
@@ -216,14 +258,10 @@ class MediaNode:
         room = self._rooms.get(peer.session_id)
         if room is not None:
             room.peers.pop(peer_id, None)
+            room.remove(peer.leg, time.monotonic())
             if not room.peers:
                 del self._rooms[peer.session_id]
-        for _, track in peer.outgoing:
-            track.stop()
-        for track in peer.published.values():
-            track.stop()
-        for task in peer.drains:
-            task.cancel()
+        peer.leg.tap.close()
         await peer.pc.close()
 
     async def close_session(self, session_id: str) -> None:
@@ -235,3 +273,8 @@ class MediaNode:
     async def close(self) -> None:
         for peer_id in list(self._peers):
             await self.disconnect(peer_id)
+        if self._reports is not None:
+            self._reports.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reports
+            self._reports = None

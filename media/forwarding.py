@@ -1,0 +1,339 @@
+"""RTP-level forwarding: every published packet is rewritten for each subscriber
+(SSRC, payload type, sequence number, timestamp, header extension ids) and sent on
+that subscriber's transport. Nothing here decodes, re-encodes or re-packetises.
+
+Per packet, the hot path reads the fixed header, updates receive statistics,
+and for each subscriber rewrites and sends, all synchronously inside aioice's
+datagram callback (see aiortc_internals.Tap). RTCP is answered here too:
+receiver reports and a REMB ceiling toward publishers, sender reports toward
+subscribers, PLI/FIR forwarded (rate-limited), NACKs answered from history.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .aiortc_internals import Negotiated, Tap
+from .keyframes import is_keyframe
+from .rtp import (
+    PSFB_AFB,
+    PSFB_FIR,
+    PSFB_PLI,
+    RTCP_PSFB,
+    RTCP_RR,
+    RTCP_RTPFB,
+    RTCP_SR,
+    RTPFB_NACK,
+    SentHistory,
+    StreamRewriter,
+    build_pli,
+    build_remb,
+    build_rr,
+    build_rtx,
+    build_sr,
+    ntp_middle,
+    ntp_time,
+    parse_fir,
+    parse_nack,
+    parse_remb,
+    parse_report_blocks,
+    parse_rtcp,
+    parse_sr,
+    payload_offset,
+)
+
+log = logging.getLogger("jisr.media")
+
+KEYFRAME_REQUEST_INTERVAL_S = 0.5
+DEFAULT_MAX_BITRATE = 2_500_000  # REMB ceiling toward publishers when no subscriber says less
+MIN_BITRATE = 150_000  # never ask a publisher for less: audio first, video at its floor
+
+
+@dataclass(frozen=True)
+class Codec:
+    name: str  # "VP8", "H264", "OPUS", ...
+    clock_rate: int
+    payload_type: int
+    rtx_payload_type: int | None
+    profile: str | None  # H264: profile-level-id's profile and constraints + packetization-mode
+
+    def matches(self, other: Codec) -> bool:
+        return (self.name, self.clock_rate, self.profile) == (
+            other.name,
+            other.clock_rate,
+            other.profile,
+        )
+
+
+def codecs_of(negotiated: Negotiated) -> list[Codec]:
+    """Media codecs of an m-line in preference order, each with its RTX payload type."""
+    rtx_for = {
+        c.parameters.get("apt"): c.payloadType
+        for c in negotiated.codecs
+        if c.mimeType.lower().endswith("/rtx")
+    }
+    result = []
+    for c in negotiated.codecs:
+        name = c.mimeType.split("/", 1)[1].upper()
+        if name in ("RTX", "RED", "ULPFEC"):
+            continue
+        profile = None
+        if name == "H264":
+            level_id = str(c.parameters.get("profile-level-id", "42e01f"))
+            profile = f"{level_id[:4].lower()}/{c.parameters.get('packetization-mode', 0)}"
+        result.append(Codec(name, c.clockRate, c.payloadType, rtx_for.get(c.payloadType), profile))
+    return result
+
+
+class InStream:
+    """One stream a publisher sends us (one media SSRC), with what a receiver report
+    needs (RFC 3550 A.1, A.3, A.8)."""
+
+    def __init__(self, leg: Leg, slot: str, kind: str, ssrc: int, codecs: list[Codec],
+                 feedback_ssrc: int, ext_ids: dict[str, int]) -> None:  # fmt: skip
+        self.leg = leg
+        self.slot = slot
+        self.kind = kind
+        self.ssrc = ssrc
+        self.codecs = {c.payload_type: c for c in codecs}
+        self.feedback_ssrc = feedback_ssrc  # our SSRC on that m-line, for RTCP feedback
+        self.ext_ids = ext_ids
+        self.clock_rate = codecs[0].clock_rate if codecs else 90000
+        self.outs: list[OutStream] = []
+        self.received = 0
+        self.base_seq = -1
+        self.max_seq = 0
+        self.cycles = 0
+        self.expected_prior = 0
+        self.received_prior = 0
+        self.jitter = 0.0
+        self.transit: float | None = None
+        self.lsr = 0
+        self.lsr_at = 0.0
+        self.last_sr: tuple[int, int, float] | None = None  # (ntp, rtp ts, arrival)
+        self.keyframe_asked_at = 0.0
+
+    def on_packet(self, packet: bytes, now: float) -> None:
+        seq = (packet[2] << 8) | packet[3]
+        if self.base_seq < 0:
+            self.base_seq = self.max_seq = seq
+        else:
+            delta = (seq - self.max_seq) & 0xFFFF
+            if delta < 0x8000:
+                if seq < self.max_seq:
+                    self.cycles += 0x10000
+                self.max_seq = seq
+        self.received += 1
+        ts = int.from_bytes(packet[4:8], "big")
+        transit = now * self.clock_rate - ts
+        if self.transit is not None:
+            self.jitter += (abs(transit - self.transit) - self.jitter) / 16
+        self.transit = transit
+        for out in self.outs:
+            out.forward(packet, now)
+
+    def report_block(self, now: float) -> tuple[int, int, int, int, int, int, int]:
+        extended = self.cycles + self.max_seq
+        expected = extended - self.base_seq + 1
+        lost = expected - self.received
+        expected_interval = expected - self.expected_prior
+        received_interval = self.received - self.received_prior
+        self.expected_prior, self.received_prior = expected, self.received
+        lost_interval = expected_interval - received_interval
+        fraction = 0
+        if expected_interval > 0 and lost_interval > 0:
+            fraction = (lost_interval << 8) // expected_interval
+        dlsr = int((now - self.lsr_at) * 65536) if self.lsr else 0
+        return (self.ssrc, fraction, lost, extended, int(self.jitter), self.lsr, dlsr)
+
+    def ask_keyframe(self, now: float) -> None:
+        if self.kind != "video" or now - self.keyframe_asked_at < KEYFRAME_REQUEST_INTERVAL_S:
+            return
+        self.keyframe_asked_at = now
+        self.leg.tap.send(build_pli(self.feedback_ssrc, self.ssrc), rtcp=True)
+
+    def bitrate_ceiling(self, cap: int) -> int:
+        estimates = [out.remb for out in self.outs if out.remb]
+        return max(MIN_BITRATE, min([cap, *estimates]))
+
+
+class OutStream:
+    """What one subscriber receives on one m-line: the current source's packets,
+    rewritten onto one continuous output stream."""
+
+    def __init__(self, leg: Leg, slot: str, negotiated: Negotiated) -> None:
+        self.leg = leg
+        self.slot = slot  # whose media this m-line carries
+        self.kind = negotiated.kind
+        self.ssrc = negotiated.send_ssrc
+        self.rtx_ssrc = negotiated.send_rtx_ssrc
+        self.codecs = codecs_of(negotiated)
+        self.ext_ids = negotiated.header_extensions
+        self.source: InStream | None = None
+        self.rewriter: StreamRewriter | None = None
+        self.rtx_pts: dict[int, int] = {}  # our payload type -> its RTX payload type
+        self.waiting_keyframe = False
+        self.history = SentHistory(512)
+        self.rtx_seq = random.getrandbits(16)
+        self.packets = 0
+        self.octets = 0
+        self.last_ts = 0
+        self.last_sent_at = 0.0
+        self.remb: int | None = None
+
+    def bind(self, source: InStream | None, now: float) -> None:
+        """Follow ``source`` (None: the publisher left; send nothing until it returns)."""
+        if self.source is not None and self in self.source.outs:
+            self.source.outs.remove(self)
+        self.source = source
+        if source is None:
+            return
+        pt_map: dict[int, int] = {}
+        self.rtx_pts = {}
+        for pt, codec in source.codecs.items():
+            mine = next((c for c in self.codecs if c.matches(codec)), None)
+            if mine is not None:
+                pt_map[pt] = mine.payload_type
+                if mine.rtx_payload_type is not None:
+                    self.rtx_pts[mine.payload_type] = mine.rtx_payload_type
+        if not pt_map:
+            log.warning("no common codec between publisher %s and a subscriber", source.slot)
+        # Extensions both legs negotiated keep their meaning under the subscriber's ids;
+        # the rest (notably the publisher's MID) are blanked so the subscriber demuxes
+        # by SSRC, as its answer told it to.
+        ext_map = {
+            source.ext_ids[uri]: self.ext_ids[uri]
+            for uri in source.ext_ids
+            if uri in self.ext_ids and not uri.endswith("sdes:mid")
+        }
+        if self.rewriter is None:
+            self.rewriter = StreamRewriter(
+                self.ssrc, pt_map, ext_map=ext_map, clock_rate=source.clock_rate
+            )
+        else:
+            self.rewriter.pt_map = pt_map
+            self.rewriter.ext_map = ext_map
+            elapsed = int((now - self.last_sent_at) * source.clock_rate) if self.packets else None
+            self.rewriter.switch_source(elapsed)
+        self.waiting_keyframe = self.kind == "video"
+        source.outs.append(self)
+        source.ask_keyframe(now)
+
+    def forward(self, packet: bytes, now: float) -> None:
+        rewriter = self.rewriter
+        if self.waiting_keyframe:
+            codec = self.source.codecs.get(packet[1] & 0x7F)
+            if codec is None or not is_keyframe(codec.name, packet[payload_offset(packet) :]):
+                self.source.ask_keyframe(now)
+                return
+            self.waiting_keyframe = False
+        out = rewriter.rewrite(packet)
+        if out is None:
+            return
+        self.history.add((out[2] << 8) | out[3], out)
+        if self.leg.tap.send(out):
+            self.packets += 1
+            self.octets += len(out) - 12
+            self.last_ts = int.from_bytes(out[4:8], "big")
+            self.last_sent_at = now
+
+    def retransmit(self, seqs: Iterable[int]) -> None:
+        for seq in seqs:
+            packet = self.history.get(seq)
+            if packet is None:
+                continue
+            rtx_pt = self.rtx_pts.get(packet[1] & 0x7F)
+            if rtx_pt is not None:
+                self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+                packet = build_rtx(packet, self.rtx_ssrc, rtx_pt, self.rtx_seq)
+            self.leg.tap.send(packet)
+
+    def sender_report(self, now: float, wall: float) -> bytes | None:
+        if not self.packets or self.source is None:
+            return None
+        # The RTP time of "now" on this stream's clock, extrapolated from the last packet.
+        rtp_now = self.last_ts + int((now - self.last_sent_at) * self.source.clock_rate)
+        return build_sr(self.ssrc, ntp_time(wall), rtp_now, self.packets, self.octets)
+
+
+@dataclass(eq=False)
+class Leg:
+    """One peer connection's media: the streams it publishes and those it receives."""
+
+    peer_id: str
+    publish: str | None
+    tap: Tap = field(init=False)
+    inbound: dict[int, InStream] = field(default_factory=dict)  # publisher SSRC -> stream
+    ignored: set[int] = field(default_factory=set)  # RTX SSRCs: no NACKs toward publishers
+    outbound: dict[int, OutStream] = field(default_factory=dict)  # our SSRC -> stream
+    max_bitrate: int = DEFAULT_MAX_BITRATE
+
+    def on_rtp(self, packet: bytes) -> None:
+        stream = self.inbound.get(int.from_bytes(packet[8:12], "big"))
+        if stream is not None:
+            stream.on_packet(packet, time.monotonic())
+
+    def on_rtcp(self, data: bytes) -> None:
+        try:
+            items = parse_rtcp(data)
+        except ValueError:
+            return
+        now = time.monotonic()
+        for item in items:
+            packet = data[item.offset : item.offset + item.length]
+            try:
+                self._on_rtcp_item(item, packet, now)
+            except ValueError:
+                continue  # one malformed item spoils nothing else
+
+    def _on_rtcp_item(self, item, packet: bytes, now: float) -> None:
+        kind = item.packet_type
+        if kind == RTCP_SR:
+            stream = self.inbound.get(item.sender_ssrc)
+            if stream is not None:
+                info = parse_sr(packet)
+                stream.lsr = ntp_middle(info.ntp_timestamp)
+                stream.lsr_at = now
+                stream.last_sr = (info.ntp_timestamp, info.rtp_timestamp, now)
+        elif kind == RTCP_RR:
+            parse_report_blocks(packet)  # validated; loss toward subscribers is not acted on yet
+        elif kind == RTCP_PSFB:
+            if item.fmt == PSFB_PLI:
+                self._keyframe_wanted(item.media_ssrc, now)
+            elif item.fmt == PSFB_FIR:
+                for ssrc, _ in parse_fir(packet):
+                    self._keyframe_wanted(ssrc, now)
+            elif item.fmt == PSFB_AFB:
+                remb = parse_remb(packet)
+                if remb is not None:
+                    bitrate, ssrcs = remb
+                    for ssrc in ssrcs:
+                        out = self.outbound.get(ssrc)
+                        if out is not None:
+                            out.remb = bitrate
+        elif kind == RTCP_RTPFB and item.fmt == RTPFB_NACK:
+            out = self.outbound.get(item.media_ssrc)
+            if out is not None:
+                out.retransmit(parse_nack(packet))
+
+    def _keyframe_wanted(self, ssrc: int, now: float) -> None:
+        out = self.outbound.get(ssrc)
+        if out is not None and out.source is not None:
+            out.source.ask_keyframe(now)
+
+    def send_reports(self, now: float, wall: float) -> None:
+        """One compound RTCP packet: sender reports for what we send on this leg,
+        receiver reports and a REMB ceiling for what it publishes."""
+        parts = [sr for out in self.outbound.values() if (sr := out.sender_report(now, wall))]
+        for stream in self.inbound.values():
+            if stream.received:
+                parts.append(build_rr(stream.feedback_ssrc, *stream.report_block(now)))
+                if stream.kind == "video":
+                    ceiling = stream.bitrate_ceiling(self.max_bitrate)
+                    parts.append(build_remb(stream.feedback_ssrc, ceiling, [stream.ssrc]))
+        if parts:
+            self.tap.send(b"".join(parts), rtcp=True)
