@@ -112,6 +112,16 @@ class Tap:
         except pylibsrtp.Error:
             pass  # forged, replayed or damaged: dropped, as aiortc would
 
+    @property
+    def ready(self) -> bool:
+        """Whether packets can go out: DTLS done, SRTP keyed, a pair selected."""
+        dtls = self._dtls
+        return (
+            dtls._tx_srtp is not None
+            and dtls._state == State.CONNECTED
+            and self._ice._nominated.get(1) is not None
+        )
+
     def send(self, packet: bytes, rtcp: bool = False) -> bool:
         """Encrypt and send at once; False while the transport is not up."""
         dtls = self._dtls
@@ -138,3 +148,14 @@ def label_sender(transceiver: RTCRtpTransceiver, stream_id: str) -> None:
     """The msid stream id the answer announces for this m-line, so a browser groups
     each participant's audio and video into one MediaStream."""
     transceiver.sender._stream_id = stream_id
+
+
+def codecs_started(pc: RTCPeerConnection) -> bool:
+    """Whether aiortc created an encoder or decoder (or their loops) for ``pc``."""
+    for transceiver in pc.getTransceivers():
+        sender, receiver = transceiver.sender, transceiver.receiver
+        if sender._RTCRtpSender__encoder is not None or sender._RTCRtpSender__rtp_task:
+            return True
+        if receiver._RTCRtpReceiver__decoder_thread is not None:
+            return True
+    return False

@@ -116,6 +116,7 @@ class InStream:
         self.lsr_at = 0.0
         self.last_sr: tuple[int, int, float] | None = None  # (ntp, rtp ts, arrival)
         self.keyframe_asked_at = 0.0
+        self.keyframes_asked = 0
 
     def on_packet(self, packet: bytes, now: float) -> None:
         seq = (packet[2] << 8) | packet[3]
@@ -150,10 +151,15 @@ class InStream:
         dlsr = int((now - self.lsr_at) * 65536) if self.lsr else 0
         return (self.ssrc, fraction, lost, extended, int(self.jitter), self.lsr, dlsr)
 
-    def ask_keyframe(self, now: float) -> None:
-        if self.kind != "video" or now - self.keyframe_asked_at < KEYFRAME_REQUEST_INTERVAL_S:
+    def ask_keyframe(self, now: float, urgent: bool = False) -> None:
+        """Ask the publisher for a keyframe (PLI), at most every half second unless
+        ``urgent`` (a subscriber just became able to receive)."""
+        if self.kind != "video":
+            return
+        if not urgent and now - self.keyframe_asked_at < KEYFRAME_REQUEST_INTERVAL_S:
             return
         self.keyframe_asked_at = now
+        self.keyframes_asked += 1
         self.leg.tap.send(build_pli(self.feedback_ssrc, self.ssrc), rtcp=True)
 
     def bitrate_ceiling(self, cap: int) -> int:
@@ -226,6 +232,8 @@ class OutStream:
     def forward(self, packet: bytes, now: float) -> None:
         rewriter = self.rewriter
         if self.waiting_keyframe:
+            if not self.leg.tap.ready:
+                return  # a keyframe sent now would be lost; wait until the leg is up
             codec = self.source.codecs.get(packet[1] & 0x7F)
             if codec is None or not is_keyframe(codec.name, packet[payload_offset(packet) :]):
                 self.source.ask_keyframe(now)
@@ -271,6 +279,8 @@ class Leg:
     ignored: set[int] = field(default_factory=set)  # RTX SSRCs: no NACKs toward publishers
     outbound: dict[int, OutStream] = field(default_factory=dict)  # our SSRC -> stream
     max_bitrate: int = DEFAULT_MAX_BITRATE
+    nacks_received: int = 0
+    keyframe_requests_received: int = 0
 
     def on_rtp(self, packet: bytes) -> None:
         stream = self.inbound.get(int.from_bytes(packet[8:12], "big"))
@@ -316,14 +326,22 @@ class Leg:
                         if out is not None:
                             out.remb = bitrate
         elif kind == RTCP_RTPFB and item.fmt == RTPFB_NACK:
+            self.nacks_received += 1
             out = self.outbound.get(item.media_ssrc)
             if out is not None:
                 out.retransmit(parse_nack(packet))
 
     def _keyframe_wanted(self, ssrc: int, now: float) -> None:
+        self.keyframe_requests_received += 1
         out = self.outbound.get(ssrc)
         if out is not None and out.source is not None:
             out.source.ask_keyframe(now)
+
+    def on_connected(self, now: float) -> None:
+        """Media can flow: whoever waits for a keyframe on this leg gets one now."""
+        for out in self.outbound.values():
+            if out.waiting_keyframe and out.source is not None:
+                out.source.ask_keyframe(now, urgent=True)
 
     def send_reports(self, now: float, wall: float) -> None:
         """One compound RTCP packet: sender reports for what we send on this leg,

@@ -158,6 +158,9 @@ class MediaNode:
         @pc.on("connectionstatechange")
         def on_state() -> None:
             self._on_state(session_id, peer_id, pc.connectionState)
+            peer = self._peers.get(peer_id)
+            if pc.connectionState == "connected" and peer is not None and peer.pc is pc:
+                peer.leg.on_connected(time.monotonic())
             if pc.connectionState == "failed":
                 asyncio.ensure_future(self.disconnect(peer_id))
 

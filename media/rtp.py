@@ -171,43 +171,60 @@ def header_extensions(packet: Buffer) -> list[tuple[int, bytes]]:
     return found
 
 
-def _remap_extensions(header: bytearray, ext_map: Mapping[int, int]) -> None:
+def _extension_tables(ext_map: Mapping[int, int]) -> tuple[bytes, bytes]:
+    """Lookup tables for `_remap_block`: one-byte form element header byte -> new header
+    byte, and two-byte form id -> new id; 0 means "blank this element"."""
+    one = bytearray(256)
+    for head in range(16, 0xF0):
+        new_id = ext_map.get(head >> 4)
+        if new_id is not None and 0 < new_id < 15:
+            one[head] = (new_id << 4) | (head & 0x0F)
+    two = bytearray(256)
+    for ext_id in range(1, 256):
+        new_id = ext_map.get(ext_id)
+        if new_id is not None and 0 < new_id < 256:
+            two[ext_id] = new_id
+    return bytes(one), bytes(two)
+
+
+_ZEROS = bytes(257)
+
+
+def _remap_block(block: bytearray, profile: int, one: bytes, two: bytes) -> None:
     """Rewrite extension ids in place; elements the subscriber did not negotiate become
-    padding (zero bytes), which RFC 8285 lets receivers skip."""
-    pos = RTP_HEADER_SIZE + 4 * (header[0] & 0x0F)
-    profile = (header[pos] << 8) | header[pos + 1]
-    end = min(pos + 4 + 4 * ((header[pos + 2] << 8) | header[pos + 3]), len(header))
-    pos += 4
+    padding (zero bytes), which RFC 8285 lets receivers skip, so lengths never change."""
+    pos = 0
+    end = len(block)
     if profile == 0xBEDE:
         while pos < end:
-            head = header[pos]
-            if head == 0:
+            head = block[pos]
+            if not head:
                 pos += 1
                 continue
-            if head >> 4 == 15:
-                break
-            stop = min(pos + 2 + (head & 0x0F), end)
-            new_id = ext_map.get(head >> 4)
-            if new_id is None or not 0 < new_id < 15:
-                header[pos:stop] = bytes(stop - pos)
+            stop = pos + 2 + (head & 0x0F)
+            new = one[head]
+            if new:
+                block[pos] = new
+            elif head >= 0xF0:
+                break  # id 15: the rest is not to be parsed
             else:
-                header[pos] = (new_id << 4) | (head & 0x0F)
+                block[pos:stop] = _ZEROS[: min(stop, end) - pos]
             pos = stop
     elif profile & 0xFFF0 == 0x1000:
         while pos < end:
-            ext_id = header[pos]
-            if ext_id == 0:
+            ext_id = block[pos]
+            if not ext_id:
                 pos += 1
                 continue
             if pos + 1 >= end:
-                header[pos] = 0
+                block[pos] = 0
                 break
-            stop = min(pos + 2 + header[pos + 1], end)
-            new_id = ext_map.get(ext_id)
-            if new_id is None or not 0 < new_id < 256:
-                header[pos:stop] = bytes(stop - pos)
+            stop = pos + 2 + block[pos + 1]
+            new = two[ext_id]
+            if new:
+                block[pos] = new
             else:
-                header[pos] = new_id
+                block[pos:stop] = _ZEROS[: min(stop, end) - pos]
             pos = stop
 
 
@@ -233,7 +250,7 @@ class StreamRewriter:
     """
 
     __slots__ = (
-        "ssrc", "pt_map", "ext_map", "frame_ticks", "max_keep_ticks",
+        "ssrc", "pt_map", "frame_ticks", "max_keep_ticks", "_ext_map", "_ext_tables",
         "_pending", "_started", "_gap_ticks", "_in_ssrc", "_max_in", "_ext",
         "_seq_off", "_ts_off", "_steps", "_last_seq", "_last_ts",
     )  # fmt: skip
@@ -256,7 +273,7 @@ class StreamRewriter:
         `seq_start`/`ts_start`: first output values; random by default (RFC 3550)."""
         self.ssrc = ssrc
         self.pt_map = pt_map
-        self.ext_map = ext_map
+        self.set_ext_map(ext_map)
         if frame_ticks is None:
             frame_ticks = clock_rate // 30 if clock_rate >= 90000 else clock_rate // 50
         self.frame_ticks = max(1, frame_ticks)
@@ -277,6 +294,19 @@ class StreamRewriter:
         self._last_seq = random.getrandbits(16) if seq_start is None else seq_start & _SEQ_MASK
         self._last_seq = (self._last_seq - 1) & _SEQ_MASK
         self._last_ts = random.getrandbits(32) if ts_start is None else ts_start & _TS_MASK
+
+    def set_ext_map(self, ext_map: Mapping[int, int] | None) -> None:
+        """Input -> output header extension ids; None leaves extensions untouched."""
+        self._ext_map = ext_map
+        self._ext_tables = None if ext_map is None else _extension_tables(ext_map)
+
+    @property
+    def ext_map(self) -> Mapping[int, int] | None:
+        return self._ext_map
+
+    @ext_map.setter
+    def ext_map(self, ext_map: Mapping[int, int] | None) -> None:
+        self.set_ext_map(ext_map)
 
     @property
     def last_sequence_number(self) -> int | None:
@@ -345,15 +375,21 @@ class StreamRewriter:
             seq = (seq + off) & _SEQ_MASK
             ts = (ts + self._ts_off) & _TS_MASK
         head = _FIXED.pack(b0, (b1 & 0x80) | out_pt, seq, ts, self.ssrc)
-        if self.ext_map is not None and b0 & 0x10:
-            try:
-                end = payload_offset(packet)
-            except ValueError:
-                return None
-            header = bytearray(head + packet[RTP_HEADER_SIZE:end])
-            _remap_extensions(header, self.ext_map)
-            return bytes(header) + packet[end:]
+        if self._ext_tables is not None and b0 & 0x10:
+            return self._with_extensions(head, packet, b0)
         return head + packet[RTP_HEADER_SIZE:]
+
+    def _with_extensions(self, head: bytes, packet: Buffer, b0: int) -> bytes | None:
+        pos = RTP_HEADER_SIZE + 4 * (b0 & 0x0F)
+        if len(packet) < pos + 4:
+            return None
+        end = pos + 4 + 4 * ((packet[pos + 2] << 8) | packet[pos + 3])
+        if len(packet) < end:
+            return None
+        block = bytearray(packet[pos + 4 : end])
+        one, two = self._ext_tables  # type: ignore[misc]
+        _remap_block(block, (packet[pos] << 8) | packet[pos + 1], one, two)
+        return b"".join((head, packet[RTP_HEADER_SIZE : pos + 4], block, packet[end:]))
 
     def _late_offset(self, ext: int) -> int | None:
         """Seq offset for a late or duplicate packet; None if it must be dropped."""
@@ -368,7 +404,7 @@ class StreamRewriter:
         """Declare an input packet deliberately not forwarded. When it is the newest so
         far (the usual case), later packets shift down so the output has no gap; a late
         packet cannot be skipped that way (its neighbours already went out)."""
-        if self._pending:
+        if self._pending or len(packet) < RTP_HEADER_SIZE:
             return  # not anchored yet: skipped packets cost nothing anyway
         seq = (packet[2] << 8) | packet[3]
         if _U32.unpack_from(packet, 8)[0] != self._in_ssrc:

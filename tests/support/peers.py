@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 from aiohttp import ClientSession, ClientWebSocketResponse
-from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
 
 VIDEO_CLOCK = 90000
@@ -101,7 +107,17 @@ class JisrClient:
     async def join(self, session_id: str) -> dict:
         return await self.request({"type": "join", "session_id": session_id})
 
-    async def start_media(self, *, publish: bool, receive_pairs: int = 1, video=None) -> dict:
+    async def start_media(
+        self,
+        *,
+        publish: bool,
+        receive_pairs: int = 1,
+        video=None,
+        video_codecs: tuple[str, ...] | None = None,
+        munge=None,
+    ) -> dict:
+        """``video_codecs`` limits what a publisher offers (e.g. ("video/H264",));
+        ``munge`` rewrites the offer's SDP text before it is sent."""
         self.pc = RTCPeerConnection(
             RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
@@ -114,13 +130,20 @@ class JisrClient:
 
         if publish:
             self.pc.addTransceiver(AudioStreamTrack(), direction="sendrecv")
-            self.pc.addTransceiver(video or PatternVideoTrack(), direction="sendrecv")
+            transceiver = self.pc.addTransceiver(video or PatternVideoTrack(), direction="sendrecv")
+            if video_codecs:
+                wanted = {*(c.lower() for c in video_codecs), "video/rtx"}
+                transceiver.setCodecPreferences(
+                    [c for c in RTCRtpSender.getCapabilities("video").codecs
+                     if c.mimeType.lower() in wanted]
+                )  # fmt: skip
         else:
             for _ in range(receive_pairs):
                 self.pc.addTransceiver("audio", direction="recvonly")
                 self.pc.addTransceiver("video", direction="recvonly")
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        reply = await self.request({"type": "offer", "sdp": self.pc.localDescription.sdp})
+        sdp = self.pc.localDescription.sdp
+        reply = await self.request({"type": "offer", "sdp": munge(sdp) if munge else sdp})
         if reply["type"] == "answer":
             await self.pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
         return reply

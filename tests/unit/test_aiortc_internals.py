@@ -35,3 +35,75 @@ def test_restrict_host_addresses_filters_by_family():
         assert "127.0.0.1" not in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
     finally:
         aioice.ice.get_host_addresses = original
+
+
+def test_private_attributes_the_forwarder_uses_still_exist():
+    from aiortc import RTCPeerConnection, RTCRtpTransceiver
+    from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+    from aiortc.rtcrtpreceiver import RTCRtpReceiver
+    from aiortc.rtcrtpsender import RTCRtpSender
+
+    source = inspect.getsource
+    assert "self._rx_srtp" in source(RTCDtlsTransport) and "self._tx_srtp" in source(
+        RTCDtlsTransport
+    )
+    assert "self._state" in source(RTCDtlsTransport) and State.CONNECTED
+    assert "self.receiver.data_received(" in source(aioice.ice.StunProtocol.datagram_received)
+    assert "self._nominated" in source(aioice.ice.Connection)
+    assert "active_pair.protocol.send_data(data, active_pair.remote_addr)" in source(
+        aioice.ice.Connection.sendto
+    )
+    assert "self.transport.sendto(data, addr)" in source(aioice.ice.StunProtocol.send_data)
+    for name in ("_ssrc", "_rtx_ssrc", "_stream_id", "__encoder", "__rtp_task"):
+        assert f"self.{name}" in source(RTCRtpSender.__init__), name
+    assert "self.__decoder_thread" in source(RTCRtpReceiver.__init__)
+    assert {"send", "stop"} <= set(vars(RTCRtpSender)) and "receive" in vars(RTCRtpReceiver)
+    assert "self._codecs" in source(RTCRtpTransceiver.__init__)
+    assert "self._headerExtensions" in source(RTCRtpTransceiver.__init__)
+    assert hasattr(RTCRtpTransceiver, "_get_mline_index")
+    # aiortc only starts senders and receivers through these calls.
+    connect = source(RTCPeerConnection._RTCPeerConnection__connect)
+    assert "transceiver.sender.send(" in connect and "transceiver.receiver.receive(" in connect
+
+
+async def test_tap_carries_rtp_and_rtcp_between_real_peers():
+    import asyncio
+
+    from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection
+
+    from media.aiortc_internals import Tap, codecs_started, keep_codecs_off
+    from media.rtp import build_pli
+
+    restrict_host_addresses(["127.0.0.1"])
+    try:
+        config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        a, b = RTCPeerConnection(config), RTCPeerConnection(config)
+        a.addTransceiver("video", direction="sendrecv")
+        await a.setLocalDescription(await a.createOffer())
+        await b.setRemoteDescription(a.localDescription)
+        for pc in (a, b):
+            for transceiver in pc.getTransceivers():
+                keep_codecs_off(transceiver)
+        await b.setLocalDescription(await b.createAnswer())
+        await a.setRemoteDescription(b.localDescription)
+        got_rtp: asyncio.Queue = asyncio.Queue()
+        got_rtcp: asyncio.Queue = asyncio.Queue()
+        tap_a = Tap(a, lambda p: None, lambda p: None)
+        Tap(b, got_rtp.put_nowait, got_rtcp.put_nowait)  # installs itself on b
+
+        async def until_ready() -> None:
+            while not tap_a.ready:
+                await asyncio.sleep(0.01)  # polling the transport's state, bounded below
+
+        await asyncio.wait_for(until_ready(), 10)
+        packet = bytes([0x80, 96, 0, 1, 0, 0, 0, 9, 0, 0, 0, 42]) + b"payload"
+        assert tap_a.send(packet)
+        assert await asyncio.wait_for(got_rtp.get(), 5) == packet
+        pli = build_pli(1, 42)
+        assert tap_a.send(pli, rtcp=True)
+        assert await asyncio.wait_for(got_rtcp.get(), 5) == pli
+        assert not codecs_started(a) and not codecs_started(b)
+        await a.close()
+        await b.close()
+    finally:
+        restrict_host_addresses([])
