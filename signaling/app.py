@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import secrets
 
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 from media import MediaNode, restrict_host_addresses
 
@@ -14,7 +14,18 @@ from .api import routes
 from .auth import TokenVerifier
 from .consults import Clock, ConsultService
 from .errors import ApiError
-from .keys import AUDIT, CONSULTS, HUB, MEDIA, NODE_ID, SETTINGS, STORE, VERIFIER
+from .keys import (
+    AUDIT,
+    CONSULTS,
+    HTTP_CLIENT,
+    HUB,
+    INTERNAL_URL,
+    MEDIA,
+    NODE_ID,
+    SETTINGS,
+    STORE,
+    VERIFIER,
+)
 from .logs import Audit, get_logger
 from .settings import Settings
 from .store import Store, StoreUnavailable, make_store
@@ -76,8 +87,12 @@ async def unknown_api(request: web.Request) -> web.StreamResponse:
 
 async def _heartbeat(app: web.Application) -> None:
     settings, store, node_id = app[SETTINGS], app[STORE], app[NODE_ID]
-    info = {"node": node_id, "host": settings.host, "port": settings.port}
     while True:
+        info = {
+            "node": node_id,
+            "internal_url": app[INTERNAL_URL],
+            "sessions": app[MEDIA].stats()["sessions"],
+        }
         try:
             await store.register_node(node_id, info, ttl_s=3 * settings.node_heartbeat_s)
         except StoreUnavailable:
@@ -88,6 +103,7 @@ async def _heartbeat(app: web.Application) -> None:
 async def _lifecycle(app: web.Application):
     store = app[STORE]
     await store.start()
+    app[HTTP_CLIENT] = ClientSession()
     tasks = [asyncio.ensure_future(app[HUB].pump()), asyncio.ensure_future(_heartbeat(app))]
     log.info("node.started", node=app[NODE_ID])
     yield
@@ -100,6 +116,8 @@ async def _lifecycle(app: web.Application):
     with contextlib.suppress(StoreUnavailable):
         await store.remove_node(app[NODE_ID])
     await store.close()
+    await app[HTTP_CLIENT].close()
+    log.info("node.stopped", node=app[NODE_ID])
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
@@ -111,13 +129,17 @@ def create_app(
     store: Store | None = None,
     clock: Clock | None = None,
     node_id: str | None = None,
+    internal_url: str | None = None,
 ) -> web.Application:
+    """One node. ``internal_url`` is where other nodes reach it (default: its own
+    host and port)."""
     app = web.Application(
         middlewares=[errors_middleware], client_max_size=settings.max_message_bytes
     )
     node = node_id or settings.node_id or "n_" + secrets.token_hex(4)
     app[SETTINGS] = settings
     app[NODE_ID] = node
+    app[INTERNAL_URL] = internal_url or f"http://{settings.host}:{settings.port}"
     app[STORE] = store if store is not None else make_store(settings.redis_url)
     app[VERIFIER] = TokenVerifier(settings)
     app[AUDIT] = Audit(node)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import socket
 import sys
 
 from aiohttp import web
 
 from .auth import ROLES, mint_token
 from .logs import configure_logging
-from .settings import SettingsError, load_settings
+from .settings import Settings, SettingsError, load_settings
 
 DEMO_USERS = (
     ("referrer", {"sub": "dr-amal", "name": "Dr Amal Haddad", "facility": "hospital-a"}),
@@ -48,17 +49,98 @@ def serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
+    workers = args.workers
+    if workers is None:  # one node per core; without Redis nodes cannot share state
+        workers = (os.cpu_count() or 1) if settings.redis_url else 1
+    if workers > 1 and not settings.redis_url:
+        print("--workers above 1 needs JISR_REDIS_URL: nodes share state through Redis",
+              file=sys.stderr)  # fmt: skip
+        return 2
     configure_logging(os.environ.get("JISR_LOG_LEVEL", "info"))
-    from .app import create_app
-
-    app = create_app(settings)
     if args.demo:
         base = f"http://{settings.host}:{settings.port}"
         print("Jisr demo: open each link in its own browser window", flush=True)
         for role, claims in DEMO_USERS:
             token = mint_token(settings, role=role, **claims)
             print(f"  {role:<11} {base}/{role}.html#token={token}", flush=True)
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None)
+    if workers == 1:
+        run_node(settings, settings.node_id, reuse_port=False)
+        return 0
+    return supervise(settings, workers)
+
+
+def run_node(settings: Settings, node_id: str | None, reuse_port: bool) -> None:
+    """One node on uvloop: the public listener (shared between workers with
+    SO_REUSEPORT) and a private one other nodes reach it on."""
+    import asyncio
+    import signal
+
+    import uvloop
+
+    from .app import create_app
+
+    internal = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    internal.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    internal.bind((settings.internal_host, 0))
+    internal_url = f"http://{settings.internal_host}:{internal.getsockname()[1]}"
+    app = create_app(settings, node_id=node_id, internal_url=internal_url)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port).start()
+            await web.SockSite(runner, internal).start()
+            await stop.wait()
+        finally:
+            await runner.cleanup()  # closes media, leaves the node map
+
+    uvloop.run(main())
+
+
+def _worker_main(settings: Settings, index: int, base_node_id: str) -> None:
+    configure_logging(os.environ.get("JISR_LOG_LEVEL", "info"))
+    run_node(settings, f"{base_node_id}-{index}", reuse_port=True)
+
+
+def supervise(settings: Settings, workers: int) -> int:
+    """Run ``workers`` node processes on one port, restarting any that dies."""
+    import multiprocessing
+    import signal
+    import time
+
+    context = multiprocessing.get_context("spawn")
+    base = settings.node_id or f"n_{secrets.token_hex(3)}"
+    stopping = False
+
+    def start(index: int):
+        process = context.Process(target=_worker_main, args=(settings, index, base), daemon=False)
+        process.start()
+        return process
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    processes = [start(i) for i in range(workers)]
+    while not stopping:
+        for index, process in enumerate(processes):
+            if not process.is_alive() and not stopping:
+                print(f"worker {index} exited ({process.exitcode}); restarting", file=sys.stderr)
+                processes[index] = start(index)
+        time.sleep(0.5)  # supervision tick; exits are rare and this is not a test
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(10)
+        if process.is_alive():
+            process.kill()
     return 0
 
 
@@ -93,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         "--demo",
         action="store_true",
         help="print sign-in links for a referrer, a specialist and a supervisor",
+    )
+    p_serve.add_argument(
+        "--workers", type=int, help="node processes (default: one per core with Redis, else 1)"
     )
     p_serve.set_defaults(func=serve)
 

@@ -11,7 +11,7 @@ from .auth import Principal
 from .errors import ApiError, forbidden
 from .logs import Audit
 from .protocol import NewConsult
-from .store import Conflict, NotFound, Store
+from .store import Conflict, NotFound, Store, StoreUnavailable
 
 Clock = Callable[[], float]
 
@@ -66,6 +66,17 @@ class ConsultService:
         self.node_id = node_id
         self.specialties = specialties
         self.clock = clock
+
+    async def place_session(self) -> str:
+        """The live node hosting the fewest sessions (this one on a tie, or when the
+        node map cannot be read): a session's media lives on exactly one node."""
+        try:
+            nodes = await self.store.list_nodes()
+        except StoreUnavailable:
+            return self.node_id
+        load = {node: info.get("sessions", 0) for node, info in nodes.items()}
+        load.setdefault(self.node_id, 0)
+        return min(load, key=lambda node: (load[node], node != self.node_id, node))
 
     async def _announce(self, consult: dict) -> None:
         await self.store.publish({"type": "consult.updated", "consult": consult})
@@ -135,7 +146,7 @@ class ConsultService:
             "id": new_id("s"),
             "consult_id": consult_id,
             "state": "live",
-            "node": self.node_id,
+            "node": await self.place_session(),
             "facility": consult["facility"],
             "specialty": consult["specialty"],
             "referrer": consult["referrer"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 if TYPE_CHECKING:
     from media import MediaNode
@@ -24,3 +24,6 @@ CONSULTS: web.AppKey[ConsultService] = web.AppKey("consults")
 MEDIA: web.AppKey[MediaNode] = web.AppKey("media")
 HUB: web.AppKey[Hub] = web.AppKey("hub")
 NODE_ID: web.AppKey[str] = web.AppKey("node_id")
+# How other nodes reach this one (node-to-node signaling proxy).
+INTERNAL_URL: web.AppKey[str] = web.AppKey("internal_url")
+HTTP_CLIENT: web.AppKey[ClientSession] = web.AppKey("http_client")

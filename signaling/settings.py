@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     redis_url: str | None = None
+    # Where other nodes reach this one for signaling (a private, routable address).
+    internal_host: str = "127.0.0.1"
     node_id: str | None = None
 
     # JWT verification: HS256 with a shared secret, or RS256/ES256 with a public key.

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 
-from aiohttp import WSMsgType, web
+from aiohttp import ClientError, ClientWebSocketResponse, WSMsgType, web
 
 from media import MediaError
 
 from .auth import Principal
 from .consults import ConsultService
 from .errors import ApiError
-from .keys import AUDIT, CONSULTS, HUB, MEDIA, NODE_ID, SETTINGS, STORE, VERIFIER
+from .keys import AUDIT, CONSULTS, HTTP_CLIENT, HUB, MEDIA, NODE_ID, SETTINGS, STORE, VERIFIER
 from .logs import get_logger
 from .protocol import (
     Auth,
@@ -47,6 +48,11 @@ class Connection:
         self.principal: Principal | None = None
         self.session_id: str | None = None
         self.part: str | None = None  # "referrer" | "specialist" | None (observer)
+        self.token: str | None = None  # kept only to sign in on the hosting node
+        # Set when the session's media lives on another node: every further message
+        # goes there, and its replies come back through this connection.
+        self.upstream: ClientWebSocketResponse | None = None
+        self.upstream_task: asyncio.Task | None = None
         self._outbox: asyncio.Queue[dict | None] = asyncio.Queue(OUTBOX_LIMIT)
 
     def send(self, message: dict) -> None:
@@ -112,6 +118,8 @@ class Hub:
         if event.get("type") == "consult.updated":
             consult = event["consult"]
             for conn in list(self.connections.values()):
+                if conn.upstream is not None:
+                    continue  # the hosting node pushes to it
                 if conn.principal and should_notify(conn.principal, consult):
                     conn.send(event)
         elif event.get("type") == "session.ended":
@@ -185,6 +193,7 @@ class SignalingHandler:
         if self.conn.principal is not None:
             raise ApiError(400, "bad_request", "already authenticated")
         self.conn.principal = self.app[VERIFIER].verify(message.token)
+        self.conn.token = message.token
         self.hub.connections[self.conn.id] = self.conn
         self.conn.send(
             {
@@ -203,12 +212,8 @@ class SignalingHandler:
         if session["state"] == "ended":
             raise ApiError(409, "invalid_state", "the session has ended")
         if session["node"] != self.app[NODE_ID]:
-            raise ApiError(
-                409,
-                "session_not_here",
-                "the session is hosted on another node",
-                node=session["node"],
-            )
+            await self.proxy_to(session["node"], message)
+            return
         members = self.hub.sessions.setdefault(session["id"], {})
         if part is None:
             observers = sum(1 for m in members.values() if m.part is None)
@@ -245,6 +250,51 @@ class SignalingHandler:
             }
         )
         self.hub.broadcast_roster(session["id"])
+
+    async def proxy_to(self, node: str, join: Join) -> None:
+        """Carry this connection's signaling to the node hosting the session; its
+        media then flows directly between the client and that node."""
+        nodes = await self.app[STORE].list_nodes()
+        url = (nodes.get(node) or {}).get("internal_url")
+        if not url:
+            raise ApiError(503, "node_unavailable", "the node hosting this session is unreachable")
+        try:
+            upstream = await asyncio.wait_for(
+                self.app[HTTP_CLIENT].ws_connect(
+                    url.replace("http", "ws", 1) + "/ws", heartbeat=20
+                ),
+                5,
+            )
+            await upstream.send_json({"type": "auth", "token": self.conn.token})
+            welcome = await upstream.receive_json(timeout=5)
+        except (TimeoutError, OSError, ValueError, ClientError):
+            raise ApiError(
+                503, "node_unavailable", "the node hosting this session is unreachable"
+            ) from None
+        if welcome.get("type") != "welcome":
+            await upstream.close()
+            raise ApiError(401, welcome.get("code", "token_invalid"), welcome.get("message", ""))
+        self.conn.upstream = upstream
+        self.conn.upstream_task = asyncio.ensure_future(self._pump_upstream(upstream))
+        await upstream.send_json(join.model_dump(exclude_none=True))
+
+    async def _pump_upstream(self, upstream: ClientWebSocketResponse) -> None:
+        async for msg in upstream:
+            if msg.type != WSMsgType.TEXT:
+                break
+            with contextlib.suppress(ValueError):
+                self.conn.send(json.loads(msg.data))
+        if not self.conn.ws.closed:  # the hosting node went away: the page reconnects
+            self.conn.send(
+                {
+                    "type": "error",
+                    "code": "node_lost",
+                    "ref": None,
+                    "message": "the node hosting this session was lost; reconnecting",
+                }
+            )
+            self.conn.close_outbox()
+            await self.conn.ws.close(code=1012, message=b"node lost")
 
     async def on_offer(self, message: Offer) -> None:
         conn = self.conn
@@ -308,7 +358,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 if msg.type != WSMsgType.TEXT:
                     raise ApiError(400, "bad_json", "only text JSON messages are accepted")
                 data = parse_json(msg.data, limit)
-                await handler.handle(parse_client_message(data))
+                message = parse_client_message(data)
+                if conn.upstream is not None:
+                    await conn.upstream.send_json(data)
+                else:
+                    await handler.handle(message)
             except ApiError as exc:
                 conn.send(
                     {
@@ -344,6 +398,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                     }
                 )
     finally:
+        if conn.upstream is not None:
+            await conn.upstream.close()
         hub.connections.pop(conn.id, None)
         await hub.leave(conn, reason="disconnected")
         conn.close_outbox()

@@ -9,6 +9,9 @@ import json
 from aiohttp import WSMsgType
 
 from signaling.app import create_app
+from signaling.keys import INTERNAL_URL as INTERNAL_KEY
+from signaling.keys import NODE_ID as NODE_ID_KEY
+from signaling.keys import STORE as STORE_KEY
 from signaling.store import RedisStore
 from tests.redis_server import RedisServer
 
@@ -100,3 +103,64 @@ async def test_redis_down_gives_503_and_node_keeps_serving(aiohttp_client, setti
         await ws.send_json({"type": "ping", "ref": "p"})
         assert (await ws.receive_json(timeout=5))["type"] == "pong"
         await ws.close()
+
+
+async def test_client_on_any_node_reaches_the_session_host(
+    aiohttp_server, settings, tokens, redis_url
+):
+    """A session's media lives on one node; a client signalling through another node
+    is carried there and gets live media from the hosting node."""
+    from aiohttp import ClientSession
+
+    from signaling.keys import MEDIA
+    from tests.redis_server import free_port
+    from tests.support.peers import JisrClient
+
+    servers, apps = {}, {}
+    for name in ("n_a", "n_b"):
+        port = free_port()
+        apps[name] = create_app(
+            settings, store=RedisStore(redis_url), node_id=name,
+            internal_url=f"http://127.0.0.1:{port}",
+        )  # fmt: skip
+        servers[name] = await aiohttp_server(apps[name], port=port)
+    base = {name: str(server.make_url("")).rstrip("/") for name, server in servers.items()}
+
+    async with ClientSession() as http:
+        # Both nodes registered; sessions go to the least loaded, so load n_b first.
+        apps["n_b"][MEDIA]._rooms["s_busy"] = object()  # n_b already hosts a session
+        for app in apps.values():
+            await app[STORE_KEY].register_node(
+                app[NODE_ID_KEY], {"node": app[NODE_ID_KEY], "internal_url": app[INTERNAL_KEY],
+                                   "sessions": app[MEDIA].stats()["sessions"]}, ttl_s=30,
+            )  # fmt: skip
+        consult = await (await http.post(
+            f"{base['n_b']}/api/consults", json=NEW, headers=tokens.header(tokens.referrer)
+        )).json()  # fmt: skip
+        accepted = await (await http.post(
+            f"{base['n_b']}/api/consults/{consult['id']}/accept",
+            headers=tokens.header(tokens.specialist),
+        )).json()  # fmt: skip
+        session = accepted["session"]
+        assert session["node"] == "n_a"
+        del apps["n_b"][MEDIA]._rooms["s_busy"]
+
+        referrer = JisrClient(http, base["n_b"], tokens.referrer)  # through the other node
+        specialist = JisrClient(http, base["n_a"], tokens.specialist)  # straight to the host
+        try:
+            for client in (referrer, specialist):
+                await client.connect()
+                joined = await client.join(session["id"])
+                assert joined["type"] == "joined", joined
+                assert (await client.start_media(publish=True))["type"] == "answer"
+            for client in (referrer, specialist):
+                await asyncio.wait_for(client.by_kind("video")[0].first.wait(), 15)
+            assert apps["n_a"][MEDIA].stats() == {"sessions": 1, "peers": 2}
+            assert apps["n_b"][MEDIA].stats()["peers"] == 0
+            roster = await referrer.expect(
+                lambda m: m["type"] == "roster" and len(m["roster"]) == 2
+            )
+            assert {m["sub"] for m in roster["roster"]} == {"dr-amal", "dr-karim"}
+        finally:
+            await referrer.close()
+            await specialist.close()

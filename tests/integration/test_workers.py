@@ -1,0 +1,73 @@
+"""`jisr serve --workers 2`: two node processes on one port sharing one Redis; a
+consult works whichever worker each client lands on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import redis.asyncio as aioredis
+from aiohttp import ClientSession
+
+from tests.conftest import SECRET
+from tests.integration.test_media_relay import start_consult
+from tests.redis_server import free_port
+from tests.support.peers import JisrClient
+
+
+async def wait_for_nodes(url: str, count: int, process: subprocess.Popen) -> list[str]:
+    client = aioredis.from_url(url)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            keys = sorted(k.decode() for k in await client.keys("jisr:node:*"))
+            if len(keys) >= count:
+                return keys
+            assert process.poll() is None, "the server exited"
+            await asyncio.sleep(0.1)  # polling the node map, bounded by the deadline
+        raise AssertionError(f"{count} nodes did not register")
+    finally:
+        await client.aclose()
+
+
+async def test_two_workers_serve_one_consult(redis_url, tokens):
+    port = free_port()
+    env = {**os.environ, "JISR_PORT": str(port), "JISR_JWT_SECRET": SECRET,
+           "JISR_ICE_ADDRESSES": "127.0.0.1", "JISR_REDIS_URL": redis_url}  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "signaling.cli", "serve", "--workers", "2"], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        nodes = await wait_for_nodes(redis_url, 2, process)
+        assert len(nodes) == 2
+        base = f"http://127.0.0.1:{port}"
+        async with ClientSession() as http:
+            session_id = await start_consult(http, base, tokens)
+            clients = [JisrClient(http, base, t) for t in (tokens.referrer, tokens.specialist)]
+            observer = JisrClient(http, base, tokens.supervisor)
+            try:
+                for client in clients:
+                    welcome = await client.connect()
+                    assert welcome["node"] in {n.removeprefix("jisr:node:") for n in nodes}
+                    assert (await client.join(session_id))["type"] == "joined"
+                    assert (await client.start_media(publish=True))["type"] == "answer"
+                await observer.connect()
+                await observer.join(session_id)
+                await observer.start_media(publish=False, receive_pairs=2)
+                for client in [*clients, observer]:
+                    for video in client.by_kind("video"):
+                        await asyncio.wait_for(video.first.wait(), 20)
+            finally:
+                for client in [*clients, observer]:
+                    await client.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+    client = aioredis.from_url(redis_url)
+    assert await client.keys("jisr:node:*") == []  # both workers left the node map
+    await client.aclose()
