@@ -61,7 +61,7 @@ def jisr_server(tmp_path) -> Iterator[Server]:
         "JISR_NODE_ID": "n_e2e",
     }
     env.pop("JISR_REDIS_URL", None)
-    log_path = str(tmp_path / "server.log")
+    log_path = os.environ.get("JISR_E2E_SERVER_LOG") or str(tmp_path / "server.log")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "signaling.cli", "serve"],

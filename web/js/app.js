@@ -181,7 +181,11 @@ export async function startPage({ page, roles, init }) {
     clearError();
     sig.connect();
   });
-  sig.addEventListener('server-error', (e) => showError(e.detail));
+  sig.addEventListener('server-error', (e) => {
+    // A refused trickled candidate (e.g. after leaving) is nothing a user can act on.
+    if (e.detail.about === 'candidate') return;
+    showError(e.detail);
+  });
 
   const sessionRoot = document.getElementById('session-view');
   const pageMain = document.getElementById('page-main');

@@ -89,7 +89,10 @@ function resolveArgs(args) {
   if (!args) return args;
   const out = {};
   for (const [k, v] of Object.entries(args)) {
-    out[k] = v !== null && typeof v === 'object' && typeof v.t === 'string' ? t(v.t, v.args) : v;
+    if (v !== null && typeof v === 'object' && typeof v.t === 'string') out[k] = t(v.t, v.args);
+    // Names and other user text: isolate their direction (Latin names in Arabic text).
+    else if (typeof v === 'string' && v) out[k] = `\u2068${v}\u2069`;
+    else out[k] = v;
   }
   return out;
 }

@@ -261,7 +261,7 @@ startPage({
     });
     ctx.sig.addEventListener('ready', () => refresh());
     ctx.onSessionExit = ({ sessionId, reason }) => {
-      if ((reason === 'left' || reason === 'replaced') && sessionId) rememberLeft(sessionId);
+      if (['left', 'replaced', 'error'].includes(reason) && sessionId) rememberLeft(sessionId);
       render();
       refresh();
     };

@@ -23,8 +23,8 @@ import { h, showError, showNotice, urgencyBadge, specialtyEl, ltr, waitingEl } f
 
 const ICE_GATHER_TIMEOUT_MS = 3000;
 const FATAL_JOIN_CODES = new Set([
-  'session_not_found', 'consult_not_found', 'invalid_state', 'forbidden',
-  'bad_sdp', 'observer_cannot_send', 'token_expired', 'token_invalid',
+  'session_not_found', 'consult_not_found', 'invalid_state', 'forbidden', 'too_many_observers',
+  'bad_sdp', 'observer_cannot_send', 'token_expired', 'token_invalid', 'webrtc_unsupported',
 ]);
 
 function waitForIceGathering(pc, ms) {
@@ -98,12 +98,19 @@ export class SessionView {
       if (!this.active || this.ended || !c) return;
       if (c.session_id === this.sessionId || (this.consult && c.id === this.consult.id)) {
         this.consult = { ...(this.consult || {}), ...c };
-        if (['ended', 'cancelled', 'expired'].includes(c.state)) this.handleEnded('consult_ended');
+        if (['ended', 'cancelled', 'expired'].includes(c.state)) {
+          // session.ended (with its reason) normally follows at once; this is the fallback.
+          const sid = this.sessionId;
+          setTimeout(() => {
+            if (this.active && !this.ended && this.sessionId === sid) this.handleEnded('consult_ended');
+          }, 2000);
+        }
       }
     });
     this.sig.addEventListener('ready', (e) => {
       // A new signaling connection has no joined session: join again on a new peer.
-      if (this.active && !this.ended && !this.leaving && e.detail.reconnected) this.rejoin();
+      // (Also the first connection, when join() was called before it was up.)
+      if (this.active && !this.ended && !this.leaving && (e.detail.reconnected || this.needsJoin)) this.rejoin();
     });
     this.sig.addEventListener('state', () => {
       if (this.active && !this.ended) this.updateConnState();
@@ -129,6 +136,7 @@ export class SessionView {
     this.serverState = null;
     this.ended = null;
     this.leaving = false;
+    this.needsJoin = false;
     this.gen = 0;
     this.failure = null;
     clearTimeout(this.recoveryTimer);
@@ -169,7 +177,7 @@ export class SessionView {
     const enableAudio = h('button#enable-audio.btn.btn-primary.btn-large', { attrs: { type: 'button', hidden: true }, i18n: ['session.enableAudio'], on: { click: () => this.enableAudio() } });
     const roster = h('ul#roster.roster', { attrs: { 'aria-live': 'polite' } });
     const side = h('aside.session-side', {},
-      h('h2', { i18n: ['session.rosterTitle'] }), roster,
+      h('h2.roster-title', { i18n: ['session.rosterTitle'] }), roster,
       h('div.session-case'));
     const ended = h('div#session-ended.session-ended', { attrs: { hidden: true, role: 'alert' } },
       h('p.session-ended-text'),
@@ -263,7 +271,7 @@ export class SessionView {
       if (p.as === 'observer') li.append(h('span.badge.observer-badge', { i18n: ['session.observing'] }));
       ul.append(li);
     }
-    if (!sorted.length) ul.append(h('li.roster-empty', { i18n: ['session.rosterEmpty'] }));
+    if (!sorted.length && !this.ended) ul.append(h('li.roster-empty', { i18n: ['session.rosterEmpty'] }));
 
     const observers = this.roster.filter((p) => p.as === 'observer' && p.sub !== this.me.sub);
     const notice = this.el.observerNotice;
@@ -343,6 +351,13 @@ export class SessionView {
   async attempt() {
     const gen = ++this.gen;
     this.failure = null;
+    if (!this.sig.ready) {
+      // Joined as soon as the signaling connection is up ('ready' above).
+      this.needsJoin = true;
+      this.updateConnState();
+      return;
+    }
+    this.needsJoin = false;
     try {
       const joined = await this.sig.request('join', { session_id: this.sessionId });
       if (gen !== this.gen || !this.active) return;
@@ -368,6 +383,7 @@ export class SessionView {
     const code = err && err.code;
     if (code === 'disconnected' || code === 'not_connected') {
       // The socket dropped: 'ready' (reconnected) triggers a new attempt.
+      this.needsJoin = true;
       this.updateConnState();
       return;
     }
@@ -386,14 +402,15 @@ export class SessionView {
       this.recoveryTimer = setTimeout(() => this.sig.reconnectNow(), 1000 * this.notHereAttempts);
       return;
     }
-    if (FATAL_JOIN_CODES.has(code) || code === 'session_not_here') {
+    if (code === 'session_not_found' || code === 'invalid_state' || code === 'consult_not_found') {
       this.failure = code;
-      this.closePeer();
-      if (code === 'session_not_found' || code === 'invalid_state' || code === 'consult_not_found') {
-        this.handleEnded('not_available');
-      } else {
-        this.updateConnState();
-      }
+      this.handleEnded('not_available');
+      return;
+    }
+    if (FATAL_JOIN_CODES.has(code) || code === 'session_not_here') {
+      // Retrying cannot help (forbidden, too many observers, unusable SDP…): back to the
+      // list with the error banner showing.
+      this.exit('error');
       return;
     }
     // timeout, internal, store_unavailable, …: try again on a fresh connection.
@@ -580,7 +597,7 @@ export class SessionView {
     el.dataset.state = state;
     el.dataset.pcState = this.pcState || 'none';
     el.dataset.serverState = this.serverState || 'none';
-    setText(el.querySelector('.conn-label'), `media.${state}`);
+    setText(el.querySelector('.conn-label'), this.ended && this.ended.reason === 'replaced' ? 'media.moved' : `media.${state}`);
     if (this.ended) {
       this.el.detail.textContent = '';
       return;
@@ -641,8 +658,10 @@ export class SessionView {
     const box = this.el.ended;
     box.dataset.reason = reason;
     const reasonKey = has(`endReason.${reason}`) ? `endReason.${reason}` : 'endReason.other';
-    setText(box.querySelector('.session-ended-text'), 'session.ended', { reason: { t: reasonKey } });
+    if (reason === 'replaced') setText(box.querySelector('.session-ended-text'), 'session.replaced');
+    else setText(box.querySelector('.session-ended-text'), 'session.ended', { reason: { t: reasonKey } });
     box.hidden = false;
+    this.setRoster([]);
     this.el.end.hidden = true;
     this.el.endConfirm.hidden = true;
     this.el.endCancel.hidden = true;
