@@ -115,7 +115,7 @@ class InStream:
         self.lsr = 0
         self.lsr_at = 0.0
         self.last_sr: tuple[int, int, float] | None = None  # (ntp, rtp ts, arrival)
-        self.keyframe_asked_at = 0.0
+        self.keyframe_asked_at = float("-inf")
         self.keyframes_asked = 0
 
     def on_packet(self, packet: bytes, now: float) -> None:
@@ -163,8 +163,15 @@ class InStream:
         self.leg.tap.send(build_pli(self.feedback_ssrc, self.ssrc), rtcp=True)
 
     def bitrate_ceiling(self, cap: int) -> int:
-        estimates = [out.remb for out in self.outs if out.remb]
-        return max(MIN_BITRATE, min([cap, *estimates]))
+        """What the publisher may send: no subscriber can be given a smaller copy
+        (nothing is transcoded), so the weakest subscriber (its estimate, or its
+        facility's cap) sets the ceiling for all."""
+        limits = [cap]
+        for out in self.outs:
+            limits.append(out.leg.max_bitrate)
+            if out.remb:
+                limits.append(out.remb)
+        return max(MIN_BITRATE, min(limits))
 
 
 class OutStream:

@@ -136,10 +136,12 @@ class MediaNode:
         publish: str | None,
         receive: list[str],
         offer_sdp: str,
+        max_bitrate: int | None = None,
     ) -> str:
         """Answer a client's offer. ``publish`` names the slot this peer sends as
         (None: receive-only observer); ``receive`` lists the slots it receives, each
-        taking the next unused audio and video m-line of the offer in order."""
+        taking the next unused audio and video m-line of the offer in order.
+        ``max_bitrate`` caps the video this leg sends and receives (bits/s)."""
         parsed = _parse_offer(offer_sdp)
         if publish is None and any(m.direction in SENDING for m in parsed.media):
             raise MediaError(
@@ -178,7 +180,9 @@ class MediaNode:
 
         now = time.monotonic()
         room = self._rooms.setdefault(session_id, SessionRoom(session_id))
-        leg = Leg(peer_id, publish, max_bitrate=self._max_bitrate)
+        leg = Leg(
+            peer_id, publish, max_bitrate=min(self._max_bitrate, max_bitrate or self._max_bitrate)
+        )
         leg.tap = Tap(pc, leg.on_rtp, leg.on_rtcp)
         peer = Peer(peer_id, session_id, pc, leg)
         room.peers[peer_id] = peer

@@ -150,7 +150,7 @@ def create_app(
     hub = Hub(app)
     app[HUB] = hub
     restrict_host_addresses(settings.ice_addresses)
-    app[MEDIA] = MediaNode(on_state=hub.on_media_state)
+    app[MEDIA] = MediaNode(on_state=hub.on_media_state, max_bitrate=settings.max_video_bitrate)
 
     app.router.add_routes(routes)
     app.router.add_get("/ws", websocket)

@@ -223,12 +223,11 @@ class ConsultService:
             raise forbidden("only supervisors list live sessions")
         return await self.store.list_sessions()
 
-    async def end(
-        self, who: Principal, session_id: str, reason: str = "ended_by_participant"
-    ) -> dict:
+    async def end(self, who: Principal, session_id: str) -> dict:
         session, part = await self.session_for(who, session_id)
         if part is None and who.role != "admin":
             raise forbidden("observers cannot end a session")
+        reason = "ended_by_participant" if part is not None else "ended_by_admin"
         now = self.clock()
         try:
             session = await self.store.transition_session(

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     ice_addresses: Annotated[list[str], NoDecode] = []
     specialties: Annotated[list[str], NoDecode] = list(DEFAULT_SPECIALTIES)
 
+    # Video bitrate ceilings (bits/s) the server asks publishers to stay under:
+    # one for every leg, and lower ones for facilities on constrained links
+    # ("hospital-b=600000,clinic-c=300000").
+    max_video_bitrate: int = Field(2_500_000, ge=100_000, le=50_000_000)
+    facility_video_bitrate: Annotated[dict[str, int], NoDecode] = {}
     max_message_bytes: int = Field(65536, ge=1024, le=10 * 1024 * 1024)
     max_observers: int = Field(8, ge=0, le=100)
     node_heartbeat_s: float = Field(5, gt=0, le=300)
@@ -58,6 +63,19 @@ class Settings(BaseSettings):
     _split = field_validator("jwt_algorithms", "ice_addresses", "specialties", mode="before")(
         _split_csv
     )
+
+    @field_validator("facility_video_bitrate", mode="before")
+    @classmethod
+    def _facility_caps(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        caps = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            facility, _, bitrate = item.partition("=")
+            if not facility or not bitrate.strip().isdigit():
+                raise ValueError(f"{item!r} is not facility=bits_per_second")
+            caps[facility.strip()] = int(bitrate)
+        return caps
 
     @field_validator("jwt_algorithms")
     @classmethod

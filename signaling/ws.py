@@ -301,12 +301,14 @@ class SignalingHandler:
         if conn.session_id is None:
             raise ApiError(409, "not_joined", "join a session before sending an offer")
         try:
+            settings = self.app[SETTINGS]
             answer = await self.app[MEDIA].connect(
                 conn.session_id,
                 conn.id,
                 publish=conn.part,
                 receive=RECEIVES[conn.part],
                 offer_sdp=message.sdp,
+                max_bitrate=settings.facility_video_bitrate.get(conn.principal.facility or ""),
             )
         except MediaError as exc:
             raise ApiError(400, exc.code, exc.message) from None

@@ -1,0 +1,135 @@
+"""The forwarder's RTCP duties, with fake transports: receiver reports and a REMB
+ceiling toward publishers, sender reports toward subscribers, PLI/NACK handling."""
+
+from __future__ import annotations
+
+import struct
+
+from aiortc import RTCRtpCodecParameters
+
+from media.aiortc_internals import Negotiated
+from media.forwarding import InStream, Leg, OutStream, codecs_of
+from media.rtp import (
+    PSFB_AFB,
+    PSFB_PLI,
+    RTCP_PSFB,
+    RTCP_RR,
+    RTCP_SR,
+    build_nack,
+    build_pli,
+    build_remb,
+    parse_remb,
+    parse_report_blocks,
+    parse_rtcp,
+    parse_sr,
+)
+
+VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+RTX = RTCRtpCodecParameters(
+    mimeType="video/rtx", clockRate=90000, payloadType=97, parameters={"apt": 96}
+)
+
+
+class FakeTap:
+    ready = True
+
+    def __init__(self) -> None:
+        self.rtp: list[bytes] = []
+        self.rtcp: list[bytes] = []
+
+    def send(self, packet: bytes, rtcp: bool = False) -> bool:
+        (self.rtcp if rtcp else self.rtp).append(packet)
+        return True
+
+
+def leg(peer_id: str, cap: int = 2_500_000) -> Leg:
+    result = Leg(peer_id, None, max_bitrate=cap)
+    result.tap = FakeTap()
+    return result
+
+
+def negotiated(ssrc: int) -> Negotiated:
+    return Negotiated("1", "video", [VP8, RTX], {}, send_ssrc=ssrc, send_rtx_ssrc=ssrc + 1)
+
+
+def vp8_packet(seq: int, ts: int, key: bool, ssrc: int = 1000) -> bytes:
+    # descriptor: S=1, PID 0; then the VP8 header whose P bit (0 = key frame)
+    payload = bytes([0x10, 0x00 if key else 0x01, 0, 0]) + b"x" * 100
+    return struct.pack("!BBHII", 0x80, 96, seq, ts, ssrc) + payload
+
+
+def setup():
+    publisher, subscriber = leg("pub"), leg("sub", cap=600_000)
+    source = InStream(publisher, "referrer", "video", 1000, codecs_of(negotiated(5)), 5, {})
+    publisher.inbound[1000] = source
+    out = OutStream(subscriber, "referrer", negotiated(7000))
+    subscriber.outbound[7000] = out
+    out.bind(source, now=0.0)
+    return publisher, subscriber, source, out
+
+
+def test_keyframe_gating_and_pli_on_join():
+    publisher, subscriber, source, out = setup()
+    assert [i.fmt for i in parse_rtcp(publisher.tap.rtcp[0])] == [PSFB_PLI]
+    source.on_packet(vp8_packet(1, 0, key=False), now=0.1)
+    assert subscriber.tap.rtp == []  # nothing before a keyframe
+    source.on_packet(vp8_packet(2, 3000, key=True), now=0.2)
+    source.on_packet(vp8_packet(3, 6000, key=False), now=0.3)
+    sent = subscriber.tap.rtp
+    assert len(sent) == 2
+    seqs = [struct.unpack_from("!H", p, 2)[0] for p in sent]
+    assert seqs[1] == (seqs[0] + 1) & 0xFFFF
+    assert {struct.unpack_from("!I", p, 8)[0] for p in sent} == {7000}
+
+
+def test_reports_and_remb_ceiling_from_the_weakest_subscriber():
+    publisher, subscriber, source, out = setup()
+    for seq in range(1, 11):
+        if seq != 5:  # one packet lost on the way in
+            source.on_packet(vp8_packet(seq, seq * 3000, key=seq == 1), now=seq / 30)
+    subscriber.on_rtcp(build_remb(9, 800_000, [7000]))
+    assert out.remb == 800_000
+    publisher.tap.rtcp.clear()
+    publisher.send_reports(now=1.0, wall=1_700_000_000.0)
+    [compound] = publisher.tap.rtcp
+    items = parse_rtcp(compound)
+    rr = next(i for i in items if i.packet_type == RTCP_RR)
+    [block] = parse_report_blocks(compound[rr.offset : rr.offset + rr.length])
+    assert (block.ssrc, block.packets_lost, block.highest_sequence & 0xFFFF) == (1000, 1, 10)
+    assert block.fraction_lost == (1 << 8) // 10
+    remb = next(i for i in items if i.packet_type == RTCP_PSFB and i.fmt == PSFB_AFB)
+    bitrate, ssrcs = parse_remb(compound[remb.offset : remb.offset + remb.length])
+    assert ssrcs == [1000]
+    assert abs(bitrate - 600_000) < 600_000 * 0.01  # the subscriber facility's cap wins
+
+    subscriber.send_reports(now=1.0, wall=1_700_000_000.0)
+    [sr_packet] = subscriber.tap.rtcp
+    sr = parse_sr(sr_packet)
+    assert (sr.ssrc, sr.packet_count) == (7000, 9)
+    assert sr.octet_count == sum(len(p) - 12 for p in subscriber.tap.rtp)
+
+
+def test_subscriber_pli_reaches_publisher_rate_limited_and_nack_answered_with_rtx():
+    publisher, subscriber, source, out = setup()
+    source.on_packet(vp8_packet(1, 0, key=True), now=0.0)
+    source.on_packet(vp8_packet(2, 3000, key=False), now=0.03)
+    publisher.tap.rtcp.clear()
+    subscriber.on_rtcp(build_pli(9, 7000))
+    subscriber.on_rtcp(build_pli(9, 7000))  # within 0.5 s: not forwarded again
+    plis = [i for p in publisher.tap.rtcp for i in parse_rtcp(p) if i.packet_type == RTCP_PSFB]
+    assert [(i.fmt, i.media_ssrc) for i in plis] == [(PSFB_PLI, 1000)]
+
+    first_seq = struct.unpack_from("!H", subscriber.tap.rtp[0], 2)[0]
+    subscriber.on_rtcp(build_nack(9, 7000, [first_seq]))
+    retransmitted = subscriber.tap.rtp[-1]
+    assert retransmitted[1] & 0x7F == 97  # RTX payload type
+    assert struct.unpack_from("!I", retransmitted, 8)[0] == 7001  # RTX SSRC
+    assert struct.unpack_from("!H", retransmitted, 12)[0] == first_seq  # original seq
+    assert subscriber.nacks_received == 1
+
+
+def test_malformed_rtcp_is_ignored():
+    publisher, subscriber, source, out = setup()
+    subscriber.on_rtcp(b"\x81\xcd\x00\x09garbage")
+    subscriber.on_rtcp(b"")
+    assert subscriber.nacks_received == 0 and RTCP_SR
