@@ -197,6 +197,7 @@ class OutStream:
         self.last_ts = 0
         self.last_sent_at = 0.0
         self.remb: int | None = None
+        self.mirror = False
 
     def bind(self, source: InStream | None, now: float) -> None:
         """Follow ``source`` (None: the publisher left; send nothing until it returns)."""
@@ -205,6 +206,8 @@ class OutStream:
         self.source = source
         if source is None:
             return
+        if self.mirror:  # an internal sink takes whatever the publisher sends
+            self.codecs = list(source.codecs.values())
         pt_map: dict[int, int] = {}
         self.rtx_pts = {}
         for pt, codec in source.codecs.items():
@@ -362,3 +365,18 @@ class Leg:
                     parts.append(build_remb(stream.feedback_ssrc, ceiling, [stream.ssrc]))
         if parts:
             self.tap.send(b"".join(parts), rtcp=True)
+
+
+class SinkTap:
+    """Stands in for a transport when the subscriber is inside the server (the
+    recorder): forwarded packets are handed to a callback."""
+
+    ready = True
+
+    def __init__(self, on_packet) -> None:
+        self.on_packet = on_packet
+
+    def send(self, packet: bytes, rtcp: bool = False) -> bool:
+        if not rtcp:
+            self.on_packet(packet)
+        return True

@@ -20,8 +20,8 @@ from aiortc import (
 )
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from .aiortc_internals import Tap, keep_codecs_off, label_sender, negotiated
-from .forwarding import DEFAULT_MAX_BITRATE, InStream, Leg, OutStream, codecs_of
+from .aiortc_internals import Negotiated, Tap, keep_codecs_off, label_sender, negotiated
+from .forwarding import DEFAULT_MAX_BITRATE, InStream, Leg, OutStream, SinkTap, codecs_of
 
 log = logging.getLogger("jisr.media")
 
@@ -55,6 +55,7 @@ class SessionRoom:
     peers: dict[str, Peer] = field(default_factory=dict)
     sources: dict[tuple[str, str], InStream] = field(default_factory=dict)  # (slot, kind)
     outs: list[OutStream] = field(default_factory=list)
+    sinks: list[OutStream] = field(default_factory=list)  # internal subscribers
 
     def publish(self, stream: InStream, now: float) -> None:
         self.sources[(stream.slot, stream.kind)] = stream
@@ -244,6 +245,30 @@ class MediaNode:
                 except Exception:  # noqa: BLE001 - one leg's trouble must not stop the others
                     log.exception("rtcp reports failed for %s", peer.peer_id)
 
+    def add_sink(self, session_id: str, slot: str, kind: str, on_packet) -> OutStream:
+        """An internal subscriber to ``slot``'s ``kind`` stream in a session (the
+        recorder): ``on_packet(packet)`` gets every forwarded packet, rewritten onto one
+        continuous stream across publisher reconnects, starting on a keyframe.
+        ``out.source`` describes the current publisher stream (codecs, sender reports)."""
+        room = self._rooms.setdefault(session_id, SessionRoom(session_id))
+        leg = Leg(f"sink:{slot}:{kind}", None)
+        leg.tap = SinkTap(on_packet)
+        ssrc = random.getrandbits(32)
+        out = OutStream(leg, slot, Negotiated(None, kind, [], {}, ssrc, ssrc ^ 1))
+        out.mirror = True
+        room.subscribe(out, time.monotonic())
+        room.sinks.append(out)
+        return out
+
+    def remove_sink(self, session_id: str, out: OutStream) -> None:
+        room = self._rooms.get(session_id)
+        out.bind(None, time.monotonic())
+        if room is not None and out in room.outs:
+            room.outs.remove(out)
+            room.sinks.remove(out)
+            if not room.peers and not room.sinks:
+                del self._rooms[session_id]
+
     async def add_candidate(self, peer_id: str, candidate: dict | None) -> None:
         peer = self._peers.get(peer_id)
         if peer is None:
@@ -266,7 +291,7 @@ class MediaNode:
         if room is not None:
             room.peers.pop(peer_id, None)
             room.remove(peer.leg, time.monotonic())
-            if not room.peers:
+            if not room.peers and not room.sinks:
                 del self._rooms[peer.session_id]
         peer.leg.tap.close()
         await peer.pc.close()

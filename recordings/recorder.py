@@ -1,0 +1,261 @@
+"""The recorder: an internal subscriber of a session's forwarded RTP that
+reassembles encoded frames and muxes them, never decoded, into encrypted
+Matroska/WebM segments.
+
+Each segment is a complete file on its own (every video track starts on a
+keyframe), so a crash loses at most the segment being written. Timestamps are
+milliseconds since the recording started, continuous across segments. Audio
+and video of a participant are placed on the publisher's own clock through its
+RTCP sender reports (RTP timestamp <-> wall clock), so they stay in sync.
+"""
+
+from __future__ import annotations
+
+import fractions
+import logging
+import time
+from collections.abc import Callable
+
+import av
+from aiortc import RTCRtpCodecParameters
+from aiortc.codecs import depayload
+from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rtp import RtpPacket
+
+log = logging.getLogger("jisr.recorder")
+
+MS = fractions.Fraction(1, 1000)
+NTP_TO_UNIX = 2208988800
+RECORDED_CODECS = {"VP8": "vp8", "OPUS": "opus"}
+SLOTS = ("referrer", "specialist")
+
+
+def vp8_size(frame: bytes) -> tuple[int, int] | None:
+    """Width and height from a VP8 keyframe header (RFC 6386 9.1), None otherwise."""
+    if len(frame) < 10 or frame[0] & 1 or frame[3:6] != b"\x9d\x01\x2a":
+        return None
+    return (frame[6] | frame[7] << 8) & 0x3FFF, (frame[8] | frame[9] << 8) & 0x3FFF
+
+
+class TrackRecorder:
+    """One participant's audio or video: RTP in, timed encoded frames out."""
+
+    def __init__(self, recorder: SessionRecorder, slot: str, kind: str) -> None:
+        self.recorder = recorder
+        self.slot = slot
+        self.kind = kind
+        self.label = f"{slot}-{kind}"
+        self.jitter = JitterBuffer(
+            capacity=128 if kind == "video" else 16, is_video=kind == "video"
+        )
+        self.sink = recorder.media.add_sink(recorder.session_id, slot, kind, self.on_packet)
+        self.codec_name: str | None = None
+        self.size: tuple[int, int] | None = None
+        self.arrival_ref: tuple[int, float] | None = None  # (rtp ts, wall) of the first frame
+        self.last_pts = -1
+        self.frames = 0
+        self.sync_samples: list[float] = []  # sender-clock minus arrival mapping, seconds
+
+    def on_packet(self, data: bytes) -> None:
+        source = self.sink.source
+        if source is None or self.recorder.paused:
+            return
+        codec = source.codecs.get(data[1] & 0x7F)
+        if codec is None or codec.name not in RECORDED_CODECS:
+            return
+        try:
+            packet = RtpPacket.parse(data)
+            parameters = RTCRtpCodecParameters(
+                mimeType=f"{self.kind}/{codec.name}", clockRate=codec.clock_rate,
+                payloadType=codec.payload_type,
+            )  # fmt: skip
+            packet._data = depayload(parameters, packet.payload)
+        except ValueError:
+            return
+        self.codec_name = codec.name
+        wants_keyframe, frame = self.jitter.add(packet)
+        if wants_keyframe:
+            source.ask_keyframe(time.monotonic())
+        if frame is not None:
+            self.recorder.on_frame(self, frame.data, frame.timestamp, codec.clock_rate)
+
+    def seconds(self, timestamp: int, clock_rate: int, arrival: float) -> float:
+        """Wall-clock time of a frame: from the publisher's sender report when it has
+        sent one (audio and video then share its clock), else from arrival."""
+        if self.arrival_ref is None:
+            self.arrival_ref = (timestamp, arrival)
+        ref_ts, ref_wall = self.arrival_ref
+        by_arrival = (
+            ref_wall + ((timestamp - ref_ts + (1 << 31)) % (1 << 32) - (1 << 31)) / clock_rate
+        )
+        source = self.sink.source
+        sr = source.last_sr if source is not None else None
+        if sr is None or self.sink.rewriter is None:
+            return by_arrival
+        ntp, sr_rtp, _ = sr
+        sr_out = self.sink.rewriter.out_timestamp(sr_rtp)
+        if sr_out is None:
+            return by_arrival
+        sender_wall = ntp / (1 << 32) - NTP_TO_UNIX
+        delta = ((timestamp - sr_out + (1 << 31)) % (1 << 32) - (1 << 31)) / clock_rate
+        by_sender = (
+            sender_wall
+            + delta
+            + self.recorder.clock_offset(self.slot, sender_wall + delta, arrival)
+        )
+        self.sync_samples.append(by_sender - by_arrival)
+        del self.sync_samples[:-200]
+        return by_sender
+
+
+class SessionRecorder:
+    """Records every participant of one session into a vault recording."""
+
+    def __init__(
+        self,
+        media,
+        session_id: str,
+        open_segment: Callable[[int], object],
+        *,
+        segment_s: float = 10.0,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.media = media
+        self.session_id = session_id
+        self.open_segment = open_segment  # index -> binary sink (an encrypting writer)
+        self.segment_s = segment_s
+        self.wall = wall
+        self.started_at = wall()
+        self.paused = False
+        self.tracks: list[TrackRecorder] = []
+        self.segment_index = 0
+        self.segments_closed = 0
+        self._container = None
+        self._streams: dict[str, object] = {}
+        self._segment_started: float | None = None
+        self._waiting_keyframe: set[str] = set()
+        self._offsets: dict[str, float] = {}
+        self.last_pts = 0
+
+    def start(self) -> None:
+        self.tracks = [
+            TrackRecorder(self, slot, kind) for slot in SLOTS for kind in ("audio", "video")
+        ]
+
+    def clock_offset(self, slot: str, sender_wall: float, arrival: float) -> float:
+        """Each publisher's clock differs from ours: fixed once per participant so its
+        audio and video keep the relation its sender reports give them."""
+        return self._offsets.setdefault(slot, arrival - sender_wall)
+
+    def _all_ready(self) -> bool:
+        return all(
+            t.codec_name and (t.kind == "audio" or t.size)
+            for t in self.tracks
+            if t.sink.source is not None
+        )
+
+    # segments --------------------------------------------------------------
+    def _open(self) -> None:
+        ready = [t for t in self.tracks if t.codec_name and (t.kind == "audio" or t.size)]
+        if not ready:
+            return
+        self.segment_index += 1
+        sink = self.open_segment(self.segment_index)
+        container = av.open(sink, mode="w", format="webm", options={"live": "1"})
+        self._streams = {}
+        for track in ready:
+            name = RECORDED_CODECS[track.codec_name]
+            if track.kind == "video":
+                stream = container.add_mux_stream(name, width=track.size[0], height=track.size[1])
+            else:
+                stream = container.add_mux_stream(name, rate=48000)
+            stream.time_base = MS
+            stream.metadata["title"] = track.label
+            self._streams[track.label] = stream
+        self._container = container
+        self._segment_started = None
+        self._waiting_keyframe = {t.label for t in ready if t.kind == "video"}
+        now = time.monotonic()
+        for track in ready:
+            if track.kind == "video" and track.sink.source is not None:
+                track.sink.source.ask_keyframe(now, urgent=True)
+
+    def _close(self) -> None:
+        if self._container is None:
+            return
+        container, self._container = self._container, None
+        try:
+            container.close()
+            self.segments_closed += 1
+        except Exception:  # noqa: BLE001 - a failed segment must not stop the call
+            log.exception("closing recording segment %s failed", self.segment_index)
+
+    def pause(self) -> None:
+        self.paused = True
+        self._close()
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def stop(self) -> None:
+        self._close()
+        for track in self.tracks:
+            self.media.remove_sink(self.session_id, track.sink)
+
+    # frames ----------------------------------------------------------------
+    def on_frame(self, track: TrackRecorder, data: bytes, timestamp: int, clock_rate: int) -> None:
+        arrival = self.wall()
+        keyframe = False
+        if track.kind == "video":
+            size = vp8_size(data) if track.codec_name == "VP8" else None
+            keyframe = size is not None
+            if keyframe:
+                track.size = size
+        if track.kind == "video" and track.size is None:
+            return  # nothing decodable before this track's first keyframe
+        when = track.seconds(timestamp, clock_rate, arrival)
+        pts = max(int((when - self.started_at) * 1000), track.last_pts + 1)
+        if track.label not in self._streams or (
+            self._segment_started is not None
+            and pts - self._segment_started >= self.segment_s * 1000
+        ):
+            self._close()  # a new track, or a full segment: start the next one
+        if self._container is None:
+            if (
+                self.segment_index == 0
+                and not self._all_ready()
+                and arrival - self.started_at < 1.5
+            ):
+                return  # let every publishing track show up before the first segment
+            self._open()
+            if self._container is None or track.label not in self._streams:
+                return
+        if track.label in self._waiting_keyframe:
+            if not keyframe:
+                return
+            self._waiting_keyframe.discard(track.label)
+        if self._segment_started is None:
+            self._segment_started = pts
+        packet = av.Packet(data)
+        packet.stream = self._streams[track.label]
+        packet.time_base = MS
+        packet.pts = packet.dts = pts
+        packet.is_keyframe = keyframe or track.kind == "audio"
+        self._container.mux(packet)
+        track.last_pts = pts
+        track.frames += 1
+        self.last_pts = max(self.last_pts, pts)
+
+    def av_sync_ms(self) -> dict[str, float]:
+        """Per participant: how far its audio and video placements disagree with
+        each other (median of sender-clock minus arrival mapping, video minus audio)."""
+        result = {}
+        for slot in SLOTS:
+            medians = {}
+            for track in self.tracks:
+                if track.slot == slot and track.sync_samples:
+                    samples = sorted(track.sync_samples)
+                    medians[track.kind] = samples[len(samples) // 2]
+            if len(medians) == 2:
+                result[slot] = (medians["video"] - medians["audio"]) * 1000
+        return result
