@@ -22,11 +22,14 @@ from .keys import (
     INTERNAL_URL,
     MEDIA,
     NODE_ID,
+    RECORDING,
     SETTINGS,
     STORE,
+    VAULT,
     VERIFIER,
 )
 from .logs import Audit, get_logger
+from .recording import RecordingService
 from .settings import Settings
 from .store import Store, StoreUnavailable, make_store
 from .ws import Hub, websocket
@@ -109,6 +112,7 @@ async def _lifecycle(app: web.Application):
     yield
     for task in tasks:
         task.cancel()
+    app[RECORDING].close()  # recordings in progress end complete, not interrupted
     for ws_conn in list(app[HUB].connections.values()):
         with contextlib.suppress(Exception):
             await ws_conn.ws.close(code=1001, message=b"server shutdown")
@@ -130,6 +134,7 @@ def create_app(
     clock: Clock | None = None,
     node_id: str | None = None,
     internal_url: str | None = None,
+    vault: object | None = None,
 ) -> web.Application:
     """One node. ``internal_url`` is where other nodes reach it (default: its own
     host and port)."""
@@ -151,6 +156,10 @@ def create_app(
     app[HUB] = hub
     restrict_host_addresses(settings.ice_addresses)
     app[MEDIA] = MediaNode(on_state=hub.on_media_state, max_bitrate=settings.max_video_bitrate)
+    app[VAULT] = vault
+    app[RECORDING] = RecordingService(
+        vault, app[MEDIA], app[AUDIT], segment_s=settings.recording_segment_s
+    )
 
     app.router.add_routes(routes)
     app.router.add_get("/ws", websocket)

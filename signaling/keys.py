@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from .auth import TokenVerifier
     from .consults import ConsultService
     from .logs import Audit
+    from .recording import RecordingService
     from .settings import Settings
     from .store import Store
     from .ws import Hub
@@ -23,6 +24,8 @@ AUDIT: web.AppKey[Audit] = web.AppKey("audit")
 CONSULTS: web.AppKey[ConsultService] = web.AppKey("consults")
 MEDIA: web.AppKey[MediaNode] = web.AppKey("media")
 HUB: web.AppKey[Hub] = web.AppKey("hub")
+RECORDING: web.AppKey[RecordingService] = web.AppKey("recording")
+VAULT: web.AppKey[object] = web.AppKey("vault")  # recordings.vault.Vault, or None
 NODE_ID: web.AppKey[str] = web.AppKey("node_id")
 # How other nodes reach this one (node-to-node signaling proxy).
 INTERNAL_URL: web.AppKey[str] = web.AppKey("internal_url")

@@ -55,11 +55,36 @@ class Ping(_Message):
     type: Literal["ping"]
 
 
+class RecordingRequest(_Message):
+    type: Literal["recording.request"]
+
+
+class RecordingConsent(_Message):
+    type: Literal["recording.consent"]
+    consent: bool
+
+
+class RecordingStop(_Message):
+    type: Literal["recording.stop"]
+
+
 ClientMessage = Annotated[
-    Auth | Join | Offer | Candidate | Leave | Ping, Field(discriminator="type")
+    Auth
+    | Join
+    | Offer
+    | Candidate
+    | Leave
+    | Ping
+    | RecordingRequest
+    | RecordingConsent
+    | RecordingStop,
+    Field(discriminator="type"),
 ]
 _client_message = TypeAdapter(ClientMessage)
-MESSAGE_TYPES = frozenset({"auth", "join", "offer", "candidate", "leave", "ping"})
+MESSAGE_TYPES = frozenset(
+    {"auth", "join", "offer", "candidate", "leave", "ping", "recording.request",
+     "recording.consent", "recording.stop"}
+)  # fmt: skip
 
 
 def describe(error: ValidationError) -> str:
@@ -84,7 +109,7 @@ def parse_json(raw: str | bytes, limit: int) -> object:
         raise ApiError(400, "bad_json", "message is not valid JSON") from None
 
 
-def parse_client_message(data: object) -> Auth | Join | Offer | Candidate | Leave | Ping:
+def parse_client_message(data: object) -> BaseModel:
     if not isinstance(data, dict):
         raise ApiError(400, "bad_request", "a message must be a JSON object")
     kind = data.get("type")

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     # ("hospital-b=600000,clinic-c=300000").
     max_video_bitrate: int = Field(2_500_000, ge=100_000, le=50_000_000)
     facility_video_bitrate: Annotated[dict[str, int], NoDecode] = {}
+    # Recording: off unless a master key file is given (jisr recordings init-key FILE).
+    recording_key: Path | None = None
+    recordings_dir: Path = Path("var/recordings")
+    recording_segment_s: float = Field(10, ge=1, le=300)
+    recording_retention_days: int = Field(365, ge=1, le=36500)
     max_message_bytes: int = Field(65536, ge=1024, le=10 * 1024 * 1024)
     max_observers: int = Field(8, ge=0, le=100)
     node_heartbeat_s: float = Field(5, gt=0, le=300)
@@ -103,7 +108,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value or None
 
-    @field_validator("jwt_public_key_file")
+    @field_validator("jwt_public_key_file", "recording_key")
     @classmethod
     def _readable_key(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():

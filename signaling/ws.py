@@ -15,7 +15,18 @@ from media import MediaError
 from .auth import Principal
 from .consults import ConsultService
 from .errors import ApiError
-from .keys import AUDIT, CONSULTS, HTTP_CLIENT, HUB, MEDIA, NODE_ID, SETTINGS, STORE, VERIFIER
+from .keys import (
+    AUDIT,
+    CONSULTS,
+    HTTP_CLIENT,
+    HUB,
+    MEDIA,
+    NODE_ID,
+    RECORDING,
+    SETTINGS,
+    STORE,
+    VERIFIER,
+)
 from .logs import get_logger
 from .protocol import (
     Auth,
@@ -24,6 +35,9 @@ from .protocol import (
     Leave,
     Offer,
     Ping,
+    RecordingConsent,
+    RecordingRequest,
+    RecordingStop,
     parse_client_message,
     parse_json,
     ref_of,
@@ -103,6 +117,22 @@ class Hub:
     def roster(self, session_id: str) -> list[dict]:
         return [c.member() for c in self.sessions.get(session_id, {}).values()]
 
+    def participants(self, session_id: str) -> list[Principal]:
+        return [
+            c.principal
+            for c in self.sessions.get(session_id, {}).values()
+            if c.part is not None and c.principal is not None
+        ]
+
+    def broadcast_recording(self, session_id: str) -> None:
+        message = {
+            "type": "recording.state",
+            "session_id": session_id,
+            **self.app[RECORDING].state(session_id),
+        }
+        for conn in self.sessions.get(session_id, {}).values():
+            conn.send(message)
+
     def broadcast_roster(self, session_id: str) -> None:
         message = {"type": "roster", "session_id": session_id, "roster": self.roster(session_id)}
         for conn in self.sessions.get(session_id, {}).values():
@@ -124,6 +154,8 @@ class Hub:
                     conn.send(event)
         elif event.get("type") == "session.ended":
             session_id = event["session_id"]
+            if session_id in self.sessions:
+                self.app[RECORDING].session_closed(session_id)
             for conn in list(self.sessions.get(session_id, {}).values()):
                 conn.send(event)
                 await self.leave(conn, reason="session_ended")
@@ -188,6 +220,8 @@ class SignalingHandler:
             self.conn.send({"type": "left", "ref": message.ref})
         elif isinstance(message, Ping):
             self.conn.send({"type": "pong", "ref": message.ref})
+        elif isinstance(message, RecordingRequest | RecordingConsent | RecordingStop):
+            await self.on_recording(message)
 
     async def on_auth(self, message: Auth) -> None:
         if self.conn.principal is not None:
@@ -237,6 +271,9 @@ class SignalingHandler:
         )
         if part is not None:
             await self.consults.mark_live(session["consult_id"])
+            self.app[RECORDING].participant_joined(
+                who, session["id"], self.hub.participants(session["id"])
+            )
         consult = await self.app[CONSULTS].store.get_consult(session["consult_id"])
         conn.send(
             {
@@ -247,9 +284,11 @@ class SignalingHandler:
                 "part": part,
                 "consult": consult,
                 "roster": self.hub.roster(session["id"]),
+                "recording": self.app[RECORDING].state(session["id"]),
             }
         )
         self.hub.broadcast_roster(session["id"])
+        self.hub.broadcast_recording(session["id"])
 
     async def proxy_to(self, node: str, join: Join) -> None:
         """Carry this connection's signaling to the node hosting the session; its
@@ -295,6 +334,25 @@ class SignalingHandler:
             )
             self.conn.close_outbox()
             await self.conn.ws.close(code=1012, message=b"node lost")
+
+    async def on_recording(self, message) -> None:
+        conn, recording = self.conn, self.app[RECORDING]
+        if conn.session_id is None:
+            raise ApiError(409, "not_joined", "join a session first")
+        if conn.part is None:
+            raise ApiError(
+                403, "forbidden", "observers cannot start, consent to or stop a recording"
+            )
+        present = self.hub.participants(conn.session_id)
+        if isinstance(message, RecordingRequest):
+            session = await self.app[STORE].get_session(conn.session_id)
+            recording.request(conn.principal, session, present)
+        elif isinstance(message, RecordingConsent):
+            recording.answer(conn.principal, conn.session_id, message.consent, present)
+        else:
+            recording.stop_by(conn.principal, conn.session_id)
+        conn.send({"type": "recording.ok", "ref": message.ref})
+        self.hub.broadcast_recording(conn.session_id)
 
     async def on_offer(self, message: Offer) -> None:
         conn = self.conn
