@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     recording_retention_days: int = Field(365, ge=1, le=36500)
     max_message_bytes: int = Field(65536, ge=1024, le=10 * 1024 * 1024)
     max_observers: int = Field(8, ge=0, le=100)
+    # How long a dropped participant keeps their place (shown as reconnecting).
+    reconnect_grace_s: float = Field(60, ge=0, le=3600)
     node_heartbeat_s: float = Field(5, gt=0, le=300)
     web_dir: Path = Path(__file__).resolve().parent.parent / "web"
 

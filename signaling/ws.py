@@ -92,6 +92,7 @@ class Connection:
             **self.principal.ref(),
             "role": self.principal.role,
             "as": "observer" if self.part is None else "participant",
+            "status": "connected",
         }
 
 
@@ -113,9 +114,40 @@ class Hub:
         self.app = app
         self.connections: dict[str, Connection] = {}
         self.sessions: dict[str, dict[str, Connection]] = {}
+        # session id -> sub -> (roster entry, expiry timer) of dropped participants
+        self.away: dict[str, dict[str, tuple[dict, asyncio.TimerHandle]]] = {}
 
     def roster(self, session_id: str) -> list[dict]:
-        return [c.member() for c in self.sessions.get(session_id, {}).values()]
+        live = [c.member() for c in self.sessions.get(session_id, {}).values()]
+        present = {m["sub"] for m in live}
+        away = [m for sub, (m, _) in self.away.get(session_id, {}).items() if sub not in present]
+        return live + away
+
+    def hold_place(self, session_id: str, conn: Connection) -> None:
+        """A participant whose connection dropped keeps their place (shown as
+        reconnecting) for the grace period; after it they have left."""
+        sub = conn.principal.sub
+        member = {**conn.member(), "status": "reconnecting"}
+        grace = self.app[SETTINGS].reconnect_grace_s
+        timer = asyncio.get_running_loop().call_later(
+            grace, lambda: asyncio.ensure_future(self._give_up(session_id, sub, conn))
+        )
+        self.away.setdefault(session_id, {})[sub] = (member, timer)
+
+    def reclaim_place(self, session_id: str, sub: str) -> bool:
+        held = self.away.get(session_id, {}).pop(sub, None)
+        if held is not None:
+            held[1].cancel()
+        return held is not None
+
+    async def _give_up(self, session_id: str, sub: str, conn: Connection) -> None:
+        if self.away.get(session_id, {}).pop(sub, None) is None:
+            return
+        self.app[AUDIT].record(
+            "participant.left", conn.principal.public(), session_id=session_id,
+            reason="did_not_reconnect",
+        )  # fmt: skip
+        self.broadcast_roster(session_id)
 
     def participants(self, session_id: str) -> list[Principal]:
         return [
@@ -185,7 +217,11 @@ class Hub:
         members.pop(conn.id, None)
         if not members:
             self.sessions.pop(session_id, None)
-        event = "observer.left" if conn.part is None else "participant.left"
+        if conn.part is not None and reason == "disconnected":
+            self.hold_place(session_id, conn)
+            event = "participant.disconnected"
+        else:
+            event = "observer.left" if conn.part is None else "participant.left"
         self.app[AUDIT].record(
             event,
             conn.principal.public() if conn.principal else None,
@@ -262,8 +298,13 @@ class SignalingHandler:
                     await self.hub.leave(other, reason="replaced")
         conn.session_id, conn.part = session["id"], part
         members[conn.id] = conn
+        rejoined = part is not None and self.hub.reclaim_place(session["id"], who.sub)
         self.app[AUDIT].record(
-            "participant.joined" if part else "observer.joined",
+            "participant.rejoined"
+            if rejoined
+            else "participant.joined"
+            if part
+            else "observer.joined",
             who.public(),
             session_id=session["id"],
             consult_id=session["consult_id"],

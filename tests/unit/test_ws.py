@@ -189,3 +189,39 @@ async def test_pushes_consult_updates_and_roster(client, tokens):
     # The neurologist saw nothing of a cardiology consult.
     await neurologist.still_serving()
     assert [m["type"] for m in neurologist.seen] == ["welcome", "pong"]
+
+
+async def test_dropped_participant_keeps_place_then_leaves(aiohttp_client, tokens):
+    from tests.conftest import make_settings
+
+    client = await aiohttp_client(
+        create_app(make_settings(reconnect_grace_s=0.5), store=MemoryStore())
+    )
+    session_id = await accepted_session(client, tokens)
+    specialist = await connect(client, tokens.specialist)
+    await specialist.ask({"type": "join", "session_id": session_id, "ref": "j"})
+    referrer = await connect(client, tokens.referrer)
+    await referrer.ask({"type": "join", "session_id": session_id, "ref": "j"})
+    await referrer.ws.close()  # the network drops
+    held = await specialist.next(
+        lambda m: (
+            m["type"] == "roster"
+            and any(e["sub"] == "dr-amal" and e["status"] == "reconnecting" for e in m["roster"])
+        )
+    )
+    assert len(held["roster"]) == 2
+    back = await connect(client, tokens.referrer)
+    await back.ask({"type": "join", "session_id": session_id, "ref": "j"})
+    rejoined = await specialist.next(
+        lambda m: (
+            m["type"] == "roster"
+            and any(e["sub"] == "dr-amal" and e["status"] == "connected" for e in m["roster"])
+        )
+    )
+    assert len(rejoined["roster"]) == 2
+    await back.ws.close()  # drops again and this time does not come back
+    gone = await specialist.next(
+        lambda m: m["type"] == "roster" and [e["sub"] for e in m["roster"]] == ["dr-karim"],
+        timeout=5,
+    )
+    assert gone["roster"][0]["status"] == "connected"
