@@ -57,7 +57,8 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
         response = await handler(request)
     except ApiError as exc:
         return web.json_response(exc.body(), status=exc.status)
-    except StoreUnavailable:
+    except StoreUnavailable as exc:
+        log.warning("store.unavailable", path=request.path, error=str(exc))
         return web.json_response(
             ApiError(
                 503, "store_unavailable", "session state is unavailable; try again shortly"

@@ -23,9 +23,18 @@ def free_port() -> int:
 class RedisServer:
     """``with RedisServer() as server: ... server.url ...``"""
 
-    def __init__(self, executable: str = "redis-server", start_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        executable: str = "redis-server",
+        start_timeout: float = 10.0,
+        *,
+        persistent: bool = False,
+    ) -> None:
+        """``persistent``: append-only file with fsync on every write, as production
+        should run it, so ``restart()`` keeps the data."""
         self.executable = executable
         self.start_timeout = start_timeout
+        self.persistent = persistent
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir: Path | None = None
@@ -41,10 +50,15 @@ class RedisServer:
                 f"{self.executable} not found on PATH; the Redis tests need a real server "
                 "(Debian/Ubuntu: apt-get install redis-server)"
             )
-        self._dir = Path(tempfile.mkdtemp(prefix="jisr-redis-"))
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="jisr-redis-"))
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else [
+            "--appendonly", "no"
+        ]  # fmt: skip
         # The free port may be taken before redis binds it: try a few.
+        keep_port = self.port
         for _ in range(5):
-            self.port = free_port()
+            self.port = keep_port or free_port()
             log = self._dir / "redis.log"
             self._proc = subprocess.Popen(
                 [
@@ -55,8 +69,7 @@ class RedisServer:
                     "127.0.0.1",
                     "--save",
                     "",
-                    "--appendonly",
-                    "no",
+                    *persistence,
                     "--dir",
                     str(self._dir),
                     "--logfile",
@@ -105,6 +118,18 @@ class RedisServer:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
+
+    def kill(self) -> None:
+        """Stop the server abruptly (SIGKILL), keeping its port and data folder."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def restart(self) -> None:
+        """Start again on the same port with the same data folder."""
+        self._kill()
+        self.start()
 
     def stop(self) -> None:
         self._kill()

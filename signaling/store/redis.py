@@ -166,11 +166,13 @@ class RedisStore:
         *,
         socket_timeout: float = 2.0,
         connect_timeout: float = 2.0,
-        retries: int = 0,
+        retries: int = 1,
     ) -> None:
-        """``retries`` is how often a command is retried at once after a connection
-        error; 0 surfaces every failure as StoreUnavailable within the timeouts. A
-        subscription never reconnects by itself (it would silently miss events)."""
+        """``retries`` is how often a connection error is retried at once on a fresh
+        connection (one: a socket left stale by a Redis restart is replaced, while a
+        Redis that is down still fails within the timeouts). A subscription never
+        reconnects by itself (it would silently miss events): its reader gets
+        StoreUnavailable and subscribes again."""
         self._prefix = prefix
         self._channel = f"{prefix}events"
         self._timeout = socket_timeout
@@ -180,6 +182,10 @@ class RedisStore:
             socket_timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
             retry=Retry(NoBackoff(), retries),
+            # A pooled connection idle for a second is checked (PING, reconnect) before
+            # use, so after a Redis restart stale sockets are replaced rather than
+            # failing one request each.
+            health_check_interval=1,
         )
         self._create = self._client.register_script(_CREATE)
         self._transition = self._client.register_script(_TRANSITION)
