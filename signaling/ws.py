@@ -8,7 +8,13 @@ import contextlib
 import json
 import secrets
 
-from aiohttp import ClientError, ClientWebSocketResponse, WSMsgType, web
+from aiohttp import (
+    ClientConnectorError,
+    ClientError,
+    ClientWebSocketResponse,
+    WSMsgType,
+    web,
+)
 
 from media import MediaError
 
@@ -42,7 +48,7 @@ from .protocol import (
     parse_json,
     ref_of,
 )
-from .store import StoreUnavailable
+from .store import Conflict, StoreUnavailable
 
 AUTH_TIMEOUT_S = 10
 OUTBOX_LIMIT = 256
@@ -282,8 +288,9 @@ class SignalingHandler:
         if session["state"] == "ended":
             raise ApiError(409, "invalid_state", "the session has ended")
         if session["node"] != self.app[NODE_ID]:
-            await self.proxy_to(session["node"], message)
-            return
+            if await self.proxy_to(session["node"], message):
+                return
+            session = await self.rehome(session)
         members = self.hub.sessions.setdefault(session["id"], {})
         if part is None:
             observers = sum(1 for m in members.values() if m.part is None)
@@ -331,13 +338,33 @@ class SignalingHandler:
         self.hub.broadcast_roster(session["id"])
         self.hub.broadcast_recording(session["id"])
 
-    async def proxy_to(self, node: str, join: Join) -> None:
+    async def rehome(self, session: dict) -> dict:
+        """The session's node is dead: this node takes the session over (exactly one
+        node wins); participants reconnecting bring its media back here."""
+        try:
+            moved = await self.app[STORE].rehome_session(
+                session["id"], from_node=session["node"], to_node=self.app[NODE_ID]
+            )
+        except Conflict as exc:
+            moved = {**session, "node": exc.current_state}
+            if moved["node"] != self.app[NODE_ID]:
+                raise ApiError(
+                    503, "node_unavailable", "the session is moving to another node; retry"
+                ) from None
+        self.app[AUDIT].record(
+            "session.rehomed", self.conn.principal.public(), session_id=session["id"],
+            from_node=session["node"], to_node=self.app[NODE_ID],
+        )  # fmt: skip
+        return moved
+
+    async def proxy_to(self, node: str, join: Join) -> bool:
         """Carry this connection's signaling to the node hosting the session; its
-        media then flows directly between the client and that node."""
+        media then flows directly between the client and that node. False when that
+        node is dead (gone from the node map, or refusing connections)."""
         nodes = await self.app[STORE].list_nodes()
         url = (nodes.get(node) or {}).get("internal_url")
         if not url:
-            raise ApiError(503, "node_unavailable", "the node hosting this session is unreachable")
+            return False
         try:
             upstream = await asyncio.wait_for(
                 self.app[HTTP_CLIENT].ws_connect(
@@ -347,6 +374,8 @@ class SignalingHandler:
             )
             await upstream.send_json({"type": "auth", "token": self.conn.token})
             welcome = await upstream.receive_json(timeout=5)
+        except ClientConnectorError:
+            return False  # refused: the node died before its heartbeat expired
         except (TimeoutError, OSError, ValueError, ClientError):
             raise ApiError(
                 503, "node_unavailable", "the node hosting this session is unreachable"
@@ -357,6 +386,7 @@ class SignalingHandler:
         self.conn.upstream = upstream
         self.conn.upstream_task = asyncio.ensure_future(self._pump_upstream(upstream))
         await upstream.send_json(join.model_dump(exclude_none=True))
+        return True
 
     async def _pump_upstream(self, upstream: ClientWebSocketResponse) -> None:
         async for msg in upstream:

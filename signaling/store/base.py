@@ -157,6 +157,11 @@ class Store(Protocol):
     ) -> Record:
         """Compare-and-set on a session, as ``transition_consult``."""
 
+    async def rehome_session(self, session_id: str, *, from_node: str, to_node: str) -> Record:
+        """Atomically move a session whose node died: if its ``node`` is still
+        ``from_node``, set it to ``to_node`` (state ``live``). Raises NotFound, or
+        Conflict with the node that already took it, so exactly one node wins."""
+
     async def list_sessions(self, *, states: Iterable[str] | None = None) -> list[Record]:
         """Sessions in the given states (default: ``SESSION_ACTIVE_STATES``), oldest
         first by ``created_at`` (0 when absent), then id."""

@@ -130,6 +130,17 @@ class MemoryStore:
         async with self._lock:
             return _cas(self._sessions, session_id, from_states, to_state, fields)
 
+    async def rehome_session(self, session_id: str, *, from_node: str, to_node: str) -> Record:
+        async with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                raise NotFound(session_id)
+            if session["node"] != from_node:
+                raise Conflict(session["node"])
+            session["node"] = to_node
+            session["state"] = "live"
+            return _copy(session)
+
     async def list_sessions(self, *, states: Iterable[str] | None = None) -> list[Record]:
         wanted = SESSION_ACTIVE_STATES if states is None else frozenset(states)
         async with self._lock:

@@ -94,6 +94,15 @@ return {'ok', redis.call('HGETALL', KEYS[1])}
 """
 )
 
+# KEYS: session. ARGV: expected node (JSON), new node (JSON)
+_REHOME = """
+local cur = redis.call('HGET', KEYS[1], 'node')
+if not cur then return {'notfound'} end
+if cur ~= ARGV[1] then return {'conflict', cur} end
+redis.call('HSET', KEYS[1], 'node', ARGV[2], 'state', '"live"')
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+
 # KEYS: consult, open zset, session, sessions zset
 # ARGV: consult id, session id, session score, n, n consult field/value items,
 #       session field/value pairs...
@@ -191,6 +200,7 @@ class RedisStore:
         self._transition = self._client.register_script(_TRANSITION)
         self._accept = self._client.register_script(_ACCEPT)
         self._prune_nodes = self._client.register_script(_PRUNE_NODES)
+        self._rehome = self._client.register_script(_REHOME)
         self._subscriptions: set[Subscription] = set()
         self._closed = False
 
@@ -322,6 +332,19 @@ class RedisStore:
     ) -> Record:
         keys = [self._key("session", session_id)]
         return await self._cas(keys, session_id, from_states, to_state, fields)
+
+    async def rehome_session(self, session_id: str, *, from_node: str, to_node: str) -> Record:
+        with _unavailable():
+            reply = await self._rehome(
+                keys=[self._key("session", session_id)],
+                args=[json.dumps(from_node), json.dumps(to_node)],
+            )
+        if reply[0] == "notfound":
+            raise NotFound(session_id)
+        if reply[0] == "conflict":
+            raise Conflict(json.loads(reply[1]))
+        flat = reply[1]
+        return {flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
 
     async def list_sessions(self, *, states: Iterable[str] | None = None) -> list[Record]:
         wanted = SESSION_ACTIVE_STATES if states is None else frozenset(states)

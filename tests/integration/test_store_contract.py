@@ -524,3 +524,21 @@ async def test_redis_dying_surfaces_as_unavailable() -> None:
 def test_make_store_picks_the_backend() -> None:
     assert isinstance(make_store(None), MemoryStore)
     assert isinstance(make_store("redis://127.0.0.1:1/0"), RedisStore)
+
+
+async def test_rehome_moves_a_session_exactly_once(store: Store) -> None:
+    await store.create_consult(consult("c1"))
+    await store.accept_consult("c1", fields={"session_id": "s1"}, session=session("s1"))
+    dead = (await store.get_session("s1"))["node"]
+    await store.transition_session("s1", from_states=["live"], to_state="interrupted", fields={})
+    results = await asyncio.gather(
+        *(store.rehome_session("s1", from_node=dead, to_node=f"n{i}") for i in range(10)),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if isinstance(r, dict)]
+    assert len(winners) == 1 and winners[0]["state"] == "live"
+    losers = [r for r in results if isinstance(r, Conflict)]
+    assert len(losers) == 9 and {c.current_state for c in losers} == {winners[0]["node"]}
+    assert (await store.get_session("s1"))["node"] == winners[0]["node"]
+    with pytest.raises(NotFound):
+        await store.rehome_session("nope", from_node=dead, to_node="n0")
