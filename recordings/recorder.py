@@ -131,6 +131,7 @@ class SessionRecorder:
         self.segment_index = 0
         self.segments_closed = 0
         self._container = None
+        self._sink = None
         self._streams: dict[str, object] = {}
         self._segment_started: float | None = None
         self._waiting_keyframe: set[str] = set()
@@ -161,6 +162,7 @@ class SessionRecorder:
             return
         self.segment_index += 1
         sink = self.open_segment(self.segment_index)
+        self._sink = sink
         container = av.open(sink, mode="w", format="webm", options={"live": "1"})
         self._streams = {}
         for track in ready:
@@ -186,6 +188,7 @@ class SessionRecorder:
         container, self._container = self._container, None
         try:
             container.close()
+            self._sink.close()  # publishes the encrypted segment
             self.segments_closed += 1
         except Exception:  # noqa: BLE001 - a failed segment must not stop the call
             log.exception("closing recording segment %s failed", self.segment_index)

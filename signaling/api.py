@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from .auth import Principal
 from .errors import ApiError
-from .keys import CONSULTS, HUB, SETTINGS, STORE, VERIFIER
+from .keys import AUDIT, CONSULTS, HUB, SETTINGS, STORE, VAULT, VERIFIER
 from .protocol import NewConsult, parse_body, parse_json
 from .store import StoreUnavailable
 
@@ -109,3 +111,94 @@ async def get_session(request: web.Request) -> web.Response:
 async def end_session(request: web.Request) -> web.Response:
     who = principal(request)
     return web.json_response(await request.app[CONSULTS].end(who, request.match_info["id"]))
+
+
+# recordings -----------------------------------------------------------------
+
+
+def _vault(request: web.Request):
+    vault = request.app[VAULT]
+    if vault is None:
+        raise ApiError(503, "recording_unavailable", "recording is not configured on this server")
+    return vault
+
+
+def _public_recording(record: dict) -> dict:
+    return {"id": record.get("recording_id"), **record}
+
+
+def _may_play(who: Principal, record: dict) -> bool:
+    """Participants of that session, supervisors and admins."""
+    if who.sees_everything:
+        return True
+    return any(p.get("sub") == who.sub for p in record.get("participants", []))
+
+
+async def _visible_recording(request: web.Request, who: Principal) -> dict:
+    from recordings.vault import RecordingNotFound
+
+    try:
+        record = await asyncio.to_thread(_vault(request).get, request.match_info["id"])
+    except (RecordingNotFound, ValueError):
+        record = None
+    if record is None or not _may_play(who, record):
+        raise ApiError(404, "recording_not_found", "no such recording")
+    return record
+
+
+@routes.get("/api/recordings")
+async def list_recordings(request: web.Request) -> web.Response:
+    who = principal(request)
+    records = await asyncio.to_thread(_vault(request).list)
+    visible = [_public_recording(r) for r in records if _may_play(who, r)]
+    visible.sort(key=lambda r: r.get("started_at") or 0, reverse=True)
+    return web.json_response({"recordings": visible})
+
+
+@routes.get("/api/recordings/{id}")
+async def get_recording(request: web.Request) -> web.Response:
+    who = principal(request)
+    return web.json_response(_public_recording(await _visible_recording(request, who)))
+
+
+@routes.get("/api/recordings/{id}/media")
+async def play_recording(request: web.Request) -> web.StreamResponse:
+    from recordings.crypto import MasterKeyError, TamperedError
+
+    who = principal(request)
+    record = await _visible_recording(request, who)
+    audit = request.app[AUDIT]
+    try:
+        playback = await asyncio.to_thread(
+            request.app[VAULT].stream, record["recording_id"], audit=audit.recording_event,
+            by=who.public(),
+        )  # fmt: skip
+    except (TamperedError, MasterKeyError):
+        raise ApiError(
+            409, "recording_tampered", "the recording failed its integrity check; nothing is served"
+        ) from None
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": playback.content_type,
+            "Cache-Control": "no-store",
+            "Content-Length": str(len(playback)),
+        }  # fmt: skip
+    )
+    await response.prepare(request)
+    for chunk in playback:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+@routes.delete("/api/recordings/{id}")
+async def delete_recording(request: web.Request) -> web.Response:
+    who = principal(request)
+    if who.role != "admin":
+        raise ApiError(403, "forbidden", "only an admin deletes recordings")
+    record = await _visible_recording(request, who)
+    await asyncio.to_thread(
+        request.app[VAULT].delete, record["recording_id"],
+        audit=request.app[AUDIT].recording_event, by=who.public(),
+    )  # fmt: skip
+    return web.json_response({"id": record["recording_id"], "state": "deleted"})

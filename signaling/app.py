@@ -108,7 +108,12 @@ async def _lifecycle(app: web.Application):
     store = app[STORE]
     await store.start()
     app[HTTP_CLIENT] = ClientSession()
-    tasks = [asyncio.ensure_future(app[HUB].pump()), asyncio.ensure_future(_heartbeat(app))]
+    await _interrupted_recordings(app)
+    tasks = [
+        asyncio.ensure_future(app[HUB].pump()),
+        asyncio.ensure_future(_heartbeat(app)),
+        asyncio.ensure_future(_retention(app)),
+    ]
     log.info("node.started", node=app[NODE_ID])
     yield
     for task in tasks:
@@ -126,6 +131,48 @@ async def _lifecycle(app: web.Application):
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+
+def open_vault(settings: Settings):
+    from recordings.crypto import load_master_key
+    from recordings.storage import FileStorage
+    from recordings.vault import Vault
+
+    settings.recordings_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return Vault(FileStorage(settings.recordings_dir), load_master_key(settings.recording_key))
+
+
+async def _retention(app: web.Application) -> None:
+    """Recordings older than the retention period are crypto-shredded, hourly."""
+    vault, settings = app[VAULT], app[SETTINGS]
+    while vault is not None:
+        try:
+            await asyncio.to_thread(
+                vault.purge_older_than, settings.recording_retention_days,
+                audit=app[AUDIT].recording_event, by="retention",
+            )  # fmt: skip
+        except Exception:  # noqa: BLE001 - retention must never take the node down
+            log.exception("recordings.purge_failed")
+        await asyncio.sleep(3600)
+
+
+async def _interrupted_recordings(app: web.Application) -> None:
+    """Recordings still marked as recording whose node is gone were cut short."""
+    vault = app[VAULT]
+    if vault is None:
+        return
+    try:
+        nodes = await app[STORE].list_nodes()
+    except StoreUnavailable:
+        return
+    live = {n for n in nodes if n != app[NODE_ID]}
+
+    def is_live(recording_id: str) -> bool:
+        return vault.get(recording_id).get("node") in live
+
+    marked = await asyncio.to_thread(vault.mark_interrupted_stale, is_live)
+    if marked:
+        log.warning("recordings.interrupted", recordings=marked)
 
 
 def create_app(
@@ -157,9 +204,11 @@ def create_app(
     app[HUB] = hub
     restrict_host_addresses(settings.ice_addresses)
     app[MEDIA] = MediaNode(on_state=hub.on_media_state, max_bitrate=settings.max_video_bitrate)
+    if vault is None and settings.recording_key is not None:
+        vault = open_vault(settings)
     app[VAULT] = vault
     app[RECORDING] = RecordingService(
-        vault, app[MEDIA], app[AUDIT], segment_s=settings.recording_segment_s
+        vault, app[MEDIA], app[AUDIT], segment_s=settings.recording_segment_s, node_id=node
     )
 
     app.router.add_routes(routes)

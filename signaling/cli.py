@@ -10,6 +10,8 @@ import sys
 
 from aiohttp import web
 
+from recordings.cli import add_recordings_commands
+
 from .auth import ROLES, mint_token
 from .logs import configure_logging
 from .settings import Settings, SettingsError, load_settings
@@ -31,8 +33,17 @@ DEMO_USERS = (
 
 def _demo_environment() -> None:
     """A single-node demo needs no configuration: a random signing secret for this
-    run, and media reachable on loopback as well as the machine's own addresses."""
+    run, a recording key in var/, and media reachable on loopback as well as the
+    machine's own addresses."""
     os.environ.setdefault("JISR_JWT_SECRET", secrets.token_urlsafe(48))
+    if "JISR_RECORDING_KEY" not in os.environ:  # recording works out of the box
+        from recordings.crypto import generate_key_file
+
+        key = os.path.abspath("var/recording.key")
+        if not os.path.exists(key):
+            os.makedirs(os.path.dirname(key), mode=0o700, exist_ok=True)
+            generate_key_file(key)
+        os.environ["JISR_RECORDING_KEY"] = key
     if "JISR_ICE_ADDRESSES" not in os.environ:
         import aioice.ice
 
@@ -180,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, help="node processes (default: one per core with Redis, else 1)"
     )
     p_serve.set_defaults(func=serve)
+
+    add_recordings_commands(commands)
 
     p_token = commands.add_parser("token", help="mint a development token (HS256)")
     p_token.add_argument("--role", required=True, choices=ROLES)

@@ -50,3 +50,7 @@ class Audit:
 
     def record(self, event: str, actor: dict | None = None, **fields: object) -> None:
         self._log.info(event, actor=actor, **fields)
+
+    def recording_event(self, event: str, **fields: object) -> None:
+        """The vault's audit callback (playback, export, deletion, purge)."""
+        self._log.info(event, **fields)

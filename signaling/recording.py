@@ -25,6 +25,7 @@ from .logs import Audit
 class SessionRecording:
     session_id: str
     consult_id: str
+    facility: str | None = None
     state: str = "idle"  # idle | requested | recording | paused | stopped
     recording_id: str | None = None
     requested_by: dict | None = None
@@ -58,7 +59,9 @@ class RecordingService:
         *,
         segment_s: float = 10.0,
         wall: Callable[[], float] = time.time,
+        node_id: str = "",
     ) -> None:
+        self.node_id = node_id
         self.vault = vault  # None: recording is not configured on this node
         self.media = media
         self.audit = audit
@@ -89,7 +92,7 @@ class RecordingService:
         rec = self.sessions.get(session["id"])
         if rec is not None and rec.state in ("requested", "recording", "paused"):
             raise ApiError(409, "invalid_state", f"recording is already {rec.state}")
-        rec = SessionRecording(session["id"], session["consult_id"])
+        rec = SessionRecording(session["id"], session["consult_id"], session.get("facility"))
         self.sessions[session["id"]] = rec
         rec.state = "requested"
         rec.requested_by = who.ref()
@@ -171,6 +174,8 @@ class RecordingService:
                 "participants": [{"sub": s, "name": rec.names.get(s, s)} for s in rec.consents],
                 "consent_record": list(rec.history),
                 "started_at": rec.started_at,
+                "node": self.node_id,
+                "facility": rec.facility,
             },
         )
         rec.recorder = SessionRecorder(
