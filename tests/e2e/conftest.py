@@ -17,6 +17,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
+from recordings.crypto import generate_key_file
 from tests.conftest import SECRET, Tokens, make_settings
 from tests.redis_server import free_port
 
@@ -48,13 +49,19 @@ class Server:
     base: str
     tokens: Tokens
     log_path: str
+    recordings_dir: str
 
 
 @pytest.fixture
 def jisr_server(tmp_path) -> Iterator[Server]:
     port = free_port()
+    key = tmp_path / "recording.key"
+    generate_key_file(key)
     env = {
         **os.environ,
+        "JISR_RECORDING_KEY": str(key),
+        "JISR_RECORDINGS_DIR": str(tmp_path / "recordings"),
+        "JISR_RECORDING_SEGMENT_S": "2",
         "JISR_PORT": str(port),
         "JISR_JWT_SECRET": SECRET,
         "JISR_ICE_ADDRESSES": "127.0.0.1",
@@ -83,7 +90,7 @@ def jisr_server(tmp_path) -> Iterator[Server]:
             pytest.fail("jisr serve did not start:\n" + open(log_path).read()[-2000:])
         time.sleep(0.05)
     try:
-        yield Server(base, Tokens(make_settings()), log_path)
+        yield Server(base, Tokens(make_settings()), log_path, str(tmp_path / "recordings"))
     finally:
         process.terminate()
         try:
