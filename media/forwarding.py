@@ -50,6 +50,9 @@ log = logging.getLogger("jisr.media")
 
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
 DEFAULT_MAX_BITRATE = 2_500_000  # REMB ceiling toward publishers when no subscriber says less
+STALL_SECONDS = 3.0  # silence from a peer (no RTP, no RTCP) that means its path is down
+GAP_PACKETS = 10  # a jump this large in the publisher's sequence numbers is a burst loss
+GAP_SECONDS = 0.5  # and a pause this long, an outage
 MIN_BITRATE = 150_000  # never ask a publisher for less: audio first, video at its floor
 
 
@@ -117,6 +120,7 @@ class InStream:
         self.last_sr: tuple[int, int, float] | None = None  # (ntp, rtp ts, arrival)
         self.keyframe_asked_at = float("-inf")
         self.keyframes_asked = 0
+        self.last_arrival = 0.0
 
     def on_packet(self, packet: bytes, now: float) -> None:
         seq = (packet[2] << 8) | packet[3]
@@ -128,6 +132,15 @@ class InStream:
                 if seq < self.max_seq:
                     self.cycles += 0x10000
                 self.max_seq = seq
+                # Losses on the way in cannot be repaired from our history. After an
+                # outage or a burst, subscribers restart on the next keyframe with no
+                # hole in their sequence numbers (a hole nobody can fill would stall
+                # their jitter buffers), and the publisher is asked for it at once.
+                if delta > GAP_PACKETS or now - self.last_arrival > GAP_SECONDS:
+                    for out in self.outs:
+                        out.restart(now)
+                    self.ask_keyframe(now)
+        self.last_arrival = now
         self.received += 1
         ts = int.from_bytes(packet[4:8], "big")
         transit = now * self.clock_rate - ts
@@ -239,7 +252,18 @@ class OutStream:
         source.outs.append(self)
         source.ask_keyframe(now)
 
+    def restart(self, now: float) -> None:
+        """Continue on the current source from its next keyframe, seamlessly."""
+        if self.rewriter is not None and self.source is not None:
+            elapsed = (
+                int((now - self.last_sent_at) * self.source.clock_rate) if self.packets else None
+            )
+            self.rewriter.switch_source(elapsed)
+            self.waiting_keyframe = self.kind == "video"
+
     def forward(self, packet: bytes, now: float) -> None:
+        if self.leg.stalled(now):
+            return
         rewriter = self.rewriter
         if self.waiting_keyframe:
             if not self.leg.tap.ready:
@@ -291,18 +315,33 @@ class Leg:
     max_bitrate: int = DEFAULT_MAX_BITRATE
     nacks_received: int = 0
     keyframe_requests_received: int = 0
+    last_heard: float = field(default_factory=time.monotonic)
+
+    def heard(self, now: float) -> None:
+        """Anything arrived from this peer. After a silence its path was down:
+        everything it receives restarts cleanly from the next keyframe."""
+        if now - self.last_heard > STALL_SECONDS:
+            for out in self.outbound.values():
+                out.restart(now)
+                if out.source is not None:
+                    out.source.ask_keyframe(now, urgent=True)
+        self.last_heard = now
 
     def on_rtp(self, packet: bytes) -> None:
+        now = time.monotonic()
+        if now - self.last_heard > 0.1:  # the silence check, at most ten times a second
+            self.heard(now)
         stream = self.inbound.get(int.from_bytes(packet[8:12], "big"))
         if stream is not None:
-            stream.on_packet(packet, time.monotonic())
+            stream.on_packet(packet, now)
 
     def on_rtcp(self, data: bytes) -> None:
+        now = time.monotonic()
+        self.heard(now)
         try:
             items = parse_rtcp(data)
         except ValueError:
             return
-        now = time.monotonic()
         for item in items:
             packet = data[item.offset : item.offset + item.length]
             try:
@@ -347,8 +386,14 @@ class Leg:
         if out is not None and out.source is not None:
             out.source.ask_keyframe(now)
 
+    def stalled(self, now: float) -> bool:
+        """Nothing heard from this peer for a while: sending to it would only
+        punch holes into its sequence numbers."""
+        return now - self.last_heard > STALL_SECONDS
+
     def on_connected(self, now: float) -> None:
         """Media can flow: whoever waits for a keyframe on this leg gets one now."""
+        self.last_heard = now
         for out in self.outbound.values():
             if out.waiting_keyframe and out.source is not None:
                 out.source.ask_keyframe(now, urgent=True)

@@ -253,6 +253,7 @@ class MediaNode:
         room = self._rooms.setdefault(session_id, SessionRoom(session_id))
         leg = Leg(f"sink:{slot}:{kind}", None)
         leg.tap = SinkTap(on_packet)
+        leg.last_heard = float("inf")  # inside the server: never silent, never stalled
         ssrc = random.getrandbits(32)
         out = OutStream(leg, slot, Negotiated(None, kind, [], {}, ssrc, ssrc ^ 1))
         out.mirror = True

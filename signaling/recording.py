@@ -190,13 +190,18 @@ class RecordingService:
         if rec.recorder is not None:
             rec.recorder.stop()
             duration = rec.recorder.last_pts / 1000
-            rec.handle.finish(state="complete", ended_at=self.wall(), duration_s=duration,
-                              consent_record=rec.history)  # fmt: skip
             rec.recorder = None
             rec.state = "stopped"
             self._record(
                 rec, "recording.stopped", who, reason=reason, duration_s=round(duration, 1)
             )
+            # Everyone who consented at any point, late joiners included, may play it.
+            consented = {e["by"]["sub"] for e in rec.history if e["event"] == "recording.consented"}
+            participants = [{"sub": sub, "name": rec.names.get(sub, sub)} for sub in consented]
+            rec.handle.finish(
+                state="complete", ended_at=self.wall(), duration_s=duration,
+                consent_record=list(rec.history), participants=participants,
+            )  # fmt: skip
         else:
             rec.state = "idle"
             self._record(rec, "recording.cancelled", who, reason=reason)

@@ -77,4 +77,46 @@ export const api = {
   listSessions: () => request('GET', '/api/sessions'),
   getSession: (id) => request('GET', `/api/sessions/${encodeURIComponent(id)}`),
   endSession: (id) => request('POST', `/api/sessions/${encodeURIComponent(id)}/end`, {}),
+  listRecordings: () => request('GET', '/api/recordings'),
+  getRecording: (id) => request('GET', `/api/recordings/${encodeURIComponent(id)}`),
 };
+
+/**
+ * GET /api/recordings/{id}/media as a Blob, with the bearer header (never a token in a
+ * URL). `onProgress(received, total)` is called as bytes arrive (total 0 if unknown).
+ */
+export async function fetchRecordingMedia(id, { signal, onProgress } = {}) {
+  const headers = { Accept: 'video/webm' };
+  const token = getToken();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let res;
+  try {
+    res = await fetch(`/api/recordings/${encodeURIComponent(id)}/media`, { headers, cache: 'no-store', signal });
+  } catch (e) {
+    if (e && e.name === 'AbortError') throw e;
+    throw new ApiError('network', String(e && e.message ? e.message : e), 0);
+  }
+  if (!res.ok) {
+    let err = null;
+    try {
+      const data = await res.json();
+      err = data && data.error;
+    } catch { /* not JSON */ }
+    if (err && err.code) throw new ApiError(err.code, err.message, res.status, err);
+    throw new ApiError(res.status >= 500 ? 'http_server' : 'http_client', `HTTP ${res.status}`, res.status);
+  }
+  const type = res.headers.get('Content-Type') || 'video/webm';
+  const total = Number(res.headers.get('Content-Length')) || 0;
+  if (!res.body || !res.body.getReader) return res.blob();
+  const reader = res.body.getReader();
+  const chunks = [];
+  let received = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    received += value.byteLength;
+    if (onProgress) onProgress(received, total);
+  }
+  return new Blob(chunks, { type: type.split(';')[0].trim() || 'video/webm' });
+}

@@ -14,8 +14,17 @@
 //               muted, element}],
 //     local: {audio, video, videoWidth, videoHeight} | null,
 //     roster: [{sub, name, role, as}], observers: [sub],
+//     recording: {state: 'idle'|'requested'|'recording'|'paused'|'stopped', recordingId,
+//                 requestedBy (sub), consents: [{sub, name, consent: true|false|null}],
+//                 myConsent, indicator: bool (#recording-indicator shown),
+//                 prompt: bool (#recording-consent shown), pending},
 //     consults: [{id, state, urgency, specialty, session_id}]   (referrer, specialist)
 //     sessions: [{id, state, consult_id}]                      (supervisor)
+//     recordings: [id, ...] (newest first; every page with a recordings list),
+//     recordingList: [{id, state, session_id, consult_id, duration_s}], recordingsStatus:
+//                 'idle'|'loading'|'ok'|'unavailable'|'error',
+//     player: {src: bool (a blob: URL is set), recordingId, loading, readyState, currentTime,
+//              duration, videoWidth, videoHeight, paused, ended, error: {code, message}|null},
 //     lastError: {code, message, context, at} | null,
 //   }
 // Nothing here changes state.
@@ -54,6 +63,7 @@ async function state() {
     local: null,
     roster: [],
     observers: [],
+    recording: { state: 'idle', recordingId: null, consents: [], indicator: false },
   };
   for (const fn of sources.values()) {
     try {

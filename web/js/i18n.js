@@ -157,3 +157,11 @@ export function formatTime(epochSeconds) {
   return new Intl.DateTimeFormat(locale, { hour: '2-digit', minute: '2-digit' })
     .format(new Date(epochSeconds * 1000));
 }
+
+/** Date and clock time (recordings), Latin digits in both languages. */
+export function formatDateTime(epochSeconds) {
+  const locale = lang === 'ar' ? 'ar-u-nu-latn' : 'en-GB';
+  return new Intl.DateTimeFormat(locale, {
+    day: 'numeric', month: 'short', year: 'numeric', hour: '2-digit', minute: '2-digit',
+  }).format(new Date(epochSeconds * 1000));
+}

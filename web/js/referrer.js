@@ -17,7 +17,12 @@
 //   Session view: #session-view, #local-video, #remote-video, #roster, #leave,
 //   #connection-state, #observer-notice, #end-session, #session-ended, #session-back
 //   Shared: #error-banner, #notice, #ws-state, #lang-toggle, #signin-*
-//   Hook: await window.jisr.state()  (see hook.js); adds `consults`.
+//   Recording in the session view: #record-request, #recording-indicator[data-state],
+//   #recording-consent, #recording-consent-yes, #recording-consent-no, #record-stop,
+//   #recording-withdraw (see recording.js)
+//   #recordings-section ("My recordings", hidden until there is one): see recordings.js
+//   Hook: await window.jisr.state()  (see hook.js); adds `consults`, `recording` (session),
+//   `recordings` and `player`.
 //
 // Auto-join: when one of this user's own consults is (or becomes) accepted/live, the page
 // joins its session unless the user left that session in this tab before.
@@ -26,6 +31,7 @@ import { startPage } from './app.js';
 import { setText } from './i18n.js';
 import { api } from './api.js';
 import { registerHookSource } from './hook.js';
+import { setupRecordings } from './recordings.js';
 import { h, showError, clearError, showNotice, consultCard, sortQueue, OPEN_STATES, busy, specialtyLabel, rememberFocus } from './ui.js';
 
 const STATE_RANK = { waiting: 0, accepted: 1, live: 2, ended: 3, cancelled: 3, expired: 3 };
@@ -260,17 +266,19 @@ startPage({
       maybeAutoJoin();
     });
     ctx.sig.addEventListener('ready', () => refresh());
+    const library = setupRecordings(ctx, { hideWhenEmpty: true });
     ctx.onSessionExit = ({ sessionId, reason }) => {
       if (['left', 'replaced', 'error'].includes(reason) && sessionId) rememberLeft(sessionId);
       render();
       refresh();
+      library.refreshSoon(0);
     };
     registerHookSource('page', () => ({
       consults: Array.from(consults.values()).map((x) => ({
         id: x.id, state: x.state, urgency: x.urgency, specialty: x.specialty, session_id: x.session_id || null,
       })),
     }));
-    await refresh();
+    await Promise.all([refresh(), library.refresh()]);
   },
 }).catch((err) => {
   console.error('referrer page failed to start', err && err.message);

@@ -16,10 +16,15 @@
 //   #enable-audio             shown when the browser blocked autoplay with sound
 //   #session-ended[data-reason], #session-back   after session.ended / end / session.replaced
 //   #session-duration
+//   Recording (recording.js): #record-request, #recording-bar, #recording-indicator[data-state],
+//   #recording-requested, #record-stop, #recording-withdraw, #recording-consent,
+//   #recording-consent-yes, #recording-consent-no; #session-view[data-recording] is the
+//   recording state (idle | requested | recording | paused | stopped)
 
 import { t, has, setText, onLangChange } from './i18n.js';
 import { api, ApiError } from './api.js';
 import { h, showError, showNotice, urgencyBadge, specialtyEl, ltr, waitingEl } from './ui.js';
+import { RecordingPanel } from './recording.js';
 
 const ICE_GATHER_TIMEOUT_MS = 3000;
 const FATAL_JOIN_CODES = new Set([
@@ -72,6 +77,7 @@ export class SessionView {
     this.config = config || {};
     this.me = me || {};
     this.onExit = onExit || (() => {});
+    this.recording = new RecordingPanel(this);
     this.reset();
     this.build();
 
@@ -85,6 +91,9 @@ export class SessionView {
       // The same participant joined from another window or device: media moved there.
       // Do not rejoin from here (the two would keep replacing each other).
       if (this.active && e.detail.session_id === this.sessionId) this.handleEnded('replaced');
+    });
+    this.sig.addEventListener('recording.state', (e) => {
+      if (this.active && !this.ended && e.detail.session_id === this.sessionId) this.recording.set(e.detail);
     });
     this.sig.addEventListener('media.state', (e) => {
       if (!this.active || this.ended) return;
@@ -119,6 +128,7 @@ export class SessionView {
       if (this.active) {
         this.renderRoster();
         this.updateConnState();
+        this.recording.render();
       }
     });
   }
@@ -145,6 +155,7 @@ export class SessionView {
     this.notHereAttempts = 0;
     clearInterval(this.overlayTimer);
     this.overlayTimer = null;
+    this.recording.reset();
   }
 
   // ---- DOM ------------------------------------------------------------------------
@@ -166,10 +177,11 @@ export class SessionView {
 
     const info = h('div.session-info');
     const duration = h('span#session-duration.session-duration');
+    const rec = this.recording.build();
     const bar = h('div.session-bar', {},
       info,
       h('div.session-status', {}, conn, detail, duration),
-      h('div.session-actions', {}, leave, end, endConfirm, endCancel));
+      h('div.session-actions', {}, rec.request, leave, end, endConfirm, endCancel));
 
     const observerNotice = h('div#observer-notice.observer-notice', { attrs: { hidden: true, role: 'status', 'aria-live': 'polite' } },
       eyeIcon(), h('span.observer-notice-text'));
@@ -183,7 +195,8 @@ export class SessionView {
       h('p.session-ended-text'),
       h('button#session-back.btn.btn-primary.btn-large', { attrs: { type: 'button' }, i18n: ['session.back'], on: { click: () => this.exit(this.ended ? this.ended.reason : 'ended') } }));
 
-    r.append(bar, observerNotice, ended, h('div.session-body', {}, h('div.stage-wrap', {}, stage, enableAudio), side));
+    r.append(bar, rec.bar, rec.consent, observerNotice, ended, rec.announce,
+      h('div.session-body', {}, h('div.stage-wrap', {}, stage, rec.badge, enableAudio), side));
     Object.assign(this.el, { conn, detail, leave, end, endConfirm, endCancel, info, duration, observerNotice, stage, enableAudio, roster, side, ended });
   }
 
@@ -370,6 +383,8 @@ export class SessionView {
       if (!this.remote.length || this.el.stage.dataset.as !== this.as) this.buildStage();
       else this.renderInfo();
       this.setRoster(joined.roster);
+      if (joined.recording) this.recording.set(joined.recording);
+      else this.recording.render();
       await this.negotiate(gen);
       this.recoveryAttempt = 0;
       this.notHereAttempts = 0;
@@ -665,6 +680,7 @@ export class SessionView {
     this.el.end.hidden = true;
     this.el.endConfirm.hidden = true;
     this.el.endCancel.hidden = true;
+    this.recording.ended();
     setText(this.el.leave, 'session.close');
     this.updateConnState();
     this.updateOverlays();
@@ -763,6 +779,7 @@ export class SessionView {
       observers: this.roster.filter((p) => p.as === 'observer').map((p) => p.sub),
       remote,
       local,
+      recording: this.recording.snapshot(),
     };
   }
 }

@@ -6,14 +6,17 @@
 //                              ApiError(code, message) when the server answers `error`
 //   send(type, fields)     -> fire and forget (errors surface as 'server-error' events)
 // Events (EventTarget, detail = message): 'state', 'ready' ({user, node, reconnected}),
-// 'consult.updated', 'roster', 'session.ended', 'media.state', 'server-error',
+// 'consult.updated', 'roster', 'session.ended', 'media.state', 'recording.state', 'server-error',
 // 'auth-failed' ({code, message}).
 // Reconnects with backoff unless the server refused the token (close code 4401).
 
 import { getToken } from './auth.js';
 import { ApiError } from './api.js';
 
-const REPLY_TYPE = { auth: 'welcome', join: 'joined', offer: 'answer', leave: 'left', ping: 'pong' };
+const REPLY_TYPE = {
+  auth: 'welcome', join: 'joined', offer: 'answer', leave: 'left', ping: 'pong',
+  'recording.request': 'recording.ok', 'recording.consent': 'recording.ok', 'recording.stop': 'recording.ok',
+};
 const REQUEST_TIMEOUT_MS = 15000;
 const PING_EVERY_MS = 20000;
 const DEAD_AFTER_MS = 45000;

@@ -14,12 +14,18 @@
 //   #end-session-confirm, #connection-state, #observer-notice, #session-ended, #session-back
 //   Shared: #error-banner[data-code] (already_accepted shows here too), #notice, #ws-state,
 //   #lang-toggle, #signin-*
-//   Hook: await window.jisr.state()  (see hook.js); adds `consults` and `queue` (ids in order).
+//   Recording in the session view: #record-request, #recording-indicator[data-state],
+//   #recording-consent, #recording-consent-yes, #recording-consent-no, #record-stop,
+//   #recording-withdraw (see recording.js)
+//   #recordings-section ("My recordings", hidden until there is one): see recordings.js
+//   Hook: await window.jisr.state()  (see hook.js); adds `consults` and `queue` (ids in order),
+//   `recording` (session), `recordings` and `player`.
 
 import { startPage } from './app.js';
 import { t, setText, onLangChange } from './i18n.js';
 import { api } from './api.js';
 import { registerHookSource } from './hook.js';
+import { setupRecordings } from './recordings.js';
 import { h, showError, clearError, showNotice, consultCard, sortQueue, specialtyLabel, rememberFocus } from './ui.js';
 
 const STATE_RANK = { waiting: 0, accepted: 1, live: 2, ended: 3, cancelled: 3, expired: 3 };
@@ -203,9 +209,11 @@ startPage({
     });
     ctx.sig.addEventListener('consult.updated', (e) => onUpdate(e.detail.consult));
     ctx.sig.addEventListener('ready', () => refresh());
+    const library = setupRecordings(ctx, { hideWhenEmpty: true });
     ctx.onSessionExit = () => {
       render();
       refresh();
+      library.refreshSoon(0);
     };
     registerHookSource('page', () => {
       const q = sortQueue(Array.from(consults.values()).filter((x) => x.state === 'waiting'));
@@ -217,7 +225,7 @@ startPage({
         queue: q.map((x) => x.id),
       };
     });
-    await refresh();
+    await Promise.all([refresh(), library.refresh()]);
   },
 }).catch((err) => {
   console.error('specialist page failed to start', err && err.message);

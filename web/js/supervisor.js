@@ -8,16 +8,24 @@
 //   #session-count, #sessions-empty, #refresh-sessions
 //   #waiting-list                       li.consult-item[data-consult-id] (waiting consults)
 //   #waiting-summary, #waiting-empty
+//   Recordings (recordings.js): #recordings-section, #recording-list of
+//   li.recording-item[data-recording-id][data-state], .play-recording[data-recording-id],
+//   #refresh-recordings, #recording-count, #recordings-empty, #recordings-unavailable,
+//   #recording-player-box, <video id="recording-player" controls> (blob: URL),
+//   #recording-player-title, #recording-player-status, #recording-player-close
 //   Session view (observer): #session-view[data-as=observer], #remote-video-referrer,
 //   #remote-video-specialist, #remote-waiting-referrer, #remote-waiting-specialist,
 //   #roster, #leave, #connection-state, #observer-notice, #session-ended, #session-back
 //   Shared: #error-banner, #notice, #ws-state, #lang-toggle, #signin-*
-//   Hook: await window.jisr.state()  (see hook.js); adds `sessions` and `consults`.
+//   Session view while observing: #recording-indicator[data-state] (no recording controls)
+//   Hook: await window.jisr.state()  (see hook.js); adds `sessions`, `consults`,
+//   `recordings` (ids), `recordingList`, `recordingsStatus` and `player`.
 
 import { startPage } from './app.js';
 import { setText } from './i18n.js';
 import { api } from './api.js';
 import { registerHookSource } from './hook.js';
+import { setupRecordings } from './recordings.js';
 import {
   h, showError, consultCard, sortQueue, urgencyBadge, specialtyEl, stateBadge, ltr, timeEl,
   waitingEl, rememberFocus,
@@ -28,6 +36,7 @@ let sessions = [];
 const consults = new Map();
 let refreshTimer = null;
 let refreshing = null;
+let library = null;
 
 function person(label, p) {
   return h('div.field', {},
@@ -137,15 +146,17 @@ startPage({
     ctx.sig.addEventListener('ready', () => refresh());
     document.getElementById('refresh-sessions').addEventListener('click', () => refresh());
     setInterval(() => { if (document.visibilityState === 'visible') refresh(); }, 15000);
+    library = setupRecordings(ctx, { pollMs: 30000 });
     ctx.onSessionExit = () => {
       render();
       refresh();
+      library.refreshSoon(0);
     };
     registerHookSource('page', () => ({
       sessions: sessions.map((s) => ({ id: s.id, state: s.state, consult_id: s.consult_id })),
       consults: Array.from(consults.values()).map((x) => ({ id: x.id, state: x.state, urgency: x.urgency, specialty: x.specialty, session_id: x.session_id || null })),
     }));
-    await refresh();
+    await Promise.all([refresh(), library.refresh()]);
   },
 }).catch((err) => {
   console.error('supervisor page failed to start', err && err.message);

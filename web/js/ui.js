@@ -1,7 +1,7 @@
 // Shared UI pieces: element builder, error banner, notices, consult cards, badges,
 // waiting-time ticker. User data is only ever set with textContent, never as HTML.
 
-import { t, has, setText, setAttr, formatTime } from './i18n.js';
+import { t, has, setText, setAttr, formatTime, formatDateTime } from './i18n.js';
 import { serverNow } from './api.js';
 
 export const URGENCY_RANK = { critical: 0, urgent: 1, routine: 2 };
@@ -49,9 +49,11 @@ export function errorText(code, message) {
 /**
  * Show the error banner (#error-banner). `err` is an ApiError, a server `error`
  * message, or {code, message}. The server's message is shown as a detail when the
- * code alone does not say enough (bad_request says which field).
+ * code alone does not say enough (bad_request says which field). `key` replaces the
+ * generic text of the code with a more precise one for where it happened (the banner's
+ * data-code and lastError keep the server's code).
  */
-export function showError(err, { context } = {}) {
+export function showError(err, { context, key } = {}) {
   const code = (err && err.code) || 'unknown';
   const message = (err && err.message) || '';
   lastError = { code, message, context: context || null, at: Date.now() };
@@ -60,7 +62,8 @@ export function showError(err, { context } = {}) {
   banner.dataset.code = code;
   const text = banner.querySelector('.error-text');
   const detail = banner.querySelector('.error-detail');
-  if (context) setText(text, 'errors.withContext', { context: { t: context }, error: { t: has(`errors.${code}`) ? `errors.${code}` : 'errors.unknown' } });
+  if (key && has(key)) setText(text, key);
+  else if (context) setText(text, 'errors.withContext', { context: { t: context }, error: { t: has(`errors.${code}`) ? `errors.${code}` : 'errors.unknown' } });
   else if (has(`errors.${code}`)) setText(text, `errors.${code}`);
   else if (message) {
     delete text.dataset.i18n;
@@ -163,14 +166,20 @@ export function startWaitingTicker() {
   }, 1000);
 }
 
-export function timeEl(epochSeconds) {
-  const el = h('time', { text: formatTime(epochSeconds), attrs: { datetime: new Date(epochSeconds * 1000).toISOString() } });
+/** A <time>: the clock time, or with `withDate` the date and the clock time. */
+export function timeEl(epochSeconds, { withDate = false } = {}) {
+  const format = withDate ? formatDateTime : formatTime;
+  const el = h('time', { text: format(epochSeconds), attrs: { datetime: new Date(epochSeconds * 1000).toISOString() } });
   el.dataset.epoch = String(epochSeconds);
+  if (withDate) el.dataset.format = 'datetime';
   return el;
 }
 
 export function refreshTimes(root = document) {
-  for (const el of root.querySelectorAll('time[data-epoch]')) el.textContent = formatTime(Number(el.dataset.epoch));
+  for (const el of root.querySelectorAll('time[data-epoch]')) {
+    const format = el.dataset.format === 'datetime' ? formatDateTime : formatTime;
+    el.textContent = format(Number(el.dataset.epoch));
+  }
 }
 
 // ---- consults ----------------------------------------------------------------------

@@ -1,0 +1,218 @@
+"""Recording in real browsers: in a live consult the specialist asks to record, the
+referrer consents, both pages (and an observing supervisor) show the recording
+indicator, the specialist stops it, and the supervisor page lists the recording and
+plays it back from a blob: URL fetched with the bearer header.
+
+Needs a server with recording configured: the ``jisr_server`` fixture sets
+``JISR_RECORDING_KEY`` (a fresh key file) and ``JISR_RECORDINGS_DIR``."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
+
+from tests.e2e.test_consult_flow import live_video, open_page, state, wait_until
+
+pytestmark = pytest.mark.e2e
+
+RECORD_FOR_S = 4.0
+
+
+def shown(driver, selector: str):
+    """The element if it is on the page and visible, else None."""
+    for element in driver.find_elements(By.CSS_SELECTOR, selector):
+        if element.is_displayed():
+            return element
+    return None
+
+
+def click_when_ready(driver, selector: str, what: str, timeout: float = 10) -> None:
+    element = wait_until(
+        lambda: (e := shown(driver, selector)) and e.is_enabled() and e, timeout, what
+    )
+    element.click()
+
+
+def api_get(server, path: str, token: str) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        server.base + path, headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def recording_of(driver) -> dict:
+    return state(driver).get("recording") or {}
+
+
+def create_and_accept(referrer, specialist) -> str:
+    """The referrer sends a consult, the specialist accepts it; returns the consult id."""
+    wait_until(
+        lambda: referrer.find_elements(By.CSS_SELECTOR, "#specialty option[value=cardiology]"),
+        10,
+        "specialties loaded",
+    )
+    Select(referrer.find_element(By.ID, "specialty")).select_by_value("cardiology")
+    referrer.find_element(By.ID, "urgency-urgent").click()
+    referrer.find_element(By.ID, "consult-summary").send_keys(
+        "Post-op day 2, new AF with rate 150; please review rhythm and anticoagulation."
+    )
+    referrer.find_element(By.ID, "patient-ref").send_keys("P-2026-0107")
+    referrer.find_element(By.ID, "create-consult").click()
+    consult_id = wait_until(
+        lambda: next(
+            (c["id"] for c in state(referrer).get("consults", []) if c["state"] == "waiting"), None
+        ),
+        10,
+        "consult created",
+    )
+    click_when_ready(
+        specialist,
+        f".accept-button[data-consult-id='{consult_id}']",
+        "consult in the specialist's queue",
+    )
+    return consult_id
+
+
+def test_consented_recording_plays_back_for_the_supervisor(jisr_server, browsers, record_property):
+    server = jisr_server
+    tokens = server.tokens
+    status, body = api_get(server, "/api/recordings", tokens.supervisor)
+    assert status == 200, (
+        "recording is not configured on the test server (the jisr_server fixture must set "
+        f"JISR_RECORDING_KEY and JISR_RECORDINGS_DIR): {status} {body}"
+    )
+
+    referrer, specialist, supervisor = browsers(), browsers(), browsers()
+    open_page(specialist, server, "specialist", tokens.specialist)
+    open_page(supervisor, server, "supervisor", tokens.supervisor)
+    open_page(referrer, server, "referrer", tokens.referrer)
+
+    create_and_accept(referrer, specialist)
+    pages = {"referrer": referrer, "specialist": specialist}
+    wait_until(
+        lambda: all(live_video(state(d)) for d in pages.values()),
+        30,
+        "remote video on both participant pages",
+    )
+    for driver in pages.values():
+        assert recording_of(driver)["state"] == "idle"
+        assert shown(driver, "#recording-indicator") is None
+
+    # The specialist asks to record: asking is the specialist's consent, nothing more.
+    click_when_ready(specialist, "#record-request", "the Record button")
+    wait_until(
+        lambda: recording_of(referrer).get("prompt"), 10, "the consent prompt on the referrer page"
+    )
+    prompt = shown(referrer, "#recording-consent")
+    assert prompt is not None and "encrypted" in prompt.text.lower()
+    asked = recording_of(specialist)
+    assert asked["state"] == "requested" and not asked["indicator"], asked
+    assert shown(specialist, "#recording-consent") is None  # the asker is not asked again
+    assert {c["sub"]: c["consent"] for c in asked["consents"]} == {
+        "dr-karim": True,
+        "dr-amal": None,
+    }
+    assert shown(referrer, "#recording-indicator") is None  # nothing is recorded yet
+
+    # The referrer consents: recording starts, and every page in the session says so.
+    click_when_ready(referrer, "#recording-consent-yes", "the consent button")
+    started = time.monotonic()
+    for name, driver in pages.items():
+        rec = wait_until(
+            lambda d=driver: (
+                (r := recording_of(d)).get("indicator") and r["state"] == "recording" and r
+            ),
+            10,
+            f"the recording indicator on the {name} page",
+        )
+        assert all(c["consent"] is True for c in rec["consents"]), rec
+        indicator = shown(driver, "#recording-indicator")
+        assert indicator is not None and indicator.get_attribute("data-state") == "recording"
+        assert "Recording" in indicator.text
+        assert shown(driver, "#record-stop") and shown(driver, "#recording-withdraw")
+        assert shown(driver, "#recording-consent") is None
+        assert shown(driver, "#record-request") is None
+    recording_id = recording_of(specialist)["recordingId"]
+    assert recording_id and recording_id == recording_of(referrer)["recordingId"]
+
+    # An observer sees the indicator too, and no recording controls.
+    click_when_ready(supervisor, ".observe-button[data-session-id]", "the live session to observe")
+    wait_until(
+        lambda: (r := recording_of(supervisor)).get("indicator") and r["state"] == "recording",
+        10,
+        "the recording indicator on the observer's page",
+    )
+    for control in ("#record-request", "#record-stop", "#recording-withdraw", "#recording-consent"):
+        assert shown(supervisor, control) is None, control
+    click_when_ready(supervisor, "#leave", "the observer's Leave button")
+    wait_until(lambda: not state(supervisor)["inSession"], 10, "the observer back on the lists")
+
+    # The specialist stops after a few seconds.
+    time.sleep(max(0.0, RECORD_FOR_S - (time.monotonic() - started)))
+    click_when_ready(specialist, "#record-stop", "the Stop recording button")
+    for name, driver in pages.items():
+        wait_until(
+            lambda d=driver: (r := recording_of(d))["state"] == "stopped" and not r["indicator"],
+            10,
+            f"the recording stopped on the {name} page",
+        )
+        assert shown(driver, "#recording-indicator") is None
+    assert state(referrer)["lastError"] is None and state(specialist)["lastError"] is None
+
+    # The supervisor's list has it (refreshed with the button), complete and playable.
+    def listed():
+        s = state(supervisor)
+        item = next((r for r in s.get("recordingList", []) if r["id"] == recording_id), None)
+        if item and item["state"] != "recording":
+            return item
+        click_when_ready(supervisor, "#refresh-recordings", "the Refresh recordings button")
+        time.sleep(0.5)
+        return None
+
+    item = wait_until(listed, 20, "the recording in the supervisor's list")
+    assert item["state"] == "complete", item
+    assert item["duration_s"] >= RECORD_FOR_S - 1.5, item
+    assert supervisor.find_element(
+        By.CSS_SELECTOR, f"li.recording-item[data-recording-id='{recording_id}']"
+    ).is_displayed()
+
+    click_when_ready(
+        supervisor, f".play-recording[data-recording-id='{recording_id}']", "the Play button"
+    )
+    player = wait_until(
+        lambda: (p := state(supervisor)["player"])["src"] and p["readyState"] >= 2 and p,
+        20,
+        "the recording loaded in #recording-player",
+    )
+    assert player["error"] is None, player
+    assert player["recordingId"] == recording_id
+    assert (player["videoWidth"], player["videoHeight"]) == (640, 480), player
+    src = supervisor.find_element(By.ID, "recording-player").get_attribute("src")
+    assert src.startswith("blob:"), src
+    first = player["currentTime"] or 0.0
+    wait_until(
+        lambda: (state(supervisor)["player"]["currentTime"] or 0.0) > first + 0.5,
+        10,
+        "playback advancing",
+    )
+
+    # The token never went into a URL: not the page's, not the media request's.
+    requested = supervisor.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+        ".filter(n => n.includes('/api/recordings/'));"
+    )
+    assert any(n.endswith(f"/api/recordings/{recording_id}/media") for n in requested), requested
+    assert not any("token" in n for n in [*requested, supervisor.current_url]), requested
+    assert state(supervisor)["lastError"] is None
+
+    record_property("recording_duration_s", item["duration_s"])
