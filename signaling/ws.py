@@ -113,6 +113,19 @@ def should_notify(who: Principal, consult: dict) -> bool:
     return False
 
 
+def media_limits(settings, who: Principal) -> dict:
+    """What a publisher should send at most: the facility's cap (a constrained
+    link), else the node's. Pages apply it to their video sender and keep audio
+    at high priority, so audio comes first when the link is short."""
+    bitrate = min(
+        settings.max_video_bitrate,
+        settings.facility_video_bitrate.get(who.facility or "", settings.max_video_bitrate),
+    )
+    height = 240 if bitrate <= 300_000 else 360 if bitrate <= 700_000 else 480 if (
+        bitrate <= 1_200_000) else 720  # fmt: skip
+    return {"max_video_bitrate": bitrate, "max_video_height": height}
+
+
 class Hub:
     """Open connections of this node, and who is in each session it hosts."""
 
@@ -333,6 +346,7 @@ class SignalingHandler:
                 "consult": consult,
                 "roster": self.hub.roster(session["id"]),
                 "recording": self.app[RECORDING].state(session["id"]),
+                "media_limits": media_limits(self.app[SETTINGS], who),
             }
         )
         self.hub.broadcast_roster(session["id"])

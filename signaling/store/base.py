@@ -175,6 +175,25 @@ class Store(Protocol):
 
     async def list_nodes(self) -> dict[str, Record]: ...
 
+    # presence -----------------------------------------------------------
+    async def set_presence(self, sub: str, info: Record, ttl_s: float) -> None:
+        """A user's on-call state; it disappears ``ttl_s`` after the last refresh
+        (the page that kept it alive is gone)."""
+
+    async def list_presence(self) -> dict[str, Record]: ...
+
+    # deadlines ----------------------------------------------------------
+    async def schedule(self, item: str, due: float) -> None:
+        """Remember that ``item`` falls due at ``due`` (replacing an earlier due
+        time). Deadlines live here, not in a process's timers, so they survive
+        restarts and any node can act on them."""
+
+    async def unschedule(self, item: str) -> None: ...
+
+    async def claim_due(self, now: float, limit: int = 100) -> list[str]:
+        """Atomically take the items due at ``now``: each is handed to exactly one
+        caller, on whichever node asks first."""
+
     # events -------------------------------------------------------------
     async def publish(self, event: Record) -> None:
         """Deliver ``event`` to every subscriber on every node."""

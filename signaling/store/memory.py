@@ -50,6 +50,8 @@ class MemoryStore:
         self._consults: dict[str, Record] = {}
         self._sessions: dict[str, Record] = {}
         self._nodes: dict[str, tuple[float, Record]] = {}  # id -> (expires_at, info)
+        self._presence: dict[str, tuple[float, Record]] = {}  # sub -> (expires_at, info)
+        self._due: dict[str, float] = {}  # scheduled item -> due time
         # Weak, so a subscription its consumer dropped without closing stops filling.
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._closed = False
@@ -163,6 +165,35 @@ class MemoryStore:
             for node_id in [n for n, (expires, _) in self._nodes.items() if expires <= now]:
                 del self._nodes[node_id]
             return {node_id: _copy(info) for node_id, (_, info) in self._nodes.items()}
+
+    # presence -----------------------------------------------------------
+    async def set_presence(self, sub: str, info: Record, ttl_s: float) -> None:
+        record = _copy(info)
+        async with self._lock:
+            self._presence[sub] = (self._clock() + ttl_s, record)
+
+    async def list_presence(self) -> dict[str, Record]:
+        async with self._lock:
+            now = self._clock()
+            for sub in [s for s, (expires, _) in self._presence.items() if expires <= now]:
+                del self._presence[sub]
+            return {sub: _copy(info) for sub, (_, info) in self._presence.items()}
+
+    # deadlines ----------------------------------------------------------
+    async def schedule(self, item: str, due: float) -> None:
+        async with self._lock:
+            self._due[item] = due
+
+    async def unschedule(self, item: str) -> None:
+        async with self._lock:
+            self._due.pop(item, None)
+
+    async def claim_due(self, now: float, limit: int = 100) -> list[str]:
+        async with self._lock:
+            due = sorted((when, item) for item, when in self._due.items() if when <= now)[:limit]
+            for _, item in due:
+                del self._due[item]
+            return [item for _, item in due]
 
     # events -------------------------------------------------------------
     async def publish(self, event: Record) -> None:

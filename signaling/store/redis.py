@@ -94,6 +94,16 @@ return {'ok', redis.call('HGETALL', KEYS[1])}
 """
 )
 
+# KEYS: due zset. ARGV: now, limit. Whoever removes an item owns it.
+_CLAIM = """
+local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local claimed = {}
+for _, item in ipairs(items) do
+  if redis.call('ZREM', KEYS[1], item) == 1 then table.insert(claimed, item) end
+end
+return claimed
+"""
+
 # KEYS: session. ARGV: expected node (JSON), new node (JSON)
 _REHOME = """
 local cur = redis.call('HGET', KEYS[1], 'node')
@@ -201,6 +211,7 @@ class RedisStore:
         self._accept = self._client.register_script(_ACCEPT)
         self._prune_nodes = self._client.register_script(_PRUNE_NODES)
         self._rehome = self._client.register_script(_REHOME)
+        self._claim = self._client.register_script(_CLAIM)
         self._subscriptions: set[Subscription] = set()
         self._closed = False
 
@@ -354,12 +365,29 @@ class RedisStore:
         return sorted(found, key=lambda s: (s.get("created_at", 0), s["id"]))
 
     # nodes --------------------------------------------------------------
-    async def register_node(self, node_id: str, info: Record, ttl_s: float) -> None:
+    # Expiring entries (nodes, presence): a key per entry with a TTL, and a set of
+    # ids pruned of expired keys when listed.
+    async def _put_expiring(
+        self, kind: str, index: str, entry: str, info: Record, ttl_s: float
+    ) -> None:
         with _unavailable():
             pipe = self._client.pipeline(transaction=True)
-            pipe.set(self._key("node", node_id), json.dumps(info), px=max(1, round(ttl_s * 1000)))
-            pipe.sadd(self._key("nodes"), node_id)
+            pipe.set(self._key(kind, entry), json.dumps(info), px=max(1, round(ttl_s * 1000)))
+            pipe.sadd(self._key(index), entry)
             await pipe.execute()
+
+    async def _list_expiring(self, kind: str, index: str) -> dict[str, Record]:
+        with _unavailable():
+            ids = sorted(await self._client.smembers(self._key(index)))
+            values = await self._client.mget([self._key(kind, i) for i in ids]) if ids else []
+            gone = [i for i, v in zip(ids, values, strict=True) if v is None]
+            if gone:
+                keys = [self._key(index), *(self._key(kind, i) for i in gone)]
+                await self._prune_nodes(keys=keys, args=gone)
+        return {i: json.loads(v) for i, v in zip(ids, values, strict=True) if v is not None}
+
+    async def register_node(self, node_id: str, info: Record, ttl_s: float) -> None:
+        await self._put_expiring("node", "nodes", node_id, info, ttl_s)
 
     async def remove_node(self, node_id: str) -> None:
         with _unavailable():
@@ -369,14 +397,27 @@ class RedisStore:
             await pipe.execute()
 
     async def list_nodes(self) -> dict[str, Record]:
+        return await self._list_expiring("node", "nodes")
+
+    # presence -----------------------------------------------------------
+    async def set_presence(self, sub: str, info: Record, ttl_s: float) -> None:
+        await self._put_expiring("presence", "presence-index", sub, info, ttl_s)
+
+    async def list_presence(self) -> dict[str, Record]:
+        return await self._list_expiring("presence", "presence-index")
+
+    # deadlines ----------------------------------------------------------
+    async def schedule(self, item: str, due: float) -> None:
         with _unavailable():
-            ids = sorted(await self._client.smembers(self._key("nodes")))
-            values = await self._client.mget([self._key("node", i) for i in ids]) if ids else []
-            gone = [i for i, v in zip(ids, values, strict=True) if v is None]
-            if gone:
-                keys = [self._key("nodes"), *(self._key("node", i) for i in gone)]
-                await self._prune_nodes(keys=keys, args=gone)
-        return {i: json.loads(v) for i, v in zip(ids, values, strict=True) if v is not None}
+            await self._client.zadd(self._key("due"), {item: due})
+
+    async def unschedule(self, item: str) -> None:
+        with _unavailable():
+            await self._client.zrem(self._key("due"), item)
+
+    async def claim_due(self, now: float, limit: int = 100) -> list[str]:
+        with _unavailable():
+            return list(await self._claim(keys=[self._key("due")], args=[now, limit]))
 
     # events -------------------------------------------------------------
     async def publish(self, event: Record) -> None:

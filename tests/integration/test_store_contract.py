@@ -542,3 +542,25 @@ async def test_rehome_moves_a_session_exactly_once(store: Store) -> None:
     assert (await store.get_session("s1"))["node"] == winners[0]["node"]
     with pytest.raises(NotFound):
         await store.rehome_session("nope", from_node=dead, to_node="n0")
+
+
+async def test_presence_expires(store: Store, backend: str, clock: FakeClock) -> None:
+    await store.set_presence("dr-k", {"status": "available", "specialties": ["cardiology"]}, 0.3)
+    await store.set_presence("dr-s", {"status": "busy"}, 30)
+    assert (await store.list_presence())["dr-k"]["status"] == "available"
+    if backend == "memory":
+        clock.advance(0.31)
+        assert set(await store.list_presence()) == {"dr-s"}
+    else:
+        await poll(store.list_presence, lambda found: set(found) == {"dr-s"})
+
+
+async def test_due_items_are_claimed_exactly_once(store: Store) -> None:
+    await store.schedule("escalate:c1", 100.0)
+    await store.schedule("reannounce:c2", 50.0)
+    await store.schedule("escalate:c3", 500.0)
+    await store.schedule("escalate:c3", 120.0)  # rescheduled earlier
+    await store.unschedule("reannounce:c2")
+    claims = await asyncio.gather(*(store.claim_due(200.0) for _ in range(10)))
+    assert sorted(item for claim in claims for item in claim) == ["escalate:c1", "escalate:c3"]
+    assert await store.claim_due(1e12) == []
