@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .auth import Principal
 from .errors import ApiError
-from .keys import AUDIT, CONSULTS, HUB, SETTINGS, STORE, VAULT, VERIFIER
-from .protocol import NewConsult, parse_body, parse_json
+from .keys import AUDIT, CONSULTS, HUB, SETTINGS, STORE, TRIAGE, VAULT, VERIFIER
+from .protocol import ConsultReport, Decline, NewConsult, Transfer, parse_body, parse_json
 from .store import StoreUnavailable
 
 routes = web.RouteTableDef()
@@ -92,6 +94,64 @@ async def accept_consult(request: web.Request) -> web.Response:
 async def cancel_consult(request: web.Request) -> web.Response:
     who = principal(request)
     return web.json_response(await request.app[CONSULTS].cancel(who, request.match_info["id"]))
+
+
+@routes.post("/api/consults/{id}/decline")
+async def decline_consult(request: web.Request) -> web.Response:
+    who = principal(request)
+    body = parse_body(Decline, await json_body(request))
+    consult = await request.app[CONSULTS].decline(who, request.match_info["id"], body.reason)
+    return web.json_response(consult)
+
+
+@routes.post("/api/consults/{id}/transfer")
+async def transfer_consult(request: web.Request) -> web.Response:
+    who = principal(request)
+    body = parse_body(Transfer, await json_body(request))
+    consult = await request.app[CONSULTS].transfer(
+        who, request.match_info["id"], body.specialty, body.reason
+    )
+    return web.json_response(consult)
+
+
+@routes.post("/api/consults/{id}/report")
+async def report_consult(request: web.Request) -> web.Response:
+    who = principal(request)
+    body = parse_body(ConsultReport, await json_body(request))
+    consult = await request.app[CONSULTS].report(who, request.match_info["id"], body.model_dump())
+    return web.json_response(consult)
+
+
+@routes.get("/api/consults/{id}/report")
+async def export_report(request: web.Request) -> web.Response:
+    who = principal(request)
+    consult = await request.app[CONSULTS].get(who, request.match_info["id"])
+    if not consult.get("report"):
+        raise ApiError(404, "report_not_found", "this consult has no report yet")
+    body = {"report": consult["report"], "sha256": consult["report_sha256"]}
+    return web.json_response(
+        body,
+        headers={"Content-Disposition": f'attachment; filename="consult-{consult["id"]}.json"'},
+    )
+
+
+@routes.get("/api/oncall")
+async def on_call(request: web.Request) -> web.Response:
+    who = principal(request)
+    if not who.sees_everything:
+        raise ApiError(403, "forbidden", "only supervisors see who is on call")
+    presence = await request.app[STORE].list_presence()
+    return web.json_response({"presence": [{"sub": s, **info} for s, info in presence.items()]})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    triage = request.app[TRIAGE]
+    with contextlib.suppress(StoreUnavailable):
+        await triage.refresh_gauges()
+    return web.Response(
+        body=generate_latest(triage.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
 
 
 @routes.get("/api/sessions")

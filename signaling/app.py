@@ -25,6 +25,7 @@ from .keys import (
     RECORDING,
     SETTINGS,
     STORE,
+    TRIAGE,
     VAULT,
     VERIFIER,
 )
@@ -32,6 +33,7 @@ from .logs import Audit, get_logger
 from .recording import RecordingService
 from .settings import Settings
 from .store import Store, StoreUnavailable, make_store
+from .triage import Triage
 from .ws import Hub, websocket
 
 log = get_logger()
@@ -113,6 +115,7 @@ async def _lifecycle(app: web.Application):
         asyncio.ensure_future(app[HUB].pump()),
         asyncio.ensure_future(_heartbeat(app)),
         asyncio.ensure_future(_retention(app)),
+        asyncio.ensure_future(app[TRIAGE].run()),
     ]
     log.info("node.started", node=app[NODE_ID])
     yield
@@ -197,9 +200,14 @@ def create_app(
     app[VERIFIER] = TokenVerifier(settings)
     app[AUDIT] = Audit(node)
     service_kwargs = {"clock": clock} if clock else {}
+    app[TRIAGE] = Triage(
+        app[STORE], app[AUDIT], deadlines=settings.deadlines(), escalation=settings.escalation,
+        **service_kwargs,
+    )  # fmt: skip
     app[CONSULTS] = ConsultService(
-        app[STORE], app[AUDIT], node_id=node, specialties=settings.specialties, **service_kwargs
-    )
+        app[STORE], app[AUDIT], node_id=node, specialties=settings.specialties,
+        triage=app[TRIAGE], **service_kwargs,
+    )  # fmt: skip
     hub = Hub(app)
     app[HUB] = hub
     restrict_host_addresses(settings.ice_addresses)

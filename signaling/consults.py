@@ -3,6 +3,9 @@ here, on the server, whatever a page shows or hides."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import secrets
 import time
 from collections.abc import Callable
@@ -12,6 +15,7 @@ from .errors import ApiError, forbidden
 from .logs import Audit
 from .protocol import NewConsult
 from .store import Conflict, NotFound, Store, StoreUnavailable
+from .triage import Triage
 
 Clock = Callable[[], float]
 
@@ -27,8 +31,17 @@ def can_see_consult(who: Principal, consult: dict) -> bool:
         return consult["facility"] == who.facility
     if who.role == "specialist":
         mine = (consult.get("specialist") or {}).get("sub") == who.sub
-        return mine or (consult["state"] == "waiting" and consult["specialty"] in who.specialties)
+        return mine or (consult["state"] == "waiting" and may_take(who, consult))
     return False
+
+
+def may_take(who: Principal, consult: dict) -> bool:
+    """A specialist of the consult's specialty who has not declined it, or one it
+    was escalated to."""
+    if who.sub in consult.get("offered_to", []):
+        return True
+    declined = {d["sub"] for d in consult.get("declines", [])}
+    return consult["specialty"] in who.specialties and who.sub not in declined
 
 
 def session_part(who: Principal, session: dict) -> str | None:
@@ -60,12 +73,14 @@ class ConsultService:
         node_id: str,
         specialties: list[str],
         clock: Clock = time.time,
+        triage: Triage | None = None,
     ) -> None:
         self.store = store
         self.audit = audit
         self.node_id = node_id
         self.specialties = specialties
         self.clock = clock
+        self.triage = triage
 
     async def place_session(self) -> str:
         """The live node hosting the fewest sessions (this one on a tie, or when the
@@ -111,16 +126,21 @@ class ConsultService:
             specialty=consult["specialty"],
             facility=who.facility,
         )
+        if self.triage is not None:
+            await self.triage.consult_created(consult)
         await self._announce(consult)
         return consult
 
     async def visible(self, who: Principal) -> list[dict]:
         if who.role == "referrer":
-            return await self.store.list_consults(
+            mine = await self.store.list_consults(
                 facility=who.facility, states=["waiting", "accepted", "live", "ended", "cancelled"]
             )
+            return await self.with_positions(mine)
         if who.role == "specialist":
-            queue = await self.store.list_consults(states=["waiting"], specialties=who.specialties)
+            queue = [
+                c for c in await self.store.list_consults(states=["waiting"]) if may_take(who, c)
+            ]
             mine = [
                 c
                 for c in await self.store.list_consults(states=["accepted", "live"])
@@ -139,7 +159,9 @@ class ConsultService:
         if who.role != "specialist":
             raise forbidden("only a specialist accepts consults")
         consult = await self.store.get_consult(consult_id)
-        if consult is None or consult["specialty"] not in who.specialties:
+        if consult is None or not (
+            consult["specialty"] in who.specialties or who.sub in consult.get("offered_to", [])
+        ):
             raise consult_not_found()
         now = self.clock()
         session = {
@@ -173,6 +195,8 @@ class ConsultService:
             waited_s=round(now - consult["created_at"], 3),
         )
         await self._announce(consult)
+        if self.triage is not None:
+            await self.triage.consult_taken(consult)
         return consult, session
 
     async def cancel(self, who: Principal, consult_id: str) -> dict:
@@ -194,6 +218,8 @@ class ConsultService:
             raise consult_not_found() from None
         self.audit.record("consult.cancelled", who.public(), consult_id=consult_id)
         await self._announce(consult)
+        if self.triage is not None:
+            await self.triage.consult_taken(consult)
         return consult
 
     async def session_for(self, who: Principal, session_id: str) -> tuple[dict, str | None]:
@@ -255,3 +281,101 @@ class ConsultService:
             {"type": "session.ended", "session_id": session_id, "reason": reason}
         )
         return session
+
+    async def with_positions(self, consults: list[dict]) -> list[dict]:
+        """Each waiting consult's place in its specialty's queue (1 = next)."""
+        waiting = [c for c in consults if c["state"] == "waiting"]
+        if not waiting:
+            return consults
+        queue = await self.store.list_consults(
+            states=["waiting"], specialties={c["specialty"] for c in waiting}
+        )
+        place: dict[str, int] = {}
+        counts: dict[str, int] = {}
+        for c in queue:
+            counts[c["specialty"]] = counts.get(c["specialty"], 0) + 1
+            place[c["id"]] = counts[c["specialty"]]
+        return [{**c, "position": place.get(c["id"])} if c["state"] == "waiting" else c
+                for c in consults]  # fmt: skip
+
+    async def _waiting_for(self, who: Principal, consult_id: str) -> dict:
+        if who.role != "specialist":
+            raise forbidden("only a specialist declines or transfers a consult")
+        consult = await self.store.get_consult(consult_id)
+        if consult is None or not may_take(who, consult):
+            raise consult_not_found()
+        if consult["state"] != "waiting":
+            raise ApiError(409, "invalid_state", f"the consult is {consult['state']}")
+        return consult
+
+    async def decline(self, who: Principal, consult_id: str, reason: str) -> dict:
+        consult = await self._waiting_for(who, consult_id)
+        entry = {**who.ref(), "reason": reason, "at": self.clock()}
+        consult = await self._update_waiting(
+            consult_id, {"declines": [*consult.get("declines", []), entry]}
+        )
+        self.audit.record("consult.declined", who.public(), consult_id=consult_id, reason=reason)
+        await self._announce(consult)
+        return consult
+
+    async def transfer(self, who: Principal, consult_id: str, specialty: str, reason: str) -> dict:
+        consult = await self._waiting_for(who, consult_id)
+        if specialty not in self.specialties:
+            raise ApiError(400, "unknown_specialty", f"unknown specialty {specialty!r}")
+        if specialty == consult["specialty"]:
+            raise ApiError(400, "bad_request", "the consult is already for that specialty")
+        entry = {**who.ref(), "from": consult["specialty"], "to": specialty, "reason": reason,
+                 "at": self.clock()}  # fmt: skip
+        consult = await self._update_waiting(
+            consult_id,
+            {"specialty": specialty, "transfers": [*consult.get("transfers", []), entry]},
+        )
+        self.audit.record("consult.transferred", who.public(), consult_id=consult_id,
+                          to_specialty=specialty, reason=reason)  # fmt: skip
+        await self._announce(consult)
+        return consult
+
+    async def _update_waiting(self, consult_id: str, fields: dict) -> dict:
+        try:
+            return await self.store.transition_consult(
+                consult_id, from_states=["waiting"], to_state="waiting", fields=fields
+            )
+        except Conflict as exc:
+            raise ApiError(409, "invalid_state", f"the consult is {exc.current_state}") from None
+
+    async def report(self, who: Principal, consult_id: str, report: dict) -> dict:
+        """The accepting specialist's structured report closes the consult; its hash
+        goes into the audit trail, bound to the specialist's identity."""
+        consult = await self.store.get_consult(consult_id)
+        if consult is None or not can_see_consult(who, consult):
+            raise consult_not_found()
+        if who.role != "specialist" or (consult.get("specialist") or {}).get("sub") != who.sub:
+            raise forbidden("only the accepting specialist writes the consult report")
+        now = self.clock()
+        body = {**report, "consult_id": consult_id, "specialist": who.ref(), "written_at": now}
+        digest = hashlib.sha256(
+            json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()
+        try:
+            consult = await self.store.transition_consult(
+                consult_id, from_states=["accepted", "live"], to_state="ended",
+                fields={"report": body, "report_sha256": digest, "ended_at": now},
+            )  # fmt: skip
+        except Conflict as exc:
+            raise ApiError(
+                409, "invalid_state", f"the consult is already {exc.current_state}"
+            ) from None
+        self.audit.record("consult.reported", who.public(), consult_id=consult_id,
+                          report_sha256=digest)  # fmt: skip
+        await self._announce(consult)
+        session_id = consult.get("session_id")
+        if session_id:
+            with contextlib.suppress(Conflict, NotFound):
+                await self.store.transition_session(
+                    session_id, from_states=["live", "interrupted"], to_state="ended",
+                    fields={"ended_at": now, "ended_by": who.ref()},
+                )  # fmt: skip
+                await self.store.publish(
+                    {"type": "session.ended", "session_id": session_id, "reason": "reported"}
+                )
+        return consult

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .recording import RecordingService
     from .settings import Settings
     from .store import Store
+    from .triage import Triage
     from .ws import Hub
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -25,6 +26,7 @@ CONSULTS: web.AppKey[ConsultService] = web.AppKey("consults")
 MEDIA: web.AppKey[MediaNode] = web.AppKey("media")
 HUB: web.AppKey[Hub] = web.AppKey("hub")
 RECORDING: web.AppKey[RecordingService] = web.AppKey("recording")
+TRIAGE: web.AppKey[Triage] = web.AppKey("triage")
 VAULT: web.AppKey[object] = web.AppKey("vault")  # recordings.vault.Vault, or None
 NODE_ID: web.AppKey[str] = web.AppKey("node_id")
 # How other nodes reach this one (node-to-node signaling proxy).

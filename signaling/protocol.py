@@ -55,6 +55,16 @@ class Ping(_Message):
     type: Literal["ping"]
 
 
+class Presence(_Message):
+    type: Literal["presence"]
+    status: Literal["available", "busy", "off"]
+
+
+class Chat(_Message):
+    type: Literal["chat"]
+    text: Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
+
+
 class RecordingRequest(_Message):
     type: Literal["recording.request"]
 
@@ -82,8 +92,8 @@ ClientMessage = Annotated[
 ]
 _client_message = TypeAdapter(ClientMessage)
 MESSAGE_TYPES = frozenset(
-    {"auth", "join", "offer", "candidate", "leave", "ping", "recording.request",
-     "recording.consent", "recording.stop"}
+    {"auth", "join", "offer", "candidate", "leave", "ping", "presence", "chat",
+     "recording.request", "recording.consent", "recording.stop"}
 )  # fmt: skip
 
 
@@ -129,6 +139,25 @@ class NewConsult(BaseModel):
     patient_ref: Annotated[
         str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     ]
+
+
+class Decline(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+class Transfer(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    specialty: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+class ConsultReport(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    findings: Annotated[str, StringConstraints(min_length=1, max_length=5000)]
+    assessment: Annotated[str, StringConstraints(min_length=1, max_length=5000)]
+    recommendation: Annotated[str, StringConstraints(min_length=1, max_length=5000)]
+    follow_up_urgency: Literal["critical", "urgent", "routine", "none"]
 
 
 def parse_body(model: type[BaseModel], data: object) -> BaseModel:

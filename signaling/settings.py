@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     # ("hospital-b=600000,clinic-c=300000").
     max_video_bitrate: int = Field(2_500_000, ge=100_000, le=50_000_000)
     facility_video_bitrate: Annotated[dict[str, int], NoDecode] = {}
+    # Triage: how long each urgency may wait before escalation (half-way it is
+    # announced again), and whom a specialty escalates to ("cardiology=dr-a|dr-b;...").
+    deadline_critical_s: float = Field(300, gt=0)
+    deadline_urgent_s: float = Field(1800, gt=0)
+    deadline_routine_s: float = Field(86400, gt=0)
+    escalation: Annotated[dict[str, list[str]], NoDecode] = {}
     # Recording: off unless a master key file is given (jisr recordings init-key FILE).
     recording_key: Path | None = None
     recordings_dir: Path = Path("var/recordings")
@@ -83,6 +89,27 @@ class Settings(BaseSettings):
                 raise ValueError(f"{item!r} is not facility=bits_per_second")
             caps[facility.strip()] = int(bitrate)
         return caps
+
+    @field_validator("escalation", mode="before")
+    @classmethod
+    def _escalation_lists(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        lists = {}
+        for item in filter(None, (part.strip() for part in value.split(";"))):
+            specialty, _, subs = item.partition("=")
+            people = [p.strip() for p in subs.split("|") if p.strip()]
+            if not specialty.strip() or not people:
+                raise ValueError(f"{item!r} is not specialty=sub|sub")
+            lists[specialty.strip()] = people
+        return lists
+
+    def deadlines(self) -> dict[str, float]:
+        return {
+            "critical": self.deadline_critical_s,
+            "urgent": self.deadline_urgent_s,
+            "routine": self.deadline_routine_s,
+        }
 
     @field_validator("jwt_algorithms")
     @classmethod

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import time
 
 from aiohttp import (
     ClientConnectorError,
@@ -19,7 +20,7 @@ from aiohttp import (
 from media import MediaError
 
 from .auth import Principal
-from .consults import ConsultService
+from .consults import ConsultService, may_take
 from .errors import ApiError
 from .keys import (
     AUDIT,
@@ -31,16 +32,19 @@ from .keys import (
     RECORDING,
     SETTINGS,
     STORE,
+    TRIAGE,
     VERIFIER,
 )
 from .logs import get_logger
 from .protocol import (
     Auth,
     Candidate,
+    Chat,
     Join,
     Leave,
     Offer,
     Ping,
+    Presence,
     RecordingConsent,
     RecordingRequest,
     RecordingStop,
@@ -73,7 +77,14 @@ class Connection:
         # goes there, and its replies come back through this connection.
         self.upstream: ClientWebSocketResponse | None = None
         self.upstream_task: asyncio.Task | None = None
+        self.presence: str | None = None  # a specialist's on-call choice
         self._outbox: asyncio.Queue[dict | None] = asyncio.Queue(OUTBOX_LIMIT)
+
+    @property
+    def on_call(self) -> bool:
+        """Free to take a new consult: available (or never said otherwise) and not
+        in a live session."""
+        return self.presence in (None, "available") and not (self.session_id and self.part)
 
     def send(self, message: dict) -> None:
         try:
@@ -102,14 +113,18 @@ class Connection:
         }
 
 
-def should_notify(who: Principal, consult: dict) -> bool:
+def should_notify(conn: Connection, consult: dict) -> bool:
+    who = conn.principal
     if who.sees_everything:
         return True
     if who.role == "referrer":
         return consult["facility"] == who.facility
     if who.role == "specialist":
-        mine = (consult.get("specialist") or {}).get("sub") == who.sub
-        return mine or consult["specialty"] in who.specialties
+        if (consult.get("specialist") or {}).get("sub") == who.sub:
+            return True
+        if consult["state"] == "waiting":  # new work: only to those free to take it
+            return conn.on_call and may_take(who, consult)
+        return consult["specialty"] in who.specialties  # so queues drop what was taken
     return False
 
 
@@ -201,7 +216,28 @@ class Hub:
             for conn in list(self.connections.values()):
                 if conn.upstream is not None:
                     continue  # the hosting node pushes to it
-                if conn.principal and should_notify(conn.principal, consult):
+                if conn.principal and should_notify(conn, consult):
+                    conn.send(event)
+        elif event.get("type") == "consult.reannounced":
+            consult = event["consult"]
+            for conn in list(self.connections.values()):
+                who = conn.principal
+                if (
+                    who
+                    and who.role == "specialist"
+                    and conn.upstream is None
+                    and should_notify(conn, consult)
+                ):
+                    conn.send(event)
+        elif event.get("type") == "consult.escalated":
+            consult = event["consult"]
+            for conn in list(self.connections.values()):
+                who = conn.principal
+                if (
+                    who
+                    and conn.upstream is None
+                    and (who.sees_everything or who.sub in consult.get("offered_to", []))
+                ):
                     conn.send(event)
         elif event.get("type") == "session.ended":
             session_id = event["session_id"]
@@ -275,6 +311,10 @@ class SignalingHandler:
             self.conn.send({"type": "left", "ref": message.ref})
         elif isinstance(message, Ping):
             self.conn.send({"type": "pong", "ref": message.ref})
+        elif isinstance(message, Presence):
+            await self.on_presence(message)
+        elif isinstance(message, Chat):
+            await self.on_chat(message)
         elif isinstance(message, RecordingRequest | RecordingConsent | RecordingStop):
             await self.on_recording(message)
 
@@ -332,6 +372,7 @@ class SignalingHandler:
         )
         if part is not None:
             await self.consults.mark_live(session["consult_id"])
+            await self.publish_presence()
             self.app[RECORDING].participant_joined(
                 who, session["id"], self.hub.participants(session["id"])
             )
@@ -419,6 +460,35 @@ class SignalingHandler:
             )
             self.conn.close_outbox()
             await self.conn.ws.close(code=1012, message=b"node lost")
+
+    async def on_presence(self, message: Presence) -> None:
+        """A specialist's on-call state, refreshed by the page every 10 s."""
+        if self.conn.principal.role != "specialist":
+            raise ApiError(403, "forbidden", "only specialists go on call")
+        self.conn.presence = message.status
+        await self.publish_presence()
+        self.conn.send({"type": "presence.ok", "ref": message.ref, "status": self.effective()})
+
+    def effective(self) -> str:
+        if self.conn.session_id and self.conn.part:
+            return "busy"  # in a live session
+        return self.conn.presence or "available"
+
+    async def publish_presence(self) -> None:
+        if self.conn.principal.role == "specialist" and self.conn.presence is not None:
+            await self.app[TRIAGE].set_presence(self.conn.principal, self.effective())
+
+    async def on_chat(self, message: Chat) -> None:
+        conn = self.conn
+        if conn.session_id is None:
+            raise ApiError(409, "not_joined", "join a session to chat")
+        line = {"type": "chat", "session_id": conn.session_id, "from": conn.member(),
+                "text": message.text, "at": time.time()}  # fmt: skip
+        for member in self.hub.sessions.get(conn.session_id, {}).values():
+            member.send(line)
+        self.app[AUDIT].record("chat.sent", conn.principal.public(), session_id=conn.session_id,
+                               characters=len(message.text))  # fmt: skip
+        conn.send({"type": "chat.ok", "ref": message.ref})
 
     async def on_recording(self, message) -> None:
         conn, recording = self.conn, self.app[RECORDING]
