@@ -202,7 +202,7 @@ def create_app(
     service_kwargs = {"clock": clock} if clock else {}
     app[TRIAGE] = Triage(
         app[STORE], app[AUDIT], deadlines=settings.deadlines(), escalation=settings.escalation,
-        **service_kwargs,
+        tick_s=settings.triage_tick_s, **service_kwargs,
     )  # fmt: skip
     app[CONSULTS] = ConsultService(
         app[STORE], app[AUDIT], node_id=node, specialties=settings.specialties,

@@ -85,6 +85,8 @@ ClientMessage = Annotated[
     | Candidate
     | Leave
     | Ping
+    | Presence
+    | Chat
     | RecordingRequest
     | RecordingConsent
     | RecordingStop,

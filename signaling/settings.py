@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     deadline_urgent_s: float = Field(1800, gt=0)
     deadline_routine_s: float = Field(86400, gt=0)
     escalation: Annotated[dict[str, list[str]], NoDecode] = {}
+    triage_tick_s: float = Field(0.5, gt=0, le=3600)  # how often a node checks deadlines
     # Recording: off unless a master key file is given (jisr recordings init-key FILE).
     recording_key: Path | None = None
     recordings_dir: Path = Path("var/recordings")

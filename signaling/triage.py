@@ -21,7 +21,6 @@ log = get_logger()
 
 PRESENCE = ("available", "busy", "off")
 PRESENCE_TTL_S = 30.0  # pages refresh every 10 s; a closed page is off within 30 s
-TICK_S = 0.5
 SECONDS_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
 
 
@@ -60,7 +59,9 @@ class Triage:
         deadlines: dict[str, float],
         escalation: dict[str, list[str]],
         clock: Callable[[], float] = time.time,
+        tick_s: float = 0.5,
     ) -> None:
+        self.tick_s = tick_s
         self.store = store
         self.audit = audit
         self.deadlines = deadlines
@@ -147,7 +148,7 @@ class Triage:
                 pass
             except Exception:  # noqa: BLE001 - the scheduler must keep going
                 log.exception("triage.tick_failed")
-            await asyncio.sleep(TICK_S)
+            await asyncio.sleep(self.tick_s)
 
     # figures ---------------------------------------------------------------
     async def refresh_gauges(self) -> None:
