@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.parse
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .auth import Principal
 from .errors import ApiError
-from .keys import AUDIT, CONSULTS, HUB, SETTINGS, STORE, TRIAGE, VAULT, VERIFIER
+from .keys import AUDIT, CASE_PACKET, CONSULTS, HUB, SETTINGS, STORE, TRIAGE, VAULT, VERIFIER
 from .protocol import ConsultReport, Decline, NewConsult, Transfer, parse_body, parse_json
 from .store import StoreUnavailable
 
@@ -132,6 +133,40 @@ async def export_report(request: web.Request) -> web.Response:
     return web.json_response(
         body,
         headers={"Content-Disposition": f'attachment; filename="consult-{consult["id"]}.json"'},
+    )
+
+
+@routes.post("/api/consults/{id}/attachments")
+async def add_attachment(request: web.Request) -> web.Response:
+    """The file is the raw body; its name travels URL-encoded in ``X-Filename``."""
+    who = principal(request)
+    consult = await request.app[CONSULTS].get(who, request.match_info["id"])
+    limit = request.app[CASE_PACKET].max_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "too_large", f"attachments are limited to {limit} bytes")
+    data = await request.content.read(limit + 1)
+    filename = urllib.parse.unquote(request.headers.get("X-Filename", ""))
+    declared = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    entry = await request.app[CASE_PACKET].add(who, consult, filename, declared, data)
+    return web.json_response(entry, status=201)
+
+
+@routes.get("/api/consults/{id}/attachments/{attachment}")
+async def get_attachment(request: web.Request) -> web.Response:
+    who = principal(request)
+    consult = await request.app[CONSULTS].store.get_consult(request.match_info["id"])
+    if consult is None:
+        raise ApiError(404, "attachment_not_found", "no such attachment")
+    entry, data = await asyncio.to_thread(
+        request.app[CASE_PACKET].read, who, consult, request.match_info["attachment"]
+    )
+    return web.Response(
+        body=data,
+        headers={
+            "Content-Type": entry["content_type"],
+            "Content-Disposition": "inline",
+            "Cache-Control": "no-store",
+        },
     )
 
 

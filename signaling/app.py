@@ -11,11 +11,13 @@ from aiohttp import ClientSession, web
 from media import MediaNode, restrict_host_addresses
 
 from .api import routes
+from .attachments import CasePacket
 from .auth import TokenVerifier
 from .consults import Clock, ConsultService
 from .errors import ApiError
 from .keys import (
     AUDIT,
+    CASE_PACKET,
     CONSULTS,
     HTTP_CLIENT,
     HUB,
@@ -145,6 +147,19 @@ def open_vault(settings: Settings):
     return Vault(FileStorage(settings.recordings_dir), load_master_key(settings.recording_key))
 
 
+def open_case_packet(settings: Settings, store, audit) -> CasePacket:
+    """Attachments are encrypted under the same master key as recordings."""
+    storage = master = None
+    if settings.recording_key is not None:
+        from recordings.crypto import load_master_key
+        from recordings.storage import FileStorage
+
+        settings.attachments_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        storage = FileStorage(settings.attachments_dir)
+        master = load_master_key(settings.recording_key)
+    return CasePacket(store, storage, master, audit, max_bytes=settings.max_attachment_bytes)
+
+
 async def _retention(app: web.Application) -> None:
     """Recordings older than the retention period are crypto-shredded, hourly."""
     vault, settings = app[VAULT], app[SETTINGS]
@@ -173,7 +188,11 @@ async def _interrupted_recordings(app: web.Application) -> None:
     def is_live(recording_id: str) -> bool:
         return vault.get(recording_id).get("node") in live
 
-    marked = await asyncio.to_thread(vault.mark_interrupted_stale, is_live)
+    try:
+        marked = await asyncio.to_thread(vault.mark_interrupted_stale, is_live)
+    except Exception:  # noqa: BLE001 - an unreadable recording must not keep a node down
+        log.exception("recordings.check_failed")
+        return
     if marked:
         log.warning("recordings.interrupted", recordings=marked)
 
@@ -215,6 +234,7 @@ def create_app(
     if vault is None and settings.recording_key is not None:
         vault = open_vault(settings)
     app[VAULT] = vault
+    app[CASE_PACKET] = open_case_packet(settings, app[STORE], app[AUDIT])
     app[RECORDING] = RecordingService(
         vault, app[MEDIA], app[AUDIT], segment_s=settings.recording_segment_s, node_id=node
     )

@@ -9,6 +9,7 @@ from aiohttp import ClientSession, web
 if TYPE_CHECKING:
     from media import MediaNode
 
+    from .attachments import CasePacket
     from .auth import TokenVerifier
     from .consults import ConsultService
     from .logs import Audit
@@ -27,6 +28,7 @@ MEDIA: web.AppKey[MediaNode] = web.AppKey("media")
 HUB: web.AppKey[Hub] = web.AppKey("hub")
 RECORDING: web.AppKey[RecordingService] = web.AppKey("recording")
 TRIAGE: web.AppKey[Triage] = web.AppKey("triage")
+CASE_PACKET: web.AppKey[CasePacket] = web.AppKey("case_packet")
 VAULT: web.AppKey[object] = web.AppKey("vault")  # recordings.vault.Vault, or None
 NODE_ID: web.AppKey[str] = web.AppKey("node_id")
 # How other nodes reach this one (node-to-node signaling proxy).

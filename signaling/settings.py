@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     recordings_dir: Path = Path("var/recordings")
     recording_segment_s: float = Field(10, ge=1, le=300)
     recording_retention_days: int = Field(365, ge=1, le=36500)
+    attachments_dir: Path = Path("var/attachments")
+    max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=1024, le=500 * 1024 * 1024)
     max_message_bytes: int = Field(65536, ge=1024, le=10 * 1024 * 1024)
     max_observers: int = Field(8, ge=0, le=100)
     # How long a dropped participant keeps their place (shown as reconnecting).
