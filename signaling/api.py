@@ -179,6 +179,43 @@ async def on_call(request: web.Request) -> web.Response:
     return web.json_response({"presence": [{"sub": s, **info} for s, info in presence.items()]})
 
 
+@routes.get("/api/dashboard")
+async def dashboard(request: web.Request) -> web.Response:
+    """The supervisor's live picture: the queue by urgency with its oldest waiting
+    time, escalated consults, who is on call, and accept times so far."""
+    who = principal(request)
+    if not who.sees_everything:
+        raise ApiError(403, "forbidden", "only supervisors see the dashboard")
+    consults = await request.app[STORE].list_consults()
+    presence = await request.app[STORE].list_presence()
+    now = request.app[CONSULTS].clock()
+    waiting = [c for c in consults if c["state"] == "waiting"]
+    by_urgency = {}
+    for urgency in ("critical", "urgent", "routine"):
+        group = [c for c in waiting if c["urgency"] == urgency]
+        by_urgency[urgency] = {
+            "waiting": len(group),
+            "oldest_s": round(max((now - c["created_at"] for c in group), default=0), 1),
+        }
+    totals: dict[str, list[float]] = {}  # urgency -> [seconds, count], this node's accepts
+    for metric in request.app[TRIAGE].metrics.time_to_accept.collect():
+        for sample in metric.samples:
+            kind = sample.name.rsplit("_", 1)[-1]
+            if kind in ("sum", "count"):
+                entry = totals.setdefault(sample.labels["urgency"], [0.0, 0.0])
+                entry[kind == "count"] += sample.value
+    mean_accept = {u: round(t[0] / t[1], 1) for u, t in totals.items() if t[1]}
+    return web.json_response(
+        {
+            "queue": by_urgency,
+            "escalated": [c for c in waiting if c.get("escalated_at")],
+            "live": [c for c in consults if c["state"] in ("accepted", "live")],
+            "on_call": [{"sub": s, **info} for s, info in presence.items()],
+            "mean_time_to_accept_s": mean_accept,
+        }
+    )
+
+
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     triage = request.app[TRIAGE]

@@ -53,7 +53,14 @@ class Server:
 
 
 @pytest.fixture
-def jisr_server(tmp_path) -> Iterator[Server]:
+def jisr_server_env() -> dict[str, str]:
+    """Extra JISR_* settings for the server; a test overrides it with
+    ``@pytest.mark.parametrize("jisr_server_env", [{...}])``."""
+    return {}
+
+
+@pytest.fixture
+def jisr_server(tmp_path, jisr_server_env) -> Iterator[Server]:
     port = free_port()
     key = tmp_path / "recording.key"
     generate_key_file(key)
@@ -68,6 +75,7 @@ def jisr_server(tmp_path) -> Iterator[Server]:
         "JISR_NODE_ID": "n_e2e",
     }
     env.pop("JISR_REDIS_URL", None)
+    env.update(jisr_server_env)
     log_path = os.environ.get("JISR_E2E_SERVER_LOG") or str(tmp_path / "server.log")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

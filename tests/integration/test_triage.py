@@ -221,3 +221,20 @@ async def test_two_nodes_announce_to_specialists_on_either(aiohttp_client, token
     for ws in specialists:
         assert (await next_of(ws, "consult.updated", timeout=1.0))["consult"]["id"] == consult["id"]
         await ws.close()
+
+
+async def test_dashboard_for_supervisors_only(aiohttp_client, tokens):
+    client = await aiohttp_client(create_app(settings_for_triage(), store=MemoryStore()))
+    consult = await create(client, tokens)
+    await client.post(
+        f"/api/consults/{consult['id']}/accept", headers=tokens.header(tokens.specialist)
+    )
+    await create(client, tokens, urgency="urgent")
+    refused = await client.get("/api/dashboard", headers=tokens.header(tokens.specialist))
+    assert refused.status == 403
+    board = await (
+        await client.get("/api/dashboard", headers=tokens.header(tokens.supervisor))
+    ).json()
+    assert board["queue"]["urgent"]["waiting"] == 1 and board["queue"]["critical"]["waiting"] == 0
+    assert [c["id"] for c in board["live"]] == [consult["id"]]
+    assert "critical" in board["mean_time_to_accept_s"]

@@ -1,0 +1,224 @@
+"""Low-bandwidth mode in real browsers: the referrer's facility (``hospital-a``) is
+capped at 300 kbit/s (``JISR_FACILITY_VIDEO_BITRATE``), so ``joined.media_limits``
+tells the referrer page to cap its camera (300 kbit/s, 240p) while the specialist's
+page (uncapped facility) keeps its 480p camera; both pages show a connection
+quality indicator; audio flows both ways; and the referrer's "Audio only" toggle
+stops its outgoing video while audio continues, then brings the video back.
+
+Needs ``jisr_server`` to pass the ``jisr_server_env`` fixture's variables to
+``jisr serve`` (this module overrides it). Without that, exporting
+``JISR_FACILITY_VIDEO_BITRATE=hospital-a=300000`` around pytest has the same effect
+(the fixture passes ``os.environ`` on).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from tests.e2e.test_consult_flow import open_page, state, wait_until
+
+pytestmark = pytest.mark.e2e
+
+CAP = 300_000
+WEB = Path(__file__).resolve().parents[2] / "web"
+# 30 fps cameras: the default fake camera's 20 fps sits right on the "fair" threshold.
+CAMERA = "--use-fake-device-for-media-stream=fps=30"
+
+BADGE_JS = """
+const el = document.getElementById('connection-quality');
+const label = el && el.querySelector('.quality-label');
+const detail = document.getElementById('connection-quality-detail');
+return el && {hidden: el.hidden, quality: el.dataset.quality || null,
+  label: label ? label.textContent : null, title: el.title,
+  detail: detail && !detail.hidden ? detail.textContent : null,
+  dir: document.documentElement.dir};
+"""
+
+
+@pytest.fixture
+def jisr_server_env() -> dict[str, str]:
+    return {"JISR_FACILITY_VIDEO_BITRATE": f"hospital-a={CAP}"}
+
+
+def post(server, path: str, token: str, body: dict | None = None) -> dict:
+    import urllib.request
+
+    request = urllib.request.Request(
+        server.base + path, data=json.dumps(body or {}).encode(), method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def remote(page_state: dict) -> dict:
+    return (page_state.get("remote") or [{}])[0]
+
+
+def sent(page_state: dict) -> dict:
+    return (page_state.get("local") or {}).get("sent") or {}
+
+
+def test_low_bandwidth_mode_quality_and_audio_only(jisr_server, browsers, record_property):
+    server, tokens = jisr_server, jisr_server.tokens
+    referrer, specialist = browsers(CAMERA), browsers(CAMERA)
+    open_page(referrer, server, "referrer", tokens.referrer)
+    open_page(specialist, server, "specialist", tokens.specialist)
+    for name, driver in (("referrer", referrer), ("specialist", specialist)):
+        wait_until(lambda d=driver: state(d)["signaling"] == "ready", 15, f"{name} signaling")
+
+    consult = post(server, "/api/consults", tokens.referrer, {
+        "specialty": "cardiology", "urgency": "critical",
+        "summary": "Suspected tamponade; the site is on a damaged link.", "patient_ref": "P-LOWBW",
+    })  # fmt: skip
+    wait_until(
+        lambda: specialist.find_elements(
+            By.CSS_SELECTOR, f".accept-button[data-consult-id='{consult['id']}']"
+        ),
+        15,
+        "consult in the specialist's queue",
+    )[0].click()
+    accepted = time.monotonic()
+    pages = {"referrer": referrer, "specialist": specialist}
+    for name, driver in pages.items():
+        wait_until(lambda d=driver: state(d).get("connected"), 30, f"{name} media connected")
+
+    # The referrer page caps its video sender to its facility's media_limits.
+    limits = wait_until(
+        lambda: (lim := state(referrer)["limits"])["applied"] and lim,
+        15,
+        "media limits applied on the referrer page",
+    )
+    assert limits["maxVideoBitrate"] == CAP, (
+        f"the referrer was not capped ({limits}): jisr_server must pass jisr_server_env "
+        "to `jisr serve` (or export JISR_FACILITY_VIDEO_BITRATE=hospital-a=300000)"
+    )
+    assert limits["maxVideoHeight"] == 240 and limits["scaleResolutionDownBy"] >= 2, limits
+
+    # ... and sends at most 240p (outbound-rtp frameHeight) within ~10 s, and keeps to it.
+    wait_until(
+        lambda: 0 < (sent(state(referrer)).get("frameHeight") or 0) <= 240,
+        10,
+        "referrer sending <= 240p",
+    )
+    for _ in range(5):
+        height = sent(state(referrer)).get("frameHeight")
+        assert height is None or height <= 240, height
+        time.sleep(0.3)
+
+    # The specialist (uncapped facility) keeps its full camera: no scale-down of its own.
+    spec_limits = state(specialist)["limits"]
+    assert spec_limits["applied"] and spec_limits["maxVideoBitrate"] > CAP, spec_limits
+    assert spec_limits["scaleResolutionDownBy"] == 1, spec_limits
+    wait_until(
+        lambda: sent(state(specialist)).get("frameHeight") == 480,
+        10,
+        "specialist sending 480p",
+    )
+    # Its incoming video on the referrer page is larger than what the referrer sends.
+    wait_until(
+        lambda: (remote(state(referrer)).get("videoHeight") or 0) > 240,
+        10,
+        "specialist video above 240p at the referrer",
+    )
+
+    # Both pages show the indicator with a level, and the hook agrees with it.
+    for name, driver in pages.items():
+        badge = wait_until(
+            lambda d=driver: (
+                (b := d.execute_script(BADGE_JS))
+                and not b["hidden"]
+                and b["quality"] in ("good", "fair", "poor")
+                and b
+            ),
+            15,
+            f"#connection-quality on the {name} page",
+        )
+        assert badge["label"] and badge["detail"], badge
+        quality = state(driver)["quality"]
+        assert quality["level"] in ("good", "fair", "poor"), quality
+        for key in ("rttMs", "lossPct", "sendKbps", "recvKbps", "recvHeight", "recvFps"):
+            assert quality[key] is not None, (name, key, quality)
+        assert quality["sendKbps"] > 0 and quality["recvKbps"] > 0, (name, quality)
+    assert state(referrer)["quality"]["sentHeight"] <= 240
+
+    # Audio flows both ways.
+    def audio_advances(driver, by: int, seconds: float, what: str) -> None:
+        before = remote(state(driver)).get("audioPacketsReceived") or 0
+        wait_until(
+            lambda: (remote(state(driver)).get("audioPacketsReceived") or 0) >= before + by,
+            seconds,
+            what,
+        )
+
+    for name, driver in pages.items():
+        audio_advances(driver, 25, 10, f"audio arriving on the {name} page")
+
+    # Audio only on the referrer page: its outgoing video stops, audio continues.
+    toggle = referrer.find_element(By.ID, "audio-only")
+    assert toggle.is_displayed() and toggle.get_attribute("aria-pressed") == "false"
+    toggle.click()
+    wait_until(lambda: state(referrer)["audioOnly"], 5, "audio only on")
+    assert toggle.get_attribute("aria-pressed") == "true"
+    time.sleep(1.5)  # frames already on the way
+    frames_before = remote(state(specialist))["framesDecoded"]
+    sent_before = sent(state(referrer)).get("videoFrames")
+    window_start = time.monotonic()
+    audio_advances(specialist, 50, 10, "referrer audio during audio only")
+    time.sleep(max(0.0, 3 - (time.monotonic() - window_start)))
+    frames_after = remote(state(specialist))["framesDecoded"]
+    assert frames_after - frames_before <= 1, (frames_before, frames_after)
+    assert sent(state(referrer)).get("videoFrames") == sent_before
+    audio_advances(referrer, 25, 10, "specialist audio still arriving at the referrer")
+    # The specialist is told the referrer's video is paused (no frozen frame passes as live).
+    wait_until(
+        lambda: remote(state(specialist)).get("videoStalled") == "videoPaused",
+        10,
+        "video-paused notice over the referrer's tile",
+    )
+    assert specialist.find_element(By.ID, "remote-waiting").is_displayed()
+
+    # Video back on: frames resume, still within the cap.
+    toggle.click()
+    wait_until(lambda: not state(referrer)["audioOnly"], 5, "audio only off")
+    assert toggle.get_attribute("aria-pressed") == "false"
+    resumed_from = remote(state(specialist))["framesDecoded"]
+    wait_until(
+        lambda: remote(state(specialist))["framesDecoded"] >= resumed_from + 20,
+        15,
+        "referrer video resumed at the specialist",
+    )
+    wait_until(
+        lambda: (
+            0 < (sent(state(referrer)).get("frameHeight") or 0) <= 240
+            and state(referrer)["limits"]["applied"]
+        ),
+        10,
+        "referrer back at <= 240p",
+    )
+    wait_until(
+        lambda: remote(state(specialist)).get("videoStalled") is None,
+        10,
+        "video-paused notice gone",
+    )
+
+    # Arabic: the indicator is translated and the page is right-to-left.
+    levels_ar = json.loads((WEB / "i18n" / "ar.json").read_text())["quality"]["level"]
+    specialist.find_element(By.ID, "lang-toggle").click()
+    wait_until(
+        lambda: (
+            (b := specialist.execute_script(BADGE_JS))["dir"] == "rtl"
+            and b["label"] == levels_ar.get(b["quality"])
+        ),
+        5,
+        "Arabic quality label",
+    )
+
+    for name, driver in pages.items():
+        assert state(driver)["lastError"] is None, (name, state(driver)["lastError"])
+    record_property("accept_to_end_s", round(time.monotonic() - accepted, 1))
