@@ -10,6 +10,8 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v turnserver >/dev/null || missing+=(coturn)
+command -v nft >/dev/null || missing+=(nftables)
 if ((${#missing[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "installing ${missing[*]}"
