@@ -148,6 +148,7 @@ class Hub:
         self.app = app
         self.connections: dict[str, Connection] = {}
         self.sessions: dict[str, dict[str, Connection]] = {}
+        self.media_ready: dict[str, set[str]] = {}  # session id -> parts whose media is up
         # session id -> sub -> (roster entry, expiry timer) of dropped participants
         self.away: dict[str, dict[str, tuple[dict, asyncio.TimerHandle]]] = {}
 
@@ -208,7 +209,23 @@ class Hub:
         conn = self.connections.get(peer_id)
         if conn is not None:
             conn.send({"type": "media.state", "state": state})
+            if state == "connected" and conn.part is not None:
+                ready = self.media_ready.setdefault(session_id, set())
+                if len(ready) < 2:
+                    ready.add(conn.part)
+                    if len(ready) == 2:  # both participants see each other: first media
+                        asyncio.ensure_future(self._first_media(session_id))
         log.info("peer.state", session_id=session_id, peer=peer_id, state=state)
+
+    async def _first_media(self, session_id: str) -> None:
+        store = self.app[STORE]
+        with contextlib.suppress(StoreUnavailable):
+            session = await store.get_session(session_id)
+            consult = session and await store.get_consult(session["consult_id"])
+            if consult:
+                self.app[TRIAGE].metrics.time_to_media.labels(
+                    consult["urgency"], consult["specialty"]
+                ).observe(time.time() - consult["created_at"])
 
     async def dispatch(self, event: dict) -> None:
         if event.get("type") == "consult.updated":

@@ -90,6 +90,8 @@ async def test_codec_arrives_intact_at_full_rate(node, call, codec):
     assert rate >= 0.9 * FPS, rate
     opus_rate = audio.rate(time.monotonic() - 3.0, time.monotonic())
     assert opus_rate >= 0.9 * 50, opus_rate  # 20 ms Opus frames
+    metrics = await (await call.http.get(f"{call.base}/metrics")).text()
+    assert "jisr_time_to_first_media_seconds_count" in metrics
     answer_codecs = re.findall(r"a=rtpmap:\d+ (\w+)/", specialist.pc.remoteDescription.sdp)
     assert "opus" in answer_codecs
     assert_no_codec_on_server(app)
