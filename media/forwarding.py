@@ -96,11 +96,14 @@ class InStream:
     """One stream a publisher sends us (one media SSRC), with what a receiver report
     needs (RFC 3550 A.1, A.3, A.8)."""
 
-    def __init__(self, leg: Leg, slot: str, kind: str, ssrc: int, codecs: list[Codec],
-                 feedback_ssrc: int, ext_ids: dict[str, int]) -> None:  # fmt: skip
+    def __init__(
+        self, leg: Leg, slot: str, kind: str, ssrc: int, codecs: list[Codec],
+        feedback_ssrc: int, ext_ids: dict[str, int], role: str | None = None,
+    ) -> None:  # fmt: skip
         self.leg = leg
         self.slot = slot
         self.kind = kind
+        self.role = role or kind  # "audio", "video" (camera) or "screen"
         self.ssrc = ssrc
         self.codecs = {c.payload_type: c for c in codecs}
         self.feedback_ssrc = feedback_ssrc  # our SSRC on that m-line, for RTCP feedback
@@ -191,10 +194,13 @@ class OutStream:
     """What one subscriber receives on one m-line: the current source's packets,
     rewritten onto one continuous output stream."""
 
-    def __init__(self, leg: Leg, slot: str, negotiated: Negotiated) -> None:
+    def __init__(
+        self, leg: Leg, slot: str, negotiated: Negotiated, role: str | None = None
+    ) -> None:
         self.leg = leg
         self.slot = slot  # whose media this m-line carries
         self.kind = negotiated.kind
+        self.role = role or negotiated.kind  # which of their streams: audio, video, screen
         self.ssrc = negotiated.send_ssrc
         self.rtx_ssrc = negotiated.send_rtx_ssrc
         self.codecs = codecs_of(negotiated)

@@ -53,26 +53,26 @@ class SessionRoom:
 
     session_id: str
     peers: dict[str, Peer] = field(default_factory=dict)
-    sources: dict[tuple[str, str], InStream] = field(default_factory=dict)  # (slot, kind)
+    sources: dict[tuple[str, str], InStream] = field(default_factory=dict)  # (slot, role)
     outs: list[OutStream] = field(default_factory=list)
     sinks: list[OutStream] = field(default_factory=list)  # internal subscribers
 
     def publish(self, stream: InStream, now: float) -> None:
-        self.sources[(stream.slot, stream.kind)] = stream
+        self.sources[(stream.slot, stream.role)] = stream
         for out in self.outs:
-            if out.slot == stream.slot and out.kind == stream.kind:
+            if out.slot == stream.slot and out.role == stream.role:
                 out.bind(stream, now)
 
     def subscribe(self, out: OutStream, now: float) -> None:
         self.outs.append(out)
-        source = self.sources.get((out.slot, out.kind))
+        source = self.sources.get((out.slot, out.role))
         if source is not None:
             out.bind(source, now)
 
     def remove(self, leg: Leg, now: float) -> None:
         for stream in leg.inbound.values():
-            if self.sources.get((stream.slot, stream.kind)) is stream:
-                del self.sources[(stream.slot, stream.kind)]
+            if self.sources.get((stream.slot, stream.role)) is stream:
+                del self.sources[(stream.slot, stream.role)]
             for out in list(stream.outs):
                 out.bind(None, now)
         for out in leg.outbound.values():
@@ -188,13 +188,18 @@ class MediaNode:
         peer = Peer(peer_id, session_id, pc, leg)
         room.peers[peer_id] = peer
         self._peers[peer_id] = peer
-        for slot, transceiver in outgoing:
-            out = OutStream(leg, slot, negotiated(transceiver))
+        for slot, role, transceiver in outgoing:
+            out = OutStream(leg, slot, negotiated(transceiver), role)
             leg.outbound[out.ssrc] = out
             room.subscribe(out, now)
         if publish is not None:
+            videos = 0
             for transceiver in pc.getTransceivers():
                 media = parsed.media[transceiver._get_mline_index()]
+                role = media.kind
+                if media.kind == "video":  # the first video m-line is the camera
+                    role = "video" if videos == 0 else "screen"
+                    videos += 1
                 if media.direction not in SENDING:
                     continue
                 ssrc, rtx = _publisher_ssrcs(media)
@@ -204,7 +209,7 @@ class MediaNode:
                 agreed = negotiated(transceiver)
                 stream = InStream(
                     leg, publish, media.kind, ssrc, codecs_of(agreed), agreed.send_ssrc,
-                    agreed.header_extensions,
+                    agreed.header_extensions, role,
                 )  # fmt: skip
                 leg.inbound[ssrc] = stream
                 leg.ignored |= rtx
@@ -215,19 +220,24 @@ class MediaNode:
 
     @staticmethod
     def _choose_outgoing(pc: RTCPeerConnection, publish: str | None, receive: list[str]):
+        """Which m-line carries which slot's stream to this peer: each receive slot
+        takes the next free audio and video m-line in order; video m-lines left
+        after that carry the slots' screen shares, in the same slot order."""
         transceivers = pc.getTransceivers()
         for transceiver in transceivers:
             keep_codecs_off(transceiver)
         free = {kind: [t for t in transceivers if t.kind == kind] for kind in KINDS}
+        wanted = [(slot, role) for slot in receive for role in ("audio", "video")]
+        wanted += [(slot, "screen") for slot in receive]
         chosen = []
-        for slot in receive:
-            for kind in KINDS:
-                if not free[kind]:
-                    continue
-                transceiver = free[kind].pop(0)
-                transceiver.direction = "sendrecv" if publish else "sendonly"
-                label_sender(transceiver, slot)
-                chosen.append((slot, transceiver))
+        for slot, role in wanted:
+            kind = "audio" if role == "audio" else "video"
+            if not free[kind]:
+                continue
+            transceiver = free[kind].pop(0)
+            transceiver.direction = "sendrecv" if publish else "sendonly"
+            label_sender(transceiver, slot if role != "screen" else f"{slot}-screen")
+            chosen.append((slot, role, transceiver))
         if publish is not None:
             for kind in KINDS:  # m-lines left over carry nothing to this peer
                 for transceiver in free[kind]:

@@ -199,3 +199,25 @@ async def test_subscriber_with_other_payload_types_and_extension_ids(node, call)
     rate, sizes = await measure(video, 2.0)
     assert sizes == {(WIDTH, HEIGHT)} and rate >= 0.9 * FPS
     assert len(specialist.by_kind("audio")[0].frames) > 50
+
+
+async def test_screen_share_is_a_second_video_forwarded_like_the_camera(node, call):
+    """Participants offer audio, camera, screen; observers a, v, a, v, then screens."""
+    await call.join(
+        call.tokens.referrer, publish=True, video=PatternVideoTrack(WIDTH, HEIGHT, FPS),
+        screen=PatternVideoTrack(640, 360, 10, shade=255),
+    )  # fmt: skip
+    specialist = await call.join(call.tokens.specialist, publish=True, screen_slot=True)
+    observer = await call.join(
+        call.tokens.supervisor, publish=False, receive_pairs=2, screen_slot=True
+    )
+    camera, screen = specialist.by_kind("video")
+    rate, sizes = await measure(screen, 2.0)
+    assert sizes == {(640, 360)} and rate >= 0.8 * 10
+    assert {(w, h) for _, w, h in camera.frames} == {(WIDTH, HEIGHT)}
+    videos = observer.by_kind("video")  # referrer cam, specialist cam, referrer screen, ...
+    assert len(videos) == 4
+    await asyncio.wait_for(videos[2].first.wait(), 10)
+    assert {(w, h) for _, w, h in videos[2].frames} == {(640, 360)}
+    assert {(w, h) for _, w, h in videos[0].frames} <= {(WIDTH, HEIGHT)}
+    assert_no_codec_on_server(node[0])

@@ -115,6 +115,8 @@ class JisrClient:
         video=None,
         video_codecs: tuple[str, ...] | None = None,
         munge=None,
+        screen=None,
+        screen_slot: bool = False,
     ) -> dict:
         """``video_codecs`` limits what a publisher offers (e.g. ("video/H264",));
         ``munge`` rewrites the offer's SDP text before it is sent."""
@@ -137,9 +139,13 @@ class JisrClient:
                     [c for c in RTCRtpSender.getCapabilities("video").codecs
                      if c.mimeType.lower() in wanted]
                 )  # fmt: skip
+            if screen is not None or screen_slot:  # a third m-line: screen share
+                self.pc.addTransceiver(screen or "video", direction="sendrecv")
         else:
             for _ in range(receive_pairs):
                 self.pc.addTransceiver("audio", direction="recvonly")
+                self.pc.addTransceiver("video", direction="recvonly")
+            for _ in range(receive_pairs if screen_slot else 0):
                 self.pc.addTransceiver("video", direction="recvonly")
         await self.pc.setLocalDescription(await self.pc.createOffer())
         sdp = self.pc.localDescription.sdp
