@@ -30,6 +30,7 @@ from .rtp import (
     RTPFB_NACK,
     SentHistory,
     StreamRewriter,
+    build_nack,
     build_pli,
     build_remb,
     build_rr,
@@ -50,7 +51,9 @@ log = logging.getLogger("jisr.media")
 
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
 DEFAULT_MAX_BITRATE = 2_500_000  # REMB ceiling toward publishers when no subscriber says less
-STALL_SECONDS = 3.0  # silence from a peer (no RTP, no RTCP) that means its path is down
+STALL_SECONDS = 4.0  # silence from a peer (no RTP, no RTCP) that means its path is down
+NACK_INTERVAL_S = 0.3  # ask again for what is still missing (about a round trip)
+NACK_TRIES = 3
 GAP_PACKETS = 10  # a jump this large in the publisher's sequence numbers is a burst loss
 GAP_SECONDS = 0.5  # and a pause this long, an outage
 MIN_BITRATE = 150_000  # never ask a publisher for less: audio first, video at its floor
@@ -124,6 +127,12 @@ class InStream:
         self.keyframe_asked_at = float("-inf")
         self.keyframes_asked = 0
         self.last_arrival = 0.0
+        self.missing: dict[int, int] = {}  # lost seq -> times asked for
+        self.nacked_at = 0.0
+        self.repaired = 0
+        self.rtx_apt = {
+            c.rtx_payload_type: pt for pt, c in self.codecs.items() if c.rtx_payload_type
+        }
 
     def on_packet(self, packet: bytes, now: float) -> None:
         seq = (packet[2] << 8) | packet[3]
@@ -135,14 +144,23 @@ class InStream:
                 if seq < self.max_seq:
                     self.cycles += 0x10000
                 self.max_seq = seq
-                # Losses on the way in cannot be repaired from our history. After an
-                # outage or a burst, subscribers restart on the next keyframe with no
-                # hole in their sequence numbers (a hole nobody can fill would stall
-                # their jitter buffers), and the publisher is asked for it at once.
+                # After an outage or a burst, subscribers restart on the next keyframe
+                # with no hole in their sequence numbers (a hole nobody can fill would
+                # stall their jitter buffers), and the publisher is asked for it at
+                # once. A few lost packets are asked for again instead (NACK).
                 if delta > GAP_PACKETS or now - self.last_arrival > GAP_SECONDS:
+                    self.missing.clear()
                     for out in self.outs:
                         out.restart(now)
                     self.ask_keyframe(now)
+                elif delta > 1:
+                    for lost in range(delta - 1):
+                        self.missing[(seq - delta + 1 + lost) & 0xFFFF] = 0
+                    self._nack(now)
+            else:
+                self.missing.pop(seq, None)  # a late packet filled its own hole
+        if self.missing and now - self.nacked_at > NACK_INTERVAL_S:
+            self._nack(now)
         self.last_arrival = now
         self.received += 1
         ts = int.from_bytes(packet[4:8], "big")
@@ -152,6 +170,40 @@ class InStream:
         self.transit = transit
         for out in self.outs:
             out.forward(packet, now)
+
+    def _nack(self, now: float) -> None:
+        """Ask the publisher again for packets still missing, a few times each."""
+        self.nacked_at = now
+        for seq in [s for s, tries in self.missing.items() if tries >= NACK_TRIES]:
+            del self.missing[seq]
+        if not self.missing:
+            return
+        for seq in self.missing:
+            self.missing[seq] += 1
+        self.leg.tap.send(
+            build_nack(self.feedback_ssrc, self.ssrc, sorted(self.missing)), rtcp=True
+        )
+
+    def on_retransmission(self, packet: bytes, now: float) -> None:
+        """An RTX packet (RFC 4588) answering our NACK: restored to the original
+        packet and forwarded like a late arrival."""
+        start = payload_offset(packet)
+        end = len(packet) - (packet[-1] if packet[0] & 0x20 else 0)
+        media_pt = self.rtx_apt.get(packet[1] & 0x7F)
+        if media_pt is None or end - start <= 2:
+            return  # padding only (bandwidth probing), or not for this stream
+        seq = (packet[start] << 8) | packet[start + 1]
+        if self.missing.pop(seq, None) is None:
+            return  # not asked for, or already here
+        header = bytearray(packet[:start])
+        header[0] &= 0xDF  # no padding any more
+        header[1] = (header[1] & 0x80) | media_pt
+        header[2:4] = packet[start : start + 2]
+        header[8:12] = self.ssrc.to_bytes(4, "big")
+        restored = bytes(header) + packet[start + 2 : end]
+        self.repaired += 1
+        for out in self.outs:
+            out.forward(restored, now)
 
     def report_block(self, now: float) -> tuple[int, int, int, int, int, int, int]:
         extended = self.cycles + self.max_seq
@@ -316,30 +368,35 @@ class Leg:
     publish: str | None
     tap: Tap = field(init=False)
     inbound: dict[int, InStream] = field(default_factory=dict)  # publisher SSRC -> stream
-    ignored: set[int] = field(default_factory=set)  # RTX SSRCs: no NACKs toward publishers
+    retransmissions: dict[int, InStream] = field(default_factory=dict)  # publisher RTX SSRC
     outbound: dict[int, OutStream] = field(default_factory=dict)  # our SSRC -> stream
     max_bitrate: int = DEFAULT_MAX_BITRATE
     nacks_received: int = 0
     keyframe_requests_received: int = 0
     last_heard: float = field(default_factory=time.monotonic)
+    talking: bool = False  # has sent us anything yet
 
     def heard(self, now: float) -> None:
         """Anything arrived from this peer. After a silence its path was down:
         everything it receives restarts cleanly from the next keyframe."""
-        if now - self.last_heard > STALL_SECONDS:
+        if self.stalled(now):
             for out in self.outbound.values():
                 out.restart(now)
                 if out.source is not None:
                     out.source.ask_keyframe(now, urgent=True)
         self.last_heard = now
+        self.talking = True
 
     def on_rtp(self, packet: bytes) -> None:
         now = time.monotonic()
         if now - self.last_heard > 0.1:  # the silence check, at most ten times a second
             self.heard(now)
-        stream = self.inbound.get(int.from_bytes(packet[8:12], "big"))
+        ssrc = int.from_bytes(packet[8:12], "big")
+        stream = self.inbound.get(ssrc)
         if stream is not None:
             stream.on_packet(packet, now)
+        elif (stream := self.retransmissions.get(ssrc)) is not None:
+            stream.on_retransmission(packet, now)
 
     def on_rtcp(self, data: bytes) -> None:
         now = time.monotonic()
@@ -393,9 +450,11 @@ class Leg:
             out.source.ask_keyframe(now)
 
     def stalled(self, now: float) -> bool:
-        """Nothing heard from this peer for a while: sending to it would only
-        punch holes into its sequence numbers."""
-        return now - self.last_heard > STALL_SECONDS
+        """Nothing heard from this peer for a while, after it had been talking:
+        sending to it would only punch holes into its sequence numbers. (A peer
+        that receives nothing yet sends no reports, so silence before the first
+        report means nothing.)"""
+        return self.talking and now - self.last_heard > STALL_SECONDS
 
     def on_connected(self, now: float) -> None:
         """Media can flow: whoever waits for a keyframe on this leg gets one now."""

@@ -212,7 +212,8 @@ class MediaNode:
                     agreed.header_extensions, role,
                 )  # fmt: skip
                 leg.inbound[ssrc] = stream
-                leg.ignored |= rtx
+                for rtx_ssrc in rtx:
+                    leg.retransmissions[rtx_ssrc] = stream
                 room.publish(stream, now)
         if self._reports is None:
             self._reports = asyncio.ensure_future(self._report_loop())
@@ -263,7 +264,6 @@ class MediaNode:
         room = self._rooms.setdefault(session_id, SessionRoom(session_id))
         leg = Leg(f"sink:{slot}:{kind}", None)
         leg.tap = SinkTap(on_packet)
-        leg.last_heard = float("inf")  # inside the server: never silent, never stalled
         ssrc = random.getrandbits(32)
         out = OutStream(leg, slot, Negotiated(None, kind, [], {}, ssrc, ssrc ^ 1))
         out.mirror = True

@@ -18,6 +18,7 @@ from media.rtp import (
     build_nack,
     build_pli,
     build_remb,
+    parse_nack,
     parse_remb,
     parse_report_blocks,
     parse_rtcp,
@@ -133,3 +134,32 @@ def test_malformed_rtcp_is_ignored():
     subscriber.on_rtcp(b"\x81\xcd\x00\x09garbage")
     subscriber.on_rtcp(b"")
     assert subscriber.nacks_received == 0 and RTCP_SR
+
+
+def test_lost_packets_are_asked_again_and_retransmissions_restored():
+    publisher, subscriber, source, out = setup()
+    publisher.retransmissions[1001] = source
+    source.on_packet(vp8_packet(1, 0, key=True), now=0.0)
+    source.on_packet(vp8_packet(4, 9000, key=False), now=0.1)  # 2 and 3 lost on the way in
+    nacks = [p for p in publisher.tap.rtcp if parse_rtcp(p)[0].packet_type == 205]
+    assert nacks and sorted(parse_nack(nacks[-1])) == [2, 3]
+    sent_before = len(subscriber.tap.rtp)
+
+    lost = vp8_packet(2, 3000, key=False)
+    rtx = lost[:1] + bytes([97]) + (500).to_bytes(2, "big") + lost[4:8] + (1001).to_bytes(4, "big")
+    rtx += (2).to_bytes(2, "big") + lost[12:]  # RFC 4588: original seq, then the payload
+    publisher.on_rtp(rtx)
+    restored = subscriber.tap.rtp[-1]
+    assert len(subscriber.tap.rtp) == sent_before + 1
+    assert restored[12:] == lost[12:] and restored[1] & 0x7F == 96
+    first_out = struct.unpack_from("!H", subscriber.tap.rtp[0], 2)[0]
+    assert struct.unpack_from("!H", restored, 2)[0] == (first_out + 1) & 0xFFFF  # its own slot
+    assert source.repaired == 1 and sorted(source.missing) == [3]
+
+    padding = bytes([0xA0, 97]) + (501).to_bytes(2, "big") + lost[4:8] + (1001).to_bytes(4, "big")
+    publisher.on_rtp(padding + b"\x00" * 9 + b"\x0a")  # bandwidth probe: padding only
+    assert len(subscriber.tap.rtp) == sent_before + 1
+
+    for step in range(1, 5):  # asked a few times, then given up
+        source.on_packet(vp8_packet(4 + step, 9000 + step * 3000, key=False), now=0.1 + step)
+    assert source.missing == {}
