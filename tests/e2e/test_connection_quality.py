@@ -4,17 +4,13 @@ tells the referrer page to cap its camera (300 kbit/s, 240p) while the specialis
 page (uncapped facility) keeps its 480p camera; both pages show a connection
 quality indicator; audio flows both ways; and the referrer's "Audio only" toggle
 stops its outgoing video while audio continues, then brings the video back.
-
-Needs ``jisr_server`` to pass the ``jisr_server_env`` fixture's variables to
-``jisr serve`` (this module overrides it). Without that, exporting
-``JISR_FACILITY_VIDEO_BITRATE=hospital-a=300000`` around pytest has the same effect
-(the fixture passes ``os.environ`` on).
 """
 
 from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -40,14 +36,7 @@ return el && {hidden: el.hidden, quality: el.dataset.quality || null,
 """
 
 
-@pytest.fixture
-def jisr_server_env() -> dict[str, str]:
-    return {"JISR_FACILITY_VIDEO_BITRATE": f"hospital-a={CAP}"}
-
-
 def post(server, path: str, token: str, body: dict | None = None) -> dict:
-    import urllib.request
-
     request = urllib.request.Request(
         server.base + path, data=json.dumps(body or {}).encode(), method="POST",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
@@ -64,6 +53,11 @@ def sent(page_state: dict) -> dict:
     return (page_state.get("local") or {}).get("sent") or {}
 
 
+@pytest.mark.parametrize(
+    "jisr_server_env",
+    [{"JISR_FACILITY_VIDEO_BITRATE": f"hospital-a={CAP}"}],
+    ids=["hospital-a-capped"],
+)
 def test_low_bandwidth_mode_quality_and_audio_only(jisr_server, browsers, record_property):
     server, tokens = jisr_server, jisr_server.tokens
     referrer, specialist = browsers(CAMERA), browsers(CAMERA)
@@ -95,8 +89,8 @@ def test_low_bandwidth_mode_quality_and_audio_only(jisr_server, browsers, record
         "media limits applied on the referrer page",
     )
     assert limits["maxVideoBitrate"] == CAP, (
-        f"the referrer was not capped ({limits}): jisr_server must pass jisr_server_env "
-        "to `jisr serve` (or export JISR_FACILITY_VIDEO_BITRATE=hospital-a=300000)"
+        f"the referrer was not capped ({limits}): is JISR_FACILITY_VIDEO_BITRATE "
+        "(jisr_server_env) reaching `jisr serve`?"
     )
     assert limits["maxVideoHeight"] == 240 and limits["scaleResolutionDownBy"] >= 2, limits
 
@@ -111,16 +105,25 @@ def test_low_bandwidth_mode_quality_and_audio_only(jisr_server, browsers, record
         assert height is None or height <= 240, height
         time.sleep(0.3)
 
-    # The specialist (uncapped facility) keeps its full camera: no scale-down of its own.
-    spec_limits = state(specialist)["limits"]
-    assert spec_limits["applied"] and spec_limits["maxVideoBitrate"] > CAP, spec_limits
-    assert spec_limits["scaleResolutionDownBy"] == 1, spec_limits
+    # The specialist (uncapped facility) puts no cap of its own on its 480p camera.
+    # Its encoder may still step down to 360p within seconds: the server's REMB ceiling
+    # for what the specialist publishes is the lowest cap among its subscribers (here
+    # the referrer's 300 kbit/s; nothing is transcoded), and 'maintain-framerate' trades
+    # size for frame rate. So: 480p from the camera, more than the referrer's 240p sent.
+    spec = state(specialist)
+    assert spec["limits"]["applied"] and spec["limits"]["maxVideoBitrate"] > CAP, spec["limits"]
+    assert spec["limits"]["scaleResolutionDownBy"] == 1, spec["limits"]
+    assert spec["local"]["videoHeight"] == 480, spec["local"]
+    heights: list[int | None] = []
     wait_until(
-        lambda: sent(state(specialist)).get("frameHeight") == 480,
+        lambda: (
+            heights.append(sent(state(specialist)).get("frameHeight")) or (heights[-1] or 0) > 240
+        ),
         10,
-        "specialist sending 480p",
+        "specialist sending above 240p",
     )
-    # Its incoming video on the referrer page is larger than what the referrer sends.
+    record_property("specialist_sent_height", heights[-1])
+    # Its video arrives at the referrer larger than what the referrer sends.
     wait_until(
         lambda: (remote(state(referrer)).get("videoHeight") or 0) > 240,
         10,
@@ -161,10 +164,10 @@ def test_low_bandwidth_mode_quality_and_audio_only(jisr_server, browsers, record
 
     # Audio only on the referrer page: its outgoing video stops, audio continues.
     toggle = referrer.find_element(By.ID, "audio-only")
-    assert toggle.is_displayed() and toggle.get_attribute("aria-pressed") == "false"
+    assert toggle.is_displayed() and toggle.get_attribute("data-audio-only") == "false"
     toggle.click()
     wait_until(lambda: state(referrer)["audioOnly"], 5, "audio only on")
-    assert toggle.get_attribute("aria-pressed") == "true"
+    assert toggle.get_attribute("data-audio-only") == "true"
     time.sleep(1.5)  # frames already on the way
     frames_before = remote(state(specialist))["framesDecoded"]
     sent_before = sent(state(referrer)).get("videoFrames")
@@ -186,7 +189,7 @@ def test_low_bandwidth_mode_quality_and_audio_only(jisr_server, browsers, record
     # Video back on: frames resume, still within the cap.
     toggle.click()
     wait_until(lambda: not state(referrer)["audioOnly"], 5, "audio only off")
-    assert toggle.get_attribute("aria-pressed") == "false"
+    assert toggle.get_attribute("data-audio-only") == "false"
     resumed_from = remote(state(specialist))["framesDecoded"]
     wait_until(
         lambda: remote(state(specialist))["framesDecoded"] >= resumed_from + 20,

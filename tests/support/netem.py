@@ -320,7 +320,7 @@ def _helper_main(argv: list[str]) -> None:
     parser.add_argument("--loss-percent", type=int, default=5)
     parser.add_argument("--delay-ms", type=float, default=150)
     args = parser.parse_args(argv)
-    _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _die_with_parent()
     if os.getppid() == 1:  # the parent is already gone
         sys.exit(1)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -505,8 +505,9 @@ def coturn(realm: str = "jisr.test", start_timeout: float = 10.0):
             ]))  # fmt: skip
             with open(log_path, "wb") as log:
                 process = subprocess.Popen(
-                    [executable, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
-                )
+                    [executable, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT,
+                    preexec_fn=_die_with_parent,
+                )  # fmt: skip
             deadline = time.monotonic() + start_timeout
             while process.poll() is None and time.monotonic() < deadline:
                 if _stun_answered(port):
@@ -523,6 +524,11 @@ def coturn(realm: str = "jisr.test", start_timeout: float = 10.0):
         if process is not None:
             _stop(process)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """In a child before exec: SIGKILL when the test process goes, however it goes."""
+    _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -11,8 +11,18 @@
 //     inSession: bool, sessionId, as: 'participant'|'observer'|null, ended: reason|null,
 //     remote: [{label: 'remote'|'referrer'|'specialist', participant: 'referrer'|'specialist',
 //               name, sub, present, videoWidth, videoHeight, framesDecoded, bytesReceived,
-//               muted, element}],
-//     local: {audio, video, videoWidth, videoHeight} | null,
+//               audioPacketsReceived, audioBytesReceived,
+//               videoStalled: null|'videoPaused'|'mediaStalled', muted, element}],
+//     local: {audio, video, videoWidth, videoHeight,
+//             sent: {audioPackets, videoFrames, frameWidth, frameHeight}} | null,
+//     quality: {level: 'good'|'fair'|'poor'|null, rttMs, lossPct, sendKbps, recvKbps,
+//               sentHeight, recvHeight, recvFps,
+//               (also: raw (this sample's level), downLossPct, upLossPct, availableKbps,
+//                sentWidth, sentFps, limitation (qualityLimitationReason), recvWidth, at)}
+//               measured every 2 s from getStats(); level null until the first measurement,
+//     limits: {maxVideoBitrate, maxVideoHeight, applied: bool (the video sender carries them),
+//              scaleResolutionDownBy, degradationPreference},
+//     audioOnly: bool (this participant stopped sending video), qualityNotice: bool,
 //     roster: [{sub, name, role, as}], observers: [sub],
 //     recording: {state: 'idle'|'requested'|'recording'|'paused'|'stopped', recordingId,
 //                 requestedBy (sub), consents: [{sub, name, consent: true|false|null}],
@@ -64,6 +74,10 @@ async function state() {
     roster: [],
     observers: [],
     recording: { state: 'idle', recordingId: null, consents: [], indicator: false },
+    quality: { level: null, rttMs: null, lossPct: null, sendKbps: null, recvKbps: null, sentHeight: null, recvHeight: null, recvFps: null },
+    limits: { maxVideoBitrate: null, maxVideoHeight: null, applied: false },
+    audioOnly: false,
+    qualityNotice: false,
   };
   for (const fn of sources.values()) {
     try {

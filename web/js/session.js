@@ -16,6 +16,11 @@
 //   #enable-audio             shown when the browser blocked autoplay with sound
 //   #session-ended[data-reason], #session-back   after session.ended / end / session.replaced
 //   #session-duration
+//   Low-bandwidth mode and quality (quality.js): #connection-quality[data-quality],
+//   #connection-quality-detail, #audio-only[data-audio-only], #quality-notice,
+//   #quality-notice-audio-only, #quality-notice-dismiss, #local-video-off;
+//   #session-view[data-quality][data-audio-only]. Over a remote tile, #remote-waiting*
+//   also says when its video stopped (paused or stalled) while the session goes on.
 //   Recording (recording.js): #record-request, #recording-bar, #recording-indicator[data-state],
 //   #recording-requested, #record-stop, #recording-withdraw, #recording-consent,
 //   #recording-consent-yes, #recording-consent-no; #session-view[data-recording] is the
@@ -25,6 +30,7 @@ import { t, has, setText, onLangChange } from './i18n.js';
 import { api, ApiError } from './api.js';
 import { h, showError, showNotice, urgencyBadge, specialtyEl, ltr, waitingEl } from './ui.js';
 import { RecordingPanel } from './recording.js';
+import { QualityMonitor } from './quality.js';
 
 const ICE_GATHER_TIMEOUT_MS = 3000;
 const FATAL_JOIN_CODES = new Set([
@@ -78,6 +84,8 @@ export class SessionView {
     this.me = me || {};
     this.onExit = onExit || (() => {});
     this.recording = new RecordingPanel(this);
+    this.quality = new QualityMonitor(this);
+    this.quality.onChange = () => this.updateOverlays();
     this.reset();
     this.build();
 
@@ -129,6 +137,8 @@ export class SessionView {
         this.renderRoster();
         this.updateConnState();
         this.recording.render();
+        this.quality.render();
+        this.updateOverlays();
       }
     });
   }
@@ -156,6 +166,7 @@ export class SessionView {
     clearInterval(this.overlayTimer);
     this.overlayTimer = null;
     this.recording.reset();
+    this.quality.reset();
   }
 
   // ---- DOM ------------------------------------------------------------------------
@@ -178,10 +189,11 @@ export class SessionView {
     const info = h('div.session-info');
     const duration = h('span#session-duration.session-duration');
     const rec = this.recording.build();
+    const qual = this.quality.build();
     const bar = h('div.session-bar', {},
       info,
-      h('div.session-status', {}, conn, detail, duration),
-      h('div.session-actions', {}, rec.request, leave, end, endConfirm, endCancel));
+      h('div.session-status', {}, conn, qual.badge, detail, duration, qual.detail),
+      h('div.session-actions', {}, qual.audioOnly, rec.request, leave, end, endConfirm, endCancel));
 
     const observerNotice = h('div#observer-notice.observer-notice', { attrs: { hidden: true, role: 'status', 'aria-live': 'polite' } },
       eyeIcon(), h('span.observer-notice-text'));
@@ -195,7 +207,7 @@ export class SessionView {
       h('p.session-ended-text'),
       h('button#session-back.btn.btn-primary.btn-large', { attrs: { type: 'button' }, i18n: ['session.back'], on: { click: () => this.exit(this.ended ? this.ended.reason : 'ended') } }));
 
-    r.append(bar, rec.bar, rec.consent, observerNotice, ended, rec.announce,
+    r.append(bar, qual.notice, rec.bar, rec.consent, observerNotice, ended, rec.announce,
       h('div.session-body', {}, h('div.stage-wrap', {}, stage, rec.badge, enableAudio), side));
     Object.assign(this.el, { conn, detail, leave, end, endConfirm, endCancel, info, duration, observerNotice, stage, enableAudio, roster, side, ended });
   }
@@ -224,16 +236,21 @@ export class SessionView {
         { label: 'referrer', ...a, transceivers: [] },
         { label: 'specialist', ...b, transceivers: [] },
       ];
+      this.el.local = null;
+      this.el.localOff = null;
     } else {
       const other = this.myPart() === 'referrer' ? 'specialist' : 'referrer';
       const a = tile('remote-video', 'remote-waiting', `roles.${other}`, c[other], other);
       const local = h('video#local-video.local-video', { attrs: { autoplay: true, playsinline: true, muted: true } });
       local.muted = true;
-      const localFig = h('figure.tile.tile-local', {}, local, h('figcaption', { i18n: ['session.you'] }));
+      const localOff = h('div#local-video-off.tile-waiting.tile-off', { attrs: { hidden: true }, i18n: ['quality.localOff'] });
+      const localFig = h('figure.tile.tile-local', {}, local, localOff, h('figcaption', { i18n: ['session.you'] }));
       stage.append(a.fig, localFig);
       this.remote = [{ label: 'remote', ...a, transceivers: [] }];
       this.el.local = local;
+      this.el.localOff = localOff;
     }
+    this.quality.render();
     this.renderInfo();
   }
 
@@ -327,6 +344,10 @@ export class SessionView {
       } else if (!r.video.videoWidth) {
         key = 'session.connectingTo';
         args = { name };
+      } else if (this.quality.stallOf(r)) {
+        // A frozen last frame must not pass for live video.
+        key = `session.${this.quality.stallOf(r)}`;
+        args = { name };
       }
       if (key) {
         setText(r.waiting, key, args);
@@ -385,6 +406,7 @@ export class SessionView {
       this.setRoster(joined.roster);
       if (joined.recording) this.recording.set(joined.recording);
       else this.recording.render();
+      this.quality.setLimits(joined.media_limits || null);
       await this.negotiate(gen);
       this.recoveryAttempt = 0;
       this.notHereAttempts = 0;
@@ -474,6 +496,7 @@ export class SessionView {
       else if (this.pcState === 'connected') {
         clearTimeout(this.recoveryTimer);
         this.recoveryAttempt = 0;
+        this.quality.sample().catch(() => {}); // the baseline: a level 2 s later
       }
     });
     if (!('connectionState' in pc)) {
@@ -505,6 +528,9 @@ export class SessionView {
       const ta = pc.addTransceiver(audio || 'audio', { direction: 'sendrecv', streams });
       const tv = pc.addTransceiver(video || 'video', { direction: 'sendrecv', streams });
       this.remote[0].transceivers = [ta, tv];
+      // Low-bandwidth mode: cap the video and put audio first from the first frame on.
+      await this.quality.applyLimits();
+      if (gen !== this.gen || pc !== this.pc) return;
       if (this.el.local) {
         this.el.local.srcObject = s;
         this.el.local.muted = true;
@@ -548,6 +574,9 @@ export class SessionView {
     }
     this.root.dataset.state = 'negotiated';
     this.updateConnState();
+    if (this.as === 'participant') await this.quality.applyLimits();
+    if (gen !== this.gen || pc !== this.pc) return;
+    this.quality.start();
   }
 
   attachRemote(r) {
@@ -681,6 +710,8 @@ export class SessionView {
     this.el.endConfirm.hidden = true;
     this.el.endCancel.hidden = true;
     this.recording.ended();
+    this.quality.stop();
+    this.quality.render();
     setText(this.el.leave, 'session.close');
     this.updateConnState();
     this.updateOverlays();
@@ -711,6 +742,7 @@ export class SessionView {
     for (const r of this.remote) {
       r.transceivers = [];
     }
+    this.quality.peerClosed();
   }
 
   stopLocal() {
@@ -728,6 +760,20 @@ export class SessionView {
     for (const r of this.remote) {
       let framesDecoded = null;
       let bytesReceived = null;
+      let audioPacketsReceived = null;
+      let audioBytesReceived = null;
+      const atr = r.transceivers[0];
+      if (atr && this.pc) {
+        try {
+          const report = await atr.receiver.getStats();
+          report.forEach((s) => {
+            if (s.type === 'inbound-rtp' && (s.kind === 'audio' || s.mediaType === 'audio')) {
+              audioPacketsReceived = (audioPacketsReceived || 0) + (s.packetsReceived || 0);
+              audioBytesReceived = (audioBytesReceived || 0) + (s.bytesReceived || 0);
+            }
+          });
+        } catch { /* closed */ }
+      }
       const vtr = r.transceivers[1];
       if (vtr && this.pc) {
         try {
@@ -754,6 +800,9 @@ export class SessionView {
         videoHeight: r.video.videoHeight,
         framesDecoded,
         bytesReceived,
+        audioPacketsReceived,
+        audioBytesReceived,
+        videoStalled: this.quality.stallOf(r),
         muted: r.video.muted,
         element: `#${r.video.id}`,
       });
@@ -763,6 +812,7 @@ export class SessionView {
       video: this.localStream.getVideoTracks().length > 0,
       videoWidth: this.el.local.videoWidth,
       videoHeight: this.el.local.videoHeight,
+      sent: await this.sentStats(),
     } : null;
     return {
       inSession: this.active,
@@ -780,6 +830,29 @@ export class SessionView {
       remote,
       local,
       recording: this.recording.snapshot(),
+      ...this.quality.snapshot(),
     };
+  }
+
+  /** What this participant's senders have sent so far (outbound-rtp), for the hook. */
+  async sentStats() {
+    const out = { audioPackets: null, videoFrames: null, frameWidth: null, frameHeight: null };
+    const [ta, tv] = (this.remote[0] && this.remote[0].transceivers) || [];
+    if (!this.pc || this.as !== 'participant') return out;
+    const read = async (tr, fn) => {
+      if (!tr) return;
+      try {
+        (await tr.sender.getStats()).forEach((s) => { if (s.type === 'outbound-rtp') fn(s); });
+      } catch { /* closed */ }
+    };
+    await read(ta, (s) => { out.audioPackets = (out.audioPackets || 0) + (s.packetsSent || 0); });
+    await read(tv, (s) => {
+      out.videoFrames = (out.videoFrames || 0) + (s.framesSent || 0);
+      if (s.frameHeight) {
+        out.frameWidth = s.frameWidth || null;
+        out.frameHeight = s.frameHeight;
+      }
+    });
+    return out;
   }
 }

@@ -1,0 +1,550 @@
+// Low-bandwidth mode and connection quality inside the session view.
+//
+// 1. Media limits (docs/protocol.md, `joined.media_limits`): a participant's video sender
+//    is capped with RTCRtpSender.setParameters — encodings[0].maxBitrate, a
+//    scaleResolutionDownBy that brings the camera's short side (its height, for a
+//    landscape camera) to max_video_height or less, degradationPreference
+//    'maintain-framerate' — and the audio sender gets priority/networkPriority 'high'
+//    (video 'low'), so on a short link speech comes first. Applied on every new peer
+//    connection (first join and every reconnect); unsupported parts are skipped.
+// 2. Quality: every 2 s from pc.getStats() — round-trip time (selected candidate pair,
+//    else RTCP), packet loss (inbound packetsLost/packetsReceived deltas, and what the
+//    server reports about ours), send/receive bitrate, sent/received resolution and frame
+//    rate, the encoder's qualityLimitationReason:
+//      poor  loss > 5 % or RTT > 400 ms or video < 10 fps
+//      fair  loss > 1 % or RTT > 150 ms or video < 20 fps or the encoder is bandwidth-limited
+//      good  otherwise
+//    Video frame rates count only for video that is flowing (a remote in audio-only mode
+//    sends none; that is not a bad link). A worse level shows at once; a better one after
+//    two samples in a row, so the badge does not flicker.
+// 3. Audio only (participants): stop sending video (replaceTrack(null) + encodings active
+//    false), audio continues; offered by a notice after ~6 s of poor quality, and always
+//    by the #audio-only toggle. Kept across reconnects of the same session.
+//
+// Elements (built here, placed by session.js):
+//   #connection-quality[data-quality=good|fair|poor]   badge (hidden until measured);
+//        .quality-label (translated), title = the detail line
+//   #connection-quality-detail   RTT · loss · send/receive kbit/s · sent/received video
+//   #audio-only[data-audio-only=true|false]    participants: the toggle; its label says
+//        what a press does ("Audio only" / "Turn video back on")
+//   #quality-notice              participants, after ~6 s poor: suggests audio only;
+//        #quality-notice-audio-only, #quality-notice-dismiss
+//   #local-video-off             (session.js) over the local preview while audio only
+
+import { t, setText } from './i18n.js';
+import { h } from './ui.js';
+
+export const SAMPLE_MS = 2000;
+const POOR_SAMPLES_FOR_NOTICE = 3; // ~6 s
+const BETTER_SAMPLES_TO_RISE = 2;
+const STALL_SAMPLES = 2; // remote video without a new frame for ~4 s: say so over the tile
+const FLOWING_BYTES = 10000; // video bytes in one sample without a frame: a broken stream
+const LOW_BANDWIDTH_BPS = 1000000; // caps below this are shown as low-bandwidth mode
+const RANK = { good: 0, fair: 1, poor: 2 };
+
+/** The level for one sample (thresholds above). `fps` is the lowest flowing video rate. */
+export function classify({ lossPct, rttMs, fps, bandwidthLimited }) {
+  const loss = lossPct || 0;
+  const rtt = rttMs ?? 0;
+  const f = fps === null || fps === undefined ? null : Math.round(fps);
+  if (loss > 5 || rtt > 400 || (f !== null && f < 10)) return 'poor';
+  if (loss > 1 || rtt > 150 || (f !== null && f < 20) || bandwidthLimited) return 'fair';
+  return 'good';
+}
+
+/** getParameters → change → setParameters; false (and no change) when refused. */
+async function tweak(sender, change) {
+  if (!sender || !sender.getParameters || !sender.setParameters) return false;
+  try {
+    const p = sender.getParameters();
+    if (!p.encodings || !p.encodings.length) p.encodings = [{}];
+    change(p);
+    await sender.setParameters(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function round1(x) {
+  return x === null || x === undefined || !Number.isFinite(x) ? null : Math.round(x * 10) / 10;
+}
+
+export class QualityMonitor {
+  /** @param {import('./session.js').SessionView} view */
+  constructor(view) {
+    this.view = view;
+    this.el = null;
+    this.timer = null;
+    this.reset();
+    this.onChange = () => {};
+  }
+
+  /** A new session (or none): forget everything, audio only included. */
+  reset() {
+    this.stop();
+    this.limits = null; // {maxVideoBitrate, maxVideoHeight} from joined.media_limits
+    this.applied = false;
+    this.appliedScale = null;
+    this.degradation = null;
+    this.audioOnly = false;
+    this.toggling = false;
+    this.dismissedAt = 0;
+    this.resetMeasure();
+  }
+
+  /** A new peer connection (or none): stats deltas start over. */
+  resetMeasure() {
+    this.prev = null; // {pc, at, byId: Map}
+    this.quality = null;
+    this.level = null;
+    this.better = 0;
+    this.poorRun = 0;
+    this.noticeShown = false;
+    this.stalls = new Map(); // remote label -> {frames, still, audioStill, decodedOnce}
+  }
+
+  // ---- DOM ------------------------------------------------------------------------
+
+  build() {
+    const badge = h('span#connection-quality.quality-badge', { attrs: { hidden: true, role: 'status' } },
+      h('span.quality-bars', { attrs: { 'aria-hidden': 'true' } }, h('span'), h('span'), h('span')),
+      h('span.quality-label'));
+    const detail = h('span#connection-quality-detail.quality-detail', { attrs: { hidden: true } });
+    const audioOnly = h('button#audio-only.btn.btn-secondary.btn-large', {
+      attrs: { type: 'button', hidden: true },
+      dataset: { audioOnly: 'false' },
+      on: { click: () => this.setAudioOnly(!this.audioOnly) },
+    }, h('span.audio-only-text'));
+    const noticeText = h('p.quality-notice-text');
+    const noticeGo = h('button#quality-notice-audio-only.btn.btn-primary', {
+      attrs: { type: 'button' }, i18n: ['quality.switchAudioOnly'],
+      on: { click: () => this.setAudioOnly(true) },
+    });
+    const noticeDismiss = h('button#quality-notice-dismiss.btn.btn-secondary', {
+      attrs: { type: 'button' }, i18n: ['quality.keepVideo'],
+      on: { click: () => this.dismiss() },
+    });
+    const notice = h('div#quality-notice.quality-notice', { attrs: { hidden: true, role: 'status', 'aria-live': 'polite' } },
+      h('span.quality-notice-icon', { attrs: { 'aria-hidden': 'true' } }, '!'),
+      noticeText, h('div.quality-notice-actions', {}, noticeGo, noticeDismiss));
+    this.el = { badge, detail, audioOnly, notice, noticeText, noticeGo, noticeDismiss };
+    this.render();
+    return this.el;
+  }
+
+  // ---- lifecycle --------------------------------------------------------------------
+
+  /** joined.media_limits → what this page caps its video to (participants only). */
+  setLimits(ml) {
+    const bitrate = ml && Number(ml.max_video_bitrate);
+    const height = ml && Number(ml.max_video_height);
+    this.limits = ml ? {
+      maxVideoBitrate: Number.isFinite(bitrate) && bitrate > 0 ? bitrate : null,
+      maxVideoHeight: Number.isFinite(height) && height > 0 ? height : null,
+    } : null;
+  }
+
+  start() {
+    this.stop();
+    this.timer = setInterval(() => { this.sample().catch(() => {}); }, SAMPLE_MS);
+  }
+
+  stop() {
+    clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** The peer connection went away (reconnect, leave, end). */
+  peerClosed() {
+    this.applied = false;
+    this.resetMeasure();
+    this.render();
+  }
+
+  senders() {
+    const v = this.view;
+    if (v.as !== 'participant' || !v.remote.length) return {};
+    const [ta, tv] = v.remote[0].transceivers || [];
+    return { audio: ta && ta.sender, video: tv && tv.sender };
+  }
+
+  cameraTrack() {
+    const s = this.view.localStream;
+    return (s && s.getVideoTracks()[0]) || null;
+  }
+
+  /** Scale so the camera's short side ends up at max_video_height or less. */
+  scaleFor(track) {
+    const max = this.limits && this.limits.maxVideoHeight;
+    if (!max) return 1;
+    const st = (track && track.getSettings && track.getSettings()) || {};
+    const w = Number(st.width) || 640;
+    const hgt = Number(st.height) || 480;
+    const short = Math.min(w, hgt);
+    return short > max ? Math.round((short / max) * 1000) / 1000 : 1;
+  }
+
+  /**
+   * Cap the video sender and prioritise audio, on the current peer connection. Called
+   * before the offer (the first frames already obey) and again once negotiated.
+   */
+  async applyLimits() {
+    const { audio, video } = this.senders();
+    if (!audio && !video) {
+      this.applied = false;
+      return false;
+    }
+    if (audio) {
+      await tweak(audio, (p) => {
+        for (const e of p.encodings) {
+          e.priority = 'high';
+          e.networkPriority = 'high';
+        }
+      });
+    }
+    let applied = false;
+    const track = this.cameraTrack();
+    if (video && track) {
+      const lim = this.limits || {};
+      const scale = this.scaleFor(track);
+      applied = await tweak(video, (p) => {
+        const e = p.encodings[0];
+        if (lim.maxVideoBitrate) e.maxBitrate = lim.maxVideoBitrate;
+        e.scaleResolutionDownBy = scale;
+        e.active = !this.audioOnly;
+      });
+      if (applied) {
+        const e = (video.getParameters().encodings || [])[0] || {};
+        applied = !lim.maxVideoBitrate || e.maxBitrate === lim.maxVideoBitrate;
+        this.appliedScale = e.scaleResolutionDownBy ?? scale;
+      }
+      await tweak(video, (p) => { p.degradationPreference = 'maintain-framerate'; });
+      this.degradation = video.getParameters().degradationPreference || null;
+      await tweak(video, (p) => {
+        for (const e of p.encodings) {
+          e.priority = 'low';
+          e.networkPriority = 'low';
+        }
+      });
+      if (this.audioOnly && video.track) {
+        try { await video.replaceTrack(null); } catch { /* closed */ }
+      }
+    }
+    this.applied = applied && !!this.limits;
+    this.render();
+    return this.applied;
+  }
+
+  // ---- audio only -------------------------------------------------------------------
+
+  async setAudioOnly(on) {
+    const v = this.view;
+    if (v.as !== 'participant' || v.ended || this.toggling) return;
+    this.toggling = true;
+    this.audioOnly = !!on;
+    this.render();
+    try {
+      const { video } = this.senders();
+      const track = this.cameraTrack();
+      if (video) {
+        if (on) {
+          try { await video.replaceTrack(null); } catch { /* closed */ }
+          await tweak(video, (p) => { p.encodings[0].active = false; });
+        } else {
+          if (track) {
+            track.enabled = true;
+            try { await video.replaceTrack(track); } catch { /* closed */ }
+          }
+          await this.applyLimits(); // active again, with the caps
+        }
+      }
+    } finally {
+      this.toggling = false;
+      if (on) this.el.notice.hidden = true;
+      this.render();
+      if (on) this.el.audioOnly.focus();
+    }
+  }
+
+  dismiss() {
+    this.dismissedAt = Date.now();
+    this.noticeShown = false;
+    this.render();
+    if (this.el.audioOnly && !this.el.audioOnly.hidden) this.el.audioOnly.focus();
+  }
+
+  // ---- measuring ----------------------------------------------------------------------
+
+  async sample() {
+    if (this.sampling) return;
+    this.sampling = true;
+    try {
+      await this.measure();
+    } finally {
+      this.sampling = false;
+    }
+  }
+
+  async measure() {
+    const v = this.view;
+    const pc = v.pc;
+    if (!v.active || v.ended || !pc || pc.connectionState !== 'connected') {
+      if (this.quality) {
+        this.resetMeasure();
+        this.render();
+      }
+      return;
+    }
+    const report = await pc.getStats();
+    if (pc !== v.pc) return;
+    const now = performance.now();
+    const byId = new Map();
+    report.forEach((s) => byId.set(s.id, s));
+    const prev = this.prev && this.prev.pc === pc ? this.prev : null;
+    this.prev = { pc, at: now, byId };
+    if (!prev) return; // deltas need two samples
+    const dt = (now - prev.at) / 1000;
+    if (dt <= 0.2) return;
+    const before = (s) => prev.byId.get(s.id) || null;
+    const delta = (s, key) => {
+      const b = before(s);
+      const d = (s[key] || 0) - ((b && b[key]) || 0);
+      return d > 0 ? d : 0;
+    };
+
+    // Round-trip time and the outgoing estimate: the selected candidate pair.
+    let pair = null;
+    for (const s of byId.values()) {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = byId.get(s.selectedCandidatePairId) || pair;
+    }
+    if (!pair) {
+      for (const s of byId.values()) {
+        if (s.type === 'candidate-pair' && s.state === 'succeeded' && (s.nominated || s.selected)) pair = s;
+      }
+    }
+    let rttMs = pair && Number.isFinite(pair.currentRoundTripTime) ? pair.currentRoundTripTime * 1000 : null;
+    const availableKbps = pair && Number.isFinite(pair.availableOutgoingBitrate) ? pair.availableOutgoingBitrate / 1000 : null;
+
+    let lost = 0;
+    let received = 0;
+    let recvBytes = 0;
+    let sendBytes = 0;
+    let recvHeight = null;
+    let recvWidth = null;
+    const flowingFps = [];
+    const recvFpsAll = [];
+    let sent = null;
+    let upstreamLoss = null;
+    let rtcpRtt = null;
+    const remoteVideo = new Map(); // mid -> {frames, fps, audioPackets}
+    // Cameras only: a shared screen (a later video m-line) runs at a few frames per
+    // second by design and must not read as a bad link.
+    const cameraMids = new Set(v.remote.map((r) => r.transceivers && r.transceivers[1] && r.transceivers[1].mid).filter(Boolean));
+    const isCamera = (s) => s.mid === undefined || !cameraMids.size || cameraMids.has(s.mid);
+    for (const s of byId.values()) {
+      if (s.type === 'inbound-rtp') {
+        const kind = s.kind || s.mediaType;
+        const b = before(s);
+        const dl = (s.packetsLost || 0) - ((b && b.packetsLost) || 0);
+        const dr = delta(s, 'packetsReceived');
+        lost += Math.max(0, dl);
+        received += dr;
+        recvBytes += delta(s, 'bytesReceived');
+        if (kind === 'video') {
+          const frames = delta(s, 'framesDecoded');
+          const fps = frames / dt;
+          remoteVideo.set(s.mid ?? s.trackIdentifier ?? s.id, { frames: s.framesDecoded || 0, fps, packets: dr });
+          // Flowing: frames decoded, or real amounts of video arriving without any frame
+          // (a broken link). A remote in audio-only mode sends none: not counted.
+          if (isCamera(s) && (frames > 0 || delta(s, 'bytesReceived') > FLOWING_BYTES)) {
+            flowingFps.push(fps);
+            recvFpsAll.push(fps);
+            if (s.frameHeight && (recvHeight === null || s.frameHeight > recvHeight)) {
+              recvHeight = s.frameHeight;
+              recvWidth = s.frameWidth || null;
+            }
+          }
+        } else if (kind === 'audio') {
+          const k = `audio:${s.mid ?? s.id}`;
+          remoteVideo.set(k, { packets: dr });
+        }
+      } else if (s.type === 'outbound-rtp') {
+        const kind = s.kind || s.mediaType;
+        sendBytes += delta(s, 'bytesSent');
+        if (kind === 'video' && isCamera(s)) {
+          const framesSent = delta(s, 'framesEncoded') / dt;
+          sent = {
+            height: s.frameHeight || null,
+            width: s.frameWidth || null,
+            fps: framesSent,
+            limitation: s.qualityLimitationReason || null,
+            active: s.active !== false,
+          };
+        }
+      } else if (s.type === 'remote-inbound-rtp') {
+        if (Number.isFinite(s.fractionLost)) upstreamLoss = Math.max(upstreamLoss || 0, s.fractionLost * 100);
+        if (Number.isFinite(s.roundTripTime) && s.roundTripTime > 0) rtcpRtt = Math.max(rtcpRtt || 0, s.roundTripTime * 1000);
+      }
+    }
+    if (rttMs === null && rtcpRtt !== null) rttMs = rtcpRtt;
+    const downLoss = lost + received > 0 ? (lost / (lost + received)) * 100 : 0;
+    const lossPct = Math.max(downLoss, upstreamLoss || 0);
+    const sendingVideo = v.as === 'participant' && !this.audioOnly && sent && sent.active && sent.fps > 0;
+    if (sendingVideo) flowingFps.push(sent.fps);
+    const fps = flowingFps.length ? Math.min(...flowingFps) : null;
+    const bandwidthLimited = !!(sendingVideo && sent.limitation === 'bandwidth');
+    const raw = classify({ lossPct, rttMs, fps, bandwidthLimited });
+
+    // Worse at once; better only after BETTER_SAMPLES_TO_RISE samples in a row.
+    if (this.level === null || RANK[raw] >= RANK[this.level]) {
+      this.level = raw;
+      this.better = 0;
+    } else if (++this.better >= BETTER_SAMPLES_TO_RISE) {
+      this.level = raw;
+      this.better = 0;
+    }
+    this.poorRun = raw === 'poor' ? this.poorRun + 1 : 0;
+
+    this.quality = {
+      level: this.level,
+      raw,
+      rttMs: rttMs === null ? null : Math.round(rttMs),
+      lossPct: round1(lossPct),
+      downLossPct: round1(downLoss),
+      upLossPct: round1(upstreamLoss),
+      sendKbps: Math.round((sendBytes * 8) / dt / 1000),
+      recvKbps: Math.round((recvBytes * 8) / dt / 1000),
+      availableKbps: availableKbps === null ? null : Math.round(availableKbps),
+      sentHeight: sent && sent.height && !this.audioOnly ? sent.height : null,
+      sentWidth: sent && sent.width && !this.audioOnly ? sent.width : null,
+      sentFps: sendingVideo ? round1(sent.fps) : null,
+      limitation: sent ? sent.limitation : null,
+      recvHeight,
+      recvWidth,
+      recvFps: recvFpsAll.length ? round1(Math.min(...recvFpsAll)) : null,
+      at: Date.now(),
+    };
+    this.trackStalls(remoteVideo);
+    this.render();
+    this.onChange();
+  }
+
+  /** Per remote tile: is its video frozen (and is its audio still arriving)? */
+  trackStalls(stats) {
+    for (const r of this.view.remote) {
+      const [ta, tv] = r.transceivers || [];
+      const vs = tv && stats.get(tv.mid);
+      const as = ta && stats.get(`audio:${ta.mid}`);
+      const st = this.stalls.get(r.label) || { frames: 0, still: 0, decodedOnce: false, audio: false };
+      if (vs) {
+        if (vs.frames > st.frames) {
+          st.still = 0;
+          st.decodedOnce = true;
+        } else st.still += 1;
+        st.frames = vs.frames;
+      }
+      st.audio = !!(as && as.packets > 0);
+      this.stalls.set(r.label, st);
+    }
+  }
+
+  /** 'videoPaused' (audio still arrives), 'mediaStalled' (nothing arrives) or null. */
+  stallOf(r) {
+    const st = this.stalls.get(r.label);
+    if (!st || !st.decodedOnce || st.still < STALL_SAMPLES) return null;
+    return st.audio ? 'videoPaused' : 'mediaStalled';
+  }
+
+  // ---- rendering ----------------------------------------------------------------------
+
+  /** The detail line, one translated piece per measure ({tooltip} adds the limit). */
+  detailParts({ tooltip = false } = {}) {
+    const q = this.quality;
+    if (!q) return [];
+    const parts = [];
+    if (q.rttMs !== null) parts.push(t('quality.rtt', { ms: q.rttMs }));
+    parts.push(t('quality.loss', { pct: (q.lossPct ?? 0).toFixed(1) }));
+    if (this.view.as === 'participant') parts.push(t('quality.send', { kbps: q.sendKbps }));
+    parts.push(t('quality.receive', { kbps: q.recvKbps }));
+    if (this.view.as === 'participant') {
+      if (this.audioOnly) parts.push(t('quality.sentNone'));
+      else if (q.sentHeight) parts.push(t('quality.sentVideo', { size: `${q.sentHeight}p`, fps: Math.round(q.sentFps || 0) }));
+    }
+    if (q.recvHeight) parts.push(t('quality.receivedVideo', { size: `${q.recvHeight}p`, fps: Math.round(q.recvFps || 0) }));
+    const lim = this.limits;
+    if (this.view.as === 'participant' && lim && lim.maxVideoBitrate && (tooltip || lim.maxVideoBitrate < LOW_BANDWIDTH_BPS)) {
+      const args = { kbps: Math.round(lim.maxVideoBitrate / 1000), size: lim.maxVideoHeight ? `${lim.maxVideoHeight}p` : '—' };
+      parts.push(t(lim.maxVideoBitrate < LOW_BANDWIDTH_BPS ? 'quality.lowBandwidth' : 'quality.limit', args));
+    }
+    return parts;
+  }
+
+  render() {
+    const el = this.el;
+    if (!el) return;
+    const v = this.view;
+    const live = v.active && !v.ended;
+    const q = live ? this.quality : null;
+    el.badge.hidden = !q;
+    el.detail.hidden = !q;
+    if (q) {
+      el.badge.dataset.quality = q.level;
+      // Rewritten only when it changes: the badge is a live region.
+      const label = el.badge.querySelector('.quality-label');
+      const key = `quality.level.${q.level}`;
+      if (label.dataset.i18n !== key || label.textContent !== t(key)) setText(label, key);
+      // Each measure stays whole when the line wraps (numbers and units together).
+      el.detail.replaceChildren();
+      this.detailParts().forEach((text, i) => {
+        if (i) el.detail.append(t('quality.separator'));
+        el.detail.append(h('span.quality-part', { text }));
+      });
+      el.badge.title = `${t(`quality.level.${q.level}`)}\n${this.detailParts({ tooltip: true }).join('\n')}`;
+      el.badge.setAttribute('aria-describedby', 'connection-quality-detail');
+    } else {
+      delete el.badge.dataset.quality;
+      el.badge.removeAttribute('title');
+    }
+
+    const participant = live && v.as === 'participant';
+    el.audioOnly.hidden = !participant;
+    el.audioOnly.disabled = this.toggling;
+    el.audioOnly.dataset.audioOnly = String(this.audioOnly);
+    setText(el.audioOnly.querySelector('.audio-only-text'), this.audioOnly ? 'quality.videoBackOn' : 'quality.audioOnly');
+    el.audioOnly.title = t(this.audioOnly ? 'quality.videoBackOnHelp' : 'quality.audioOnlyHelp');
+
+    // The suggestion: ~6 s of poor quality, while sending video, not just dismissed.
+    const recentlyDismissed = Date.now() - this.dismissedAt < 60000;
+    if (participant && !this.audioOnly && this.poorRun >= POOR_SAMPLES_FOR_NOTICE && !recentlyDismissed) this.noticeShown = true;
+    if (!participant || this.audioOnly || (q && q.level === 'good') || recentlyDismissed) this.noticeShown = false;
+    el.notice.hidden = !this.noticeShown;
+    if (this.noticeShown) setText(el.noticeText, 'quality.poorNotice');
+
+    if (v.el && v.el.localOff) {
+      v.el.localOff.hidden = !(participant && this.audioOnly);
+    }
+    if (v.root) {
+      v.root.dataset.audioOnly = String(!!(participant && this.audioOnly));
+      if (q) v.root.dataset.quality = q.level;
+      else delete v.root.dataset.quality;
+    }
+  }
+
+  snapshot() {
+    const q = this.view.active && !this.view.ended ? this.quality : null;
+    const lim = this.limits;
+    return {
+      quality: q ? { ...q } : { level: null, rttMs: null, lossPct: null, sendKbps: null, recvKbps: null, sentHeight: null, recvHeight: null, recvFps: null },
+      limits: {
+        maxVideoBitrate: lim ? lim.maxVideoBitrate : null,
+        maxVideoHeight: lim ? lim.maxVideoHeight : null,
+        applied: !!(this.applied && this.view.pc),
+        scaleResolutionDownBy: this.applied ? this.appliedScale : null,
+        degradationPreference: this.applied ? this.degradation || null : null,
+      },
+      audioOnly: !!(this.view.as === 'participant' && this.audioOnly),
+      qualityNotice: !!(this.el && !this.el.notice.hidden),
+    };
+  }
+}
