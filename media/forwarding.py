@@ -54,7 +54,7 @@ DEFAULT_MAX_BITRATE = 2_500_000  # REMB ceiling toward publishers when no subscr
 STALL_SECONDS = 4.0  # silence from a peer (no RTP, no RTCP) that means its path is down
 NACK_INTERVAL_S = 0.3  # ask again for what is still missing (about a round trip)
 NACK_TRIES = 3
-GAP_PACKETS = 10  # a jump this large in the publisher's sequence numbers is a burst loss
+GAP_PACKETS = 10  # a jump larger than this in the publisher's sequence numbers: restart, not NACK
 GAP_SECONDS = 0.5  # and a pause this long, an outage
 MIN_BITRATE = 150_000  # never ask a publisher for less: audio first, video at its floor
 
