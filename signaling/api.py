@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import urllib.parse
 
 from aiohttp import web
@@ -14,6 +15,7 @@ from .errors import ApiError
 from .keys import AUDIT, CASE_PACKET, CONSULTS, HUB, SETTINGS, STORE, TRIAGE, VAULT, VERIFIER
 from .protocol import ConsultReport, Decline, NewConsult, Transfer, parse_body, parse_json
 from .store import StoreUnavailable
+from .turn import ice_servers
 
 routes = web.RouteTableDef()
 
@@ -49,12 +51,20 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/api/config")
 async def config(request: web.Request) -> web.Response:
+    """Public settings; signed-in callers also get ICE servers with TURN
+    credentials of their own (short-lived, TURN REST scheme)."""
     settings = request.app[SETTINGS]
+    servers: list[dict] = []
+    if request.headers.get("Authorization"):
+        who = principal(request)
+        servers = ice_servers(
+            settings.turn_urls, settings.turn_secret, who.sub, settings.turn_ttl_s, time.time()
+        )
     return web.json_response(
         {
             "specialties": settings.specialties,
             "urgencies": ["critical", "urgent", "routine"],
-            "ice_servers": [],
+            "ice_servers": servers,
         }
     )
 

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     # ("hospital-b=600000,clinic-c=300000").
     max_video_bitrate: int = Field(2_500_000, ge=100_000, le=50_000_000)
     facility_video_bitrate: Annotated[dict[str, int], NoDecode] = {}
+    # ICE servers handed to pages: stun:/turn:/turns: URLs; TURN credentials follow the
+    # TURN REST scheme coturn checks with use-auth-secret, short-lived.
+    turn_urls: Annotated[list[str], NoDecode] = []
+    turn_secret: str | None = Field(None, repr=False)
+    turn_ttl_s: int = Field(600, ge=60, le=86400)
     # Triage: how long each urgency may wait before escalation (half-way it is
     # announced again), and whom a specialty escalates to ("cardiology=dr-a|dr-b;...").
     deadline_critical_s: float = Field(300, gt=0)
@@ -76,9 +81,9 @@ class Settings(BaseSettings):
     node_heartbeat_s: float = Field(5, gt=0, le=300)
     web_dir: Path = Path(__file__).resolve().parent.parent / "web"
 
-    _split = field_validator("jwt_algorithms", "ice_addresses", "specialties", mode="before")(
-        _split_csv
-    )
+    _split = field_validator(
+        "jwt_algorithms", "ice_addresses", "specialties", "turn_urls", mode="before"
+    )(_split_csv)
 
     @field_validator("facility_video_bitrate", mode="before")
     @classmethod
@@ -133,6 +138,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"{item!r} is not an IP address") from None
         return value
 
+    @field_validator("turn_urls")
+    @classmethod
+    def _ice_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("stun:", "turn:", "turns:")):
+                raise ValueError(f"{url!r} is not a stun:, turn: or turns: URL")
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
@@ -149,6 +162,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _keys_for_algorithms(self) -> Settings:
+        if any(u.startswith("turn") for u in self.turn_urls) and not self.turn_secret:
+            raise ValueError("JISR_TURN_SECRET is required for turn: URLs")
         if "HS256" in self.jwt_algorithms and not self.jwt_secret:
             raise ValueError("JISR_JWT_SECRET is required for HS256")
         if self.jwt_secret is not None and len(self.jwt_secret) < 32:

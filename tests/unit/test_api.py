@@ -223,3 +223,26 @@ async def test_health_config_and_security_headers(client):
     config = await (await client.get("/api/config")).json()
     assert "cardiology" in config["specialties"]
     assert await error_of(await client.get("/api/nowhere"), 404) == "not_found"
+
+
+async def test_turn_credentials_only_for_signed_in_users(aiohttp_client, tokens):
+    import base64
+    import hashlib
+    import hmac
+
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        turn_urls="stun:127.0.0.1:3478,turn:127.0.0.1:3478?transport=udp", turn_secret="s3cret"
+    )
+    client = await aiohttp_client(create_app(settings, store=MemoryStore()))
+    anonymous = await (await client.get("/api/config")).json()
+    assert anonymous["ice_servers"] == []
+    mine = await (await client.get("/api/config", headers=tokens.header(tokens.referrer))).json()
+    turn = next(s for s in mine["ice_servers"] if s.get("username"))
+    expiry, user = turn["username"].split(":")
+    assert user == "dr-amal" and int(expiry) > 0
+    expected = base64.b64encode(
+        hmac.new(b"s3cret", turn["username"].encode(), hashlib.sha1).digest()
+    ).decode()
+    assert turn["credential"] == expected
