@@ -51,11 +51,13 @@ log = logging.getLogger("jisr.media")
 
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
 DEFAULT_MAX_BITRATE = 2_500_000  # REMB ceiling toward publishers when no subscriber says less
-STALL_SECONDS = 4.0  # silence from a peer (no RTP, no RTCP) that means its path is down
+# Silence from a peer (no RTP, no RTCP) that means its path is down. Browsers report
+# on received audio only every 2.5-7.5 s, so this must stay above that.
+STALL_SECONDS = 8.0
 NACK_INTERVAL_S = 0.3  # ask again for what is still missing (about a round trip)
 NACK_TRIES = 3
 GAP_PACKETS = 10  # a jump larger than this in the publisher's sequence numbers: restart, not NACK
-GAP_SECONDS = 0.5  # and a pause this long, an outage
+GAP_SECONDS = 0.5  # and a pause this long with packets missing, an outage
 MIN_BITRATE = 150_000  # never ask a publisher for less: audio first, video at its floor
 
 
@@ -148,7 +150,7 @@ class InStream:
                 # with no hole in their sequence numbers (a hole nobody can fill would
                 # stall their jitter buffers), and the publisher is asked for it at
                 # once. A few lost packets are asked for again instead (NACK).
-                if delta > GAP_PACKETS or now - self.last_arrival > GAP_SECONDS:
+                if delta > GAP_PACKETS or (delta > 1 and now - self.last_arrival > GAP_SECONDS):
                     self.missing.clear()
                     for out in self.outs:
                         out.restart(now)

@@ -55,6 +55,7 @@ class TrackRecorder:
         self.last_pts = -1
         self.frames = 0
         self.sync_samples: list[float] = []  # sender-clock minus arrival mapping, seconds
+        self.first_arrival: dict[int, float] = {}  # rtp timestamp -> first packet's arrival
 
     def on_packet(self, data: bytes) -> None:
         source = self.sink.source
@@ -73,6 +74,11 @@ class TrackRecorder:
         except ValueError:
             return
         self.codec_name = codec.name
+        # When each frame's first packet arrived: a frame completes only when the
+        # next one starts, so completion time would skew the arrival clock.
+        self.first_arrival.setdefault(packet.timestamp, self.recorder.wall())
+        if len(self.first_arrival) > 256:
+            self.first_arrival.pop(next(iter(self.first_arrival)))
         wants_keyframe, frame = self.jitter.add(packet)
         if wants_keyframe:
             source.ask_keyframe(time.monotonic())
@@ -207,7 +213,7 @@ class SessionRecorder:
 
     # frames ----------------------------------------------------------------
     def on_frame(self, track: TrackRecorder, data: bytes, timestamp: int, clock_rate: int) -> None:
-        arrival = self.wall()
+        arrival = track.first_arrival.pop(timestamp, None) or self.wall()
         keyframe = False
         if track.kind == "video":
             size = vp8_size(data) if track.codec_name == "VP8" else None

@@ -78,7 +78,7 @@ class Connection:
         self.upstream: ClientWebSocketResponse | None = None
         self.upstream_task: asyncio.Task | None = None
         self.presence: str | None = None  # a specialist's on-call choice
-        self._outbox: asyncio.Queue[dict | None] = asyncio.Queue(OUTBOX_LIMIT)
+        self._outbox: asyncio.Queue[str | None] = asyncio.Queue(OUTBOX_LIMIT)
 
     @property
     def on_call(self) -> bool:
@@ -87,8 +87,12 @@ class Connection:
         return self.presence in (None, "available") and not (self.session_id and self.part)
 
     def send(self, message: dict) -> None:
+        self.send_text(json.dumps(message))
+
+    def send_text(self, text: str) -> None:
+        """A message already encoded (a broadcast is encoded once for everyone)."""
         try:
-            self._outbox.put_nowait(message)
+            self._outbox.put_nowait(text)
         except asyncio.QueueFull:  # a page that stopped reading; it will reconnect
             asyncio.ensure_future(self.ws.close(code=1008, message=b"too slow"))
 
@@ -97,7 +101,7 @@ class Connection:
             if self.ws.closed:
                 return
             with contextlib.suppress(ConnectionError, RuntimeError):
-                await self.ws.send_json(message)
+                await self.ws.send_str(message)
 
     def close_outbox(self) -> None:
         with contextlib.suppress(asyncio.QueueFull):
@@ -113,19 +117,24 @@ class Connection:
         }
 
 
-def should_notify(conn: Connection, consult: dict) -> bool:
+QUEUE_STUB_FIELDS = ("id", "state", "specialty", "urgency", "facility", "created_at")
+
+
+def notification(conn: Connection, consult: dict) -> str | None:
+    """Which form of a consult change this connection gets: "full", "stub" (a
+    specialist whose queue held it learns only that it left the queue), or None."""
     who = conn.principal
     if who.sees_everything:
-        return True
+        return "full"
     if who.role == "referrer":
-        return consult["facility"] == who.facility
+        return "full" if consult["facility"] == who.facility else None
     if who.role == "specialist":
         if (consult.get("specialist") or {}).get("sub") == who.sub:
-            return True
+            return "full"
         if consult["state"] == "waiting":  # new work: only to those free to take it
-            return conn.on_call and may_take(who, consult)
-        return consult["specialty"] in who.specialties  # so queues drop what was taken
-    return False
+            return "full" if conn.on_call and may_take(who, consult) else None
+        return "stub" if consult["specialty"] in who.specialties else None
+    return None
 
 
 def media_limits(settings, who: Principal) -> dict:
@@ -202,8 +211,9 @@ class Hub:
 
     def broadcast_roster(self, session_id: str) -> None:
         message = {"type": "roster", "session_id": session_id, "roster": self.roster(session_id)}
+        text = json.dumps(message)
         for conn in self.sessions.get(session_id, {}).values():
-            conn.send(message)
+            conn.send_text(text)
 
     def on_media_state(self, session_id: str, peer_id: str, state: str) -> None:
         conn = self.connections.get(peer_id)
@@ -230,11 +240,19 @@ class Hub:
     async def dispatch(self, event: dict) -> None:
         if event.get("type") == "consult.updated":
             consult = event["consult"]
+            encoded: dict[str, str] = {}  # each form encoded once for everyone
             for conn in list(self.connections.values()):
-                if conn.upstream is not None:
+                if conn.upstream is not None or conn.principal is None:
                     continue  # the hosting node pushes to it
-                if conn.principal and should_notify(conn, consult):
-                    conn.send(event)
+                form = notification(conn, consult)
+                if form is None:
+                    continue
+                if form not in encoded:
+                    body = consult
+                    if form == "stub":
+                        body = {k: consult.get(k) for k in QUEUE_STUB_FIELDS}
+                    encoded[form] = json.dumps({"type": "consult.updated", "consult": body})
+                conn.send_text(encoded[form])
         elif event.get("type") == "consult.reannounced":
             consult = event["consult"]
             for conn in list(self.connections.values()):
@@ -243,7 +261,7 @@ class Hub:
                     who
                     and who.role == "specialist"
                     and conn.upstream is None
-                    and should_notify(conn, consult)
+                    and notification(conn, consult) == "full"
                 ):
                     conn.send(event)
         elif event.get("type") == "consult.escalated":
