@@ -225,3 +225,17 @@ async def test_dropped_participant_keeps_place_then_leaves(aiohttp_client, token
         timeout=5,
     )
     assert gone["roster"][0]["status"] == "connected"
+
+
+async def test_colleagues_learn_only_that_a_consult_left_their_queue(client, tokens):
+    colleague = await connect(client, tokens.other_specialist)
+    session_id = await accepted_session(client, tokens)
+    assert session_id
+    await colleague.next(
+        lambda m: m["type"] == "consult.updated" and m["consult"]["state"] == "waiting"
+    )
+    taken = await colleague.next(
+        lambda m: m["type"] == "consult.updated" and m["consult"]["state"] == "accepted"
+    )
+    assert "summary" not in taken["consult"] and "patient_ref" not in taken["consult"]
+    assert "session_id" not in taken["consult"] and taken["consult"]["specialty"] == "cardiology"
