@@ -356,10 +356,14 @@ class ConsultService:
         digest = hashlib.sha256(
             json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest()
+        if consult.get("report"):
+            raise ApiError(409, "invalid_state", "this consult already has its report")
+        # A session ended first (the specialist pressed End) still takes its report.
         try:
             consult = await self.store.transition_consult(
-                consult_id, from_states=["accepted", "live"], to_state="ended",
-                fields={"report": body, "report_sha256": digest, "ended_at": now},
+                consult_id, from_states=["accepted", "live", "ended"], to_state="ended",
+                fields={"report": body, "report_sha256": digest,
+                        "ended_at": consult.get("ended_at") or now},
             )  # fmt: skip
         except Conflict as exc:
             raise ApiError(

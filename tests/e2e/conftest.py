@@ -68,6 +68,7 @@ def jisr_server(tmp_path, jisr_server_env) -> Iterator[Server]:
         **os.environ,
         "JISR_RECORDING_KEY": str(key),
         "JISR_RECORDINGS_DIR": str(tmp_path / "recordings"),
+        "JISR_ATTACHMENTS_DIR": str(tmp_path / "attachments"),
         "JISR_RECORDING_SEGMENT_S": "2",
         "JISR_PORT": str(port),
         "JISR_JWT_SECRET": SECRET,

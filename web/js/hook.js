@@ -35,6 +35,21 @@
 //                 'idle'|'loading'|'ok'|'unavailable'|'error',
 //     player: {src: bool (a blob: URL is set), recordingId, loading, readyState, currentTime,
 //              duration, videoWidth, videoHeight, paused, ended, error: {code, message}|null},
+//     Triage, case packet, chat, report (triage.js, casepacket.js, chat.js, report.js,
+//     sessionpanels.js, referrercase.js, dashboard.js; fields listed in each):
+//     presence: {choice, effective, shown: 'available'|'busy'|'off'|'in_session'|'pending',
+//               inSession, confirmedAt, sent}                           (specialist)
+//     queue: [{id, state, urgency, specialty, reannounced, escalated, offeredToMe, declines,
+//              transfers, attachments, shownAt (ms epoch first rendered)}], queueIds (specialist)
+//     attachments: [{id, consult_id, filename, content_type, size}], uploads {consultId: {state,
+//              code, filename, pct, results}}, viewer {open, kind, state, naturalWidth, embedded, …}
+//     chat: {sessionId, messages: [{from, name, role, as, text, at, mine}], sending, error, ended}
+//     reportForm: {consultId, state, error, sha256}                       (specialist)
+//     report: {consultId, findings, assessment, recommendation, follow_up_urgency, sha256,
+//              shown, …} | null, reports, positions, reportDownloads      (referrer)
+//     escalations: [{id, urgency, specialty, escalated_at, offered_to, inList}],
+//     escalationAlert: {shown, count, consultIds}, dashboard: {state, queue, live, onCall,
+//              meanAccept}                                                 (supervisor)
 //     lastError: {code, message, context, at} | null,
 //   }
 // Nothing here changes state.

@@ -21,8 +21,14 @@
 //   #recording-consent, #recording-consent-yes, #recording-consent-no, #record-stop,
 //   #recording-withdraw (see recording.js)
 //   #recordings-section ("My recordings", hidden until there is one): see recordings.js
-//   Hook: await window.jisr.state()  (see hook.js); adds `consults`, `recording` (session),
-//   `recordings` and `player`.
+//   Triage status and case (referrercase.js): .queue-status[data-position], .triage-status,
+//   .triage-history (li.transfer-entry, li.decline-entry), .attach-button[data-consult-id],
+//   #attach-input, .upload-status[data-state][data-code], li.attachment-item, .open-attachment,
+//   #attachment-viewer (casepacket.js), .report-view with .report-download (report.js)
+//   Session panels (sessionpanels.js): #session-attachments, #chat, #session-report
+//   Hook: await window.jisr.state()  (see hook.js); adds `consults` (with position),
+//   `report`, `reports`, `positions`, `attachments`, `uploads`, `viewer`, `chat`,
+//   `recording` (session), `recordings` and `player`.
 //
 // Auto-join: when one of this user's own consults is (or becomes) accepted/live, the page
 // joins its session unless the user left that session in this tab before.
@@ -32,6 +38,8 @@ import { setText } from './i18n.js';
 import { api } from './api.js';
 import { registerHookSource } from './hook.js';
 import { setupRecordings } from './recordings.js';
+import { caseExtras, caseActions, setupReferrerCase, positionOf } from './referrercase.js';
+import { setupSessionPanels } from './sessionpanels.js';
 import { h, showError, clearError, showNotice, consultCard, sortQueue, OPEN_STATES, busy, specialtyLabel, rememberFocus } from './ui.js';
 
 const STATE_RANK = { waiting: 0, accepted: 1, live: 2, ended: 3, cancelled: 3, expired: 3 };
@@ -193,6 +201,7 @@ function actionsFor(c) {
       on: { click: () => ctx.joinSession(c.session_id, c) },
     }));
   }
+  actions.push(...caseActions(c));
   return actions;
 }
 
@@ -214,7 +223,7 @@ function render() {
   list.replaceChildren(...[...open, ...closed].map((c) => consultCard(c, {
     actions: actionsFor(c),
     showFacility: false,
-    extra: statusLine(c),
+    extra: caseExtras(c, statusLine(c)),
   })));
   document.getElementById('consult-empty').hidden = consults.size > 0;
   setText(document.getElementById('consult-count'), 'referrer.openCount', { n: open.length });
@@ -273,9 +282,21 @@ startPage({
       refresh();
       library.refreshSoon(0);
     };
+    setupReferrerCase(ctx, {
+      getConsults: () => Array.from(consults.values()),
+      merge: (x) => merge(x),
+      render: () => render(),
+    });
+    setupSessionPanels(ctx, {
+      pageAttachments: () => Array.from(consults.values())
+        .flatMap((x) => (x.attachments || []).map((a) => ({ ...a, consult_id: x.id }))),
+    });
     registerHookSource('page', () => ({
       consults: Array.from(consults.values()).map((x) => ({
         id: x.id, state: x.state, urgency: x.urgency, specialty: x.specialty, session_id: x.session_id || null,
+        position: positionOf(x), attachments: (x.attachments || []).length, report: !!x.report,
+        declines: (x.declines || []).length, transfers: (x.transfers || []).length,
+        escalated: !!x.escalated_at, reannounced: !!x.reannounced_at,
       })),
     }));
     await Promise.all([refresh(), library.refresh()]);

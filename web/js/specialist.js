@@ -18,14 +18,27 @@
 //   #recording-consent, #recording-consent-yes, #recording-consent-no, #record-stop,
 //   #recording-withdraw (see recording.js)
 //   #recordings-section ("My recordings", hidden until there is one): see recordings.js
-//   Hook: await window.jisr.state()  (see hook.js); adds `consults` and `queue` (ids in order),
-//   `recording` (session), `recordings` and `player`.
+//   Triage (triage.js): #presence-bar, #presence (#presence-available, #presence-busy,
+//   #presence-off), #presence-status, #alert-sound, #queue-paused; in queue items
+//   .decline-button / .transfer-button[data-consult-id], li.reannounced / li.escalated,
+//   .triage-flag; #decline-dialog (#decline-reason, #decline-confirm), #transfer-dialog
+//   (#transfer-specialty, #transfer-reason, #transfer-confirm)
+//   Session panels (sessionpanels.js): #attachments li.attachment-item[data-attachment-id]
+//   .open-attachment, #attachment-viewer (casepacket.js), #chat (chat.js), #report-form
+//   (#report-findings, #report-assessment, #report-recommendation, #report-follow-up,
+//   #report-submit; report.js)
+//   Hook: await window.jisr.state()  (see hook.js); adds `consults`, `queue` (entries in
+//   order: {id, state, urgency, specialty, reannounced, escalated, offeredToMe, declines,
+//   transfers, attachments, shownAt}), `queueIds`, `presence`, `sound`, `dialog`,
+//   `attachments`, `viewer`, `chat`, `reportForm`, `recording` (session), `recordings`, `player`.
 
 import { startPage } from './app.js';
 import { t, setText, onLangChange } from './i18n.js';
 import { api } from './api.js';
 import { registerHookSource } from './hook.js';
 import { setupRecordings } from './recordings.js';
+import * as triage from './triage.js';
+import { setupSessionPanels } from './sessionpanels.js';
 import { h, showError, clearError, showNotice, consultCard, sortQueue, specialtyLabel, rememberFocus } from './ui.js';
 
 const STATE_RANK = { waiting: 0, accepted: 1, live: 2, ended: 3, cancelled: 3, expired: 3 };
@@ -41,8 +54,11 @@ function merge(c) {
   if (!c || !c.id) return null;
   const old = consults.get(c.id);
   if (old && (STATE_RANK[old.state] ?? 0) > (STATE_RANK[c.state] ?? 0)) return old;
-  consults.set(c.id, c);
-  return c;
+  // A consult someone else took arrives as a stub (id, state, specialty, urgency…):
+  // keep what was known of it for the "taken" card.
+  const merged = old ? { ...old, ...c } : c;
+  consults.set(c.id, merged);
+  return merged;
 }
 
 function mine(c) {
@@ -94,7 +110,7 @@ function render() {
   const queueEl = document.getElementById('queue');
   const focus = rememberFocus(queueEl);
   const all = Array.from(consults.values());
-  const waiting = all.filter((c) => c.state === 'waiting' || taken.has(c.id));
+  const waiting = all.filter((c) => (c.state === 'waiting' && triage.showsInQueue(c)) || taken.has(c.id));
   const queue = sortQueue(waiting);
   queueEl.replaceChildren(...queue.map((c) => {
     const isTaken = taken.has(c.id) && c.state !== 'waiting';
@@ -107,16 +123,16 @@ function render() {
       });
       if (accepting.has(c.id)) btn.disabled = true;
       btn.addEventListener('click', () => accept(c, btn));
-      actions.push(btn);
+      actions.push(btn, ...triage.queueActions(c));
     }
     const extra = isTaken ? h('p.taken-notice', { attrs: { role: 'status' }, i18n: [c.specialist && !mine(c) ? 'specialist.takenBy' : 'specialist.taken', { name: c.specialist ? c.specialist.name || c.specialist.sub : '' }] }) : null;
     const li = consultCard(c, { actions, extra });
     if (isTaken) li.classList.add('taken');
-    return li;
+    return triage.decorate(li, c);
   }));
   const waitingOnly = queue.filter((c) => c.state === 'waiting');
   const critical = waitingOnly.filter((c) => c.urgency === 'critical').length;
-  document.getElementById('queue-empty').hidden = queue.length > 0;
+  document.getElementById('queue-empty').hidden = queue.length > 0 || triage.queuePaused();
   setText(document.getElementById('queue-count'), critical ? 'specialist.countWithCritical' : 'specialist.count', { n: waitingOnly.length, critical });
   document.getElementById('queue-count').classList.toggle('has-critical', critical > 0);
   focus();
@@ -183,6 +199,7 @@ function onUpdate(c) {
   if (!known && merged.state === 'waiting') {
     const item = document.querySelector(`#queue .consult-item[data-consult-id="${CSS.escape(merged.id)}"]`);
     if (item) item.classList.add('new-arrival');
+    triage.arrived(merged);
     showNotice(merged.urgency === 'critical' ? 'specialist.newCritical' : 'specialist.newConsult', { specialty: specialtyLabel(merged.specialty) });
   }
 }
@@ -208,6 +225,18 @@ startPage({
       render();
     });
     ctx.sig.addEventListener('consult.updated', (e) => onUpdate(e.detail.consult));
+    ctx.sig.addEventListener('consult.reannounced', (e) => onUpdate(e.detail.consult));
+    ctx.sig.addEventListener('consult.escalated', (e) => onUpdate(e.detail.consult));
+    triage.setupTriage(ctx, {
+      render: () => render(),
+      refresh: () => refresh(),
+      get: (id) => consults.get(id) || null,
+      remove: (id) => {
+        consults.delete(id);
+        render();
+      },
+    });
+    setupSessionPanels(ctx);
     ctx.sig.addEventListener('ready', () => refresh());
     const library = setupRecordings(ctx, { hideWhenEmpty: true });
     ctx.onSessionExit = () => {
@@ -216,13 +245,14 @@ startPage({
       library.refreshSoon(0);
     };
     registerHookSource('page', () => {
-      const q = sortQueue(Array.from(consults.values()).filter((x) => x.state === 'waiting'));
+      const q = sortQueue(Array.from(consults.values()).filter((x) => x.state === 'waiting' && triage.showsInQueue(x)));
       return {
         consults: Array.from(consults.values()).map((x) => ({
           id: x.id, state: x.state, urgency: x.urgency, specialty: x.specialty, session_id: x.session_id || null,
           taken: taken.has(x.id),
         })),
-        queue: q.map((x) => x.id),
+        queue: q.map(triage.queueEntry),
+        queueIds: q.map((x) => x.id),
       };
     });
     await Promise.all([refresh(), library.refresh()]);

@@ -18,7 +18,12 @@
 //   #roster, #leave, #connection-state, #observer-notice, #session-ended, #session-back
 //   Shared: #error-banner, #notice, #ws-state, #lang-toggle, #signin-*
 //   Session view while observing: #recording-indicator[data-state] (no recording controls)
+//   Dashboard (dashboard.js): #dashboard, #dashboard-queue .queue-tile[data-urgency],
+//   #escalations li.escalation-item[data-consult-id], #live-consults, #on-call, #mean-accept,
+//   #escalation-alert (#escalation-alert-show, #escalation-alert-dismiss), #alert-sound
+//   Session panels while observing (sessionpanels.js): #session-attachments, #chat
 //   Hook: await window.jisr.state()  (see hook.js); adds `sessions`, `consults`,
+//   `escalations`, `escalationAlert`, `dashboard`, `attachments`, `viewer`, `chat`,
 //   `recordings` (ids), `recordingList`, `recordingsStatus` and `player`.
 
 import { startPage } from './app.js';
@@ -26,6 +31,8 @@ import { setText } from './i18n.js';
 import { api } from './api.js';
 import { registerHookSource } from './hook.js';
 import { setupRecordings } from './recordings.js';
+import { setupDashboard } from './dashboard.js';
+import { setupSessionPanels } from './sessionpanels.js';
 import {
   h, showError, consultCard, sortQueue, urgencyBadge, specialtyEl, stateBadge, ltr, timeEl,
   waitingEl, rememberFocus,
@@ -96,7 +103,11 @@ function render() {
   focus();
 
   const waiting = sortQueue(Array.from(consults.values()).filter((c) => c.state === 'waiting'));
-  document.getElementById('waiting-list').replaceChildren(...waiting.map((c) => consultCard(c)));
+  document.getElementById('waiting-list').replaceChildren(...waiting.map((c) => {
+    const li = consultCard(c);
+    if (c.escalated_at) li.classList.add('escalated'); // triage.css
+    return li;
+  }));
   document.getElementById('waiting-empty').hidden = waiting.length > 0;
   const n = (u) => waiting.filter((c) => c.urgency === u).length;
   setText(document.getElementById('waiting-summary'), 'supervisor.waitingSummary', {
@@ -147,6 +158,8 @@ startPage({
     document.getElementById('refresh-sessions').addEventListener('click', () => refresh());
     setInterval(() => { if (document.visibilityState === 'visible') refresh(); }, 15000);
     library = setupRecordings(ctx, { pollMs: 30000 });
+    setupDashboard(ctx);
+    setupSessionPanels(ctx);
     ctx.onSessionExit = () => {
       render();
       refresh();
