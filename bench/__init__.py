@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench.forwarding``, ``python -m bench.capacity``."""

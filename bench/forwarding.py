@@ -1,0 +1,293 @@
+"""Server CPU to forward media: Jisr's RTP forwarding against aiortc's stock
+MediaRelay (decode once, encode per subscriber), same clients, same source.
+
+    python -m bench.forwarding [--json] [--warmup 3] [--window 10]
+
+Cases: one VP8 video stream to one subscriber; one audio+video publisher to two
+subscribers (the second of which decodes, proving the picture). Each case runs
+against the stock server, then Jisr; the figure is the server process's CPU (% of
+one core) over the measuring window, and a case fails if any subscriber got less
+than 90 % of the frames sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from .common import (
+    AUDIO_PACKETS_PER_S,
+    FPS,
+    HEIGHT,
+    WIDTH,
+    CpuWindow,
+    Processes,
+    Worker,
+    clip_path,
+    jisr_session,
+    log,
+    machine,
+    machine_line,
+    on_sigterm_exit,
+    start_jisr,
+    start_stock,
+    table,
+    time_bound,
+)
+
+TARGET_RATIO = 0.08
+MIN_SHARE = 0.90  # of the frames sent, for every subscriber
+NOMINAL = {"video": FPS, "audio": AUDIO_PACKETS_PER_S}
+
+CASES = [
+    {
+        "name": "video_1_subscriber",
+        "publish": "video",
+        "subscribers": [False],
+        "expect": {"video": 1},
+    },
+    {
+        "name": "av_2_subscribers",
+        "publish": "audio+video",
+        "subscribers": [False, True],
+        "expect": {"audio": 1, "video": 1},
+    },
+]  # subscribers: decode or not, one entry each
+
+
+def client_specs(case: dict, server, session: dict | None) -> tuple[dict, list[dict]]:
+    common = {"server": server.name, "base": server.base, "slot": "a"}
+    publisher = {
+        **common,
+        "name": "publisher",
+        "publish": case["publish"],
+        "decode": False,
+        "expect": {},
+    }
+    subscribers = [
+        {
+            **common,
+            "name": f"subscriber{i}",
+            "publish": "",
+            "decode": decode,
+            "expect": case["expect"],
+        }
+        for i, decode in enumerate(case["subscribers"])
+    ]
+    if session is not None:
+        publisher.update(part="participant", token=session["tokens"]["referrer"])
+        for spec in subscribers:
+            spec.update(part="observer", token=session["tokens"]["observer"])
+        for spec in [publisher, *subscribers]:
+            spec["session_id"] = session["session_id"]
+    return publisher, subscribers
+
+
+def rates(before: dict, after: dict) -> dict[str, dict[str, dict]]:
+    """Frames per second of every stream each client received over the window."""
+    elapsed = after["t"] - before["t"]
+    result = {}
+    for name, streams in after["clients"].items():
+        earlier = before["clients"].get(name, {})
+        result[name] = {
+            key: {
+                "kind": s["kind"],
+                "rate": (s["frames"] - earlier.get(key, {}).get("frames", 0)) / elapsed,
+                "size": s["size"],
+            }
+            for key, s in streams.items()
+        }
+    return result
+
+
+def expected_streams(case: dict, received: dict, kind: str) -> dict[str, list[dict]]:
+    """Per client, its best streams of this kind, as many as the case expects (an
+    observer's m-lines for the absent specialist carry nothing, and are left out)."""
+    wanted = case["expect"].get(kind, 0)
+    return {
+        name: sorted((s for s in streams.values() if s["kind"] == kind), key=lambda s: -s["rate"])[
+            :wanted
+        ]
+        for name, streams in received.items()
+    }
+
+
+def check_delivery(case: dict, server_name: str, received: dict) -> list[str]:
+    problems = []
+    for kind, wanted in case["expect"].items():
+        for name, got in expected_streams(case, received, kind).items():
+            floor = MIN_SHARE * NOMINAL[kind]
+            if len(got) < wanted or any(s["rate"] < floor for s in got):
+                shown = ", ".join(f"{s['rate']:.1f}/s" for s in got) or "nothing"
+                problems.append(
+                    f"{server_name} {case['name']}: {name} got {kind} at {shown}, "
+                    f"wanted {wanted} stream(s) at >= {floor:.0f}/s"
+                )
+            for s in got:
+                if s["size"] is not None and tuple(s["size"]) != (WIDTH, HEIGHT):
+                    problems.append(f"{server_name}: {name} decoded {s['size']} frames")
+    return problems
+
+
+def run_one(case: dict, server_kind: str, clip, args, deadline: float) -> dict:
+    procs = Processes()
+    workers: list[Worker] = []
+    try:
+        server = start_jisr(procs) if server_kind == "jisr" else start_stock(procs)
+        session = jisr_session(server, 0) if server_kind == "jisr" else None
+        publisher_spec, subscriber_specs = client_specs(case, server, session)
+        publisher = Worker("publisher", clip, deadline)
+        subscribers = Worker("subscribers", clip, deadline)
+        workers = [subscribers, publisher]
+        publisher.call("add", [publisher_spec])  # first: the stock server needs its tracks
+        subscribers.call("add", subscriber_specs)
+        time.sleep(args.warmup)
+        cpu = CpuWindow(
+            {"server": server.proc.pid, "publisher": publisher.pid, "subscribers": subscribers.pid}
+        )
+        cpu.start()
+        before = subscribers.call("snap")
+        time.sleep(args.window)
+        after = subscribers.call("snap")
+        usage = cpu.stop()
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server_kind} server died:\n{procs.log_tail(server_kind)}")
+        received = rates(before, after)
+        return {
+            "cpu": usage,
+            "received": received,
+            "problems": check_delivery(case, server_kind, received),
+        }
+    finally:
+        for worker in workers:
+            worker.stop()
+        procs.stop_all()
+
+
+def summarise(case: dict, received: dict, kind: str) -> float | None:
+    values = [s["rate"] for got in expected_streams(case, received, kind).values() for s in got]
+    return min(values) if values else None
+
+
+def table_row(case: dict, server_kind: str, result: dict) -> list[str]:
+    cpu, received = result["cpu"], result["received"]
+    video, audio = summarise(case, received, "video"), summarise(case, received, "audio")
+    sizes = {tuple(s["size"]) for got in received.values() for s in got.values() if s["size"]}
+    return [
+        case["name"],
+        server_kind,
+        f"{cpu['server']:.1f}",
+        f"{cpu['publisher']:.1f}",
+        f"{cpu['subscribers']:.1f}",
+        f"{cpu['machine']:.0f}",
+        "-" if video is None else f"{video:.1f}",
+        "-" if audio is None else f"{audio:.1f}",
+        ",".join(f"{w}x{h}" for w, h in sorted(sizes)) or "-",
+    ]
+
+
+def verdict(case: dict) -> str:
+    if not case["valid"]:
+        return "void: frames lost"
+    return "met" if case["ratio"] is not None and case["ratio"] <= TARGET_RATIO else "MISSED"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Jisr forwarding CPU against aiortc's stock relay")
+    parser.add_argument("--json", action="store_true", help="print one JSON object, last line")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
+    parser.add_argument("--window", type=float, default=10.0, help="seconds measured")
+    parser.add_argument("--timeout", type=float, default=600.0, help="bound on the whole run")
+    parser.add_argument(
+        "--case",
+        action="append",
+        choices=[c["name"] for c in CASES],
+        help="run only this case (repeat for several)",
+    )
+    args = parser.parse_args()
+    on_sigterm_exit()
+    time_bound(args.timeout)
+    deadline = time.time() + args.timeout + 30
+    info = machine()
+    clip = clip_path()
+
+    rows, cases, problems = [], [], []
+    for case in [c for c in CASES if not args.case or c["name"] in args.case]:
+        result = {}
+        for server_kind in ("stock", "jisr"):
+            log(f"{case['name']}: {server_kind} ...")
+            result[server_kind] = run_one(case, server_kind, clip, args, deadline)
+            problems += result[server_kind]["problems"]
+            rows.append(table_row(case, server_kind, result[server_kind]))
+        stock, jisr = result["stock"]["cpu"]["server"], result["jisr"]["cpu"]["server"]
+        cases.append(
+            {
+                "name": case["name"],
+                "stock_cpu_pct": round(stock, 2),
+                "jisr_cpu_pct": round(jisr, 2),
+                "ratio": round(jisr / stock, 4) if stock > 0 else None,
+                # A server that dropped frames also spent less CPU: no fair ratio then.
+                "valid": not any(r["problems"] for r in result.values()),
+                "publisher_cpu_pct": round(result["jisr"]["cpu"]["publisher"], 2),
+                "min_video_fps": {
+                    k: round(summarise(case, r["received"], "video") or 0, 1)
+                    for k, r in result.items()
+                },
+            }
+        )
+
+    for problem in problems:
+        log("FAILED: " + problem)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "cases": cases,
+                    "machine": info,
+                    "window_s": args.window,
+                    "target_ratio": TARGET_RATIO,
+                    "problems": problems,
+                }
+            )
+        )
+    else:
+        print(machine_line(info))
+        print(
+            f"source: {WIDTH}x{HEIGHT} VP8 {FPS} fps + Opus, pre-encoded; warm-up "
+            f"{args.warmup:.0f} s, window {args.window:.0f} s; CPU in % of one core\n"
+        )
+        headers = [
+            "case",
+            "server",
+            "server CPU %",
+            "publisher CPU %",
+            "subscribers CPU %",
+            "machine busy %",
+            "min video fps",
+            "min audio pkt/s",
+            "decoded",
+        ]
+        print(table(headers, rows))
+        print()
+        print(
+            table(
+                ["case", "stock CPU %", "Jisr CPU %", "ratio", f"target <= {TARGET_RATIO}"],
+                [
+                    [
+                        c["name"],
+                        c["stock_cpu_pct"],
+                        c["jisr_cpu_pct"],
+                        c["ratio"],
+                        verdict(c),
+                    ]
+                    for c in cases
+                ],
+            )
+        )
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
