@@ -54,7 +54,7 @@ class TrackRecorder:
         self.arrival_ref: tuple[int, float] | None = None  # (rtp ts, wall) of the first frame
         self.last_pts = -1
         self.frames = 0
-        self.sync_samples: list[float] = []  # sender-clock minus arrival mapping, seconds
+        self.sync_samples: list[float] = []  # sender-clock placement minus arrival, seconds
         self.first_arrival: dict[int, float] = {}  # rtp timestamp -> first packet's arrival
 
     def on_packet(self, data: bytes) -> None:
@@ -109,7 +109,7 @@ class TrackRecorder:
             + delta
             + self.recorder.clock_offset(self.slot, sender_wall + delta, arrival)
         )
-        self.sync_samples.append(by_sender - by_arrival)
+        self.sync_samples.append(by_sender - arrival)  # per frame: how early it is placed
         del self.sync_samples[:-200]
         return by_sender
 
@@ -256,8 +256,9 @@ class SessionRecorder:
         self.last_pts = max(self.last_pts, pts)
 
     def av_sync_ms(self) -> dict[str, float]:
-        """Per participant: how far its audio and video placements disagree with
-        each other (median of sender-clock minus arrival mapping, video minus audio)."""
+        """Per participant: how far apart its audio and video are placed, relative to
+        when they actually arrived together (median over frames of sender-clock
+        placement minus arrival time, video minus audio)."""
         result = {}
         for slot in SLOTS:
             medians = {}

@@ -18,6 +18,7 @@ from recordings.crypto import generate_key_file, load_master_key
 from recordings.storage import FileStorage
 from recordings.vault import Vault
 from signaling.app import create_app
+from signaling.keys import RECORDING
 from signaling.store import MemoryStore
 from tests.conftest import SECRET, make_settings
 from tests.integration.test_media_relay import start_consult
@@ -95,6 +96,12 @@ async def test_consented_recording_is_encrypted_and_exports(aiohttp_server, toke
             for _ in range(6):
                 await asyncio.sleep(1)  # recording runs for about 6 s; scan as it goes
                 assert scan(recording_env["dir"]) == []
+            # Audio and video of each participant placed on one clock (sender reports).
+            recorder = server.app[RECORDING].sessions[session_id].recorder
+            sync = recorder.av_sync_ms()
+            print(f"recording A/V offset per participant (ms): {sync}")
+            assert set(sync) == {"referrer", "specialist"}
+            assert all(abs(offset) <= 40 for offset in sync.values()), sync
             await referrer.request({"type": "recording.stop"})
             await specialist.expect(
                 lambda m: m["type"] == "recording.state" and m["state"] == "stopped"
