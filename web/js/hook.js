@@ -24,6 +24,8 @@
 //              scaleResolutionDownBy, degradationPreference},
 //     audioOnly: bool (this participant stopped sending video), qualityNotice: bool,
 //     roster: [{sub, name, role, as}], observers: [sub],
+//     screen: {sharing: bool, remote: [{participant, framesDecoded, width, height, shown,
+//              element}]}  (screenshare.js; shown: frames arriving on that screen m-line)
 //     recording: {state: 'idle'|'requested'|'recording'|'paused'|'stopped', recordingId,
 //                 requestedBy (sub), consents: [{sub, name, consent: true|false|null}],
 //                 myConsent, indicator: bool (#recording-indicator shown),

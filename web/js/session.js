@@ -25,12 +25,15 @@
 //   #recording-requested, #record-stop, #recording-withdraw, #recording-consent,
 //   #recording-consent-yes, #recording-consent-no; #session-view[data-recording] is the
 //   recording state (idle | requested | recording | paused | stopped)
+//   Screen share (screenshare.js): #share-screen (participants), #remote-screen
+//   (participants), #remote-screen-referrer / #remote-screen-specialist (observers)
 
 import { t, has, setText, onLangChange } from './i18n.js';
 import { api, ApiError } from './api.js';
 import { h, showError, showNotice, urgencyBadge, specialtyEl, ltr, waitingEl } from './ui.js';
 import { RecordingPanel } from './recording.js';
 import { QualityMonitor } from './quality.js';
+import { ScreenShare } from './screenshare.js';
 
 const ICE_GATHER_TIMEOUT_MS = 3000;
 const FATAL_JOIN_CODES = new Set([
@@ -86,6 +89,7 @@ export class SessionView {
     this.recording = new RecordingPanel(this);
     this.quality = new QualityMonitor(this);
     this.quality.onChange = () => this.updateOverlays();
+    this.screen = new ScreenShare(this);
     this.reset();
     this.build();
 
@@ -167,6 +171,7 @@ export class SessionView {
     this.overlayTimer = null;
     this.recording.reset();
     this.quality.reset();
+    this.screen.reset();
   }
 
   // ---- DOM ------------------------------------------------------------------------
@@ -210,6 +215,7 @@ export class SessionView {
     r.append(bar, qual.notice, rec.bar, rec.consent, observerNotice, ended, rec.announce,
       h('div.session-body', {}, h('div.stage-wrap', {}, stage, rec.badge, enableAudio), side));
     Object.assign(this.el, { conn, detail, leave, end, endConfirm, endCancel, info, duration, observerNotice, stage, enableAudio, roster, side, ended });
+    this.screen.build();
   }
 
   buildStage() {
@@ -250,6 +256,7 @@ export class SessionView {
       this.el.local = local;
       this.el.localOff = localOff;
     }
+    this.screen.buildStage();
     this.quality.render();
     this.renderInfo();
   }
@@ -537,6 +544,8 @@ export class SessionView {
         if (s) this.el.local.play().catch(() => {});
       }
     }
+    // Screen share m-line(s) after the cameras' (docs/protocol.md): always negotiated.
+    this.screen.addTransceivers(pc);
     for (const r of this.remote) this.attachRemote(r);
     pc.addEventListener('track', (e) => {
       if (pc !== this.pc) return;
@@ -743,6 +752,7 @@ export class SessionView {
       r.transceivers = [];
     }
     this.quality.peerClosed();
+    this.screen.peerClosed();
   }
 
   stopLocal() {
@@ -751,6 +761,7 @@ export class SessionView {
     }
     this.localStream = null;
     if (this.el && this.el.local) this.el.local.srcObject = null;
+    this.screen.stop();
   }
 
   // ---- test hook ------------------------------------------------------------------
