@@ -54,6 +54,7 @@ DEFAULT_MAX_BITRATE = 2_500_000  # REMB ceiling toward publishers when no subscr
 # Silence from a peer (no RTP, no RTCP) that means its path is down. Browsers report
 # on received audio only every 2.5-7.5 s, so this must stay above that.
 STALL_SECONDS = 8.0
+PUBLISHER_STALL_SECONDS = 1.5
 NACK_INTERVAL_S = 0.3  # ask again for what is still missing (about a round trip)
 NACK_TRIES = 3
 GAP_PACKETS = 10  # a jump larger than this in the publisher's sequence numbers: restart, not NACK
@@ -377,6 +378,7 @@ class Leg:
     keyframe_requests_received: int = 0
     last_heard: float = field(default_factory=time.monotonic)
     talking: bool = False  # has sent us anything yet
+    stall_after: float = STALL_SECONDS
 
     def heard(self, now: float) -> None:
         """Anything arrived from this peer. After a silence its path was down:
@@ -396,6 +398,9 @@ class Leg:
         ssrc = int.from_bytes(packet[8:12], "big")
         stream = self.inbound.get(ssrc)
         if stream is not None:
+            # A publisher sends continuously, so a short silence already means a dead
+            # path; a receive-only peer only reports now and then.
+            self.stall_after = PUBLISHER_STALL_SECONDS
             stream.on_packet(packet, now)
         elif (stream := self.retransmissions.get(ssrc)) is not None:
             stream.on_retransmission(packet, now)
@@ -456,7 +461,7 @@ class Leg:
         sending to it would only punch holes into its sequence numbers. (A peer
         that receives nothing yet sends no reports, so silence before the first
         report means nothing.)"""
-        return self.talking and now - self.last_heard > STALL_SECONDS
+        return self.talking and now - self.last_heard > self.stall_after
 
     def on_connected(self, now: float) -> None:
         """Media can flow: whoever waits for a keyframe on this leg gets one now."""
