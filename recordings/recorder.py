@@ -56,6 +56,7 @@ class TrackRecorder:
         self.frames = 0
         self.sync_samples: list[float] = []  # sender-clock placement minus arrival, seconds
         self.first_arrival: dict[int, float] = {}  # rtp timestamp -> first packet's arrival
+        self.parameters: dict[int, RTCRtpCodecParameters] = {}
 
     def on_packet(self, data: bytes) -> None:
         source = self.sink.source
@@ -64,12 +65,14 @@ class TrackRecorder:
         codec = source.codecs.get(data[1] & 0x7F)
         if codec is None or codec.name not in RECORDED_CODECS:
             return
-        try:
-            packet = RtpPacket.parse(data)
-            parameters = RTCRtpCodecParameters(
+        parameters = self.parameters.get(codec.payload_type)
+        if parameters is None:  # built once per payload type, not per packet
+            parameters = self.parameters[codec.payload_type] = RTCRtpCodecParameters(
                 mimeType=f"{self.kind}/{codec.name}", clockRate=codec.clock_rate,
                 payloadType=codec.payload_type,
             )  # fmt: skip
+        try:
+            packet = RtpPacket.parse(data)
             packet._data = depayload(parameters, packet.payload)
         except ValueError:
             return
