@@ -300,6 +300,8 @@ class OutStream:
             for uri in source.ext_ids
             if uri in self.ext_ids and not uri.endswith("sdes:mid")
         }
+        if self.mirror:
+            ext_map = None  # an internal sink reads no extension: leave them as they are
         if self.rewriter is None:
             self.rewriter = StreamRewriter(
                 self.ssrc, pt_map, ext_map=ext_map, clock_rate=source.clock_rate
