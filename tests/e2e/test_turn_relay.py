@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import http.server
-import secrets
-import shutil
-import socket
-import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,120 +21,21 @@ from aioice import stun
 from aioice.turn import create_turn_endpoint
 
 from signaling.turn import ice_servers, turn_credentials
-from tests.redis_server import free_port
+from tests.support.netem import Coturn
+from tests.support.netem import coturn as start_coturn
 
 pytestmark = pytest.mark.e2e
-
-REALM = "jisr.test"
-START_TIMEOUT_S = 10.0
-
-
-@dataclass
-class Coturn:
-    port: int
-    secret: str
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"turn:127.0.0.1:{self.port}?transport=udp"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-
-def _stun_binding_answered(port: int) -> bool:
-    """True once the server answers a STUN Binding request on its UDP port."""
-    request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.2)
-        try:
-            sock.sendto(bytes(request), ("127.0.0.1", port))
-            data, _ = sock.recvfrom(2048)
-        except OSError:  # refused (nothing bound yet) or no answer within 0.2 s
-            return False
-    try:
-        response = stun.parse_message(data)
-    except ValueError:
-        return False
-    return (
-        response.transaction_id == request.transaction_id
-        and response.message_class == stun.Class.RESPONSE
-    )
-
-
-def _config(folder: Path, port: int, secret: str) -> str:
-    return "\n".join(
-        [
-            "listening-ip=127.0.0.1",
-            "relay-ip=127.0.0.1",
-            f"listening-port={port}",
-            "use-auth-secret",
-            f"static-auth-secret={secret}",
-            f"realm={REALM}",
-            "fingerprint",
-            "no-tls",
-            "no-dtls",
-            "allow-loopback-peers",
-            "no-multicast-peers",
-            "no-cli",
-            "log-file=stdout",
-            "simple-log",
-            # Keep every file it writes in the temporary folder.
-            f"pidfile={folder / 'turnserver.pid'}",
-            f"userdb={folder / 'turndb'}",
-            "",
-        ]
-    )
 
 
 @pytest.fixture(scope="module")
 def coturn() -> Iterator[Coturn]:
-    executable = shutil.which("turnserver")
-    if executable is None:
-        pytest.fail(
-            "turnserver is not installed: the TURN tests need a real coturn "
-            "(apt-get install -y --no-install-recommends coturn)"
-        )
-    folder = Path(tempfile.mkdtemp(prefix="jisr-coturn-"))
-    secret = secrets.token_urlsafe(32)
-    log_path = folder / "turnserver.log"
-    process: subprocess.Popen[bytes] | None = None
+    """A real coturn on loopback with TURN REST credentials (tests/support/netem.py)."""
     try:
-        for _ in range(5):  # the free port may be taken before coturn binds it
-            port = free_port()
-            config = folder / "turnserver.conf"
-            config.write_text(_config(folder, port, secret))
-            with open(log_path, "wb") as log:
-                process = subprocess.Popen(
-                    [executable, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
-                )
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while process.poll() is None and time.monotonic() < deadline:
-                if _stun_binding_answered(port):
-                    break
-            else:
-                _stop(process)
-                process = None
-                continue
-            break
-        if process is None:
-            pytest.fail("turnserver did not start:\n" + log_path.read_text(errors="replace"))
-        yield Coturn(port, secret, log_path)
-    finally:
-        if process is not None:
-            _stop(process)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        with start_coturn() as server:
+            yield server
+    except RuntimeError as exc:
+        pytest.fail(f"{exc}: the TURN tests need a real coturn "
+                    "(apt-get install -y --no-install-recommends coturn)")  # fmt: skip
 
 
 # -- aioice: allocate, relay, refuse -------------------------------------------------
