@@ -122,9 +122,6 @@ class MediaNode:
     def stats(self) -> dict:
         return {"sessions": len(self._rooms), "peers": len(self._peers)}
 
-    def hosts(self, session_id: str) -> bool:
-        return session_id in self._rooms
-
     def peer_connection(self, peer_id: str) -> RTCPeerConnection | None:
         peer = self._peers.get(peer_id)
         return peer.pc if peer else None
@@ -306,12 +303,6 @@ class MediaNode:
                 del self._rooms[peer.session_id]
         peer.leg.tap.close()
         await peer.pc.close()
-
-    async def close_session(self, session_id: str) -> None:
-        room = self._rooms.get(session_id)
-        if room is not None:
-            for peer_id in list(room.peers):
-                await self.disconnect(peer_id)
 
     async def close(self) -> None:
         for peer_id in list(self._peers):

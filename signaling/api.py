@@ -11,7 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .auth import Principal
-from .errors import ApiError
+from .errors import ApiError, store_unavailable
 from .keys import AUDIT, CASE_PACKET, CONSULTS, HUB, SETTINGS, STORE, TRIAGE, VAULT, VERIFIER
 from .protocol import ConsultReport, Decline, NewConsult, Transfer, parse_body, parse_json
 from .store import StoreUnavailable
@@ -45,7 +45,7 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         await request.app[STORE].ping()
     except StoreUnavailable:
-        raise ApiError(503, "store_unavailable", "session state is unavailable") from None
+        raise store_unavailable() from None
     return web.json_response({"status": "ready"})
 
 

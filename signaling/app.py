@@ -14,7 +14,7 @@ from .api import routes
 from .attachments import CasePacket
 from .auth import TokenVerifier
 from .consults import Clock, ConsultService
-from .errors import ApiError
+from .errors import ApiError, store_unavailable
 from .keys import (
     AUDIT,
     CASE_PACKET,
@@ -64,12 +64,7 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
         return web.json_response(exc.body(), status=exc.status)
     except StoreUnavailable as exc:
         log.warning("store.unavailable", path=request.path, error=str(exc))
-        return web.json_response(
-            ApiError(
-                503, "store_unavailable", "session state is unavailable; try again shortly"
-            ).body(),
-            status=503,
-        )
+        return web.json_response(store_unavailable().body(), status=503)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -16,10 +16,6 @@ class ApiError(Exception):
         return {"error": {"code": self.code, "message": self.message, **self.extra}}
 
 
-def bad_request(message: str) -> ApiError:
-    return ApiError(400, "bad_request", message)
-
-
 def forbidden(message: str = "your role may not do this") -> ApiError:
     return ApiError(403, "forbidden", message)
 

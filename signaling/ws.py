@@ -21,7 +21,7 @@ from media import MediaError
 
 from .auth import Principal
 from .consults import ConsultService, may_take
-from .errors import ApiError
+from .errors import ApiError, store_unavailable
 from .keys import (
     AUDIT,
     CONSULTS,
@@ -629,14 +629,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                     await ws.close(code=4401, message=b"unauthorized")
                     break
             except StoreUnavailable:
-                conn.send(
-                    {
-                        "type": "error",
-                        "code": "store_unavailable",
-                        "message": "session state is unavailable; try again shortly",
-                        "ref": ref_of(data),
-                    }
-                )
+                error = store_unavailable()
+                conn.send({"type": "error", "code": error.code, "message": error.message,
+                           "ref": ref_of(data)})  # fmt: skip
             except Exception:
                 log.exception("ws.internal_error", conn=conn.id)
                 conn.send(
