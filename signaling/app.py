@@ -40,6 +40,8 @@ from .ws import Hub, websocket
 
 log = get_logger()
 
+SHUTDOWN_STEP_S = 5.0
+
 HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 # Pages may load only their own scripts and styles, and talk only to this origin.
@@ -124,14 +126,15 @@ async def _lifecycle(app: web.Application):
         with contextlib.suppress(Exception):
             await ws_conn.ws.close(code=1001, message=b"server shutdown")
     await app[MEDIA].close()
-    with contextlib.suppress(StoreUnavailable):
-        await store.remove_node(app[NODE_ID])
-    await store.close()
+    # Shutdown is bounded: a store or task that does not let go must not keep the
+    # node (or a test) from stopping.
+    with contextlib.suppress(StoreUnavailable, TimeoutError):
+        await asyncio.wait_for(store.remove_node(app[NODE_ID]), SHUTDOWN_STEP_S)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(store.close(), SHUTDOWN_STEP_S)
     await app[HTTP_CLIENT].close()
     log.info("node.stopped", node=app[NODE_ID])
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    await asyncio.wait(tasks, timeout=SHUTDOWN_STEP_S)
 
 
 def open_vault(settings: Settings):
