@@ -14,31 +14,37 @@ _H264_STAP_A = 24
 _H264_FU_A = 28
 
 
+def vp8_descriptor_size(payload: Buffer) -> int:
+    """Length of the VP8 payload descriptor (RFC 7741 4.2) that starts ``payload``,
+    or -1 if the payload is too short to hold it and at least one byte of VP8 data."""
+    size = len(payload)
+    if size < 2:
+        return -1
+    pos = 1
+    if payload[0] & 0x80:  # X: extension byte with I, L, T, K flags
+        ext = payload[1]
+        pos = 2
+        if ext & 0x80:  # I: PictureID, 15 bits when its M bit is set
+            if pos >= size:
+                return -1
+            pos += 2 if payload[pos] & 0x80 else 1
+        if ext & 0x40:  # L: TL0PICIDX
+            pos += 1
+        if ext & 0x30:  # T or K share one byte
+            pos += 1
+    return pos if pos < size else -1
+
+
 def is_vp8_keyframe(payload: Buffer) -> bool:
     """True for the first packet of a VP8 key frame (RFC 7741).
 
     The payload descriptor must have S=1 and partition index 0; the VP8 payload header
     after it has its P (inverse key frame) bit clear.
     """
-    size = len(payload)
-    if size < 2:
+    if len(payload) < 2 or payload[0] & 0x17 != 0x10:  # S set, PID (3 bits) zero
         return False
-    b0 = payload[0]
-    if b0 & 0x17 != 0x10:  # S set, PID (3 bits) zero
-        return False
-    pos = 1
-    if b0 & 0x80:  # X: extension byte with I, L, T, K flags
-        ext = payload[1]
-        pos = 2
-        if ext & 0x80:  # I: PictureID, 15 bits when its M bit is set
-            if pos >= size:
-                return False
-            pos += 2 if payload[pos] & 0x80 else 1
-        if ext & 0x40:  # L: TL0PICIDX
-            pos += 1
-        if ext & 0x30:  # T or K share one byte
-            pos += 1
-    return pos < size and not payload[pos] & 0x01
+    pos = vp8_descriptor_size(payload)
+    return pos > 0 and not payload[pos] & 0x01
 
 
 def _h264_key_nal(nal_type: int) -> bool:

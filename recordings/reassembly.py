@@ -1,0 +1,170 @@
+"""Encoded frames out of forwarded RTP, for the recorder: VP8 frames reassembled
+from their packets (RFC 7741), Opus packets taken as they are (RFC 7587).
+
+Only the fixed header and the VP8 payload descriptor are read, nothing is decoded,
+and no per-packet objects are built: the recorder sees every packet of every
+recorded stream, so this is on the hot path.
+
+Video frames come out in order and only when decodable: a frame is complete when
+its packets from the one that starts it (S=1, partition 0) to the one with the
+marker bit are all here, and it follows the previous frame without a hole in the
+sequence numbers. A hole is waited for (a retransmission may fill it) for at most
+``max_wait_s`` of media time; then the frames around it are given up and nothing
+is written until the next keyframe, which is asked for.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from media.keyframes import vp8_descriptor_size
+from media.rtp import payload_offset
+
+_FIXED = struct.Struct(">BBHI")  # first byte, marker/PT, seq, ts
+_SEQ_MASK = 0xFFFF
+_TS_HALF = 1 << 31
+_TS_MASK = (1 << 32) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    data: bytes
+    timestamp: int  # RTP timestamp
+    keyframe: bool
+    arrival: float  # when its first packet arrived
+
+
+def _newer(a: int, b: int) -> bool:
+    """Whether RTP timestamp ``a`` is after ``b`` (modulo 2^32)."""
+    return 0 < (a - b) & _TS_MASK < _TS_HALF
+
+
+def _rtp_payload(packet: bytes) -> tuple[int, int, int, bool, bytes] | None:
+    """(seq, ts, payload type, marker, payload) of a packet, None if malformed."""
+    if len(packet) < 12:
+        return None
+    b0, b1, seq, ts = _FIXED.unpack_from(packet)
+    if b0 >> 6 != 2:
+        return None
+    try:
+        start = payload_offset(packet)
+    except ValueError:
+        return None
+    end = len(packet) - (packet[-1] if b0 & 0x20 else 0)
+    if end <= start:
+        return None  # empty, or padding only
+    return seq, ts, b1 & 0x7F, bool(b1 & 0x80), packet[start:end]
+
+
+class OpusFrames:
+    """Every Opus packet is one frame; late (reordered) packets are dropped."""
+
+    def __init__(self) -> None:
+        self.last_ts: int | None = None
+
+    def add(self, packet: bytes, now: float) -> list[Frame]:
+        parsed = _rtp_payload(packet)
+        if parsed is None:
+            return []
+        _, ts, _, _, payload = parsed
+        if self.last_ts is not None and not _newer(ts, self.last_ts):
+            return []
+        self.last_ts = ts
+        return [Frame(payload, ts, True, now)]
+
+
+@dataclass(slots=True)
+class _Pending:
+    arrival: float
+    parts: dict[int, bytes] = field(default_factory=dict)  # seq -> VP8 data
+    start: int = -1  # seq of the packet that starts the frame
+    end: int = -1  # seq of the packet with the marker bit
+    keyframe: bool = False
+
+    def assemble(self) -> bytes | None:
+        if self.start < 0 or self.end < 0:
+            return None
+        count = ((self.end - self.start) & _SEQ_MASK) + 1
+        if len(self.parts) != count:
+            return None
+        try:
+            return b"".join(self.parts[(self.start + i) & _SEQ_MASK] for i in range(count))
+        except KeyError:
+            return None  # a stray packet with this timestamp stood in for a missing one
+
+
+class Vp8Frames:
+    """VP8 packets in, whole frames out, in order and decodable (see the module)."""
+
+    def __init__(
+        self,
+        ask_keyframe: Callable[[], None],
+        *,
+        clock_rate: int = 90000,
+        max_wait_s: float = 0.5,
+        max_pending: int = 64,
+    ) -> None:
+        self.ask_keyframe = ask_keyframe
+        self.max_wait_ticks = int(max_wait_s * clock_rate)
+        self.max_pending = max_pending
+        self.pending: dict[int, _Pending] = {}  # rtp ts -> its packets so far
+        self.last_ts: int | None = None  # of the last frame given out or given up
+        self.newest_ts: int | None = None
+        self.next_seq = -1  # the seq that must start the next frame; -1: a keyframe must
+        self.frames_lost = 0
+
+    def add(self, packet: bytes, now: float) -> list[Frame]:
+        parsed = _rtp_payload(packet)
+        if parsed is None:
+            return []
+        seq, ts, _, marker, payload = parsed
+        if self.last_ts is not None and not _newer(ts, self.last_ts):
+            return []  # a frame already given out or given up: too late
+        size = vp8_descriptor_size(payload)
+        if size < 0:
+            return []
+        frame = self.pending.get(ts)
+        if frame is None:
+            frame = self.pending[ts] = _Pending(now)
+            if self.newest_ts is None or _newer(ts, self.newest_ts):
+                self.newest_ts = ts
+        frame.parts[seq] = payload[size:]
+        if payload[0] & 0x17 == 0x10:  # S set, partition 0: the frame's first packet
+            frame.start = seq
+            frame.keyframe = not payload[size] & 0x01
+        if marker:
+            frame.end = seq
+        return self._ready()
+
+    def _ready(self) -> list[Frame]:
+        out: list[Frame] = []
+        newest = self.newest_ts
+        while self.pending:
+            ts = min(self.pending, key=lambda t: (t - newest) & _TS_MASK ^ _TS_HALF)
+            frame = self.pending[ts]
+            data = frame.assemble()
+            follows = data is not None and (
+                frame.start == self.next_seq or (self.next_seq < 0 and frame.keyframe)
+            )
+            if follows:
+                out.append(Frame(data, ts, frame.keyframe, frame.arrival))
+                self.next_seq = (frame.end + 1) & _SEQ_MASK
+            elif data is not None and self.next_seq < 0:
+                pass  # complete, but it cannot be decoded without the frames lost before
+            elif (newest - ts) & _TS_MASK > self.max_wait_ticks or len(
+                self.pending
+            ) > self.max_pending:
+                self._give_up()
+            else:
+                break  # a hole a retransmission may still fill
+            del self.pending[ts]
+            self.last_ts = ts
+        return out
+
+    def _give_up(self) -> None:
+        if self.next_seq >= 0:
+            self.frames_lost += 1
+            self.next_seq = -1
+        self.ask_keyframe()
