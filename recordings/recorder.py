@@ -119,16 +119,23 @@ class SessionRecorder:
         *,
         segment_s: float = 10.0,
         wall: Callable[[], float] = time.time,
+        started_at: float | None = None,
+        first_segment: int = 1,
     ) -> None:
+        """``started_at`` and ``first_segment`` are given when this continues a
+        recording (a new part after its node was lost): timestamps stay on the
+        recording's timeline and segment indices follow the earlier part's."""
         self.media = media
         self.session_id = session_id
         self.open_segment = open_segment  # index -> binary sink (an encrypting writer)
         self.segment_s = segment_s
         self.wall = wall
-        self.started_at = wall()
+        self.started_at = wall() if started_at is None else started_at
+        self.part_started_at = wall()
         self.paused = False
         self.tracks: list[TrackRecorder] = []
-        self.segment_index = 0
+        self.segment_index = first_segment - 1
+        self.segments_opened = 0
         self.segments_closed = 0
         self._container = None
         self._sink = None
@@ -163,6 +170,7 @@ class SessionRecorder:
         if not ready:
             return
         self.segment_index += 1
+        self.segments_opened += 1
         sink = self.open_segment(self.segment_index)
         self._sink = sink
         container = av.open(sink, mode="w", format="webm", options={"live": "1"})
@@ -243,9 +251,9 @@ class SessionRecorder:
             self._close()  # a new track, or a full segment: start the next one
         if self._container is None:
             if (
-                self.segment_index == 0
+                self.segments_opened == 0
                 and not self._all_ready()
-                and frame.arrival - self.started_at < 1.5
+                and frame.arrival - self.part_started_at < 1.5
             ):
                 return  # let every publishing track show up before the first segment
             self._open()

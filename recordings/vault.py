@@ -71,6 +71,10 @@ class RecordingExists(Exception):
     pass
 
 
+class NoMedia(ValueError):
+    """The recording, or the part of it asked for, holds no media to play."""
+
+
 @dataclass(frozen=True)
 class Playback:
     """One continuous playable file, remuxed in memory; iterate it for its bytes."""
@@ -110,8 +114,11 @@ class RecordingHandle:
     the recorder closes only its muxer, so opening the next segment or finishing
     closes any writer still open."""
 
-    def __init__(self, vault: Vault, recording_id: str, data_key: bytes) -> None:
+    def __init__(
+        self, vault: Vault, recording_id: str, data_key: bytes, next_segment: int = 1
+    ) -> None:
         self.recording_id = recording_id
+        self.next_segment = next_segment  # the index the recorder's first segment takes
         self._vault = vault
         self._data_key = data_key
         self._writers: list[SegmentWriter] = []
@@ -254,6 +261,33 @@ class Vault:
         self._live[recording_id] = handle
         return handle
 
+    def resume(self, recording_id: str, *, node: str) -> tuple[RecordingHandle, dict]:
+        """Continue a recording whose node was lost as a new part on ``node``: the
+        segment that node was writing is unreadable and discarded; the new part's
+        segments follow the last one it published. Returns the handle and the
+        metadata (``started_at`` keeps the parts on one timeline)."""
+        _check_id(recording_id)
+        data_key = self._data_key(recording_id)
+        meta = self._read_meta(recording_id, data_key)
+        if meta["state"] not in ("recording", "interrupted"):
+            raise ValueError(f"recording {recording_id} is {meta['state']}; it cannot go on")
+        self.storage.discard_partials(f"{recording_id}/")
+        indices = {*meta["segment_indices"], *self._segment_indices(recording_id)}
+        next_segment = max(indices, default=0) + 1
+        now = self.clock()
+        parts = meta.get("parts") or [
+            {"node": meta.get("node"), "started_at": meta["started_at"], "first_segment": 1}
+        ]
+        parts.append({"node": node, "started_at": now, "first_segment": next_segment})
+        meta.update(
+            state="recording", ended_at=None, duration_s=None, node=node, parts=parts,
+            segment_indices=sorted(indices), updated_at=now,
+        )  # fmt: skip
+        self._write_meta(recording_id, data_key, meta)
+        handle = RecordingHandle(self, recording_id, data_key, next_segment)
+        self._live[recording_id] = handle
+        return handle, meta
+
     def mark_interrupted_stale(self, is_live: Callable[[str], bool] | None = None) -> list[str]:
         """Recordings still "recording" whose writer died become "interrupted"; every
         segment they closed stays readable. ``is_live`` tells which recordings another
@@ -300,6 +334,18 @@ class Vault:
         _check_id(recording_id)
         meta = self._read_meta(recording_id, self._data_key(recording_id))
         return self._public(meta, self._segment_indices(recording_id))
+
+    def tracks(self, recording_id: str) -> list[str]:
+        """The titles of the recording's tracks (e.g. ``referrer-video``), the union
+        over its segments, sorted. Only the segments' headers are looked at (each is
+        still decrypted and verified whole); no media leaves, so nothing is audited."""
+        _check_id(recording_id)
+        data_key, meta = self._open(recording_id)
+        names: set[str] = set()
+        for _index, plaintext in self._segments(recording_id, data_key, meta):
+            with av.open(io.BytesIO(plaintext), mode="r") as source:
+                names.update(_track_name(stream) for stream in source.streams)
+        return sorted(names)
 
     def read_segments(self, recording_id: str, *, audit: Audit, **fields: Any) -> Iterator[bytes]:
         """Plaintext segments in order, each verified whole before it is yielded."""
@@ -514,7 +560,9 @@ class Vault:
         late), so the output's tracks are the union over all segments, known after a
         first pass that also verifies every segment before any output is written.
         Timestamps are kept (the recorder's are continuous across segments), shifted
-        so that the file starts at zero.
+        so that the *recording* starts at zero: the shift comes from every track, not
+        just the selected ones, so renditions of a few tracks (one participant's) share
+        one time origin and line up when played side by side.
         """
         templates: dict[str, av.stream.Stream] = {}
         keep: list[av.container.InputContainer] = []  # templates must outlive add_stream
@@ -531,7 +579,7 @@ class Vault:
                             templates[name], contributes = stream, True
                 for packet in source.demux():
                     ts = packet.dts if packet.dts is not None else packet.pts
-                    if packet.stream.index in wanted and ts is not None and packet.size:
+                    if ts is not None and packet.size:
                         at = ts * packet.time_base
                         start = at if start is None else min(start, at)
                 if contributes:
@@ -539,7 +587,8 @@ class Vault:
                 else:
                     source.close()
             if not templates or start is None:
-                raise ValueError(f"recording {recording_id} has no media to play")
+                which = "" if tracks is None else f" in tracks {sorted(tracks)}"
+                raise NoMedia(f"recording {recording_id} has no media to play{which}")
             codecs = {s.codec_context.name for s in templates.values()}
             container_format = "webm" if codecs <= WEBM_CODECS else "matroska"
             output = av.open(file, mode="w", format=container_format)

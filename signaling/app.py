@@ -235,8 +235,9 @@ def create_app(
     app[VAULT] = vault
     app[CASE_PACKET] = open_case_packet(settings, app[STORE], app[AUDIT])
     app[RECORDING] = RecordingService(
-        vault, app[MEDIA], app[AUDIT], segment_s=settings.recording_segment_s, node_id=node
-    )
+        vault, app[MEDIA], app[AUDIT], segment_s=settings.recording_segment_s, node_id=node,
+        store=app[STORE],
+    )  # fmt: skip
 
     app.router.add_routes(routes)
     app.router.add_get("/ws", websocket)

@@ -14,11 +14,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import structlog
+
 from recordings.recorder import SessionRecorder
 
 from .auth import Principal
 from .errors import ApiError
 from .logs import Audit
+from .store import StoreError
+
+log = structlog.get_logger("jisr.recording")
+ACTIVE = ("requested", "recording", "paused")
 
 
 @dataclass
@@ -35,6 +41,15 @@ class SessionRecording:
     recorder: SessionRecorder | None = None
     handle: object | None = None
     started_at: float | None = None
+
+    def snapshot(self) -> dict:
+        """What another node needs to carry on if this one is lost (kept in the store
+        with the session)."""
+        return {
+            "state": self.state, "recording_id": self.recording_id,
+            "requested_by": self.requested_by, "consents": self.consents,
+            "names": self.names, "history": self.history, "started_at": self.started_at,
+        }  # fmt: skip
 
     def public(self) -> dict:
         return {
@@ -60,8 +75,10 @@ class RecordingService:
         segment_s: float = 10.0,
         wall: Callable[[], float] = time.time,
         node_id: str = "",
+        store=None,
     ) -> None:
         self.node_id = node_id
+        self.store = store  # where each session's recording state is kept for other nodes
         self.vault = vault  # None: recording is not configured on this node
         self.media = media
         self.audit = audit
@@ -221,3 +238,58 @@ class RecordingService:
     def close(self) -> None:
         for session_id in list(self.sessions):
             self.session_closed(session_id)
+
+    # surviving the loss of this node -----------------------------------------
+    async def persist(self, session_id: str) -> None:
+        """Keep the session's recording state with the session in the store, so that
+        the node that takes the session over if this one dies can continue it."""
+        rec = self.sessions.get(session_id)
+        if rec is None or self.store is None:
+            return
+        try:
+            await self.store.transition_session(
+                session_id, from_states={"live"}, to_state="live",
+                fields={"recording": rec.snapshot()},
+            )  # fmt: skip
+        except StoreError as exc:  # the recording goes on; only a takeover would miss it
+            log.warning("recording.state_not_saved", session_id=session_id, error=str(exc))
+
+    def adopt(self, session: dict) -> SessionRecording | None:
+        """This node took over a session whose node was lost: a recording that was
+        running there continues here as a new part of the same recording, paused
+        until the participants (whose consent is on record) are back."""
+        saved = session.get("recording")
+        if not saved or saved.get("state") not in ACTIVE or session["id"] in self.sessions:
+            return None
+        rec = SessionRecording(
+            session["id"], session["consult_id"], session.get("facility"),
+            state=saved["state"], recording_id=saved.get("recording_id"),
+            requested_by=saved.get("requested_by"), consents=dict(saved.get("consents") or {}),
+            names=dict(saved.get("names") or {}), history=list(saved.get("history") or []),
+            started_at=saved.get("started_at"),
+        )  # fmt: skip
+        self.sessions[rec.session_id] = rec
+        if rec.state == "requested":
+            return rec  # still asking: the answers come to this node now
+        if self.vault is None:
+            rec.state = "stopped"
+            log.error("recording.lost", session_id=rec.session_id, reason="no vault here")
+            return rec
+        try:
+            rec.handle, meta = self.vault.resume(rec.recording_id, node=self.node_id)
+        except Exception as exc:  # noqa: BLE001 - deleted or unreadable: the call goes on
+            rec.state = "stopped"
+            log.error("recording.lost", session_id=rec.session_id, error=str(exc))
+            return rec
+        rec.recorder = SessionRecorder(
+            self.media, rec.session_id, rec.handle.open_segment, segment_s=self.segment_s,
+            wall=self.wall, started_at=meta["started_at"], first_segment=rec.handle.next_segment,
+        )  # fmt: skip
+        rec.recorder.start()
+        rec.recorder.pause()
+        rec.state = "paused"
+        self._record(
+            rec, "recording.continued", None, reason="node_lost", part=len(meta["parts"]),
+            first_segment=rec.handle.next_segment,
+        )  # fmt: skip
+        return rec

@@ -379,6 +379,7 @@ class SignalingHandler:
             if await self.proxy_to(session["node"], message):
                 return
             session = await self.rehome(session)
+            self.app[RECORDING].adopt(session)
         members = self.hub.sessions.setdefault(session["id"], {})
         if part is None:
             observers = sum(1 for m in members.values() if m.part is None)
@@ -411,6 +412,7 @@ class SignalingHandler:
             self.app[RECORDING].participant_joined(
                 who, session["id"], self.hub.participants(session["id"])
             )
+            await self.app[RECORDING].persist(session["id"])
         consult = await self.app[CONSULTS].store.get_consult(session["consult_id"])
         conn.send(
             {
@@ -543,6 +545,7 @@ class SignalingHandler:
             recording.stop_by(conn.principal, conn.session_id)
         conn.send({"type": "recording.ok", "ref": message.ref})
         self.hub.broadcast_recording(conn.session_id)
+        await recording.persist(conn.session_id)
 
     async def on_offer(self, message: Offer) -> None:
         conn = self.conn

@@ -19,10 +19,10 @@ from tests.redis_server import free_port
 from tests.support.peers import JisrClient
 
 
-def start_node(name: str, port: int, redis_url: str) -> subprocess.Popen:
+def start_node(name: str, port: int, redis_url: str, **extra_env: str) -> subprocess.Popen:
     env = {**os.environ, "JISR_PORT": str(port), "JISR_JWT_SECRET": SECRET,
            "JISR_ICE_ADDRESSES": "127.0.0.1", "JISR_REDIS_URL": redis_url,
-           "JISR_NODE_ID": name, "JISR_NODE_HEARTBEAT_S": "1"}  # fmt: skip
+           "JISR_NODE_ID": name, "JISR_NODE_HEARTBEAT_S": "1", **extra_env}  # fmt: skip
     return subprocess.Popen(
         [sys.executable, "-m", "signaling.cli", "serve", "--workers", "1"], env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -254,6 +254,33 @@ def test_crashed_recording_keeps_every_closed_segment(root, master, clock):
     assert restarted.mark_interrupted_stale() == []
 
 
+def test_a_recording_whose_node_died_continues_as_a_new_part(root, master, clock):
+    lost = Vault(FileStorage(root), master, clock)
+    handle = lost.create(RID, metadata(node="n_a"))
+    mux_segment(handle.open_segment(1), 0)
+    writer = handle.open_segment(2)  # publishes segment 1; the node dies mid-2
+    mux_segment(writer, 1, close=False)
+    writer.flush()
+    del handle, writer
+
+    clock.now += 30
+    taker = Vault(FileStorage(root), master, clock)
+    handle, meta = taker.resume(RID, node="n_b")
+    # The unfinished segment is discarded (it could never be read) and its index reused.
+    assert handle.next_segment == 2
+    assert not any(p.name.endswith(".part") for p in root.rglob("*"))
+    assert [(p["node"], p["first_segment"]) for p in meta["parts"]] == [("n_a", 1), ("n_b", 2)]
+    assert meta["started_at"] == T0 and meta["node"] == "n_b"
+    assert taker.mark_interrupted_stale() == []  # being written again, on this node
+    mux_segment(handle.open_segment(2), 1)
+    handle.finish()
+    info = taker.get(RID)
+    assert info["state"] == "complete" and info["segments"] == 2
+    assert probe(taker.stream(RID, audit=AuditLog()).data)["frames"] == 2 * FPS
+    with pytest.raises(ValueError, match="complete"):
+        taker.resume(RID, node="n_c")  # a finished recording stays finished
+
+
 def test_a_live_recording_is_not_marked_stale(vault):
     handle = vault.create(RID, metadata())
     mux_segment(handle.open_segment(1), 0)
