@@ -293,12 +293,19 @@ async def _await_reply(ws, wanted: str, ref: str, result: ClientResult) -> dict:
         if msg.type != WSMsgType.TEXT:
             raise ConnectionError(f"socket {msg.type.name} while waiting for {wanted}")
         data = json.loads(msg.data)
-        if data.get("ref") == ref:
-            if data.get("type") != wanted:
-                raise RuntimeError(f"{data.get('type')} {data.get('code')} instead of {wanted}")
-            return data
-        kind = str(data.get("type"))
-        result.pushed[kind] = result.pushed.get(kind, 0) + 1
+        reply = None
+        for message in data if isinstance(data, list) else [data]:  # a frame may batch
+            if message.get("ref") == ref:
+                if message.get("type") != wanted:
+                    raise RuntimeError(
+                        f"{message.get('type')} {message.get('code')} instead of {wanted}"
+                    )
+                reply = message
+                continue
+            kind = str(message.get("type"))
+            result.pushed[kind] = result.pushed.get(kind, 0) + 1
+        if reply is not None:
+            return reply
 
 
 async def _client_session(http, url: str, entry: dict, result: ClientResult, gates) -> None:
@@ -313,7 +320,8 @@ async def _client_session(http, url: str, entry: dict, result: ClientResult, gat
         return
     try:
         started = time.perf_counter()
-        await ws.send_str(json.dumps({"type": "auth", "ref": "a", "token": entry["token"]}))
+        auth = {"type": "auth", "ref": "a", "token": entry["token"], "batch": True}  # as pages do
+        await ws.send_str(json.dumps(auth))
         await _await_reply(ws, "welcome", "a", result)
         result.auth_ms = (time.perf_counter() - started) * 1000
     except Exception as exc:  # noqa: BLE001

@@ -23,6 +23,7 @@ class _Message(BaseModel):
 class Auth(_Message):
     type: Literal["auth"]
     token: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+    batch: bool = False  # the client takes several messages in one frame, as a JSON array
 
 
 class Join(_Message):

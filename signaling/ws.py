@@ -56,6 +56,7 @@ from .store import Conflict, StoreUnavailable
 
 AUTH_TIMEOUT_S = 10
 OUTBOX_LIMIT = 256
+BATCH_LIMIT = 64  # messages per frame when a burst queued up for one connection
 RECEIVES = {
     "referrer": ["specialist"],
     "specialist": ["referrer"],
@@ -78,6 +79,7 @@ class Connection:
         self.upstream: ClientWebSocketResponse | None = None
         self.upstream_task: asyncio.Task | None = None
         self.presence: str | None = None  # a specialist's on-call choice
+        self.batch = False  # takes several messages per frame (it said so at auth)
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue(OUTBOX_LIMIT)
 
     @property
@@ -97,11 +99,26 @@ class Connection:
             asyncio.ensure_future(self.ws.close(code=1008, message=b"too slow"))
 
     async def write_loop(self) -> None:
-        while (message := await self._outbox.get()) is not None:
+        """Sends what the outbox holds. To a client that said it takes batches,
+        messages that queued up meanwhile go out together, as one JSON array in one
+        frame: under a burst (a consult change pushed to every supervisor) that is one
+        write instead of dozens."""
+        outbox = self._outbox
+        while (message := await outbox.get()) is not None:
+            batch, closing = [message], False
+            limit = BATCH_LIMIT if self.batch else 1
+            while len(batch) < limit and not outbox.empty():
+                if (message := outbox.get_nowait()) is None:
+                    closing = True
+                    break
+                batch.append(message)
             if self.ws.closed:
                 return
+            text = batch[0] if len(batch) == 1 else f"[{','.join(batch)}]"
             with contextlib.suppress(ConnectionError, RuntimeError):
-                await self.ws.send_str(message)
+                await self.ws.send_str(text)
+            if closing:
+                return
 
     def close_outbox(self) -> None:
         with contextlib.suppress(asyncio.QueueFull):
@@ -358,6 +375,7 @@ class SignalingHandler:
             raise ApiError(400, "bad_request", "already authenticated")
         self.conn.principal = self.app[VERIFIER].verify(message.token)
         self.conn.token = message.token
+        self.conn.batch = message.batch
         self.hub.connections[self.conn.id] = self.conn
         self.conn.send(
             {

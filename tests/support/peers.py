@@ -79,11 +79,13 @@ class JisrClient:
     async def connect(self) -> dict:
         self.ws = await self.http.ws_connect(self.base_url.replace("http", "ws", 1) + "/ws")
         self._reader = asyncio.ensure_future(self._read())
-        return await self.request({"type": "auth", "token": self.token})
+        return await self.request({"type": "auth", "token": self.token, "batch": True})
 
     async def _read(self) -> None:
         async for msg in self.ws:
-            self.inbox.put_nowait(msg.json())
+            data = msg.json()
+            for message in data if isinstance(data, list) else [data]:  # a batch
+                self.inbox.put_nowait(message)
 
     async def send(self, message: dict) -> str:
         self._refs += 1

@@ -9,6 +9,7 @@ import pytest
 from aiohttp import WSMsgType
 
 from signaling.app import create_app
+from signaling.keys import HUB
 from signaling.store import MemoryStore
 from tests.conftest import Tokens
 
@@ -239,3 +240,22 @@ async def test_colleagues_learn_only_that_a_consult_left_their_queue(client, tok
     )
     assert "summary" not in taken["consult"] and "patient_ref" not in taken["consult"]
     assert "session_id" not in taken["consult"] and taken["consult"]["specialty"] == "cardiology"
+
+
+async def test_a_client_that_takes_batches_gets_a_burst_in_one_frame(client, tokens):
+    batched = Socket(await client.ws_connect("/ws"))
+    auth = {"type": "auth", "token": tokens.supervisor, "ref": "a", "batch": True}
+    assert (await batched.ask(auth))["type"] == "welcome"
+    plain = await connect(client, tokens.admin)
+    hub = client.server.app[HUB]
+    by_sub = {c.principal.sub: c for c in hub.connections.values()}
+    for n in range(5):  # queued together: the write loops cannot run in between
+        for sub in ("sup-leila", "adm-yusuf"):
+            by_sub[sub].send({"type": "test.burst", "n": n})
+
+    frame = await asyncio.wait_for(batched.ws.receive(), 5)
+    assert [m["n"] for m in json.loads(frame.data)] == [0, 1, 2, 3, 4]
+    for n in range(5):  # a client that did not ask gets one message per frame
+        frame = await asyncio.wait_for(plain.ws.receive(), 5)
+        assert json.loads(frame.data) == {"type": "test.burst", "n": n}
+    await batched.still_serving()

@@ -72,7 +72,7 @@ export class Signaling extends EventTarget {
       if (ws !== this.ws) return;
       this.setState('authenticating');
       this.lastHeard = Date.now();
-      this.rawSend({ type: 'auth', token, ref: 'auth' });
+      this.rawSend({ type: 'auth', token, ref: 'auth', batch: true });
     };
     ws.onmessage = (ev) => {
       if (ws !== this.ws) return;
@@ -83,7 +83,10 @@ export class Signaling extends EventTarget {
       } catch {
         return;
       }
-      if (msg && typeof msg === 'object') this.handle(msg);
+      // With `batch` the server may send several messages in one frame, as an array.
+      for (const one of Array.isArray(msg) ? msg : [msg]) {
+        if (one && typeof one === 'object') this.handle(one);
+      }
     };
     ws.onclose = (ev) => {
       if (ws !== this.ws) return;
