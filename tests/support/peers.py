@@ -19,6 +19,8 @@ from aiortc import (
 )
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
 
+from media.aiortc_internals import restrict_host_addresses
+
 VIDEO_CLOCK = 90000
 
 
@@ -122,6 +124,9 @@ class JisrClient:
     ) -> dict:
         """``video_codecs`` limits what a publisher offers (e.g. ("video/H264",));
         ``munge`` rewrites the offer's SDP text before it is sent."""
+        # Test peers live on loopback, like the servers they talk to (in this process
+        # or another); in a fresh network namespace it is the only address anyway.
+        restrict_host_addresses(["127.0.0.1"])
         self.pc = RTCPeerConnection(
             RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
