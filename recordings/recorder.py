@@ -115,7 +115,7 @@ class SessionRecorder:
         self,
         media,
         session_id: str,
-        open_segment: Callable[[int], object],
+        open_segment: Callable[[int, list[str]], object],
         *,
         segment_s: float = 10.0,
         wall: Callable[[], float] = time.time,
@@ -127,7 +127,8 @@ class SessionRecorder:
         recording's timeline and segment indices follow the earlier part's."""
         self.media = media
         self.session_id = session_id
-        self.open_segment = open_segment  # index -> binary sink (an encrypting writer)
+        # (index, track titles) -> binary sink (an encrypting writer)
+        self.open_segment = open_segment
         self.segment_s = segment_s
         self.wall = wall
         self.started_at = wall() if started_at is None else started_at
@@ -171,7 +172,7 @@ class SessionRecorder:
             return
         self.segment_index += 1
         self.segments_opened += 1
-        sink = self.open_segment(self.segment_index)
+        sink = self.open_segment(self.segment_index, [t.label for t in ready])
         self._sink = sink
         container = av.open(sink, mode="w", format="webm", options={"live": "1"})
         self._streams = {}

@@ -122,9 +122,12 @@ class RecordingHandle:
         self._vault = vault
         self._data_key = data_key
         self._writers: list[SegmentWriter] = []
+        self._segment_tracks: dict[int, list[str]] = {}
         self._finished = False
 
-    def open_segment(self, index: int) -> SegmentWriter:
+    def open_segment(self, index: int, tracks: Collection[str] = ()) -> SegmentWriter:
+        """A writer for segment ``index``; ``tracks`` are the titles of the tracks it
+        will hold, noted in the metadata when it is published."""
         if self._finished:
             raise RuntimeError(f"recording {self.recording_id} is already finished")
         self._close_writers()
@@ -143,6 +146,7 @@ class RecordingHandle:
             on_close=self._published,
         )
         self._writers.append(writer)
+        self._segment_tracks[index] = list(tracks)
         return writer
 
     def finish(
@@ -189,9 +193,13 @@ class RecordingHandle:
         self._writers.clear()
 
     def _published(self, index: int) -> None:
+        tracks = self._segment_tracks.pop(index, [])
+
         def change(meta: dict) -> None:
             meta["segment_indices"] = sorted({*meta["segment_indices"], index})
             meta["updated_at"] = self._vault.clock()
+            if tracks:
+                meta["tracks"] = sorted({*meta.get("tracks", []), *tracks})
 
         try:
             self._update(change)
@@ -337,10 +345,13 @@ class Vault:
 
     def tracks(self, recording_id: str) -> list[str]:
         """The titles of the recording's tracks (e.g. ``referrer-video``), the union
-        over its segments, sorted. Only the segments' headers are looked at (each is
-        still decrypted and verified whole); no media leaves, so nothing is audited."""
+        over its segments, sorted: as the recorder noted them in the metadata, else
+        (recordings written without) from the segments' headers, each still decrypted
+        and verified whole. No media leaves, so nothing is audited."""
         _check_id(recording_id)
         data_key, meta = self._open(recording_id)
+        if "tracks" in meta:
+            return list(meta["tracks"])
         names: set[str] = set()
         for _index, plaintext in self._segments(recording_id, data_key, meta):
             with av.open(io.BytesIO(plaintext), mode="r") as source:

@@ -10,6 +10,8 @@ import urllib.parse
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from recordings.recorder import SLOTS
+
 from .auth import Principal
 from .errors import ApiError, store_unavailable
 from .keys import AUDIT, CASE_PACKET, CONSULTS, HUB, SETTINGS, STORE, TRIAGE, VAULT, VERIFIER
@@ -265,8 +267,32 @@ def _vault(request: web.Request):
     return vault
 
 
-def _public_recording(record: dict) -> dict:
-    return {"id": record.get("recording_id"), **record}
+# A participant's tracks are titled "<slot>-<kind>" by the recorder.
+PARTICIPANT_TRACK_KINDS = ("audio", "video", "screen")
+
+
+def _public_recording(record: dict, tracks: list[str] | None = None) -> dict:
+    """``tracks`` (the recording's track titles) is known only where it was read
+    from the segments; it also tells which participants have media."""
+    public = {"id": record.get("recording_id"), **record}
+    if tracks is not None:
+        public["tracks"] = tracks
+        public["media_participants"] = [
+            slot for slot in SLOTS if any(t.startswith(f"{slot}-") for t in tracks)
+        ]
+    return public
+
+
+def _participant(request: web.Request) -> str | None:
+    """The ``participant`` query parameter: one slot, or None for the whole recording."""
+    values = request.query.getall("participant", [])
+    if not values:
+        return None
+    if len(values) > 1 or values[0] not in SLOTS:
+        raise ApiError(
+            400, "invalid_participant", f"participant must be one of: {', '.join(SLOTS)}"
+        )
+    return values[0]
 
 
 def _may_play(who: Principal, record: dict) -> bool:
@@ -299,25 +325,50 @@ async def list_recordings(request: web.Request) -> web.Response:
 
 @routes.get("/api/recordings/{id}")
 async def get_recording(request: web.Request) -> web.Response:
+    """One recording's metadata, with its tracks and which participants have media
+    (read from the segments, so not in the list: that would decrypt every recording)."""
+    from recordings.crypto import MasterKeyError, TamperedError
+    from recordings.vault import RecordingNotFound
+
     who = principal(request)
-    return web.json_response(_public_recording(await _visible_recording(request, who)))
+    record = await _visible_recording(request, who)
+    try:
+        tracks = await asyncio.to_thread(_vault(request).tracks, record["recording_id"])
+    except (TamperedError, MasterKeyError, RecordingNotFound):
+        tracks = None  # the metadata still stands; playing it reports the failure
+    return web.json_response(_public_recording(record, tracks))
 
 
 @routes.get("/api/recordings/{id}/media")
 async def play_recording(request: web.Request) -> web.StreamResponse:
+    """The whole recording, or with ``?participant=<slot>`` only that participant's
+    tracks. Renditions share the recording's time origin, so a player can show them
+    side by side in sync (a browser plays only one video and one audio track of a file)."""
     from recordings.crypto import MasterKeyError, TamperedError
+    from recordings.vault import NoMedia
 
     who = principal(request)
+    participant = _participant(request)
     record = await _visible_recording(request, who)
     audit = request.app[AUDIT]
+    tracks, fields = None, {"by": who.public()}
+    if participant is not None:
+        tracks = {f"{participant}-{kind}" for kind in PARTICIPANT_TRACK_KINDS}
+        fields["participant"] = participant
     try:
         playback = await asyncio.to_thread(
             request.app[VAULT].stream, record["recording_id"], audit=audit.recording_event,
-            by=who.public(),
+            tracks=tracks, **fields,
         )  # fmt: skip
     except (TamperedError, MasterKeyError):
         raise ApiError(
             409, "recording_tampered", "the recording failed its integrity check; nothing is served"
+        ) from None
+    except NoMedia:
+        if participant is None:
+            raise
+        raise ApiError(
+            404, "participant_not_found", f"this recording holds no media of the {participant}"
         ) from None
     response = web.StreamResponse(
         headers={

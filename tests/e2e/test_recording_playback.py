@@ -1,7 +1,9 @@
 """Recording in real browsers: in a live consult the specialist asks to record, the
 referrer consents, both pages (and an observing supervisor) show the recording
 indicator, the specialist stops it, and the supervisor page lists the recording and
-plays it back from a blob: URL fetched with the bearer header.
+plays it back from blob: URLs fetched with the bearer header: one tile per participant
+(a browser plays only one video and one audio track of a file), driven by one set of
+controls and kept in step.
 
 Needs a server with recording configured: the ``jisr_server`` fixture sets
 ``JISR_RECORDING_KEY`` (a fresh key file) and ``JISR_RECORDINGS_DIR``."""
@@ -22,6 +24,8 @@ from tests.e2e.test_consult_flow import live_video, open_page, state, wait_until
 pytestmark = pytest.mark.e2e
 
 RECORD_FOR_S = 4.0
+PARTICIPANTS = ["referrer", "specialist"]
+LABELS = {"referrer": "Referring team", "specialist": "Specialist"}
 
 
 def shown(driver, selector: str):
@@ -52,6 +56,16 @@ def api_get(server, path: str, token: str) -> tuple[int, dict]:
 
 def recording_of(driver) -> dict:
     return state(driver).get("recording") or {}
+
+
+def tiles_of(driver) -> dict[str, dict]:
+    return {t["participant"]: t for t in state(driver)["player"]["tiles"]}
+
+
+def tiles_apart(tiles: dict[str, dict]) -> float:
+    """How far apart the tiles' playback positions are, in seconds."""
+    times = [t["currentTime"] or 0.0 for t in tiles.values()]
+    return max(times) - min(times)
 
 
 def create_and_accept(referrer, specialist) -> str:
@@ -199,20 +213,75 @@ def test_consented_recording_plays_back_for_the_supervisor(jisr_server, browsers
     assert (player["videoWidth"], player["videoHeight"]) == (640, 480), player
     src = supervisor.find_element(By.ID, "recording-player").get_attribute("src")
     assert src.startswith("blob:"), src
-    first = player["currentTime"] or 0.0
-    wait_until(
-        lambda: (state(supervisor)["player"]["currentTime"] or 0.0) > first + 0.5,
+
+    # One tile per participant, each playing its own video and audio; one set of controls.
+    tiles = wait_until(
+        lambda: (
+            (t := tiles_of(supervisor))
+            and sorted(t) == PARTICIPANTS
+            and all(
+                x["readyState"] >= 2 and x["videoWidth"] > 0 and not x["paused"] for x in t.values()
+            )
+            and t
+        ),
         10,
-        "playback advancing",
+        "both participants' tiles playing",
+    )
+    assert all(t["src"] and not t["muted"] for t in tiles.values()), tiles
+    assert {p: t["label"] for p, t in tiles.items()} == LABELS
+    assert sum(t["leader"] for t in tiles.values()) == 1, tiles
+    assert all((t["videoWidth"], t["videoHeight"]) == (640, 480) for t in tiles.values()), tiles
+    assert len(supervisor.find_elements(By.CSS_SELECTOR, "#recording-tiles video")) == 2
+    assert len(supervisor.find_elements(By.CSS_SELECTOR, "#recording-tiles video[controls]")) == 1
+    first = {p: t["currentTime"] or 0.0 for p, t in tiles.items()}
+    widest = 0.0
+
+    def both_advanced():
+        nonlocal widest
+        now = tiles_of(supervisor)
+        widest = max(widest, tiles_apart(now))
+        return all((now[p]["currentTime"] or 0.0) > first[p] + 1.0 for p in PARTICIPANTS)
+
+    wait_until(both_advanced, 10, "playback advancing on both tiles")
+    assert widest <= 0.5, f"the tiles drifted {widest:.2f} s apart"
+
+    # The controls drive both: a pause stops both, a seek moves both.
+    supervisor.execute_script("document.getElementById('recording-player').pause();")
+    wait_until(
+        lambda: all(t["paused"] for t in tiles_of(supervisor).values()), 10, "both tiles paused"
+    )
+    supervisor.execute_script("document.getElementById('recording-player').currentTime = 0.5;")
+    wait_until(
+        lambda: all(
+            abs((t["currentTime"] or 0.0) - 0.5) <= 0.3 for t in tiles_of(supervisor).values()
+        ),
+        10,
+        "both tiles moved back to 0.5 s by the seek",
     )
 
-    # The token never went into a URL: not the page's, not the media request's.
+    # The token never went into a URL: not the page's, not the media requests'.
     requested = supervisor.execute_script(
         "return performance.getEntriesByType('resource').map(e => e.name)"
         ".filter(n => n.includes('/api/recordings/'));"
     )
-    assert any(n.endswith(f"/api/recordings/{recording_id}/media") for n in requested), requested
+    for participant in PARTICIPANTS:
+        wanted = f"/api/recordings/{recording_id}/media?participant={participant}"
+        assert any(n.endswith(wanted) for n in requested), requested
     assert not any("token" in n for n in [*requested, supervisor.current_url]), requested
     assert state(supervisor)["lastError"] is None
+
+    # Closing the player releases the media: no blob: URL stays usable.
+    urls = supervisor.execute_script(
+        "return [...document.querySelectorAll('#recording-tiles video')].map(v => v.src);"
+    )
+    click_when_ready(supervisor, "#recording-player-close", "the Close player button")
+    wait_until(lambda: not state(supervisor)["player"]["tiles"], 5, "the player closed")
+    for url in urls:
+        reachable = supervisor.execute_async_script(
+            "const done = arguments[1];"
+            "fetch(arguments[0]).then(() => done(true), () => done(false));",
+            url,
+        )
+        assert reachable is False, f"{url} was not revoked"
 
     record_property("recording_duration_s", item["duration_s"])

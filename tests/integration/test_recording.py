@@ -134,6 +134,9 @@ async def test_consented_recording_is_encrypted_and_exports(aiohttp_server, toke
     vault = Vault(FileStorage(recording_env["dir"]), load_master_key(recording_env["key"]))
     meta = vault.get(recording_id)
     assert meta["state"] == "complete"
+    assert meta["tracks"] == [  # noted as segments were published: no decryption to list
+        "referrer-audio", "referrer-video", "specialist-audio", "specialist-video",
+    ]  # fmt: skip
     assert [e["event"] for e in meta["consent_record"]][:3] == [
         "recording.requested",
         "recording.consented",

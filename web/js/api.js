@@ -83,15 +83,18 @@ export const api = {
 
 /**
  * GET /api/recordings/{id}/media as a Blob, with the bearer header (never a token in a
- * URL). `onProgress(received, total)` is called as bytes arrive (total 0 if unknown).
+ * URL). `participant` ('referrer', 'specialist'): only that participant's tracks, on the
+ * recording's shared timeline. `onProgress(received, total)` is called as bytes arrive
+ * (total 0 if unknown).
  */
-export async function fetchRecordingMedia(id, { signal, onProgress } = {}) {
+export async function fetchRecordingMedia(id, { participant = null, signal, onProgress } = {}) {
   const headers = { Accept: 'video/webm' };
   const token = getToken();
   if (token) headers.Authorization = `Bearer ${token}`;
   let res;
   try {
-    res = await fetch(`/api/recordings/${encodeURIComponent(id)}/media`, { headers, cache: 'no-store', signal });
+    const query = participant ? `?participant=${encodeURIComponent(participant)}` : '';
+    res = await fetch(`/api/recordings/${encodeURIComponent(id)}/media${query}`, { headers, cache: 'no-store', signal });
   } catch (e) {
     if (e && e.name === 'AbortError') throw e;
     throw new ApiError('network', String(e && e.message ? e.message : e), 0);

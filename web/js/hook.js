@@ -36,7 +36,12 @@
 //     recordingList: [{id, state, session_id, consult_id, duration_s}], recordingsStatus:
 //                 'idle'|'loading'|'ok'|'unavailable'|'error',
 //     player: {src: bool (a blob: URL is set), recordingId, loading, readyState, currentTime,
-//              duration, videoWidth, videoHeight, paused, ended, error: {code, message}|null},
+//              duration, videoWidth, videoHeight, paused, ended, error: {code, message}|null
+//              (these of the leading video, the one with the controls),
+//              tiles: [{participant: 'referrer'|'specialist'|null (whole recording), leader,
+//                       src, readyState, currentTime, start (where its media begins on the
+//                       shared timeline), duration, videoWidth, videoHeight, paused, ended,
+//                       muted, label}]},
 //     Triage, case packet, chat, report (triage.js, casepacket.js, chat.js, report.js,
 //     sessionpanels.js, referrercase.js, dashboard.js; fields listed in each):
 //     presence: {choice, effective, shown: 'available'|'busy'|'off'|'in_session'|'pending',

@@ -7,20 +7,31 @@
 //   #recordings-section                  the card (hidden on participant pages until needed)
 //   #recording-list                      ul of li.recording-item[data-recording-id][data-state]
 //                                        (date, duration, participants, state, consent record)
-//   .play-recording[data-recording-id]   play this recording in #recording-player
+//   .play-recording[data-recording-id]   play this recording in the player
 //   #recording-count, #refresh-recordings, #recordings-empty, #recordings-unavailable
 //   #recording-player-box                shown once something is played
-//   #recording-player                    <video controls>, src is a blob: URL
+//   #recording-tiles                     filled here: one figure.player-tile[data-participant]
+//                                        per participant with media, each a <video> (src a
+//                                        blob: URL) and its translated role; the leading
+//                                        one is <video id="recording-player" controls>
 //   #recording-player-title, #recording-player-status, #recording-player-close
-// Hook: adds `recordings` (ids), `recordingList`, `recordingsStatus` and `player`.
+// A browser plays only the first video and audio track of a file, so each participant's
+// tracks are fetched as their own rendition (?participant=<slot>); renditions share the
+// recording's time origin, so the followers simply track the leader's currentTime.
+// Hook: adds `recordings` (ids), `recordingList`, `recordingsStatus` and `player` (the
+// leading video, plus `tiles`: one entry per tile).
 
-import { t, setText, onLangChange, formatDateTime } from './i18n.js';
+import { t, has, setText, onLangChange, formatDateTime } from './i18n.js';
 import { api, fetchRecordingMedia } from './api.js';
 import { registerHookSource } from './hook.js';
 import { h, showError, stateBadge, timeEl, durationArgs, ltr } from './ui.js';
 
 const PLAYABLE = new Set(['complete', 'interrupted']);
 const NOT_THERE = new Set(['recording_not_found', 'recording_tampered', 'forbidden']);
+// A follower further than this from the leader is moved to it.
+const DRIFT_S = 0.25;
+// What the hook reports while no video leads (nothing loaded yet).
+const NO_VIDEO = { src: '', readyState: 0, currentTime: NaN, duration: NaN, videoWidth: 0, videoHeight: 0, paused: true, ended: false, error: null };
 
 function field(labelKey, ...value) {
   return h('div.field', {}, h('span.field-label', { i18n: [labelKey] }), h('span.field-value', {}, ...value));
@@ -45,7 +56,7 @@ export function setupRecordings(ctx, { hideWhenEmpty = false, pollMs = 0 } = {})
   const unavailable = document.getElementById('recordings-unavailable');
   const refreshButton = document.getElementById('refresh-recordings');
   const box = document.getElementById('recording-player-box');
-  const player = document.getElementById('recording-player');
+  const tilesBox = document.getElementById('recording-tiles');
   const title = document.getElementById('recording-player-title');
   const status = document.getElementById('recording-player-status');
   const close = document.getElementById('recording-player-close');
@@ -55,8 +66,11 @@ export function setupRecordings(ctx, { hideWhenEmpty = false, pollMs = 0 } = {})
   let refreshing = null;
   let timer = null;
   let followTimer = null; // while a listed recording is still running
-  // What is in the player: {id, url, loading, error, controller}
-  let playing = { id: null, url: null, loading: false, error: null, controller: null };
+  // What is in the player. tiles: [{participant, figure, caption, video, note, url, start}], one per
+  // participant with media (participant null: the whole recording, from an older server);
+  // leader: the tile whose controls drive the others, once every tile has loaded.
+  const nothingPlaying = () => ({ id: null, loading: false, error: null, controller: null, tiles: [], leader: null });
+  let playing = nothingPlaying();
 
   function findRecording(id) {
     return recordings.find((r) => r.id === id) || null;
@@ -182,53 +196,173 @@ export function setupRecordings(ctx, { hideWhenEmpty = false, pollMs = 0 } = {})
     else setText(title, 'recordings.playerTitleShort');
   }
 
-  function releaseUrl() {
-    if (playing.url) URL.revokeObjectURL(playing.url);
-    playing.url = null;
+  function releaseUrls() {
+    for (const tile of playing.tiles) {
+      if (tile.url) URL.revokeObjectURL(tile.url);
+      tile.url = null;
+    }
+  }
+
+  function clearTiles() {
+    releaseUrls();
+    for (const tile of playing.tiles) {
+      tile.video.pause();
+      tile.video.removeAttribute('src');
+      tile.video.load();
+    }
+    tilesBox.replaceChildren();
+  }
+
+  function makeTile(participant, index) {
+    const labelId = `recording-tile-label-${index}`;
+    const video = h('video', {
+      attrs: { playsinline: true, preload: 'auto', 'aria-labelledby': participant ? `recording-player-title ${labelId}` : 'recording-player-title' },
+    });
+    const figure = h('figure.player-tile', { dataset: { participant: participant || 'all' } });
+    const caption = participant ? h(`figcaption#${labelId}`) : null;
+    if (caption) {
+      if (has(`recordings.participant.${participant}`)) setText(caption, `recordings.participant.${participant}`);
+      else caption.textContent = participant;
+      figure.append(caption);
+    }
+    const note = h('p.tile-note', { i18n: ['recordings.audioOnly'], attrs: { hidden: true } });
+    figure.append(video, note);
+    const tile = { participant, figure, caption, video, note, url: null, start: 0 };
+    video.addEventListener('error', () => {
+      if (tile.url) setStatus('recordings.playerError'); // clearing the source also fires 'error'
+    });
+    video.addEventListener('loadeddata', () => {
+      note.hidden = video.videoWidth > 0; // a participant recorded without a camera
+    });
+    return tile;
+  }
+
+  function loaded(video) {
+    return new Promise((resolve) => {
+      if (video.readyState >= 2 || video.error) return resolve();
+      const done = () => {
+        video.removeEventListener('loadeddata', done);
+        video.removeEventListener('error', done);
+        resolve();
+      };
+      video.addEventListener('loadeddata', done);
+      video.addEventListener('error', done);
+    });
+  }
+
+  // The leader's controls drive every tile, so its timeline should cover theirs: the tile
+  // that starts first (at the recording's start), and of those the one that ends last.
+  function pickLeader(tiles) {
+    const ends = (tile) => (Number.isFinite(tile.video.duration) ? tile.video.duration : 0);
+    let best = null;
+    for (const tile of tiles) {
+      if (tile.video.error) continue;
+      const sameStart = best && Math.abs(tile.start - best.start) <= DRIFT_S;
+      if (!best || (!sameStart && tile.start < best.start) || (sameStart && ends(tile) > ends(best) + DRIFT_S)) best = tile;
+    }
+    return best || tiles[0];
+  }
+
+  // Followers do what the leader does: play, pause, seek, rate, volume; any that drifted
+  // more than DRIFT_S is moved back to the leader's time.
+  function follow(tiles, leader) {
+    const lead = leader.video;
+    if (lead.ended) return; // a participant who stayed longer plays on to their own end
+    const now = lead.currentTime;
+    for (const tile of tiles) {
+      const v = tile.video;
+      if (tile === leader || v.readyState < 1 || v.error) continue;
+      if (v.playbackRate !== lead.playbackRate) v.playbackRate = lead.playbackRate;
+      if (v.volume !== lead.volume) v.volume = lead.volume;
+      if (v.muted !== lead.muted) v.muted = lead.muted;
+      // A participant who joined late (or left early) has media in part of the shared
+      // timeline only; outside it their tile holds its first (or last) frame.
+      const end = Number.isFinite(v.duration) ? v.duration : Infinity;
+      const run = !lead.paused && now >= tile.start && now < end;
+      if (run && v.paused) {
+        v.currentTime = now; // start exactly where the leader is, not where it was paused
+        v.play().catch(() => {});
+        continue;
+      }
+      if (!run && !v.paused) v.pause();
+      const target = Math.min(Math.max(now, tile.start), end);
+      if (Math.abs(v.currentTime - target) > DRIFT_S) v.currentTime = target;
+    }
+  }
+
+  function lead(tiles, leader) {
+    const v = leader.video;
+    v.id = 'recording-player';
+    v.controls = true;
+    const sync = () => {
+      if (playing.tiles === tiles) follow(tiles, leader);
+    };
+    for (const name of ['play', 'pause', 'seeking', 'seeked', 'ratechange', 'volumechange', 'timeupdate']) {
+      v.addEventListener(name, sync);
+    }
+    v.addEventListener('playing', () => setStatus(null));
   }
 
   async function play(id) {
     if (playing.loading && playing.id === id) return;
     box.hidden = false;
     section.hidden = false;
-    if (playing.id === id && playing.url && !player.error) {
+    const leader = playing.leader;
+    if (playing.id === id && leader && !playing.tiles.some((tile) => tile.video.error)) {
       // Already loaded: play it again from the start, without fetching (and auditing) again.
-      player.currentTime = 0;
-      player.play().catch(() => {});
-      player.focus();
+      leader.video.currentTime = 0;
+      leader.video.play().catch(() => {});
+      leader.video.focus();
       return;
     }
     if (playing.controller) playing.controller.abort();
-    player.pause();
-    player.removeAttribute('src');
-    player.load();
-    releaseUrl();
+    clearTiles();
     const controller = new AbortController();
-    playing = { id, url: null, loading: true, error: null, controller };
+    playing = { ...nothingPlaying(), id, loading: true, controller };
+    const current = () => playing.controller === controller;
     setTitle();
     setStatus('recordings.loadingMedia');
     render();
     box.scrollIntoView({ block: 'nearest' });
     try {
-      const blob = await fetchRecordingMedia(id, {
+      // Which participants have media (an older server does not say: the whole recording).
+      const info = await api.getRecording(id);
+      if (!current()) return;
+      const slots = info && Array.isArray(info.media_participants) && info.media_participants.length ? info.media_participants : [null];
+      const tiles = slots.map(makeTile);
+      playing.tiles = tiles;
+      tilesBox.replaceChildren(...tiles.map((tile) => tile.figure));
+      const progress = tiles.map(() => [0, 0]);
+      const blobs = await Promise.all(tiles.map((tile, i) => fetchRecordingMedia(id, {
+        participant: tile.participant,
         signal: controller.signal,
         onProgress: (got, total) => {
-          if (playing.controller !== controller) return;
-          if (total) setStatus('recordings.loadingPercent', { percent: Math.min(100, Math.round((100 * got) / total)) });
+          if (!current()) return;
+          progress[i] = [got, total];
+          const [sumGot, sumTotal] = progress.reduce(([g, n], [a, b]) => [g + a, n + b], [0, 0]);
+          if (progress.every(([, n]) => n)) setStatus('recordings.loadingPercent', { percent: Math.min(100, Math.round((100 * sumGot) / sumTotal)) });
         },
+      })));
+      if (!current()) return;
+      tiles.forEach((tile, i) => {
+        tile.url = URL.createObjectURL(blobs[i]);
+        tile.video.src = tile.url;
       });
-      if (playing.controller !== controller) return;
-      playing.url = URL.createObjectURL(blob);
+      await Promise.all(tiles.map((tile) => loaded(tile.video)));
+      if (!current()) return;
+      // Where each rendition's media begins on the shared timeline (a late joiner's is later).
+      for (const tile of tiles) tile.start = Number.isFinite(tile.video.currentTime) ? tile.video.currentTime : 0;
+      playing.leader = pickLeader(tiles);
       playing.loading = false;
-      player.src = playing.url;
-      setStatus(null);
+      lead(tiles, playing.leader);
+      setStatus(tiles.some((tile) => tile.video.error) ? 'recordings.playerError' : null);
       render();
-      player.focus();
-      const p = player.play();
+      playing.leader.video.focus();
+      const p = playing.leader.video.play();
       // Autoplay can be refused once the click is a while ago: the controls are there.
       if (p && p.catch) p.catch(() => setStatus('recordings.pressPlay'));
     } catch (err) {
-      if (playing.controller !== controller || (err && err.name === 'AbortError')) return;
+      if (!current() || (err && err.name === 'AbortError')) return;
       playing.loading = false;
       playing.error = { code: err.code || 'unknown', message: err.message || '' };
       setStatus('recordings.loadFailed');
@@ -240,12 +374,9 @@ export function setupRecordings(ctx, { hideWhenEmpty = false, pollMs = 0 } = {})
 
   function closePlayer() {
     if (playing.controller) playing.controller.abort();
-    player.pause();
-    player.removeAttribute('src');
-    player.load();
-    releaseUrl();
+    clearTiles();
     const id = playing.id;
-    playing = { id: null, url: null, loading: false, error: null, controller: null };
+    playing = nothingPlaying();
     box.hidden = true;
     setStatus(null);
     render();
@@ -253,14 +384,9 @@ export function setupRecordings(ctx, { hideWhenEmpty = false, pollMs = 0 } = {})
     if (again) again.focus();
   }
 
-  player.addEventListener('error', () => {
-    if (!playing.url) return; // clearing the source also fires 'error'
-    setStatus('recordings.playerError');
-  });
-  player.addEventListener('playing', () => setStatus(null));
   close.addEventListener('click', closePlayer);
   if (refreshButton) refreshButton.addEventListener('click', () => refresh());
-  window.addEventListener('pagehide', releaseUrl);
+  window.addEventListener('pagehide', releaseUrls);
   onLangChange(() => {
     render();
     if (playing.id) setTitle();
@@ -285,7 +411,9 @@ export function setupRecordings(ctx, { hideWhenEmpty = false, pollMs = 0 } = {})
 
   registerHookSource('recordings', () => {
     const finite = (x) => (Number.isFinite(x) ? x : null);
-    const err = player.error ? { code: `media_error_${player.error.code}`, message: player.error.message || '' } : playing.error;
+    const player = playing.leader ? playing.leader.video : NO_VIDEO;
+    const broken = playing.tiles.map((tile) => tile.video.error).find(Boolean);
+    const err = broken ? { code: `media_error_${broken.code}`, message: broken.message || '' } : playing.error;
     return {
       recordings: recordings.map((r) => r.id),
       recordingList: recordings.map((r) => ({
@@ -305,6 +433,21 @@ export function setupRecordings(ctx, { hideWhenEmpty = false, pollMs = 0 } = {})
         paused: player.paused,
         ended: player.ended,
         error: err || null,
+        tiles: playing.tiles.map((tile) => ({
+          participant: tile.participant,
+          leader: tile === playing.leader,
+          src: tile.video.src.startsWith('blob:'),
+          readyState: tile.video.readyState,
+          currentTime: finite(tile.video.currentTime),
+          start: tile.start,
+          duration: finite(tile.video.duration),
+          videoWidth: tile.video.videoWidth,
+          videoHeight: tile.video.videoHeight,
+          paused: tile.video.paused,
+          ended: tile.video.ended,
+          muted: tile.video.muted,
+          label: tile.caption ? tile.caption.textContent : null,
+        })),
       },
     };
   });

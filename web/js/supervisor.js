@@ -11,8 +11,9 @@
 //   Recordings (recordings.js): #recordings-section, #recording-list of
 //   li.recording-item[data-recording-id][data-state], .play-recording[data-recording-id],
 //   #refresh-recordings, #recording-count, #recordings-empty, #recordings-unavailable,
-//   #recording-player-box, <video id="recording-player" controls> (blob: URL),
-//   #recording-player-title, #recording-player-status, #recording-player-close
+//   #recording-player-box, #recording-tiles of figure.player-tile[data-participant] (one
+//   <video> per participant, blob: URLs; the leading one is <video id="recording-player"
+//   controls>), #recording-player-title, #recording-player-status, #recording-player-close
 //   Session view (observer): #session-view[data-as=observer], #remote-video-referrer,
 //   #remote-video-specialist, #remote-waiting-referrer, #remote-waiting-specialist,
 //   #roster, #leave, #connection-state, #observer-notice, #session-ended, #session-back
