@@ -55,8 +55,9 @@ from .protocol import (
 from .store import Conflict, StoreUnavailable
 
 AUTH_TIMEOUT_S = 10
-OUTBOX_LIMIT = 256
+OUTBOX_LIMIT = 1024
 BATCH_LIMIT = 64  # messages per frame when a burst queued up for one connection
+PUSH_LINGER_S = 0.05  # how long a push to a batching client waits for others
 RECEIVES = {
     "referrer": ["specialist"],
     "specialist": ["referrer"],
@@ -81,6 +82,7 @@ class Connection:
         self.presence: str | None = None  # a specialist's on-call choice
         self.batch = False  # takes several messages per frame (it said so at auth)
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue(OUTBOX_LIMIT)
+        self._flush_now = asyncio.Event()  # a reply (or the end) is queued: no lingering
 
     @property
     def on_call(self) -> bool:
@@ -89,22 +91,32 @@ class Connection:
         return self.presence in (None, "available") and not (self.session_id and self.part)
 
     def send(self, message: dict) -> None:
-        self.send_text(json.dumps(message))
+        self.send_text(json.dumps(message), reply=message.get("ref") is not None)
 
-    def send_text(self, text: str) -> None:
-        """A message already encoded (a broadcast is encoded once for everyone)."""
+    def send_text(self, text: str, *, reply: bool = False) -> None:
+        """A message already encoded (a broadcast is encoded once for everyone).
+        ``reply``: it answers something this client asked, so it never waits."""
         try:
             self._outbox.put_nowait(text)
         except asyncio.QueueFull:  # a page that stopped reading; it will reconnect
             asyncio.ensure_future(self.ws.close(code=1008, message=b"too slow"))
+            return
+        if reply:
+            self._flush_now.set()
 
     async def write_loop(self) -> None:
         """Sends what the outbox holds. To a client that said it takes batches,
-        messages that queued up meanwhile go out together, as one JSON array in one
-        frame: under a burst (a consult change pushed to every supervisor) that is one
-        write instead of dozens."""
-        outbox = self._outbox
+        pushes wait up to PUSH_LINGER_S for company and go out together, as one JSON
+        array in one frame: when a consult change is pushed to every supervisor, each
+        gets one write per linger instead of one per change. A reply flushes at once
+        (with whatever queued before it, in order)."""
+        outbox, loop = self._outbox, asyncio.get_running_loop()
         while (message := await outbox.get()) is not None:
+            if self.batch and not self._flush_now.is_set():
+                timer = loop.call_later(PUSH_LINGER_S, self._flush_now.set)
+                await self._flush_now.wait()
+                timer.cancel()
+            self._flush_now.clear()
             batch, closing = [message], False
             limit = BATCH_LIMIT if self.batch else 1
             while len(batch) < limit and not outbox.empty():
@@ -123,6 +135,7 @@ class Connection:
     def close_outbox(self) -> None:
         with contextlib.suppress(asyncio.QueueFull):
             self._outbox.put_nowait(None)
+        self._flush_now.set()
 
     def member(self) -> dict:
         assert self.principal is not None
