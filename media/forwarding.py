@@ -56,10 +56,17 @@ DEFAULT_MAX_BITRATE = 2_500_000  # REMB ceiling toward publishers when no subscr
 STALL_SECONDS = 8.0
 PUBLISHER_STALL_SECONDS = 1.5
 NACK_INTERVAL_S = 0.3  # ask again for what is still missing (about a round trip)
-NACK_TRIES = 3
-GAP_PACKETS = 10  # a jump larger than this in the publisher's sequence numbers: restart, not NACK
+NACK_TRIES = 6
+GAP_PACKETS = 40  # a jump larger than this in the publisher's sequence numbers: restart, not NACK
 GAP_SECONDS = 0.5  # and a pause this long with packets missing, an outage
 MIN_BITRATE = 150_000  # never ask a publisher for less: audio first, video at its floor
+START_BITRATE = 300_000  # a new publisher's ceiling, growing by RAMP_PER_S each second
+RAMP_PER_S = 1.5
+# A subscriber's loss (its receiver reports) caps what it is sent, as a sender's loss
+# controller would (GCC, draft-ietf-rmcat-gcc 6): above LOSS_HIGH back off to what
+# got through, below LOSS_LOW grow 8 % per report, in between hold.
+LOSS_HIGH = 0.10
+LOSS_LOW = 0.02
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,7 @@ class InStream:
         self.keyframe_asked_at = float("-inf")
         self.keyframes_asked = 0
         self.last_arrival = 0.0
+        self.first_arrival = 0.0
         self.missing: dict[int, int] = {}  # lost seq -> times asked for
         self.nacked_at = 0.0
         self.repaired = 0
@@ -165,6 +173,8 @@ class InStream:
         if self.missing and now - self.nacked_at > NACK_INTERVAL_S:
             self._nack(now)
         self.last_arrival = now
+        if not self.received:
+            self.first_arrival = now
         self.received += 1
         ts = int.from_bytes(packet[4:8], "big")
         transit = now * self.clock_rate - ts
@@ -233,15 +243,20 @@ class InStream:
         self.keyframes_asked += 1
         self.leg.tap.send(build_pli(self.feedback_ssrc, self.ssrc), rtcp=True)
 
-    def bitrate_ceiling(self, cap: int) -> int:
+    def bitrate_ceiling(self, cap: int, now: float) -> int:
         """What the publisher may send: no subscriber can be given a smaller copy
         (nothing is transcoded), so the weakest subscriber (its estimate, or its
-        facility's cap) sets the ceiling for all."""
-        limits = [cap]
+        facility's cap) sets the ceiling for all. A new stream starts low and may
+        grow by half every second, so a weak link is not flooded before anyone has
+        measured it."""
+        elapsed = min(max(0.0, now - self.first_arrival), 30.0)  # 1.5**30: far past any cap
+        limits = [cap, int(START_BITRATE * RAMP_PER_S**elapsed)]
         for out in self.outs:
             limits.append(out.leg.max_bitrate)
             if out.remb:
                 limits.append(out.remb)
+            if out.loss_estimate is not None:
+                limits.append(out.loss_estimate)
         return max(MIN_BITRATE, min(limits))
 
 
@@ -271,6 +286,9 @@ class OutStream:
         self.last_ts = 0
         self.last_sent_at = 0.0
         self.remb: int | None = None
+        self.loss_estimate: int | None = None  # bit/s, while loss toward it limits it
+        self._reported_at: float | None = None
+        self._reported_octets = 0
         self.mirror = False
 
     def bind(self, source: InStream | None, now: float) -> None:
@@ -345,6 +363,24 @@ class OutStream:
             self.octets += len(out) - 12
             self.last_ts = int.from_bytes(out[4:8], "big")
             self.last_sent_at = now
+
+    def on_receiver_report(self, fraction_lost: int, now: float) -> None:
+        """The subscriber's report on this stream. Its REMB sees only queueing delay,
+        and a drop-tail queue that is already full adds none while it drops what
+        overflows, so loss has to cap the rate as well."""
+        if self._reported_at is None or now - self._reported_at < 0.2:
+            if self._reported_at is None:
+                self._reported_at, self._reported_octets = now, self.octets
+            return
+        sent = (self.octets - self._reported_octets) * 8 / (now - self._reported_at)
+        self._reported_at, self._reported_octets = now, self.octets
+        loss = fraction_lost / 256
+        if loss > LOSS_HIGH:
+            self.loss_estimate = int(sent * (1 - loss / 2))
+        elif loss < LOSS_LOW and self.loss_estimate is not None:
+            self.loss_estimate = int(self.loss_estimate * 1.08)
+            if self.loss_estimate > DEFAULT_MAX_BITRATE:
+                self.loss_estimate = None
 
     def retransmit(self, seqs: Iterable[int]) -> None:
         for seq in seqs:
@@ -430,9 +466,12 @@ class Leg:
                 stream.lsr = ntp_middle(info.ntp_timestamp)
                 stream.lsr_at = now
                 stream.last_sr = (info.ntp_timestamp, info.rtp_timestamp, now)
-        elif kind == RTCP_RR:
-            parse_report_blocks(packet)  # validated; loss toward subscribers is not acted on yet
-        elif kind == RTCP_PSFB:
+        if kind in (RTCP_SR, RTCP_RR):  # a peer that also sends reports in its SRs
+            for block in parse_report_blocks(packet):
+                out = self.outbound.get(block.ssrc)
+                if out is not None:
+                    out.on_receiver_report(block.fraction_lost, now)
+        if kind == RTCP_PSFB:
             if item.fmt == PSFB_PLI:
                 self._keyframe_wanted(item.media_ssrc, now)
             elif item.fmt == PSFB_FIR:
@@ -480,7 +519,7 @@ class Leg:
             if stream.received:
                 parts.append(build_rr(stream.feedback_ssrc, *stream.report_block(now)))
                 if stream.kind == "video":
-                    ceiling = stream.bitrate_ceiling(self.max_bitrate)
+                    ceiling = stream.bitrate_ceiling(self.max_bitrate, now)
                     parts.append(build_remb(stream.feedback_ssrc, ceiling, [stream.ssrc]))
         if parts:
             self.tap.send(b"".join(parts), rtcp=True)

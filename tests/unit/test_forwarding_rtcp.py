@@ -7,8 +7,17 @@ import struct
 
 from aiortc import RTCRtpCodecParameters
 
+from media import forwarding
 from media.aiortc_internals import Negotiated
-from media.forwarding import InStream, Leg, OutStream, codecs_of
+from media.forwarding import (
+    MIN_BITRATE,
+    NACK_TRIES,
+    START_BITRATE,
+    InStream,
+    Leg,
+    OutStream,
+    codecs_of,
+)
 from media.rtp import (
     PSFB_AFB,
     PSFB_PLI,
@@ -18,6 +27,7 @@ from media.rtp import (
     build_nack,
     build_pli,
     build_remb,
+    build_rr,
     parse_nack,
     parse_remb,
     parse_report_blocks,
@@ -53,9 +63,9 @@ def negotiated(ssrc: int) -> Negotiated:
     return Negotiated("1", "video", [VP8, RTX], {}, send_ssrc=ssrc, send_rtx_ssrc=ssrc + 1)
 
 
-def vp8_packet(seq: int, ts: int, key: bool, ssrc: int = 1000) -> bytes:
+def vp8_packet(seq: int, ts: int, key: bool, ssrc: int = 1000, size: int = 104) -> bytes:
     # descriptor: S=1, PID 0; then the VP8 header whose P bit (0 = key frame)
-    payload = bytes([0x10, 0x00 if key else 0x01, 0, 0]) + b"x" * 100
+    payload = bytes([0x10, 0x00 if key else 0x01, 0, 0]) + b"x" * (size - 4)
     return struct.pack("!BBHII", 0x80, 96, seq, ts, ssrc) + payload
 
 
@@ -91,7 +101,7 @@ def test_reports_and_remb_ceiling_from_the_weakest_subscriber():
     subscriber.on_rtcp(build_remb(9, 800_000, [7000]))
     assert out.remb == 800_000
     publisher.tap.rtcp.clear()
-    publisher.send_reports(now=1.0, wall=1_700_000_000.0)
+    publisher.send_reports(now=10.0, wall=1_700_000_000.0)  # past the start-up ramp
     [compound] = publisher.tap.rtcp
     items = parse_rtcp(compound)
     rr = next(i for i in items if i.packet_type == RTCP_RR)
@@ -160,6 +170,52 @@ def test_lost_packets_are_asked_again_and_retransmissions_restored():
     publisher.on_rtp(padding + b"\x00" * 9 + b"\x0a")  # bandwidth probe: padding only
     assert len(subscriber.tap.rtp) == sent_before + 1
 
-    for step in range(1, 5):  # asked a few times, then given up
+    for step in range(1, NACK_TRIES + 2):  # asked a few times, then given up
         source.on_packet(vp8_packet(4 + step, 9000 + step * 3000, key=False), now=0.1 + step)
     assert source.missing == {}
+
+
+def remb_sent(publisher, now: float) -> int:
+    publisher.tap.rtcp.clear()
+    publisher.send_reports(now=now, wall=1_700_000_000.0)
+    [compound] = publisher.tap.rtcp
+    remb = next(i for i in parse_rtcp(compound) if i.packet_type == RTCP_PSFB)
+    return parse_remb(compound[remb.offset : remb.offset + remb.length])[0]
+
+
+def test_a_new_publisher_starts_low_and_ramps_up():
+    publisher, _, source, _ = setup()
+    source.on_packet(vp8_packet(1, 3000, key=True), now=100.0)
+    assert abs(remb_sent(publisher, 100.0) - START_BITRATE) < START_BITRATE * 0.01
+    assert remb_sent(publisher, 101.0) > START_BITRATE * 1.4
+    assert abs(remb_sent(publisher, 110.0) - 600_000) < 6_000  # then the caps rule
+
+
+def test_loss_toward_a_subscriber_caps_what_its_publisher_may_send(monkeypatch):
+    publisher, subscriber, source, out = setup()
+    seq = 0
+    clock = [0.0]
+    monkeypatch.setattr(forwarding.time, "monotonic", lambda: clock[0])  # when reports arrive
+
+    def one_second(start: float) -> None:
+        nonlocal seq
+        for i in range(30):  # 30 packets of 1000 payload bytes: 240 kbit/s
+            seq += 1
+            packet = vp8_packet(seq, seq * 3000, key=seq == 1, size=1000)
+            source.on_packet(packet, start + i / 30)
+
+    def report(fraction: float, now: float) -> None:
+        clock[0] = now
+        subscriber.on_rtcp(build_rr(9, 7000, int(fraction * 256), 0, seq, 0, 0, 0))
+
+    one_second(20.0)
+    report(0.0, 21.0)
+    assert out.loss_estimate is None  # the first report only starts the clock
+    one_second(21.0)
+    report(0.25, 22.0)  # a quarter lost: back off to what got through, and some
+    assert abs(out.loss_estimate - 240_000 * 0.875) < 240_000 * 0.05
+    assert remb_sent(publisher, 40.0) == max(MIN_BITRATE, out.loss_estimate)
+    capped = out.loss_estimate
+    one_second(22.0)
+    report(0.0, 23.0)
+    assert out.loss_estimate == int(capped * 1.08)  # clean again: it grows back
