@@ -57,6 +57,7 @@ STALL_SECONDS = 8.0
 PUBLISHER_STALL_SECONDS = 1.5
 NACK_INTERVAL_S = 0.3  # ask again for what is still missing (about a round trip)
 NACK_TRIES = 6
+KEYFRAME_AFTER_NACKS = 3  # a packet still missing after this many asks: keyframe too
 GAP_PACKETS = 40  # a jump larger than this in the publisher's sequence numbers: restart, not NACK
 GAP_SECONDS = 0.5  # and a pause this long with packets missing, an outage
 MIN_BITRATE = 150_000  # never ask a publisher for less: audio first, video at its floor
@@ -193,6 +194,10 @@ class InStream:
             return
         for seq in self.missing:
             self.missing[seq] += 1
+        if KEYFRAME_AFTER_NACKS in self.missing.values():
+            # Asked for about a second in vain: subscribers' decoders are stuck on it,
+            # and a browser would wait some 3 s more before asking for a keyframe.
+            self.ask_keyframe(now)
         self.leg.tap.send(
             build_nack(self.feedback_ssrc, self.ssrc, sorted(self.missing)), rtcp=True
         )

@@ -255,13 +255,13 @@ def _table(pub: list[dict], sub: list[dict], start_pub: float, start_sub: float)
     return "\n".join(lines)
 
 
-# Not reached reliably, and kept strict, so a run that meets it shows up as XPASS.
-# Measured on 2 vCPU (docs/benchmarks.md), 8 runs with loss-capped REMB, a start-up
-# ramp and six upstream NACK tries: 23.9-30.2 fps over the last 20 s (target >= 15,
-# met every time); longest freeze within the 2 s limit in 6 runs, 3.2-3.4 s in 2;
-# audio held throughout. What stands in the way: once a frame cannot be
-# completed, Chromium waits about 3 s before it asks for a keyframe, and nothing
-# protects packets ahead of time (no FEC/RED negotiated by aiortc).
+# Not reached reliably; the thresholds stay strict and a passing run shows as XPASS.
+# Measured on 2 vCPU (docs/benchmarks.md), last 6 runs: 25.6-28.6 fps over the last
+# 20 s (target >= 15, met every time); longest freeze 0.4-1.8 s in 5 runs and 2.4 s
+# in 1 (limit 2 s); audio held throughout. What stands in the way: after a packet
+# that could not be repaired, the keyframe asked for crosses the same lossy link and
+# often needs repair itself; nothing protects packets ahead of time (aiortc
+# negotiates no FEC/RED).
 @pytest.mark.xfail(reason="video target on a 500 kbit/s, 5 % loss, 150 ms link not reached yet")
 def test_call_holds_through_an_impaired_link(jisr_server, browsers, tmp_path, record_property):
     missing = missing_tools()

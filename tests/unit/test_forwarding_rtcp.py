@@ -170,9 +170,12 @@ def test_lost_packets_are_asked_again_and_retransmissions_restored():
     publisher.on_rtp(padding + b"\x00" * 9 + b"\x0a")  # bandwidth probe: padding only
     assert len(subscriber.tap.rtp) == sent_before + 1
 
+    plis_before = source.keyframes_asked
     for step in range(1, NACK_TRIES + 2):  # asked a few times, then given up
         source.on_packet(vp8_packet(4 + step, 9000 + step * 3000, key=False), now=0.1 + step)
     assert source.missing == {}
+    # Still missing after three asks: a keyframe is asked for too, once.
+    assert source.keyframes_asked == plis_before + 1
 
 
 def remb_sent(publisher, now: float) -> int:
