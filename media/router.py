@@ -253,16 +253,18 @@ class MediaNode:
                 except Exception:  # noqa: BLE001 - one leg's trouble must not stop the others
                     log.exception("rtcp reports failed for %s", peer.peer_id)
 
-    def add_sink(self, session_id: str, slot: str, kind: str, on_packet) -> OutStream:
-        """An internal subscriber to ``slot``'s ``kind`` stream in a session (the
-        recorder): ``on_packet(packet)`` gets every forwarded packet, rewritten onto one
-        continuous stream across publisher reconnects, starting on a keyframe.
-        ``out.source`` describes the current publisher stream (codecs, sender reports)."""
+    def add_sink(self, session_id: str, slot: str, role: str, on_packet) -> OutStream:
+        """An internal subscriber to ``slot``'s ``role`` stream ("audio", "video" for
+        the camera, "screen") in a session (the recorder): ``on_packet(packet)`` gets
+        every forwarded packet, rewritten onto one continuous stream across publisher
+        reconnects, starting on a keyframe. ``out.source`` describes the current
+        publisher stream (codecs, sender reports)."""
         room = self._rooms.setdefault(session_id, SessionRoom(session_id))
-        leg = Leg(f"sink:{slot}:{kind}", None)
+        leg = Leg(f"sink:{slot}:{role}", None)
         leg.tap = SinkTap(on_packet)
         ssrc = random.getrandbits(32)
-        out = OutStream(leg, slot, Negotiated(None, kind, [], {}, ssrc, ssrc ^ 1))
+        kind = "audio" if role == "audio" else "video"
+        out = OutStream(leg, slot, Negotiated(None, kind, [], {}, ssrc, ssrc ^ 1), role)
         out.mirror = True
         room.subscribe(out, time.monotonic())
         room.sinks.append(out)

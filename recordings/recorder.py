@@ -27,6 +27,7 @@ MS = fractions.Fraction(1, 1000)
 NTP_TO_UNIX = 2208988800
 RECORDED_CODECS = {"VP8": "vp8", "OPUS": "opus"}
 SLOTS = ("referrer", "specialist")
+ROLES = ("audio", "video", "screen")  # each participant's camera, microphone and screen
 # Packets wait this long and are then handled together: one warm pass over a batch
 # costs a fraction of as many cold calls between other work, and a file has no hurry.
 BATCH_S = 0.1
@@ -42,13 +43,14 @@ def vp8_size(frame: bytes) -> tuple[int, int] | None:
 class TrackRecorder:
     """One participant's audio or video: RTP in, timed encoded frames out."""
 
-    def __init__(self, recorder: SessionRecorder, slot: str, kind: str) -> None:
+    def __init__(self, recorder: SessionRecorder, slot: str, role: str) -> None:
         self.recorder = recorder
         self.slot = slot
-        self.kind = kind
-        self.label = f"{slot}-{kind}"
+        self.role = role  # "audio", "video" (the camera) or "screen"
+        self.kind = "audio" if role == "audio" else "video"
+        self.label = f"{slot}-{role}"
         self.frames_in: OpusFrames | Vp8Frames | None = None  # for the codec in use
-        self.sink = recorder.media.add_sink(recorder.session_id, slot, kind, self.on_packet)
+        self.sink = recorder.media.add_sink(recorder.session_id, slot, role, self.on_packet)
         self.codec_name: str | None = None
         self.clock_rate = 90000
         self.size: tuple[int, int] | None = None
@@ -150,7 +152,7 @@ class SessionRecorder:
 
     def start(self) -> None:
         self.tracks = [
-            TrackRecorder(self, slot, kind) for slot in SLOTS for kind in ("audio", "video")
+            TrackRecorder(self, slot, role) for slot in SLOTS for role in ROLES
         ]
 
     def clock_offset(self, slot: str, sender_wall: float, arrival: float) -> float:
@@ -286,7 +288,7 @@ class SessionRecorder:
             for track in self.tracks:
                 if track.slot == slot and track.sync_samples:
                     samples = sorted(track.sync_samples)
-                    medians[track.kind] = samples[len(samples) // 2]
-            if len(medians) == 2:
+                    medians[track.role] = samples[len(samples) // 2]
+            if "video" in medians and "audio" in medians:
                 result[slot] = (medians["video"] - medians["audio"]) * 1000
         return result

@@ -212,3 +212,54 @@ async def test_segments_closed_before_a_crash_survive(tokens, tmp_path, recordin
     assert container.duration / av.time_base >= 2.0
     frames = list(container.decode(video=0))
     assert frames and frames[0].width == SIZE[0]
+
+
+async def test_a_shared_screen_is_recorded_as_its_own_track(aiohttp_server, tokens, recording_env):
+    settings = make_settings(
+        recording_key=recording_env["key"], recordings_dir=recording_env["dir"],
+        recording_segment_s=2,
+    )  # fmt: skip
+    server = await aiohttp_server(create_app(settings, store=MemoryStore()))
+    base = str(server.make_url("")).rstrip("/")
+    screen_size = (640, 360)
+    async with ClientSession() as http:
+        session_id = await start_consult(http, base, tokens)
+        referrer, specialist = JisrClient(http, base, tokens.referrer), None
+        clients = [referrer]
+        try:
+            await referrer.connect()
+            await referrer.join(session_id)
+            await referrer.start_media(
+                publish=True, video=PatternVideoTrack(*SIZE, 30, 60),
+                screen=PatternVideoTrack(*screen_size, 10, 255),
+            )  # fmt: skip
+            specialist = JisrClient(http, base, tokens.specialist)
+            clients.append(specialist)
+            await specialist.connect()
+            await specialist.join(session_id)
+            await specialist.start_media(publish=True, screen_slot=True)
+            await asyncio.wait_for(specialist.by_kind("video")[0].first.wait(), 15)
+            await referrer.request({"type": "recording.request"})
+            await specialist.request({"type": "recording.consent", "consent": True})
+            recording_id = (
+                await referrer.expect(
+                    lambda m: m["type"] == "recording.state" and m["state"] == "recording"
+                )
+            )["recording_id"]
+            deadline = asyncio.get_running_loop().time() + 20
+            while len(list(recording_env["dir"].rglob("seg-*.enc"))) < 2:
+                assert asyncio.get_running_loop().time() < deadline, "no segments published"
+                await asyncio.sleep(0.1)  # polling the folder, bounded by the deadline
+            await referrer.request({"type": "recording.stop"})
+        finally:
+            for client in clients:
+                await client.close()
+
+    vault = Vault(FileStorage(recording_env["dir"]), load_master_key(recording_env["key"]))
+    assert "referrer-screen" in vault.get(recording_id)["tracks"]
+    exported = vault.export(recording_id, recording_env["dir"].parent / "screen.webm",
+                            audit=lambda *a, **k: None)  # fmt: skip
+    with av.open(str(exported)) as container:
+        [screen] = [s for s in container.streams if s.metadata.get("title") == "referrer-screen"]
+        frames = list(container.decode(screen))
+    assert frames and {(f.width, f.height) for f in frames} == {screen_size}
