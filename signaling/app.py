@@ -214,7 +214,11 @@ def create_app(
     app[SETTINGS] = settings
     app[NODE_ID] = node
     app[INTERNAL_URL] = internal_url or f"http://{settings.host}:{settings.port}"
-    app[STORE] = store if store is not None else make_store(settings.redis_url)
+    app[STORE] = (
+        store
+        if store is not None
+        else make_store(settings.redis_url, retention_s=settings.state_retention_days * 86400)
+    )
     app[VERIFIER] = TokenVerifier(settings)
     app[AUDIT] = Audit(node)
     service_kwargs = {"clock": clock} if clock else {}

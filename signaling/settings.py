@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     redis_url: str | None = None
+    # Ended consults and sessions are forgotten by the store this long after they end.
+    state_retention_days: float = Field(30, gt=0, le=3650)
     # Where other nodes reach this one for signaling (a private, routable address).
     internal_host: str = "127.0.0.1"
     node_id: str | None = None

@@ -5,7 +5,9 @@ from __future__ import annotations
 from .base import (
     CONSULT_OPEN_STATES,
     CONSULT_TERMINAL_STATES,
+    DEFAULT_RETENTION_S,
     SESSION_ACTIVE_STATES,
+    SESSION_TERMINAL_STATES,
     URGENCY_RANK,
     Conflict,
     NotFound,
@@ -22,7 +24,9 @@ from .redis import RedisStore
 __all__ = [
     "CONSULT_OPEN_STATES",
     "CONSULT_TERMINAL_STATES",
+    "DEFAULT_RETENTION_S",
     "SESSION_ACTIVE_STATES",
+    "SESSION_TERMINAL_STATES",
     "URGENCY_RANK",
     "Conflict",
     "MemoryStore",
@@ -38,8 +42,9 @@ __all__ = [
 ]
 
 
-def make_store(redis_url: str | None) -> Store:
-    """A RedisStore for ``redis_url``, or a MemoryStore when it is None."""
+def make_store(redis_url: str | None, retention_s: float = DEFAULT_RETENTION_S) -> Store:
+    """A RedisStore for ``redis_url``, or a MemoryStore when it is None; ended
+    consults and sessions are forgotten ``retention_s`` after they ended."""
     if redis_url is None:
-        return MemoryStore()
-    return RedisStore(redis_url)
+        return MemoryStore(retention_s=retention_s)
+    return RedisStore(redis_url, retention_s=retention_s)

@@ -20,6 +20,9 @@ CONSULT_OPEN_STATES = frozenset({"waiting", "accepted", "live"})
 CONSULT_TERMINAL_STATES = frozenset({"ended", "cancelled", "expired"})
 # Sessions listed by default: the ones a node may have to host or recover.
 SESSION_ACTIVE_STATES = frozenset({"live", "interrupted"})
+SESSION_TERMINAL_STATES = frozenset({"ended"})
+# Ended consults and sessions are forgotten after this long (JISR_STATE_RETENTION_DAYS).
+DEFAULT_RETENTION_S = 30 * 86400.0
 
 Record = dict[str, Any]
 

@@ -10,7 +10,10 @@ from collections.abc import Callable, Iterable
 
 from .base import (
     CONSULT_OPEN_STATES,
+    CONSULT_TERMINAL_STATES,
+    DEFAULT_RETENTION_S,
     SESSION_ACTIVE_STATES,
+    SESSION_TERMINAL_STATES,
     Conflict,
     NotFound,
     Record,
@@ -44,8 +47,15 @@ def _cas(
 
 
 class MemoryStore:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        retention_s: float = DEFAULT_RETENTION_S,
+    ) -> None:
         self._clock = clock
+        self.retention_s = retention_s
+        self._forget_at: dict[tuple[str, str], float] = {}  # (kind, id) of ended records
         self._lock = asyncio.Lock()
         self._consults: dict[str, Record] = {}
         self._sessions: dict[str, Record] = {}
@@ -55,6 +65,20 @@ class MemoryStore:
         # Weak, so a subscription its consumer dropped without closing stops filling.
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._closed = False
+
+    def _forget_old(self) -> None:
+        """Drop ended records past their retention (called with the lock held)."""
+        now = self._clock()
+        for (kind, record_id), at in list(self._forget_at.items()):
+            if at <= now:
+                del self._forget_at[(kind, record_id)]
+                (self._consults if kind == "consult" else self._sessions).pop(record_id, None)
+
+    def _retain(self, kind: str, record: Record) -> Record:
+        ended = CONSULT_TERMINAL_STATES if kind == "consult" else SESSION_TERMINAL_STATES
+        if record["state"] in ended:
+            self._forget_at[(kind, record["id"])] = self._clock() + self.retention_s
+        return record
 
     async def start(self) -> None:
         self._closed = False
@@ -79,6 +103,7 @@ class MemoryStore:
 
     async def get_consult(self, consult_id: str) -> Record | None:
         async with self._lock:
+            self._forget_old()
             record = self._consults.get(consult_id)
             return None if record is None else _copy(record)
 
@@ -92,6 +117,7 @@ class MemoryStore:
         wanted = CONSULT_OPEN_STATES if states is None else frozenset(states)
         specialty_set = None if specialties is None else frozenset(specialties)
         async with self._lock:
+            self._forget_old()
             found = [
                 _copy(c)
                 for c in self._consults.values()
@@ -105,7 +131,10 @@ class MemoryStore:
         self, consult_id: str, *, from_states: Iterable[str], to_state: str, fields: Record
     ) -> Record:
         async with self._lock:
-            return _cas(self._consults, consult_id, from_states, to_state, fields)
+            self._forget_old()
+            return self._retain(
+                "consult", _cas(self._consults, consult_id, from_states, to_state, fields)
+            )
 
     async def accept_consult(self, consult_id: str, *, fields: Record, session: Record) -> Record:
         new_session = _copy(session)
@@ -123,6 +152,7 @@ class MemoryStore:
     # sessions -----------------------------------------------------------
     async def get_session(self, session_id: str) -> Record | None:
         async with self._lock:
+            self._forget_old()
             record = self._sessions.get(session_id)
             return None if record is None else _copy(record)
 
@@ -130,7 +160,10 @@ class MemoryStore:
         self, session_id: str, *, from_states: Iterable[str], to_state: str, fields: Record
     ) -> Record:
         async with self._lock:
-            return _cas(self._sessions, session_id, from_states, to_state, fields)
+            self._forget_old()
+            return self._retain(
+                "session", _cas(self._sessions, session_id, from_states, to_state, fields)
+            )
 
     async def rehome_session(self, session_id: str, *, from_node: str, to_node: str) -> Record:
         async with self._lock:
@@ -146,6 +179,7 @@ class MemoryStore:
     async def list_sessions(self, *, states: Iterable[str] | None = None) -> list[Record]:
         wanted = SESSION_ACTIVE_STATES if states is None else frozenset(states)
         async with self._lock:
+            self._forget_old()
             found = [_copy(s) for s in self._sessions.values() if s["state"] in wanted]
         return sorted(found, key=lambda s: (s.get("created_at", 0), s["id"]))
 

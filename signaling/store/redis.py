@@ -11,6 +11,8 @@ Layout (``p`` is the prefix):
 - ``p sessions``: ZSET of sessions by created_at.
 - ``p node:<id>``: the node's info as a JSON string, with a PX expiry, and
   ``p nodes``: SET of node ids (ids whose key expired are pruned on listing).
+- Ended consults and sessions expire (PEXPIRE) ``retention_s`` after they end;
+  their ids are pruned from the indexes when a listing finds them gone.
 - Events: pub/sub on the channel ``p events``.
 """
 
@@ -30,7 +32,10 @@ from redis.backoff import NoBackoff
 
 from .base import (
     CONSULT_OPEN_STATES,
+    CONSULT_TERMINAL_STATES,
+    DEFAULT_RETENTION_S,
     SESSION_ACTIVE_STATES,
+    SESSION_TERMINAL_STATES,
     URGENCY_RANK,
     Conflict,
     NotFound,
@@ -186,6 +191,7 @@ class RedisStore:
         socket_timeout: float = 2.0,
         connect_timeout: float = 2.0,
         retries: int = 1,
+        retention_s: float = DEFAULT_RETENTION_S,
     ) -> None:
         """``retries`` is how often a connection error is retried at once on a fresh
         connection (one: a socket left stale by a Redis restart is replaced, while a
@@ -193,6 +199,7 @@ class RedisStore:
         reconnects by itself (it would silently miss events): its reader gets
         StoreUnavailable and subscribes again."""
         self._prefix = prefix
+        self.retention_s = retention_s  # ended consults and sessions expire (PEXPIRE)
         self._channel = f"{prefix}events"
         self._timeout = socket_timeout
         self._client = aioredis.Redis.from_url(
@@ -261,8 +268,16 @@ class RedisStore:
             for record_id in ids:
                 pipe.hgetall(self._key(kind, record_id))
             hashes = await pipe.execute() if ids else []
-        # A record may be gone (retention) while its id is still indexed.
+            # Records gone by retention leave their ids behind in the index: prune them.
+            if gone := [record_id for record_id, h in zip(ids, hashes, strict=True) if not h]:
+                await self._client.zrem(index, *gone)
         return [{k: json.loads(v) for k, v in h.items()} for h in hashes if h]
+
+    async def _retain(self, key: str, record: Record, ended: frozenset[str]) -> Record:
+        if record["state"] in ended:
+            with _unavailable():
+                await self._client.pexpire(key, max(1, round(self.retention_s * 1000)))
+        return record
 
     async def list_consults(
         self,
@@ -308,7 +323,8 @@ class RedisStore:
         self, consult_id: str, *, from_states: Iterable[str], to_state: str, fields: Record
     ) -> Record:
         keys = [self._key("consult", consult_id), self._key("consults", "open")]
-        return await self._cas(keys, consult_id, from_states, to_state, fields)
+        record = await self._cas(keys, consult_id, from_states, to_state, fields)
+        return await self._retain(keys[0], record, CONSULT_TERMINAL_STATES)
 
     async def accept_consult(self, consult_id: str, *, fields: Record, session: Record) -> Record:
         keys = [
@@ -342,7 +358,8 @@ class RedisStore:
         self, session_id: str, *, from_states: Iterable[str], to_state: str, fields: Record
     ) -> Record:
         keys = [self._key("session", session_id)]
-        return await self._cas(keys, session_id, from_states, to_state, fields)
+        record = await self._cas(keys, session_id, from_states, to_state, fields)
+        return await self._retain(keys[0], record, SESSION_TERMINAL_STATES)
 
     async def rehome_session(self, session_id: str, *, from_node: str, to_node: str) -> Record:
         with _unavailable():

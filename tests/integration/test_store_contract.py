@@ -305,6 +305,42 @@ async def test_accept_creates_session_once(store: Store) -> None:
     assert await store.get_session("s3") is None
 
 
+async def test_ended_consults_and_sessions_are_forgotten_after_retention(
+    request: pytest.FixtureRequest, backend: str, clock: FakeClock
+) -> None:
+    retention = 0.3
+    if backend == "memory":
+        store: Store = MemoryStore(clock=clock, retention_s=retention)
+    else:
+        store = RedisStore(request.getfixturevalue("redis_url"), retention_s=retention)
+    await store.start()
+    try:
+        for n in (1, 2):
+            await store.create_consult(consult(f"c{n}", created_at=100.0 + n))
+            await store.accept_consult(f"c{n}", fields={}, session=session(f"s{n}"))
+        await store.transition_session("s1", from_states=["live"], to_state="ended", fields={})
+        await store.transition_consult(
+            "c1", from_states=["accepted"], to_state="ended", fields={"report": {"ok": True}}
+        )
+        assert (await store.get_consult("c1"))["report"] == {"ok": True}  # kept for now
+        clock.advance(retention + 0.1)  # the memory store's clock; Redis keeps real time
+
+        def gone(found: tuple) -> bool:
+            consult_one, session_one, listed = found
+            return consult_one is None and session_one is None and ids(listed) == ["c2"]
+
+        async def fetch() -> tuple:
+            listed = await store.list_consults(states=["accepted", "live", "ended"])
+            return await store.get_consult("c1"), await store.get_session("s1"), listed
+
+        await poll(fetch, gone)
+        # What has not ended stays, however old.
+        assert (await store.get_session("s2"))["state"] == "live"
+        assert ids(await store.list_sessions()) == ["s2"]
+    finally:
+        await store.close()
+
+
 async def test_accept_with_taken_session_id_changes_nothing(store: Store) -> None:
     await store.create_consult(consult("c1"))
     await store.create_consult(consult("c2"))
