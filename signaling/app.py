@@ -34,7 +34,7 @@ from .keys import (
 from .logs import Audit, get_logger
 from .recording import RecordingService
 from .settings import Settings
-from .store import Store, StoreUnavailable, make_store
+from .store import Store, StoreError, StoreUnavailable, make_store
 from .triage import Triage
 from .ws import Hub, websocket
 
@@ -101,8 +101,9 @@ async def _heartbeat(app: web.Application) -> None:
         }
         try:
             await store.register_node(node_id, info, ttl_s=3 * settings.node_heartbeat_s)
-        except StoreUnavailable:
-            log.warning("node.heartbeat_failed", node=node_id)
+            await app[CONSULTS].watch_nodes()
+        except StoreError as exc:  # the heartbeat must go on whatever the store says
+            log.warning("node.heartbeat_failed", node=node_id, error=str(exc))
         await asyncio.sleep(settings.node_heartbeat_s)
 
 

@@ -244,6 +244,31 @@ class ConsultService:
             return
         await self._announce(consult)
 
+    async def watch_nodes(self) -> None:
+        """Sessions whose node is gone (its heartbeat key expired) are marked
+        ``interrupted`` until a participant reconnects and a live node takes them
+        over; this node's own sessions, marked so while its heartbeat could not
+        reach the store, are live again. Every node runs this; the store's
+        compare-and-set makes the marking happen once."""
+        nodes = await self.store.list_nodes()
+        for session in await self.store.list_sessions():
+            mine, hosted = session.get("node") == self.node_id, session.get("node") in nodes
+            if session["state"] == "live" and not hosted and not mine:
+                change = ("live", "interrupted", {"interrupted_at": self.clock()})
+            elif session["state"] == "interrupted" and mine:
+                change = ("interrupted", "live", {})
+            else:
+                continue
+            try:
+                await self.store.transition_session(
+                    session["id"], from_states=[change[0]], to_state=change[1], fields=change[2]
+                )
+            except (Conflict, NotFound):
+                continue
+            self.audit.record(
+                f"session.{change[1]}", None, session_id=session["id"], node=session.get("node")
+            )
+
     async def live_sessions(self, who: Principal) -> list[dict]:
         if not who.sees_everything:
             raise forbidden("only supervisors list live sessions")

@@ -52,6 +52,19 @@ async def join_and_publish(http, base, tokens, session_id) -> list[JisrClient]:
     return clients
 
 
+async def session_state(http, base, tokens, session_id, wanted="interrupted") -> str:
+    """The session's state as the API shows it, once it is ``wanted`` (or after 15 s)."""
+    deadline = time.monotonic() + 15
+    while True:
+        async with http.get(
+            f"{base}/api/sessions/{session_id}", headers=tokens.header(tokens.supervisor)
+        ) as response:
+            state = (await response.json())["state"]
+        if state == wanted or time.monotonic() > deadline:
+            return state
+        await asyncio.sleep(0.1)  # polling the API, bounded by the deadline
+
+
 def is_recording(message: dict) -> bool:
     return message["type"] == "recording.state" and message["state"] == "recording"
 
@@ -82,12 +95,15 @@ async def test_recording_continues_as_a_new_part_after_kill_9(redis_url, tokens,
             nodes["n_a"].wait(10)
             for client in clients:
                 await client.close()
+            # Its heartbeat expires: the live node marks the session interrupted.
+            assert (await session_state(http, base["n_b"], tokens, session_id)) == "interrupted"
             referrer, specialist = await join_and_publish(http, base["n_b"], tokens, session_id)
             clients += [referrer, specialist]
             # Consent is on record: back to recording without asking anyone again.
             for client in (referrer, specialist):
                 state = client.recording_on_join
                 assert (state["state"], state["recording_id"]) == ("recording", recording_id)
+            assert (await session_state(http, base["n_b"], tokens, session_id, "live")) == "live"
             await published(folder, len(first_part) + 2)  # about 4 s more on n_b
             await referrer.request({"type": "recording.stop"})
             await specialist.expect(
