@@ -151,9 +151,7 @@ class SessionRecorder:
         self._drain_timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
-        self.tracks = [
-            TrackRecorder(self, slot, role) for slot in SLOTS for role in ROLES
-        ]
+        self.tracks = [TrackRecorder(self, slot, role) for slot in SLOTS for role in ROLES]
 
     def clock_offset(self, slot: str, sender_wall: float, arrival: float) -> float:
         """Each publisher's clock differs from ours: fixed once per participant so its

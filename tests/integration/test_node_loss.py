@@ -29,6 +29,15 @@ def start_node(name: str, port: int, redis_url: str, **extra_env: str) -> subpro
     )  # fmt: skip
 
 
+async def stop_nodes(nodes: dict[str, subprocess.Popen], clients: list[JisrClient]) -> None:
+    for client in clients:
+        await client.close()
+    for process in nodes.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(20)
+
+
 async def test_participants_resume_on_a_live_node_after_kill_9(redis_url, tokens):
     ports = {"n_a": free_port(), "n_b": free_port()}
     nodes = {name: start_node(name, port, redis_url) for name, port in ports.items()}
@@ -71,9 +80,4 @@ async def test_participants_resume_on_a_live_node_after_kill_9(redis_url, tokens
             consult = joined["consult"]
             assert consult["state"] == "live" and consult["session_id"] == session_id
     finally:
-        for client in clients:
-            await client.close()
-        for process in nodes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(20)
+        await stop_nodes(nodes, clients)

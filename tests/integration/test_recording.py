@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -52,6 +53,27 @@ def recording_env(tmp_path):
     return {"key": key, "dir": tmp_path / "recordings"}
 
 
+@pytest.fixture
+async def recording_server(aiohttp_server, recording_env):
+    """A node that records into ``recording_env``, in segments of 2 s."""
+    settings = make_settings(
+        recording_key=recording_env["key"], recordings_dir=recording_env["dir"],
+        recording_segment_s=2,
+    )  # fmt: skip
+    return await aiohttp_server(create_app(settings, store=MemoryStore()))
+
+
+async def published(folder: Path, count: int, timeout: float = 20.0) -> list[Path]:
+    """Wait until at least ``count`` segments are published (closed) on disk."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(folder.rglob("seg-*.enc"))
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.1)  # polling the folder, bounded by the deadline
+    raise AssertionError(f"fewer than {count} segments were published")
+
+
 async def join_all(http, base, tokens, session_id, observer=True):
     people = [(tokens.referrer, 60), (tokens.specialist, 200)]
     clients = []
@@ -66,12 +88,10 @@ async def join_all(http, base, tokens, session_id, observer=True):
     return clients
 
 
-async def test_consented_recording_is_encrypted_and_exports(aiohttp_server, tokens, recording_env):
-    settings = make_settings(
-        recording_key=recording_env["key"], recordings_dir=recording_env["dir"],
-        recording_segment_s=2,
-    )  # fmt: skip
-    server = await aiohttp_server(create_app(settings, store=MemoryStore()))
+async def test_consented_recording_is_encrypted_and_exports(
+    recording_server, tokens, recording_env
+):
+    server = recording_server
     base = str(server.make_url("")).rstrip("/")
     async with ClientSession() as http:
         session_id = await start_consult(http, base, tokens)
@@ -214,13 +234,10 @@ async def test_segments_closed_before_a_crash_survive(tokens, tmp_path, recordin
     assert frames and frames[0].width == SIZE[0]
 
 
-async def test_a_shared_screen_is_recorded_as_its_own_track(aiohttp_server, tokens, recording_env):
-    settings = make_settings(
-        recording_key=recording_env["key"], recordings_dir=recording_env["dir"],
-        recording_segment_s=2,
-    )  # fmt: skip
-    server = await aiohttp_server(create_app(settings, store=MemoryStore()))
-    base = str(server.make_url("")).rstrip("/")
+async def test_a_shared_screen_is_recorded_as_its_own_track(
+    recording_server, tokens, recording_env
+):
+    base = str(recording_server.make_url("")).rstrip("/")
     screen_size = (640, 360)
     async with ClientSession() as http:
         session_id = await start_consult(http, base, tokens)
@@ -246,10 +263,7 @@ async def test_a_shared_screen_is_recorded_as_its_own_track(aiohttp_server, toke
                     lambda m: m["type"] == "recording.state" and m["state"] == "recording"
                 )
             )["recording_id"]
-            deadline = asyncio.get_running_loop().time() + 20
-            while len(list(recording_env["dir"].rglob("seg-*.enc"))) < 2:
-                assert asyncio.get_running_loop().time() < deadline, "no segments published"
-                await asyncio.sleep(0.1)  # polling the folder, bounded by the deadline
+            await published(recording_env["dir"], 2)
             await referrer.request({"type": "recording.stop"})
         finally:
             for client in clients:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from pathlib import Path
 
 import av
 from aiohttp import ClientSession
@@ -16,23 +15,13 @@ from recordings.crypto import generate_key_file, load_master_key
 from recordings.storage import FileStorage
 from recordings.vault import Vault
 from tests.integration.test_media_relay import start_consult
-from tests.integration.test_node_loss import start_node
+from tests.integration.test_node_loss import start_node, stop_nodes
+from tests.integration.test_recording import published
 from tests.integration.test_workers import wait_for_nodes
 from tests.redis_server import free_port
 from tests.support.peers import JisrClient, PatternVideoTrack
 
 SIZE = (320, 240)
-
-
-async def published(folder: Path, count: int, timeout: float = 20.0) -> list[Path]:
-    """Wait until at least ``count`` segments are published (closed) on disk."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = sorted(folder.rglob("seg-*.enc"))
-        if len(found) >= count:
-            return found
-        await asyncio.sleep(0.1)  # polling the folder, bounded by the deadline
-    raise AssertionError(f"fewer than {count} segments were published")
 
 
 async def join_and_publish(http, base, tokens, session_id) -> list[JisrClient]:
@@ -110,12 +99,7 @@ async def test_recording_continues_as_a_new_part_after_kill_9(redis_url, tokens,
                 lambda m: m["type"] == "recording.state" and m["state"] == "stopped"
             )
     finally:
-        for client in clients:
-            await client.close()
-        for process in nodes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(20)
+        await stop_nodes(nodes, clients)
 
     vault = Vault(FileStorage(folder), load_master_key(key))
     meta = vault.get(recording_id)
