@@ -256,8 +256,8 @@ def _table(pub: list[dict], sub: list[dict], start_pub: float, start_sub: float)
 
 
 # Not reached reliably; the thresholds stay strict and a passing run shows as XPASS.
-# Measured on 2 vCPU (docs/benchmarks.md), last 6 runs: 25.6-28.6 fps over the last
-# 20 s (target >= 15, met every time); longest freeze 0.4-1.8 s in 5 runs and 2.4 s
+# Measured on 2 vCPU (docs/benchmarks.md), last 12 runs: 25.3-29.7 fps over the last
+# 20 s (target >= 15, met every time); longest freeze 0.4-1.8 s in 11 runs and 2.4 s
 # in 1 (limit 2 s); audio held throughout. What stands in the way: after a packet
 # that could not be repaired, the keyframe asked for crosses the same lossy link and
 # often needs repair itself; nothing protects packets ahead of time (aiortc
