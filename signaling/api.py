@@ -267,32 +267,48 @@ def _vault(request: web.Request):
     return vault
 
 
-# A participant's tracks are titled "<slot>-<kind>" by the recorder.
-PARTICIPANT_TRACK_KINDS = ("audio", "video", "screen")
+# A participant's tracks are titled "<slot>-<kind>" by the recorder. The camera and
+# microphone make one rendition and a shared screen its own ("<slot>-screen"): a
+# browser shows only the first video track of a file.
+PARTICIPANT_TRACK_KINDS = ("audio", "video")
+SCREEN_KIND = "screen"
+RENDITIONS = (*SLOTS, *(f"{slot}-{SCREEN_KIND}" for slot in SLOTS))
 
 
 def _public_recording(record: dict, tracks: list[str] | None = None) -> dict:
     """``tracks`` (the recording's track titles) is known only where it was read
-    from the segments; it also tells which participants have media."""
+    from the segments; it also tells which participants have camera or microphone
+    media and which shared a screen."""
     public = {"id": record.get("recording_id"), **record}
     if tracks is not None:
         public["tracks"] = tracks
         public["media_participants"] = [
-            slot for slot in SLOTS if any(t.startswith(f"{slot}-") for t in tracks)
+            slot
+            for slot in SLOTS
+            if any(f"{slot}-{kind}" in tracks for kind in PARTICIPANT_TRACK_KINDS)
         ]
+        public["media_screens"] = [slot for slot in SLOTS if f"{slot}-{SCREEN_KIND}" in tracks]
     return public
 
 
 def _participant(request: web.Request) -> str | None:
-    """The ``participant`` query parameter: one slot, or None for the whole recording."""
+    """The ``participant`` query parameter: a slot, ``<slot>-screen``, or None for
+    the whole recording."""
     values = request.query.getall("participant", [])
     if not values:
         return None
-    if len(values) > 1 or values[0] not in SLOTS:
+    if len(values) > 1 or values[0] not in RENDITIONS:
         raise ApiError(
-            400, "invalid_participant", f"participant must be one of: {', '.join(SLOTS)}"
+            400, "invalid_participant", f"participant must be one of: {', '.join(RENDITIONS)}"
         )
     return values[0]
+
+
+def _rendition_tracks(participant: str) -> set[str]:
+    """The track titles of one participant's rendition (see RENDITIONS)."""
+    if participant in SLOTS:
+        return {f"{participant}-{kind}" for kind in PARTICIPANT_TRACK_KINDS}
+    return {participant}
 
 
 def _may_play(who: Principal, record: dict) -> bool:
@@ -342,8 +358,9 @@ async def get_recording(request: web.Request) -> web.Response:
 @routes.get("/api/recordings/{id}/media")
 async def play_recording(request: web.Request) -> web.StreamResponse:
     """The whole recording, or with ``?participant=<slot>`` only that participant's
-    tracks. Renditions share the recording's time origin, so a player can show them
-    side by side in sync (a browser plays only one video and one audio track of a file)."""
+    camera and microphone, with ``?participant=<slot>-screen`` only their shared screen.
+    Renditions share the recording's time origin, so a player can show them side by
+    side in sync (a browser plays only one video and one audio track of a file)."""
     from recordings.crypto import MasterKeyError, TamperedError
     from recordings.vault import NoMedia
 
@@ -353,7 +370,7 @@ async def play_recording(request: web.Request) -> web.StreamResponse:
     audit = request.app[AUDIT]
     tracks, fields = None, {"by": who.public()}
     if participant is not None:
-        tracks = {f"{participant}-{kind}" for kind in PARTICIPANT_TRACK_KINDS}
+        tracks = _rendition_tracks(participant)
         fields["participant"] = participant
     try:
         playback = await asyncio.to_thread(
@@ -367,8 +384,10 @@ async def play_recording(request: web.Request) -> web.StreamResponse:
     except NoMedia:
         if participant is None:
             raise
+        slot, _, screen = participant.partition("-")
+        what = "shared screen" if screen else "media"
         raise ApiError(
-            404, "participant_not_found", f"this recording holds no media of the {participant}"
+            404, "participant_not_found", f"this recording holds no {what} of the {slot}"
         ) from None
     response = web.StreamResponse(
         headers={

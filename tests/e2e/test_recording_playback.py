@@ -2,8 +2,8 @@
 referrer consents, both pages (and an observing supervisor) show the recording
 indicator, the specialist stops it, and the supervisor page lists the recording and
 plays it back from blob: URLs fetched with the bearer header: one tile per participant
-(a browser plays only one video and one audio track of a file), driven by one set of
-controls and kept in step.
+and one for the referrer's shared screen (a browser plays only one video and one audio
+track of a file), driven by one set of controls and kept in step.
 
 Needs a server with recording configured: the ``jisr_server`` fixture sets
 ``JISR_RECORDING_KEY`` (a fresh key file) and ``JISR_RECORDINGS_DIR``."""
@@ -20,12 +20,19 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from tests.e2e.test_consult_flow import live_video, open_page, state, wait_until
+from tests.e2e.test_screen_share import screen_live
 
 pytestmark = pytest.mark.e2e
 
 RECORD_FOR_S = 4.0
+SCREEN_FOR_S = 2.5  # the recording goes on at least this long once the screen is shared
 PARTICIPANTS = ["referrer", "specialist"]
-LABELS = {"referrer": "Referring team", "specialist": "Specialist"}
+SCREEN = "referrer-screen"  # the referrer shares its screen during the recording
+LABELS = {
+    "referrer": "Referring team",
+    "specialist": "Specialist",
+    SCREEN: "Referring team — screen",
+}
 
 
 def shown(driver, selector: str):
@@ -59,13 +66,17 @@ def recording_of(driver) -> dict:
 
 
 def tiles_of(driver) -> dict[str, dict]:
-    return {t["participant"]: t for t in state(driver)["player"]["tiles"]}
+    """Tiles by rendition: a participant's slot, or ``<slot>-screen``."""
+    return {
+        t["participant"] + ("-screen" if t["kind"] == "screen" else ""): t
+        for t in state(driver)["player"]["tiles"]
+    }
 
 
 def tiles_apart(tiles: dict[str, dict]) -> float:
-    """How far apart the tiles' playback positions are, in seconds."""
-    times = [t["currentTime"] or 0.0 for t in tiles.values()]
-    return max(times) - min(times)
+    """How far apart the playing tiles' positions are, in seconds."""
+    times = [t["currentTime"] or 0.0 for t in tiles.values() if not t["paused"]]
+    return max(times) - min(times) if times else 0.0
 
 
 def create_and_accept(referrer, specialist) -> str:
@@ -171,8 +182,16 @@ def test_consented_recording_plays_back_for_the_supervisor(jisr_server, browsers
     click_when_ready(supervisor, "#leave", "the observer's Leave button")
     wait_until(lambda: not state(supervisor)["inSession"], 10, "the observer back on the lists")
 
+    # The referrer shares its screen a while into the recording. Not sooner: the camera's
+    # resolution adapts down while both videos share the link, and the recording's first
+    # camera frames are checked at full size below.
+    click_when_ready(referrer, "#share-screen", "the Share screen button")
+    wait_until(lambda: screen_live(specialist, "referrer"), 30, "the shared screen forwarded")
+    shared = time.monotonic()
+
     # The specialist stops after a few seconds.
-    time.sleep(max(0.0, RECORD_FOR_S - (time.monotonic() - started)))
+    now = time.monotonic()
+    time.sleep(max(0.0, RECORD_FOR_S - (now - started), SCREEN_FOR_S - (now - shared)))
     click_when_ready(specialist, "#record-stop", "the Stop recording button")
     for name, driver in pages.items():
         wait_until(
@@ -214,49 +233,73 @@ def test_consented_recording_plays_back_for_the_supervisor(jisr_server, browsers
     src = supervisor.find_element(By.ID, "recording-player").get_attribute("src")
     assert src.startswith("blob:"), src
 
-    # One tile per participant, each playing its own video and audio; one set of controls.
+    # One tile per participant, each playing its own video and audio, and one for the
+    # shared screen (a muted follower); one set of controls, on a participant's tile.
     tiles = wait_until(
         lambda: (
             (t := tiles_of(supervisor))
-            and sorted(t) == PARTICIPANTS
-            and all(
-                x["readyState"] >= 2 and x["videoWidth"] > 0 and not x["paused"] for x in t.values()
-            )
+            and sorted(t) == sorted([*PARTICIPANTS, SCREEN])
+            and all(x["readyState"] >= 2 and x["videoWidth"] > 0 for x in t.values())
+            and not any(t[p]["paused"] for p in PARTICIPANTS)
             and t
         ),
         10,
-        "both participants' tiles playing",
+        "both participants' tiles playing and the screen's loaded",
     )
-    assert all(t["src"] and not t["muted"] for t in tiles.values()), tiles
+    assert all(t["src"] for t in tiles.values()), tiles
+    assert {p: t["kind"] for p, t in tiles.items()} == {
+        "referrer": "participant",
+        "specialist": "participant",
+        SCREEN: "screen",
+    }
+    assert not any(tiles[p]["muted"] for p in PARTICIPANTS) and tiles[SCREEN]["muted"], tiles
     assert {p: t["label"] for p, t in tiles.items()} == LABELS
-    assert sum(t["leader"] for t in tiles.values()) == 1, tiles
-    assert all((t["videoWidth"], t["videoHeight"]) == (640, 480) for t in tiles.values()), tiles
-    assert len(supervisor.find_elements(By.CSS_SELECTOR, "#recording-tiles video")) == 2
+    assert [p for p, t in tiles.items() if t["leader"]] in (["referrer"], ["specialist"]), tiles
+    cameras = {p: (tiles[p]["videoWidth"], tiles[p]["videoHeight"]) for p in PARTICIPANTS}
+    assert cameras == {p: (640, 480) for p in PARTICIPANTS}, tiles
+    assert len(supervisor.find_elements(By.CSS_SELECTOR, "#recording-tiles video")) == 3
     assert len(supervisor.find_elements(By.CSS_SELECTOR, "#recording-tiles video[controls]")) == 1
+    fit = supervisor.execute_script(
+        "return getComputedStyle(document.querySelector("
+        "'#recording-tiles [data-kind=screen] video')).objectFit;"
+    )
+    assert fit == "contain", fit
+    screen_start = tiles[SCREEN]["start"]
+    # Shared during the recording: it begins where it began on the recording's timeline.
+    assert 0 < screen_start < tiles[SCREEN]["duration"] - 1.5, tiles[SCREEN]
     first = {p: t["currentTime"] or 0.0 for p, t in tiles.items()}
-    widest = 0.0
+    widest, advanced = 0.0, set()
 
-    def both_advanced():
+    def all_advanced():
+        """Every tile seen playing a second past where it was, or past where its media
+        begins if that is later (the screen's)."""
         nonlocal widest
         now = tiles_of(supervisor)
         widest = max(widest, tiles_apart(now))
-        return all((now[p]["currentTime"] or 0.0) > first[p] + 1.0 for p in PARTICIPANTS)
+        advanced.update(
+            p
+            for p, t in now.items()
+            if not t["paused"] and (t["currentTime"] or 0.0) > max(first[p], t["start"]) + 1.0
+        )
+        return advanced == set(now)
 
-    wait_until(both_advanced, 10, "playback advancing on both tiles")
+    wait_until(all_advanced, 10, "playback advancing on every tile")
     assert widest <= 0.5, f"the tiles drifted {widest:.2f} s apart"
 
-    # The controls drive both: a pause stops both, a seek moves both.
+    # The controls drive them all: a pause stops every tile, a seek moves every tile (the
+    # screen to where it begins, if that is later).
     supervisor.execute_script("document.getElementById('recording-player').pause();")
     wait_until(
-        lambda: all(t["paused"] for t in tiles_of(supervisor).values()), 10, "both tiles paused"
+        lambda: all(t["paused"] for t in tiles_of(supervisor).values()), 10, "every tile paused"
     )
     supervisor.execute_script("document.getElementById('recording-player').currentTime = 0.5;")
     wait_until(
         lambda: all(
-            abs((t["currentTime"] or 0.0) - 0.5) <= 0.3 for t in tiles_of(supervisor).values()
+            abs((t["currentTime"] or 0.0) - max(0.5, t["start"])) <= 0.3
+            for t in tiles_of(supervisor).values()
         ),
         10,
-        "both tiles moved back to 0.5 s by the seek",
+        "every tile moved back to 0.5 s by the seek",
     )
 
     # The token never went into a URL: not the page's, not the media requests'.
@@ -264,7 +307,7 @@ def test_consented_recording_plays_back_for_the_supervisor(jisr_server, browsers
         "return performance.getEntriesByType('resource').map(e => e.name)"
         ".filter(n => n.includes('/api/recordings/'));"
     )
-    for participant in PARTICIPANTS:
+    for participant in [*PARTICIPANTS, SCREEN]:
         wanted = f"/api/recordings/{recording_id}/media?participant={participant}"
         assert any(n.endswith(wanted) for n in requested), requested
     assert not any("token" in n for n in [*requested, supervisor.current_url]), requested

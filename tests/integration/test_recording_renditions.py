@@ -1,7 +1,8 @@
 """Per-participant renditions of a recording: a browser plays only the first video
-and audio track of a file, so the player fetches one rendition per participant. Real
-VP8/Opus packets muxed like the recorder does, an encrypted vault on disk, the real
-HTTP API, PyAV reading what it serves."""
+and audio track of a file, so the player fetches one rendition per participant (camera
+and microphone) and one per shared screen. Real VP8/Opus packets muxed like the
+recorder does, an encrypted vault on disk, the real HTTP API, PyAV reading what it
+serves."""
 
 from __future__ import annotations
 
@@ -21,29 +22,38 @@ from tests.unit.test_recording_crypto import FPS, MS, opus_frames, vp8_frames
 
 RID = "r_renditions01"
 LATE_S = 1  # the specialist's camera and microphone start this much after the referrer's
+SCREEN_S = 2  # the referrer shares a screen from this second on (in RID only)
 SECONDS = 3
 
 
-def mux_segment(sink, start_s: int, slots: tuple[str, ...]) -> None:
+def mux_segment(sink, start_s: int, slots: tuple[str, ...], screens: tuple[str, ...] = ()) -> None:
     """One 1 s segment as the recorder writes it: ms timestamps continuous across
-    segments, each participant's audio and video titled ``<slot>-<kind>``, each
-    video starting on a keyframe."""
+    segments, each participant's audio, video and shared screen titled
+    ``<slot>-<kind>``, each video starting on a keyframe."""
     container = av.open(sink, mode="w", format="webm", options={"live": "1"})
     events = []
-    for slot in slots:
-        first_s = LATE_S if slot == "specialist" else 0
-        video = container.add_mux_stream("vp8", width=320, height=240)
-        audio = container.add_mux_stream("opus", rate=48000)
-        for stream, kind in ((video, "video"), (audio, "audio")):
-            stream.time_base = MS
-            stream.metadata["title"] = f"{slot}-{kind}"
-        frames = vp8_frames()  # a keyframe every second, from this participant's start
+
+    def add_stream(title: str, codec: str, **kw):
+        stream = container.add_mux_stream(codec, **kw)
+        stream.time_base = MS
+        stream.metadata["title"] = title
+        return stream
+
+    def add_video(stream, first_s: int) -> None:
+        frames = vp8_frames()  # a keyframe every second, from this track's start
         for i in range(start_s * FPS, (start_s + 1) * FPS):
             data, key = frames[i - first_s * FPS]
-            events.append((round(i * 1000 / FPS), video, data, key))
+            events.append((round(i * 1000 / FPS), stream, data, key))
+
+    for slot in slots:
+        first_s = LATE_S if slot == "specialist" else 0
+        add_video(add_stream(f"{slot}-video", "vp8", width=320, height=240), first_s)
+        audio = add_stream(f"{slot}-audio", "opus", rate=48000)
         sounds = opus_frames(hz=440.0 if slot == "referrer" else 660.0)
         for i in range(start_s * 50, (start_s + 1) * 50):
             events.append((i * 20, audio, sounds[i - first_s * 50], True))
+    for slot in screens:
+        add_video(add_stream(f"{slot}-screen", "vp8", width=320, height=240), SCREEN_S)
     for pts, stream, data, key in sorted(events, key=lambda e: (e[0], e[1].index)):
         packet = av.Packet(data)
         packet.stream, packet.time_base = stream, MS
@@ -53,12 +63,15 @@ def mux_segment(sink, start_s: int, slots: tuple[str, ...]) -> None:
     container.close()
 
 
-def record(vault: Vault, recording_id: str = RID, specialist: bool = True) -> None:
+def record(
+    vault: Vault, recording_id: str = RID, specialist: bool = True, screen: bool = False
+) -> None:
     handle = vault.create(recording_id, {"participants": [{"sub": "dr-amal"}, {"sub": "dr-karim"}]})
     for index in range(1, SECONDS + 1):
         joined = specialist and index - 1 >= LATE_S
         slots = ("referrer", "specialist") if joined else ("referrer",)
-        mux_segment(handle.open_segment(index), index - 1, slots)
+        screens = ("referrer",) if screen and index - 1 >= SCREEN_S else ()
+        mux_segment(handle.open_segment(index), index - 1, slots, screens)
     handle.finish(duration_s=SECONDS)
 
 
@@ -78,7 +91,7 @@ def probe(data: bytes) -> dict[str, float]:
 @pytest.fixture
 def vault(tmp_path) -> Vault:
     vault = Vault(FileStorage(tmp_path / "store"), MasterKey(os.urandom(32)))
-    record(vault)
+    record(vault, screen=True)
     record(vault, "r_referreronly", specialist=False)
     return vault
 
@@ -99,18 +112,22 @@ def test_renditions_share_the_recording_time_origin(vault):
         "referrer-audio": 0.0,
         "specialist-video": LATE_S,
         "specialist-audio": LATE_S,
+        "referrer-screen": SCREEN_S,
     }
     referrer = vault.stream(RID, audit=audit, tracks={"referrer-audio", "referrer-video"})
     specialist = vault.stream(RID, audit=audit, tracks={"specialist-audio", "specialist-video"})
+    screen = vault.stream(RID, audit=audit, tracks={"referrer-screen"})
     assert probe(referrer.data) == {"referrer-video": 0.0, "referrer-audio": 0.0}
     # Not shifted to its own zero: it starts where it started in the consult.
     assert probe(specialist.data) == {"specialist-video": LATE_S, "specialist-audio": LATE_S}
-    assert [event for event, _ in audit] == ["recording.played"] * 3
+    assert probe(screen.data) == {"referrer-screen": SCREEN_S}
+    assert [event for event, _ in audit] == ["recording.played"] * 4
 
 
 def test_tracks_and_a_selection_with_nothing_in_it(vault):
     assert vault.tracks(RID) == [
         "referrer-audio",
+        "referrer-screen",
         "referrer-video",
         "specialist-audio",
         "specialist-video",
@@ -155,31 +172,51 @@ async def test_participant_renditions_over_http(client, tokens):
         assert response.headers["Content-Type"] == "video/webm"
         assert response.headers["Cache-Control"] == "no-store"
         start = 0.0 if who == "referrer" else LATE_S
+        # Camera and microphone only: the referrer's shared screen is a rendition of its own.
         assert probe(await response.read()) == {f"{who}-video": start, f"{who}-audio": start}
+    screen = await media(client, tokens.supervisor, query="?participant=referrer-screen")
+    assert screen.status == 200, await screen.text()
+    assert screen.headers["Content-Type"] == "video/webm"
+    data = await screen.read()
+    # Only the screen, on the recording's time origin like the other renditions.
+    assert probe(data) == {"referrer-screen": SCREEN_S}
+    with av.open(io.BytesIO(data)) as container:
+        assert [s.type for s in container.streams] == ["video"]
     whole = await media(client, tokens.specialist)  # without the parameter: as before
-    assert len(probe(await whole.read())) == 4
+    assert len(probe(await whole.read())) == 5
 
     events = audited(client)
-    assert [event for event, _ in events] == ["recording.played"] * 3
+    assert [event for event, _ in events] == ["recording.played"] * 4
     assert [(f.get("participant"), f["by"]["sub"]) for _, f in events] == [
         ("referrer", "dr-amal"),
         ("specialist", "sup-leila"),
+        ("referrer-screen", "sup-leila"),
         (None, "dr-karim"),
     ]
 
 
 async def test_participant_refusals(client, tokens):
     for query in ("?participant=supervisor", "?participant=", "?participant=referrer-audio",
+                  "?participant=referrer-video", "?participant=supervisor-screen",
+                  "?participant=screen", "?participant=referrer-screen-screen",
+                  "?participant=Referrer-screen",
                   "?participant=referrer&participant=specialist"):  # fmt: skip
         response = await media(client, tokens.supervisor, query=query)
         assert await error_code(response, 400) == "invalid_participant", query
     absent = await media(client, tokens.supervisor, "r_referreronly", "?participant=specialist")
     assert await error_code(absent, 404) == "participant_not_found"
+    # A participant with a camera but no shared screen, and a recording without any screen.
+    for recording_id, query in ((RID, "?participant=specialist-screen"),
+                                ("r_referreronly", "?participant=referrer-screen")):  # fmt: skip
+        absent = await media(client, tokens.supervisor, recording_id, query)
+        assert await error_code(absent, 404) == "participant_not_found", (recording_id, query)
     # Who may not play the recording learns nothing about its participants.
     outsider = await media(client, tokens.other_referrer, query="?participant=referrer")
     assert await error_code(outsider, 404) == "recording_not_found"
     assert [(e, f["participant"]) for e, f in audited(client)] == [
-        ("recording.playback_failed", "specialist")
+        ("recording.playback_failed", "specialist"),
+        ("recording.playback_failed", "specialist-screen"),
+        ("recording.playback_failed", "referrer-screen"),
     ]
 
 
@@ -187,14 +224,17 @@ async def test_metadata_names_the_participants_with_media(client, tokens):
     headers = {"Authorization": f"Bearer {tokens.supervisor}"}
     both = await (await client.get(f"/api/recordings/{RID}", headers=headers)).json()
     assert both["media_participants"] == ["referrer", "specialist"]
+    assert both["media_screens"] == ["referrer"]
     assert both["tracks"] == [
         "referrer-audio",
+        "referrer-screen",
         "referrer-video",
         "specialist-audio",
         "specialist-video",
     ]
     one = await (await client.get("/api/recordings/r_referreronly", headers=headers)).json()
     assert one["media_participants"] == ["referrer"]
+    assert one["media_screens"] == []
     listing = await (await client.get("/api/recordings", headers=headers)).json()
     assert {r["id"] for r in listing["recordings"]} == {RID, "r_referreronly"}
     assert audited(client) == []  # metadata is not playback

@@ -11,15 +11,18 @@
 //   #recording-count, #refresh-recordings, #recordings-empty, #recordings-unavailable
 //   #recording-player-box                shown once something is played
 //   #recording-tiles                     filled here: one figure.player-tile[data-participant]
-//                                        per participant with media, each a <video> (src a
-//                                        blob: URL) and its translated role; the leading
-//                                        one is <video id="recording-player" controls>
+//                                        [data-kind=participant] per participant with media
+//                                        and one [data-kind=screen] per recorded screen share,
+//                                        each a <video> (src a blob: URL) and its translated
+//                                        label; the leading one is
+//                                        <video id="recording-player" controls>
 //   #recording-player-title, #recording-player-status, #recording-player-close
 // A browser plays only the first video and audio track of a file, so each participant's
-// tracks are fetched as their own rendition (?participant=<slot>); renditions share the
-// recording's time origin, so the followers simply track the leader's currentTime.
+// camera and microphone are fetched as their own rendition (?participant=<slot>), and so
+// is each shared screen (?participant=<slot>-screen); renditions share the recording's
+// time origin, so the followers simply track the leader's currentTime.
 // Hook: adds `recordings` (ids), `recordingList`, `recordingsStatus` and `player` (the
-// leading video, plus `tiles`: one entry per tile).
+// leading video, plus `tiles`: one entry per tile, screens included, with its `kind`).
 
 import { t, has, setText, onLangChange, formatDateTime } from './i18n.js';
 import { api, fetchRecordingMedia } from './api.js';
@@ -66,8 +69,9 @@ export function setupRecordings(ctx, { hideWhenEmpty = false, pollMs = 0 } = {})
   let refreshing = null;
   let timer = null;
   let followTimer = null; // while a listed recording is still running
-  // What is in the player. tiles: [{participant, figure, caption, video, note, url, start}], one per
-  // participant with media (participant null: the whole recording, from an older server);
+  // What is in the player. tiles: [{participant, kind, figure, caption, video, note, url, start}],
+  // one per participant with media (participant null: the whole recording, from an older
+  // server) and one per shared screen (kind 'screen');
   // leader: the tile whose controls drive the others, once every tile has loaded.
   const nothingPlaying = () => ({ id: null, loading: false, error: null, controller: null, tiles: [], leader: null });
   let playing = nothingPlaying();
@@ -213,28 +217,39 @@ export function setupRecordings(ctx, { hideWhenEmpty = false, pollMs = 0 } = {})
     tilesBox.replaceChildren();
   }
 
-  function makeTile(participant, index) {
+  // kind 'participant': their camera and microphone; 'screen': the screen they shared,
+  // which has no sound, so its tile stays muted.
+  function makeTile({ participant, kind }, index) {
+    const screen = kind === 'screen';
     const labelId = `recording-tile-label-${index}`;
     const video = h('video', {
       attrs: { playsinline: true, preload: 'auto', 'aria-labelledby': participant ? `recording-player-title ${labelId}` : 'recording-player-title' },
     });
-    const figure = h('figure.player-tile', { dataset: { participant: participant || 'all' } });
+    video.muted = screen;
+    const figure = h('figure.player-tile', { dataset: { participant: participant || 'all', kind } });
     const caption = participant ? h(`figcaption#${labelId}`) : null;
     if (caption) {
-      if (has(`recordings.participant.${participant}`)) setText(caption, `recordings.participant.${participant}`);
-      else caption.textContent = participant;
+      const key = `recordings.${screen ? 'screen' : 'participant'}.${participant}`;
+      if (has(key)) setText(caption, key);
+      else caption.textContent = screen ? `${participant}-screen` : participant;
       figure.append(caption);
     }
-    const note = h('p.tile-note', { i18n: ['recordings.audioOnly'], attrs: { hidden: true } });
-    figure.append(video, note);
-    const tile = { participant, figure, caption, video, note, url: null, start: 0 };
+    figure.append(video);
+    const note = screen ? null : h('p.tile-note', { i18n: ['recordings.audioOnly'], attrs: { hidden: true } });
+    if (note) figure.append(note);
+    const tile = { participant, kind, figure, caption, video, note, url: null, start: 0 };
     video.addEventListener('error', () => {
       if (tile.url) setStatus('recordings.playerError'); // clearing the source also fires 'error'
     });
     video.addEventListener('loadeddata', () => {
-      note.hidden = video.videoWidth > 0; // a participant recorded without a camera
+      if (note) note.hidden = video.videoWidth > 0; // a participant recorded without a camera
     });
     return tile;
+  }
+
+  // What the media request asks for: a participant's rendition or their screen's.
+  function rendition(tile) {
+    return tile.kind === 'screen' ? `${tile.participant}-screen` : tile.participant;
   }
 
   function loaded(video) {
@@ -252,11 +267,14 @@ export function setupRecordings(ctx, { hideWhenEmpty = false, pollMs = 0 } = {})
 
   // The leader's controls drive every tile, so its timeline should cover theirs: the tile
   // that starts first (at the recording's start), and of those the one that ends last.
+  // A participant's tile leads whenever one plays: its controls carry their sound, and a
+  // screen is usually shared for part of the consult only.
   function pickLeader(tiles) {
     const ends = (tile) => (Number.isFinite(tile.video.duration) ? tile.video.duration : 0);
+    const people = tiles.some((tile) => tile.kind === 'participant' && !tile.video.error);
     let best = null;
     for (const tile of tiles) {
-      if (tile.video.error) continue;
+      if (tile.video.error || (people && tile.kind !== 'participant')) continue;
       const sameStart = best && Math.abs(tile.start - best.start) <= DRIFT_S;
       if (!best || (!sameStart && tile.start < best.start) || (sameStart && ends(tile) > ends(best) + DRIFT_S)) best = tile;
     }
@@ -273,8 +291,10 @@ export function setupRecordings(ctx, { hideWhenEmpty = false, pollMs = 0 } = {})
       const v = tile.video;
       if (tile === leader || v.readyState < 1 || v.error) continue;
       if (v.playbackRate !== lead.playbackRate) v.playbackRate = lead.playbackRate;
-      if (v.volume !== lead.volume) v.volume = lead.volume;
-      if (v.muted !== lead.muted) v.muted = lead.muted;
+      if (tile.kind !== 'screen') {
+        if (v.volume !== lead.volume) v.volume = lead.volume;
+        if (v.muted !== lead.muted) v.muted = lead.muted;
+      }
       // A participant who joined late (or left early) has media in part of the shared
       // timeline only; outside it their tile holds its first (or last) frame.
       const end = Number.isFinite(v.duration) ? v.duration : Infinity;
@@ -325,16 +345,21 @@ export function setupRecordings(ctx, { hideWhenEmpty = false, pollMs = 0 } = {})
     render();
     box.scrollIntoView({ block: 'nearest' });
     try {
-      // Which participants have media (an older server does not say: the whole recording).
+      // Which participants have media and which shared a screen (an older server does not
+      // say: the whole recording, in one tile).
       const info = await api.getRecording(id);
       if (!current()) return;
       const slots = info && Array.isArray(info.media_participants) && info.media_participants.length ? info.media_participants : [null];
-      const tiles = slots.map(makeTile);
+      const screens = slots[0] !== null && Array.isArray(info.media_screens) ? info.media_screens : [];
+      const tiles = [
+        ...slots.map((participant) => ({ participant, kind: 'participant' })),
+        ...screens.map((participant) => ({ participant, kind: 'screen' })),
+      ].map(makeTile);
       playing.tiles = tiles;
       tilesBox.replaceChildren(...tiles.map((tile) => tile.figure));
       const progress = tiles.map(() => [0, 0]);
       const blobs = await Promise.all(tiles.map((tile, i) => fetchRecordingMedia(id, {
-        participant: tile.participant,
+        participant: rendition(tile),
         signal: controller.signal,
         onProgress: (got, total) => {
           if (!current()) return;
@@ -435,6 +460,7 @@ export function setupRecordings(ctx, { hideWhenEmpty = false, pollMs = 0 } = {})
         error: err || null,
         tiles: playing.tiles.map((tile) => ({
           participant: tile.participant,
+          kind: tile.kind,
           leader: tile === playing.leader,
           src: tile.video.src.startsWith('blob:'),
           readyState: tile.video.readyState,
