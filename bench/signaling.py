@@ -29,11 +29,9 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,32 +42,21 @@ from importlib.metadata import version
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from .common import ROOT, free_port, log
+from .common import machine as common_machine
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STEP_TIMEOUT_S = 30.0
 GO_DELAY_S = 0.5  # between "everyone is connected" and the joins: lets the machine settle
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -- the machine and its processes ------------------------------------------------------
 
 
 def machine() -> dict:
-    model = platform.processor() or "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
+        **common_machine(),
         "aiohttp": version("aiohttp"),
-        "kernel": platform.release(),
         "load_average": os.getloadavg()[0],
     }
 
@@ -87,12 +74,6 @@ def machine_cpu_seconds() -> float:
         values = [int(v) for v in f.readline().split()[1:]]
     idle = values[3] + (values[4] if len(values) > 4 else 0)
     return (sum(values[:8]) - idle) / CLK_TCK
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_healthy(base: str, proc: subprocess.Popen, log_path: Path, timeout: float = 20) -> None:
