@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .aiortc_internals import Negotiated, Tap
-from .keyframes import is_keyframe
+from .keyframes import is_keyframe, vp8_layer
 from .rtp import (
     PSFB_AFB,
     PSFB_FIR,
@@ -140,6 +140,10 @@ class InStream:
         self.last_arrival = 0.0
         self.first_arrival = 0.0
         self.missing: dict[int, int] = {}  # lost seq -> times asked for
+        # Lost packets that only frames above the base temporal layer needed:
+        # decoders go on without them, so they never bring a keyframe request.
+        self.spare: set[int] = set()
+        self.last_packet = b""
         self.nacked_at = 0.0
         self.repaired = 0
         self.rtx_apt = {
@@ -162,18 +166,24 @@ class InStream:
                 # once. A few lost packets are asked for again instead (NACK).
                 if delta > GAP_PACKETS or (delta > 1 and now - self.last_arrival > GAP_SECONDS):
                     self.missing.clear()
+                    self.spare.clear()
                     for out in self.outs:
                         out.restart(now)
                     self.ask_keyframe(now)
                 elif delta > 1:
+                    spare = self._upper_layers_only(self.last_packet, packet)
                     for lost in range(delta - 1):
-                        self.missing[(seq - delta + 1 + lost) & 0xFFFF] = 0
+                        lost_seq = (seq - delta + 1 + lost) & 0xFFFF
+                        self.missing[lost_seq] = 0
+                        if spare:
+                            self.spare.add(lost_seq)
                     self._nack(now)
-            else:
-                self.missing.pop(seq, None)  # a late packet filled its own hole
+            elif self.missing.pop(seq, None) is not None:  # a late packet filled its hole
+                self.spare.discard(seq)
         if self.missing and now - self.nacked_at > NACK_INTERVAL_S:
             self._nack(now)
         self.last_arrival = now
+        self.last_packet = packet
         if not self.received:
             self.first_arrival = now
         self.received += 1
@@ -190,17 +200,41 @@ class InStream:
         self.nacked_at = now
         for seq in [s for s, tries in self.missing.items() if tries >= NACK_TRIES]:
             del self.missing[seq]
+            self.spare.discard(seq)
         if not self.missing:
             return
         for seq in self.missing:
             self.missing[seq] += 1
-        if KEYFRAME_AFTER_NACKS in self.missing.values():
+        if any(
+            tries == KEYFRAME_AFTER_NACKS and seq not in self.spare
+            for seq, tries in self.missing.items()
+        ):
             # Asked for about a second in vain: subscribers' decoders are stuck on it,
             # and a browser would wait some 3 s more before asking for a keyframe.
             self.ask_keyframe(now)
         self.leg.tap.send(
             build_nack(self.feedback_ssrc, self.ssrc, sorted(self.missing)), rtcp=True
         )
+
+    def _upper_layers_only(self, before: bytes, after: bytes) -> bool:
+        """Whether the packets lost between ``before`` and ``after`` (VP8 sent in
+        temporal layers) can only have belonged to frames above the base layer: the
+        frame each of them ends or starts is such a frame, and TL0PICIDX, which
+        counts base-layer frames, says none was lost in between."""
+        codec = self.codecs.get(after[1] & 0x7F)
+        if not before or codec is None or codec.name.upper() != "VP8":
+            return False
+        a = vp8_layer(before[payload_offset(before) :])
+        b = vp8_layer(after[payload_offset(after) :])
+        if a is None or b is None or None in (a.temporal, a.tl0, b.temporal, b.tl0):
+            return False
+        if before[4:8] == after[4:8]:  # both in one frame: the hole is inside it
+            return b.temporal > 0
+        if a.temporal == 0 and not before[1] & 0x80:
+            return False  # the rest of a base-layer frame (no marker bit yet) is lost
+        if b.temporal == 0 and not b.starts_frame:
+            return False  # the head of a base-layer frame is lost
+        return b.tl0 == (a.tl0 + (b.temporal == 0)) & 0xFF
 
     def on_retransmission(self, packet: bytes, now: float) -> None:
         """An RTX packet (RFC 4588) answering our NACK: restored to the original
@@ -213,6 +247,7 @@ class InStream:
         seq = (packet[start] << 8) | packet[start + 1]
         if self.missing.pop(seq, None) is None:
             return  # not asked for, or already here
+        self.spare.discard(seq)
         header = bytearray(packet[:start])
         header[0] &= 0xDF  # no padding any more
         header[1] = (header[1] & 0x80) | media_pt

@@ -6,6 +6,8 @@ tell that a packet starts a frame the decoder can start from.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 Buffer = bytes | bytearray | memoryview
 
 _H264_IDR = 5
@@ -33,6 +35,32 @@ def vp8_descriptor_size(payload: Buffer) -> int:
         if ext & 0x30:  # T or K share one byte
             pos += 1
     return pos if pos < size else -1
+
+
+class Vp8Layer(NamedTuple):
+    """Where a VP8 packet sits in the stream's temporal layers (RFC 7741 4.2)."""
+
+    starts_frame: bool  # S set, partition index 0
+    temporal: int | None  # TID; None when the sender marks no layers
+    tl0: int | None  # TL0PICIDX: counts the base-layer frames
+
+
+def vp8_layer(payload: Buffer) -> Vp8Layer | None:
+    """The temporal-layer fields of a VP8 packet's descriptor (None if too short)."""
+    if vp8_descriptor_size(payload) < 0:
+        return None
+    starts_frame = payload[0] & 0x17 == 0x10
+    if not payload[0] & 0x80:
+        return Vp8Layer(starts_frame, None, None)
+    ext, pos = payload[1], 2
+    if ext & 0x80:
+        pos += 2 if payload[pos] & 0x80 else 1
+    tl0 = None
+    if ext & 0x40:
+        tl0 = payload[pos]
+        pos += 1
+    temporal = payload[pos] >> 6 if ext & 0x20 else None
+    return Vp8Layer(starts_frame, temporal, tl0)
 
 
 def is_vp8_keyframe(payload: Buffer) -> bool:

@@ -123,6 +123,10 @@ def test_low_bandwidth_mode_quality_and_audio_only(jisr_server, browsers, record
         "specialist sending above 240p",
     )
     record_property("specialist_sent_height", heights[-1])
+    # Both cameras go out in three temporal layers, so a frame lost on a bad link costs
+    # only the frames that refer to it.
+    for name, driver in pages.items():
+        assert sent(state(driver)).get("scalabilityMode") == "L1T3", (name, sent(state(driver)))
     # Its video arrives at the referrer larger than what the referrer sends.
     wait_until(
         lambda: (remote(state(referrer)).get("videoHeight") or 0) > 240,

@@ -93,7 +93,8 @@ const done = arguments[arguments.length - 1];
   const errors = [];
   pc.onicecandidateerror = (e) => errors.push({code: e.errorCode, text: e.errorText});
   pc.addTransceiver(stream.getAudioTracks()[0], {direction: 'sendrecv', streams: [stream]});
-  pc.addTransceiver(stream.getVideoTracks()[0], {direction: 'sendrecv', streams: [stream]});
+  pc.addTransceiver(stream.getVideoTracks()[0], {direction: 'sendrecv', streams: [stream],
+                                                  sendEncodings: [{scalabilityMode: 'L1T3'}]});
   await pc.setLocalDescription(await pc.createOffer());
   await new Promise((ok) => {
     if (pc.iceGatheringState === 'complete') return ok();
@@ -119,7 +120,8 @@ window.__jisrSample = async () => {
       s.out = {w: r.frameWidth, h: r.frameHeight, fps: r.framesPerSecond,
                frames: r.framesEncoded, bytes: r.bytesSent, packets: r.packetsSent,
                retx: r.retransmittedPacketsSent, target: r.targetBitrate,
-               limit: r.qualityLimitationReason, nacks: r.nackCount, plis: r.pliCount};
+               limit: r.qualityLimitationReason, nacks: r.nackCount, plis: r.pliCount,
+               layers: r.scalabilityMode};
     } else if (r.type === 'outbound-rtp' && r.kind === 'audio') {
       s.outAudio = {packets: r.packetsSent};
     } else if (r.type === 'remote-inbound-rtp' && r.kind === 'video') {
@@ -381,7 +383,8 @@ def test_call_holds_through_an_impaired_link(jisr_server, browsers, tmp_path, re
         f"PLIs sent {_get(end_sub, 'video', 'plis')}; "
         f"packets lost {_get(end_sub, 'video', 'lost')} of "
         f"{_get(end_sub, 'video', 'packets') + _get(end_sub, 'video', 'lost')}",
-        f"impaired publisher: NACKs received {_get(end_pub, 'out', 'nacks')}, PLIs received "
+        f"impaired publisher: encoding {_get(end_pub, 'out', 'layers', default='?')}, "
+        f"NACKs received {_get(end_pub, 'out', 'nacks')}, PLIs received "
         f"{_get(end_pub, 'out', 'plis')}, retransmitted {_get(end_pub, 'out', 'retx')} packets; "
         f"loss Jisr reports {_get(end_pub, 'remote', 'fractionLost'):.3f}; "
         f"received video from the clean side {_get(end_pub, 'video', 'w')}x"

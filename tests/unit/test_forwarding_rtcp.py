@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from aiortc import RTCRtpCodecParameters
+from aiortc.codecs.vpx import VpxPayloadDescriptor
 
 from media import forwarding
 from media.aiortc_internals import Negotiated
@@ -176,6 +178,42 @@ def test_lost_packets_are_asked_again_and_retransmissions_restored():
     assert source.missing == {}
     # Still missing after three asks: a keyframe is asked for too, once.
     assert source.keyframes_asked == plis_before + 1
+
+
+L1T3 = (0, 2, 1, 2)  # temporal layer of each frame, repeating
+
+
+def layered_frame(index: int) -> bytes:
+    """Frame ``index`` of a VP8 stream in three temporal layers, one packet each."""
+    descriptor = VpxPayloadDescriptor(
+        partition_start=1, partition_id=0, picture_id=index, tl0picidx=(index // 4) & 0xFF,
+        tid=(L1T3[index % 4], 1),
+    )  # fmt: skip
+    header = struct.pack("!BBHII", 0x80, 0x80 | 96, 100 + index, 3000 * index, 1000)
+    return header + bytes(descriptor) + b"\x01" + b"x" * 100  # interframe
+
+
+@pytest.mark.parametrize(
+    ("lost", "keyframe_asked"),
+    [
+        ({5}, False),  # a layer-2 frame: the next frames do without it
+        ({6}, False),  # layer 1: only the layer-2 frame after it needs it
+        ({5, 6, 7}, False),
+        ({8}, True),  # a base-layer frame: everything after it needs it
+        ({7, 8}, True),  # a layer-2 frame and the base one after it
+    ],
+)
+def test_only_a_lost_base_layer_frame_brings_a_keyframe_request(lost, keyframe_asked):
+    publisher, subscriber, source, out = setup()
+    source.on_packet(vp8_packet(100, 0, key=True), now=0.0)
+    asked = source.keyframes_asked
+    now = 0.0
+    for index in range(1, 9 + NACK_TRIES + 2):
+        if index not in lost:
+            now += 0.4  # each packet after the next NACK is due, before an outage
+            source.on_packet(layered_frame(index), now=now)
+    assert source.missing == {} and source.spare == set()  # asked for in vain, given up
+    assert source.keyframes_asked == asked + keyframe_asked
 
 
 def remb_sent(publisher, now: float) -> int:

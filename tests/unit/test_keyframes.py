@@ -13,7 +13,7 @@ from aiortc.codecs import get_encoder
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from media.keyframes import is_h264_keyframe, is_keyframe, is_vp8_keyframe
+from media.keyframes import Vp8Layer, is_h264_keyframe, is_keyframe, is_vp8_keyframe, vp8_layer
 
 FORCED = 4  # index of the frame encoded with force_keyframe=True
 
@@ -103,6 +103,33 @@ def test_vp8_not_start_or_other_partition():
     assert not is_vp8_keyframe(bytes([0x11, 0x10]))  # partition 1
     assert not is_vp8_keyframe(bytes([0x08 | 0x10 | 0x02, 0x10]))
     assert is_vp8_keyframe(bytes([0x20 | 0x10, 0x10]))  # N (non-reference) does not matter
+
+
+@pytest.mark.parametrize(
+    ("descriptor", "expected"),
+    [
+        (VpxPayloadDescriptor(partition_start=1, partition_id=0), Vp8Layer(True, None, None)),
+        (
+            VpxPayloadDescriptor(
+                partition_start=0, partition_id=0, picture_id=300, tl0picidx=7, tid=(2, 1)
+            ),
+            Vp8Layer(False, 2, 7),
+        ),  # fmt: skip
+        (
+            VpxPayloadDescriptor(
+                partition_start=1, partition_id=0, picture_id=5, tl0picidx=255, tid=(0, 1), keyidx=3
+            ),
+            Vp8Layer(True, 0, 255),
+        ),  # fmt: skip
+        (
+            VpxPayloadDescriptor(partition_start=1, partition_id=1, tid=(1, 0)),
+            Vp8Layer(False, 1, None),
+        ),
+    ],
+)
+def test_vp8_temporal_layer_fields(descriptor, expected):
+    assert vp8_layer(_vp8(descriptor, 0x11)) == expected
+    assert vp8_layer(bytes(descriptor)) is None  # no VP8 data after the descriptor
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@
 //               audioPacketsReceived, audioBytesReceived,
 //               videoStalled: null|'videoPaused'|'mediaStalled', muted, element}],
 //     local: {audio, video, videoWidth, videoHeight,
-//             sent: {audioPackets, videoFrames, frameWidth, frameHeight}} | null,
+//             sent: {audioPackets, videoFrames, frameWidth, frameHeight, scalabilityMode}} | null,
 //     quality: {level: 'good'|'fair'|'poor'|null, rttMs, lossPct, sendKbps, recvKbps,
 //               sentHeight, recvHeight, recvFps,
 //               (also: raw (this sample's level), downLossPct, upLossPct, availableKbps,

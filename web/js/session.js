@@ -58,6 +58,20 @@ function waitForIceGathering(pc, ms) {
   });
 }
 
+// The camera is encoded in three temporal layers (VP8 L1T3): a frame lost on a bad link
+// then costs only the few frames that refer to it, and the receiver goes on with the
+// next base-layer frame instead of freezing until a repair or a keyframe crosses the
+// link again (docs/benchmarks.md, impaired link). A browser that cannot encode it
+// sends one layer.
+function addCameraTransceiver(pc, track, streams) {
+  const init = { direction: 'sendrecv', streams };
+  try {
+    return pc.addTransceiver(track, { ...init, sendEncodings: [{ scalabilityMode: 'L1T3' }] });
+  } catch {
+    return pc.addTransceiver(track, init);
+  }
+}
+
 function eyeIcon() {
   const ns = 'http://www.w3.org/2000/svg';
   const svg = document.createElementNS(ns, 'svg');
@@ -533,7 +547,7 @@ export class SessionView {
       const audio = s && s.getAudioTracks()[0];
       const video = s && s.getVideoTracks()[0];
       const ta = pc.addTransceiver(audio || 'audio', { direction: 'sendrecv', streams });
-      const tv = pc.addTransceiver(video || 'video', { direction: 'sendrecv', streams });
+      const tv = addCameraTransceiver(pc, video || 'video', streams);
       this.remote[0].transceivers = [ta, tv];
       // Low-bandwidth mode: cap the video and put audio first from the first frame on.
       await this.quality.applyLimits();
@@ -847,7 +861,7 @@ export class SessionView {
 
   /** What this participant's senders have sent so far (outbound-rtp), for the hook. */
   async sentStats() {
-    const out = { audioPackets: null, videoFrames: null, frameWidth: null, frameHeight: null };
+    const out = { audioPackets: null, videoFrames: null, frameWidth: null, frameHeight: null, scalabilityMode: null };
     const [ta, tv] = (this.remote[0] && this.remote[0].transceivers) || [];
     if (!this.pc || this.as !== 'participant') return out;
     const read = async (tr, fn) => {
@@ -859,6 +873,7 @@ export class SessionView {
     await read(ta, (s) => { out.audioPackets = (out.audioPackets || 0) + (s.packetsSent || 0); });
     await read(tv, (s) => {
       out.videoFrames = (out.videoFrames || 0) + (s.framesSent || 0);
+      if (s.scalabilityMode) out.scalabilityMode = s.scalabilityMode;
       if (s.frameHeight) {
         out.frameWidth = s.frameWidth || null;
         out.frameHeight = s.frameHeight;
