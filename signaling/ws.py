@@ -8,6 +8,7 @@ import contextlib
 import json
 import secrets
 import time
+from collections import deque
 
 from aiohttp import (
     ClientConnectorError,
@@ -81,8 +82,12 @@ class Connection:
         self.upstream_task: asyncio.Task | None = None
         self.presence: str | None = None  # a specialist's on-call choice
         self.batch = False  # takes several messages per frame (it said so at auth)
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue(OUTBOX_LIMIT)
+        # A plain deque: a consult change pushed to every supervisor appends to
+        # hundreds of outboxes at once, and asyncio.Queue costs several times more.
+        self._outbox: deque[str] = deque()
+        self._queued = asyncio.Event()  # the outbox holds something (or is closing)
         self._flush_now = asyncio.Event()  # a reply (or the end) is queued: no lingering
+        self._closing = False
 
     @property
     def on_call(self) -> bool:
@@ -96,11 +101,15 @@ class Connection:
     def send_text(self, text: str, *, reply: bool = False) -> None:
         """A message already encoded (a broadcast is encoded once for everyone).
         ``reply``: it answers something this client asked, so it never waits."""
-        try:
-            self._outbox.put_nowait(text)
-        except asyncio.QueueFull:  # a page that stopped reading; it will reconnect
+        if self._closing:
+            return
+        if len(self._outbox) >= OUTBOX_LIMIT:  # a page that stopped reading; it reconnects
+            self._closing = True
+            self._queued.set()
             asyncio.ensure_future(self.ws.close(code=1008, message=b"too slow"))
             return
+        self._outbox.append(text)
+        self._queued.set()
         if reply:
             self._flush_now.set()
 
@@ -109,32 +118,33 @@ class Connection:
         pushes wait up to PUSH_LINGER_S for company and go out together, as one JSON
         array in one frame: when a consult change is pushed to every supervisor, each
         gets one write per linger instead of one per change. A reply flushes at once
-        (with whatever queued before it, in order)."""
+        (with whatever queued before it, in order), and so does the end: the outbox
+        is sent to its last message."""
         outbox, loop = self._outbox, asyncio.get_running_loop()
-        while (message := await outbox.get()) is not None:
+        while True:
+            if not outbox:
+                if self._closing:
+                    return
+                self._flush_now.clear()
+                self._queued.clear()
+                await self._queued.wait()
+                continue
             if self.batch and not self._flush_now.is_set():
                 timer = loop.call_later(PUSH_LINGER_S, self._flush_now.set)
                 await self._flush_now.wait()
                 timer.cancel()
-            self._flush_now.clear()
-            batch, closing = [message], False
-            limit = BATCH_LIMIT if self.batch else 1
-            while len(batch) < limit and not outbox.empty():
-                if (message := outbox.get_nowait()) is None:
-                    closing = True
-                    break
-                batch.append(message)
             if self.ws.closed:
                 return
+            limit = BATCH_LIMIT if self.batch else 1
+            batch = [outbox.popleft() for _ in range(min(limit, len(outbox)))]
             text = batch[0] if len(batch) == 1 else f"[{','.join(batch)}]"
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self.ws.send_str(text)
-            if closing:
-                return
 
     def close_outbox(self) -> None:
-        with contextlib.suppress(asyncio.QueueFull):
-            self._outbox.put_nowait(None)
+        """No more messages: the write loop sends what is queued, then ends."""
+        self._closing = True
+        self._queued.set()
         self._flush_now.set()
 
     def member(self) -> dict:

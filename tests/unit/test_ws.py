@@ -11,6 +11,7 @@ from aiohttp import WSMsgType
 from signaling.app import create_app
 from signaling.keys import HUB
 from signaling.store import MemoryStore
+from signaling.ws import BATCH_LIMIT, OUTBOX_LIMIT, Connection
 from tests.conftest import Tokens
 
 NEW = {
@@ -259,3 +260,50 @@ async def test_a_client_that_takes_batches_gets_a_burst_in_one_frame(client, tok
         frame = await asyncio.wait_for(plain.ws.receive(), 5)
         assert json.loads(frame.data) == {"type": "test.burst", "n": n}
     await batched.still_serving()
+
+
+class RecordingSocket:
+    """Stands in for the aiohttp WebSocket under a Connection: records frames."""
+
+    def __init__(self) -> None:
+        self.frames: list[str] = []
+        self.closed_with: tuple[int, bytes] | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_with is not None
+
+    async def send_str(self, text: str) -> None:
+        self.frames.append(text)
+
+    async def close(self, *, code: int, message: bytes) -> None:
+        self.closed_with = (code, message)
+
+
+async def test_the_end_of_a_connection_sends_everything_queued_then_stops():
+    ws = RecordingSocket()
+    conn = Connection(ws)
+    conn.batch = True
+    for n in range(BATCH_LIMIT + 3):
+        conn.send({"type": "test.push", "n": n})
+    conn.close_outbox()
+    conn.send({"type": "test.push", "n": "after the end"})
+    await asyncio.wait_for(conn.write_loop(), 5)  # no lingering once the end is queued
+    sent = [m["n"] for frame in ws.frames for m in json.loads(frame)]
+    assert sent == list(range(BATCH_LIMIT + 3))
+    assert [len(json.loads(frame)) for frame in ws.frames] == [BATCH_LIMIT, 3]
+
+
+async def test_a_client_that_stops_reading_is_closed_not_buffered():
+    ws = RecordingSocket()
+    conn = Connection(ws)  # its write loop never runs: the client reads nothing
+    for n in range(OUTBOX_LIMIT):
+        conn.send_text(json.dumps({"type": "test.push", "n": n}))
+    assert ws.closed_with is None
+    conn.send_text(json.dumps({"type": "test.push", "n": "one too many"}))
+    async with asyncio.timeout(5):  # the close was scheduled; let it run
+        while ws.closed_with is None:
+            await asyncio.sleep(0)
+    assert ws.closed_with == (1008, b"too slow")
+    conn.send_text("{}")
+    assert len(conn._outbox) == OUTBOX_LIMIT  # nothing more is kept for it
