@@ -57,6 +57,7 @@ STALL_SECONDS = 8.0
 PUBLISHER_STALL_SECONDS = 1.5
 NACK_INTERVAL_S = 0.3  # ask again for what is still missing (about a round trip)
 NACK_TRIES = 6
+REPAIR_WINDOW_S = NACK_TRIES * NACK_INTERVAL_S  # a lost packet may come back until then
 KEYFRAME_AFTER_NACKS = 3  # a packet still missing after this many asks: keyframe too
 GAP_PACKETS = 40  # a jump larger than this in the publisher's sequence numbers: restart, not NACK
 GAP_SECONDS = 0.5  # and a pause this long with packets missing, an outage

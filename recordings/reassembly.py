@@ -19,6 +19,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from media.forwarding import REPAIR_WINDOW_S
 from media.keyframes import vp8_descriptor_size
 from media.rtp import payload_offset
 
@@ -103,8 +104,11 @@ class Vp8Frames:
         ask_keyframe: Callable[[], None],
         *,
         clock_rate: int = 90000,
-        max_wait_s: float = 0.5,
-        max_pending: int = 64,
+        # A hole may be filled for as long as the forwarder asks the publisher for it
+        # (plus a round trip on a slow link); a keyframe asked for sooner would cross
+        # that same link for nothing.
+        max_wait_s: float = REPAIR_WINDOW_S + 0.5,
+        max_pending: int = 150,  # 2.5 s at 60 frames/s
     ) -> None:
         self.ask_keyframe = ask_keyframe
         self.max_wait_ticks = int(max_wait_s * clock_rate)
