@@ -263,16 +263,33 @@ class ClientResult:
     error: str | None = None
     # Messages pushed to this client while it waited for a reply, by type.
     pushed: dict = field(default_factory=dict)
+    # Frames that held only pushes, set aside unparsed while the clock runs: with
+    # hundreds of clients per generator process, parsing every push at once would
+    # make the generator, not the server, the slow part.
+    unread: list = field(default_factory=list)
+
+
+def count_pushes(result: ClientResult) -> None:
+    for text in result.unread:
+        data = json.loads(text)
+        for message in data if isinstance(data, list) else [data]:
+            kind = str(message.get("type"))
+            result.pushed[kind] = result.pushed.get(kind, 0) + 1
+    result.unread = []
 
 
 async def _await_reply(ws, wanted: str, ref: str, result: ClientResult) -> dict:
     """The reply to ``ref``; anything else the server pushes meanwhile is counted."""
     from aiohttp import WSMsgType
 
+    marker = f'"ref": "{ref}"'  # as json.dumps writes it; quotes in strings are escaped
     while True:
         msg = await ws.receive(timeout=STEP_TIMEOUT_S)
         if msg.type != WSMsgType.TEXT:
             raise ConnectionError(f"socket {msg.type.name} while waiting for {wanted}")
+        if marker not in msg.data:
+            result.unread.append(msg.data)
+            continue
         data = json.loads(msg.data)
         reply = None
         for message in data if isinstance(data, list) else [data]:  # a frame may batch
@@ -367,6 +384,8 @@ async def _generator(url: str, entries: list[dict], pipe: Connection) -> list[di
         await loop.run_in_executor(None, pipe.recv)
         may_leave.set_result(None)
         await asyncio.gather(*tasks)
+    for result in results:
+        count_pushes(result)
     return [r.__dict__ for r in results]
 
 
