@@ -102,6 +102,7 @@ async def _heartbeat(app: web.Application) -> None:
         try:
             await store.register_node(node_id, info, ttl_s=3 * settings.node_heartbeat_s)
             await app[CONSULTS].watch_nodes()
+            await app[RECORDING].persist_unsaved()
         except StoreError as exc:  # the heartbeat must go on whatever the store says
             log.warning("node.heartbeat_failed", node=node_id, error=str(exc))
         await asyncio.sleep(settings.node_heartbeat_s)

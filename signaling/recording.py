@@ -21,7 +21,7 @@ from recordings.recorder import SessionRecorder
 from .auth import Principal
 from .errors import ApiError
 from .logs import Audit
-from .store import StoreError
+from .store import StoreError, StoreUnavailable
 
 log = structlog.get_logger("jisr.recording")
 ACTIVE = ("requested", "recording", "paused")
@@ -85,6 +85,7 @@ class RecordingService:
         self.segment_s = segment_s
         self.wall = wall
         self.sessions: dict[str, SessionRecording] = {}
+        self.unsaved: set[str] = set()  # sessions whose latest state the store missed
 
     def state(self, session_id: str) -> dict:
         rec = self.sessions.get(session_id)
@@ -245,14 +246,26 @@ class RecordingService:
         the node that takes the session over if this one dies can continue it."""
         rec = self.sessions.get(session_id)
         if rec is None or self.store is None:
+            self.unsaved.discard(session_id)
             return
         try:
             await self.store.transition_session(
                 session_id, from_states={"live"}, to_state="live",
                 fields={"recording": rec.snapshot()},
             )  # fmt: skip
-        except StoreError as exc:  # the recording goes on; only a takeover would miss it
+        except StoreUnavailable as exc:  # the recording goes on; saved once the store is back
+            self.unsaved.add(session_id)
             log.warning("recording.state_not_saved", session_id=session_id, error=str(exc))
+            return
+        except StoreError as exc:  # the session is no longer live: nothing to continue
+            log.warning("recording.state_not_saved", session_id=session_id, error=str(exc))
+        self.unsaved.discard(session_id)
+
+    async def persist_unsaved(self) -> None:
+        """Save the states the store missed while it was down (on every heartbeat
+        that reaches it), so a node lost after an outage can still be taken over."""
+        for session_id in list(self.unsaved):
+            await self.persist(session_id)
 
     def adopt(self, session: dict) -> SessionRecording | None:
         """This node took over a session whose node was lost: a recording that was

@@ -9,6 +9,7 @@ from signaling.auth import Principal
 from signaling.errors import ApiError
 from signaling.logs import Audit
 from signaling.recording import RecordingService
+from signaling.store import StoreUnavailable
 
 REFERRER = Principal("dr-amal", "Amal", "referrer", "hospital-a")
 SPECIALIST = Principal("dr-karim", "Karim", "specialist", None, ("cardiology",))
@@ -106,3 +107,36 @@ def test_unconfigured_and_repeated_requests_are_refused(service):
     with pytest.raises(ApiError) as caught:
         unconfigured.request(REFERRER, SESSION, [REFERRER])
     assert caught.value.code == "recording_unavailable"
+
+
+class FlakyStore:
+    """A store that can be down: what a heartbeat's retry finds when it is back."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.saved: dict[str, dict] = {}
+
+    async def transition_session(self, session_id, *, from_states, to_state, fields):
+        if self.down:
+            raise StoreUnavailable("redis is down")
+        self.saved[session_id] = fields["recording"]
+
+
+async def test_recording_state_missed_by_a_down_store_is_saved_when_it_returns(service):
+    store = service.store = FlakyStore()
+    rec = service.request(REFERRER, SESSION, [REFERRER, SPECIALIST])
+    await service.persist("s_1")
+    assert store.saved["s_1"]["state"] == "requested"
+
+    store.down = True
+    service.answer(SPECIALIST, "s_1", True, [REFERRER, SPECIALIST])
+    await service.persist("s_1")  # logged and kept for later; the recording goes on
+    assert rec.state == "recording" and store.saved["s_1"]["state"] == "requested"
+    await service.persist_unsaved()  # a heartbeat while the store is still down
+    assert service.unsaved == {"s_1"}
+
+    store.down = False
+    await service.persist_unsaved()  # the first heartbeat that reaches it
+    assert store.saved["s_1"]["state"] == "recording"
+    assert store.saved["s_1"]["recording_id"] == rec.recording_id
+    assert service.unsaved == set()
