@@ -144,7 +144,7 @@ class InStream:
         # Lost packets that only frames above the base temporal layer needed:
         # decoders go on without them, so they never bring a keyframe request.
         self.spare: set[int] = set()
-        self.last_packet = b""
+        self.last_packet = b""  # the newest in sequence
         self.nacked_at = 0.0
         self.repaired = 0
         self.rtx_apt = {
@@ -155,6 +155,7 @@ class InStream:
         seq = (packet[2] << 8) | packet[3]
         if self.base_seq < 0:
             self.base_seq = self.max_seq = seq
+            self.last_packet = packet
         else:
             delta = (seq - self.max_seq) & 0xFFFF
             if delta < 0x8000:
@@ -179,12 +180,12 @@ class InStream:
                         if spare:
                             self.spare.add(lost_seq)
                     self._nack(now)
+                self.last_packet = packet  # the newest: a later hole starts after it
             elif self.missing.pop(seq, None) is not None:  # a late packet filled its hole
                 self.spare.discard(seq)
         if self.missing and now - self.nacked_at > NACK_INTERVAL_S:
             self._nack(now)
         self.last_arrival = now
-        self.last_packet = packet
         if not self.received:
             self.first_arrival = now
         self.received += 1
