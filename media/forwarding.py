@@ -63,7 +63,7 @@ GAP_PACKETS = 40  # a jump larger than this in the publisher's sequence numbers:
 GAP_SECONDS = 0.5  # and a pause this long with packets missing, an outage
 MIN_BITRATE = 150_000  # never ask a publisher for less: audio first, video at its floor
 START_BITRATE = 300_000  # a new publisher's ceiling, growing by RAMP_PER_S each second
-RAMP_PER_S = 1.5
+RAMP_PER_S = 1.25  # per second: 1 Mbit/s after 5.4 s, 2.5 Mbit/s after 9.5 s
 # A subscriber's loss (its receiver reports) caps what it is sent, as a sender's loss
 # controller would (GCC, draft-ietf-rmcat-gcc 6): above LOSS_HIGH back off to what
 # got through, below LOSS_LOW grow 8 % per report, in between hold.
@@ -289,9 +289,9 @@ class InStream:
         """What the publisher may send: no subscriber can be given a smaller copy
         (nothing is transcoded), so the weakest subscriber (its estimate, or its
         facility's cap) sets the ceiling for all. A new stream starts low and may
-        grow by half every second, so a weak link is not flooded before anyone has
-        measured it."""
-        elapsed = min(max(0.0, now - self.first_arrival), 30.0)  # 1.5**30: far past any cap
+        grow by a quarter every second, so a weak link is not flooded before anyone
+        has measured it (faster, a 500 kbit/s link overshot at the start and froze)."""
+        elapsed = min(max(0.0, now - self.first_arrival), 60.0)  # 1.25**60: past any cap
         limits = [cap, int(START_BITRATE * RAMP_PER_S**elapsed)]
         for out in self.outs:
             limits.append(out.leg.max_bitrate)
