@@ -105,6 +105,7 @@ class Connection:
             return
         if len(self._outbox) >= OUTBOX_LIMIT:  # a page that stopped reading; it reconnects
             self._closing = True
+            self._outbox.clear()  # and gets the state afresh then: no backlog to send
             self._queued.set()
             asyncio.ensure_future(self.ws.close(code=1008, message=b"too slow"))
             return
