@@ -8,8 +8,9 @@ import time
 
 from aiohttp import ClientSession
 
+from recordings.crypto import generate_key_file
 from signaling.app import create_app
-from signaling.store import RedisStore
+from signaling.store import RedisStore, StoreUnavailable
 from tests.integration.test_media_relay import start_consult
 from tests.redis_server import RedisServer
 from tests.support.peers import JisrClient
@@ -89,3 +90,57 @@ async def test_session_survives_redis_restart(aiohttp_server, settings, tokens):
             finally:
                 for client in (referrer, specialist, watcher):
                     await client.close()
+
+
+async def test_recording_state_changed_while_redis_is_down_is_saved_when_it_returns(
+    aiohttp_server, settings, tokens, tmp_path
+):
+    """The recording's state goes with the session into Redis (so that another node
+    can continue the recording if this one dies); a change made while Redis is down
+    reaches it with the first heartbeat after Redis is back."""
+    key = tmp_path / "master.key"
+    generate_key_file(key)
+    node_settings = settings.model_copy(update={
+        "node_heartbeat_s": 0.5, "recording_key": key, "recordings_dir": tmp_path / "rec",
+    })  # fmt: skip
+    with RedisServer(persistent=True) as redis:
+        server = await aiohttp_server(create_app(node_settings, store=RedisStore(redis.url)))
+        base = str(server.make_url("")).rstrip("/")
+        reader = RedisStore(redis.url)  # what another node would read
+        await reader.start()
+        async with ClientSession() as http:
+            session_id = await start_consult(http, base, tokens)
+            referrer = JisrClient(http, base, tokens.referrer)
+            specialist = JisrClient(http, base, tokens.specialist)
+            try:
+                for client in (referrer, specialist):
+                    await client.connect()
+                    await client.join(session_id)
+                asked = await specialist.request({"type": "recording.request"})
+                assert asked["type"] == "recording.ok", asked
+                await referrer.expect(
+                    lambda m: m["type"] == "recording.state" and m["state"] == "requested"
+                )
+                assert (await reader.get_session(session_id))["recording"]["state"] == "requested"
+
+                redis.kill()
+                consented = await referrer.request({"type": "recording.consent", "consent": True})
+                assert consented["type"] == "recording.ok", consented  # Redis is not needed
+                started = await specialist.expect(
+                    lambda m: m["type"] == "recording.state" and m["state"] == "recording"
+                )
+                redis.restart()
+
+                async def saved():
+                    try:
+                        session = await reader.get_session(session_id)
+                    except StoreUnavailable:
+                        return None  # the reader's own connection is still coming back
+                    return session["recording"]["state"] == "recording" and session["recording"]
+
+                snapshot = await poll(saved, 15, "the recording state saved after Redis returns")
+                assert snapshot["recording_id"] == started["recording_id"]
+            finally:
+                for client in (referrer, specialist):
+                    await client.close()
+                await reader.close()
