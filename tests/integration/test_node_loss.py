@@ -29,6 +29,15 @@ def start_node(name: str, port: int, redis_url: str, **extra_env: str) -> subpro
     )  # fmt: skip
 
 
+def start_two_nodes(
+    redis_url: str, **extra_env: str
+) -> tuple[dict[str, subprocess.Popen], dict[str, str]]:
+    """Nodes "n_a" and "n_b" sharing ``redis_url``: their processes and base URLs."""
+    ports = {"n_a": free_port(), "n_b": free_port()}
+    nodes = {name: start_node(name, port, redis_url, **extra_env) for name, port in ports.items()}
+    return nodes, {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+
+
 async def stop_nodes(nodes: dict[str, subprocess.Popen], clients: list[JisrClient]) -> None:
     for client in clients:
         await client.close()
@@ -39,9 +48,7 @@ async def stop_nodes(nodes: dict[str, subprocess.Popen], clients: list[JisrClien
 
 
 async def test_participants_resume_on_a_live_node_after_kill_9(redis_url, tokens):
-    ports = {"n_a": free_port(), "n_b": free_port()}
-    nodes = {name: start_node(name, port, redis_url) for name, port in ports.items()}
-    base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    nodes, base = start_two_nodes(redis_url)
     clients: list[JisrClient] = []
     try:
         await wait_for_nodes(redis_url, 2, nodes["n_a"])

@@ -15,10 +15,9 @@ from recordings.crypto import generate_key_file, load_master_key
 from recordings.storage import FileStorage
 from recordings.vault import Vault
 from tests.integration.test_media_relay import start_consult
-from tests.integration.test_node_loss import start_node, stop_nodes
+from tests.integration.test_node_loss import start_two_nodes, stop_nodes
 from tests.integration.test_recording import published
 from tests.integration.test_workers import wait_for_nodes
-from tests.redis_server import free_port
 from tests.support.peers import JisrClient, PatternVideoTrack
 
 SIZE = (320, 240)
@@ -63,9 +62,7 @@ async def test_recording_continues_as_a_new_part_after_kill_9(redis_url, tokens,
     generate_key_file(key)
     recording = {"JISR_RECORDING_KEY": str(key), "JISR_RECORDINGS_DIR": str(folder),
                  "JISR_RECORDING_SEGMENT_S": "2"}  # fmt: skip
-    ports = {"n_a": free_port(), "n_b": free_port()}
-    nodes = {name: start_node(name, port, redis_url, **recording) for name, port in ports.items()}
-    base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    nodes, base = start_two_nodes(redis_url, **recording)
     clients: list[JisrClient] = []
     try:
         await wait_for_nodes(redis_url, 2, nodes["n_a"])
