@@ -9,6 +9,7 @@ import json
 import secrets
 import time
 from collections import deque
+from dataclasses import dataclass
 
 from aiohttp import (
     ClientConnectorError,
@@ -68,6 +69,34 @@ RECEIVES = {
 log = get_logger()
 
 
+class SharedPushes:
+    """Pushes bound for every batching supervisor within one linger: each is kept
+    once, here, and each such connection's outbox holds a Span of it. Pushing a
+    consult change then costs the same for one supervisor or five hundred."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.open = True  # still taking pushes
+        self.holders: list[Connection] = []
+
+
+@dataclass(slots=True)
+class Span:
+    """The stretch of a SharedPushes that falls between two of one connection's
+    own messages: it keeps the order in which everything was pushed."""
+
+    shared: SharedPushes
+    start: int
+    end: int | None = None  # None: the stretch may still grow
+
+    def seal(self) -> None:
+        if self.end is None:
+            self.end = len(self.shared.items)
+
+    def texts(self) -> list[str]:
+        return self.shared.items[self.start : self.end]
+
+
 class Connection:
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.id = "w_" + secrets.token_hex(8)
@@ -84,7 +113,7 @@ class Connection:
         self.batch = False  # takes several messages per frame (it said so at auth)
         # A plain deque: a consult change pushed to every supervisor appends to
         # hundreds of outboxes at once, and asyncio.Queue costs several times more.
-        self._outbox: deque[str] = deque()
+        self._outbox: deque[str | Span] = deque()
         self._queued = asyncio.Event()  # the outbox holds something (or is closing)
         self._flush_now = asyncio.Event()  # a reply (or the end) is queued: no lingering
         self._closing = False
@@ -109,10 +138,40 @@ class Connection:
             self._queued.set()
             asyncio.ensure_future(self.ws.close(code=1008, message=b"too slow"))
             return
-        self._outbox.append(text)
+        last = self._outbox[-1] if self._outbox else None
+        if isinstance(last, Span) and last.end is None:
+            last.seal()  # shared pushes so far go before this message, later ones after
+            self._outbox.extend((text, Span(last.shared, last.end)))
+        else:
+            self._outbox.append(text)
         self._queued.set()
         if reply:
             self._flush_now.set()
+
+    def share(self, shared: SharedPushes) -> None:
+        """From now until ``shared`` closes, what is pushed to it goes to this client."""
+        if self._closing:
+            return
+        shared.holders.append(self)
+        self._outbox.append(Span(shared, len(shared.items)))
+
+    def shared_closed(self) -> None:
+        """``shared`` takes no more pushes: it has lingered, send it."""
+        last = self._outbox[-1] if self._outbox else None
+        if isinstance(last, Span) and not last.shared.open:
+            last.seal()
+        self._queued.set()
+        self._flush_now.set()
+
+    def _ready(self, limit: int) -> list[str | Span]:
+        """The messages at the head of the outbox that may go now, up to ``limit``:
+        a shared stretch still open waits until it closes."""
+        ready = []
+        for entry in self._outbox:
+            if len(ready) == limit or (isinstance(entry, Span) and entry.end is None):
+                break
+            ready.append(entry)
+        return ready
 
     async def write_loop(self) -> None:
         """Sends what the outbox holds. To a client that said it takes batches,
@@ -123,8 +182,8 @@ class Connection:
         is sent to its last message."""
         outbox, loop = self._outbox, asyncio.get_running_loop()
         while True:
-            if not outbox:
-                if self._closing:
+            if not self._ready(1):
+                if self._closing and not outbox:
                     return
                 self._flush_now.clear()
                 self._queued.clear()
@@ -136,15 +195,21 @@ class Connection:
                 timer.cancel()
             if self.ws.closed:
                 return
-            limit = BATCH_LIMIT if self.batch else 1
-            batch = [outbox.popleft() for _ in range(min(limit, len(outbox)))]
-            text = batch[0] if len(batch) == 1 else f"[{','.join(batch)}]"
+            texts: list[str] = []
+            for entry in self._ready(BATCH_LIMIT if self.batch else 1):
+                outbox.popleft()
+                texts.extend(entry.texts() if isinstance(entry, Span) else (entry,))
+            if not texts:
+                continue
+            text = texts[0] if len(texts) == 1 else f"[{','.join(texts)}]"
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self.ws.send_str(text)
 
     def close_outbox(self) -> None:
         """No more messages: the write loop sends what is queued, then ends."""
         self._closing = True
+        if self._outbox and isinstance(self._outbox[-1], Span):
+            self._outbox[-1].seal()
         self._queued.set()
         self._flush_now.set()
 
@@ -178,6 +243,39 @@ def notification(conn: Connection, consult: dict) -> str | None:
     return None
 
 
+WATCHERS = ("everything",)
+SHARING_WATCHERS = ("everything", "shared")  # batching: consult changes as SharedPushes
+
+
+def audience_keys(conn: Connection) -> list[tuple[str, ...]]:
+    """The groups a connection is filed under: a consult change is weighed (by
+    ``notification``) only for the connections of the groups it concerns, not for
+    every connection of the node."""
+    who = conn.principal
+    if who.sees_everything:
+        return [SHARING_WATCHERS if conn.batch else WATCHERS]
+    keys = [("sub", who.sub)]
+    if who.role == "referrer":
+        keys.append(("facility", who.facility))
+    elif who.role == "specialist":
+        keys += [("specialty", specialty) for specialty in who.specialties]
+    return keys
+
+
+def concerned_keys(consult: dict) -> list[tuple[str, ...]]:
+    """The groups that may see a change of ``consult``: everyone who sees
+    everything, its facility, its specialty, its specialist and those it was
+    escalated to."""
+    subs = [(consult.get("specialist") or {}).get("sub"), *consult.get("offered_to", [])]
+    return [
+        WATCHERS,
+        SHARING_WATCHERS,
+        ("facility", consult["facility"]),
+        ("specialty", consult["specialty"]),
+        *(("sub", sub) for sub in subs if sub),
+    ]
+
+
 def media_limits(settings, who: Principal) -> dict:
     """What a publisher should send at most: the facility's cap (a constrained
     link), else the node's. Pages apply it to their video sender and keep audio
@@ -197,10 +295,57 @@ class Hub:
     def __init__(self, app: web.Application) -> None:
         self.app = app
         self.connections: dict[str, Connection] = {}
+        self.audiences: dict[tuple[str, ...], set[Connection]] = {}  # see audience_keys
+        self.watch_pushes: SharedPushes | None = None  # open for this linger
         self.sessions: dict[str, dict[str, Connection]] = {}
         self.media_ready: dict[str, set[str]] = {}  # session id -> parts whose media is up
         # session id -> sub -> (roster entry, expiry timer) of dropped participants
         self.away: dict[str, dict[str, tuple[dict, asyncio.TimerHandle]]] = {}
+
+    def register(self, conn: Connection) -> None:
+        """An authenticated connection: it gets the changes it may see."""
+        self.connections[conn.id] = conn
+        keys = audience_keys(conn)
+        for key in keys:
+            self.audiences.setdefault(key, set()).add(conn)
+        if SHARING_WATCHERS in keys and self.watch_pushes is not None:
+            conn.share(self.watch_pushes)
+
+    def unregister(self, conn: Connection) -> None:
+        if self.connections.pop(conn.id, None) is None:
+            return
+        for key in audience_keys(conn):
+            group = self.audiences.get(key, set())
+            group.discard(conn)
+            if not group:
+                self.audiences.pop(key, None)
+
+    def concerned(self, consult: dict, *, sharing_watchers: bool = True) -> set[Connection]:
+        """This node's connections that may see a change of ``consult``, signaling
+        here (those proxied to another node get it from there)."""
+        found: set[Connection] = set()
+        for key in concerned_keys(consult):
+            if sharing_watchers or key != SHARING_WATCHERS:
+                found.update(self.audiences.get(key, ()))
+        return {conn for conn in found if conn.upstream is None}
+
+    def push_to_watchers(self, text: str) -> None:
+        """A consult change for every batching supervisor and admin: kept once in
+        the SharedPushes of this linger, which every one of them holds."""
+        shared = self.watch_pushes
+        if shared is None:
+            shared = self.watch_pushes = SharedPushes()
+            for conn in self.audiences.get(SHARING_WATCHERS, ()):
+                if conn.upstream is None:
+                    conn.share(shared)
+            asyncio.get_running_loop().call_later(PUSH_LINGER_S, self._close_watch_pushes)
+        shared.items.append(text)
+
+    def _close_watch_pushes(self) -> None:
+        shared, self.watch_pushes = self.watch_pushes, None
+        shared.open = False
+        for conn in shared.holders:
+            conn.shared_closed()
 
     def roster(self, session_id: str) -> list[dict]:
         live = [c.member() for c in self.sessions.get(session_id, {}).values()]
@@ -247,8 +392,9 @@ class Hub:
             "session_id": session_id,
             **self.app[RECORDING].state(session_id),
         }
+        text = json.dumps(message)
         for conn in self.sessions.get(session_id, {}).values():
-            conn.send(message)
+            conn.send_text(text)
 
     def broadcast_roster(self, session_id: str) -> None:
         message = {"type": "roster", "session_id": session_id, "roster": self.roster(session_id)}
@@ -281,40 +427,30 @@ class Hub:
     async def dispatch(self, event: dict) -> None:
         if event.get("type") == "consult.updated":
             consult = event["consult"]
-            encoded: dict[str, str] = {}  # each form encoded once for everyone
-            for conn in list(self.connections.values()):
-                if conn.upstream is not None or conn.principal is None:
-                    continue  # the hosting node pushes to it
+            full = json.dumps({"type": "consult.updated", "consult": consult})
+            stub = None  # each form encoded once for everyone
+            for conn in self.concerned(consult, sharing_watchers=False):
                 form = notification(conn, consult)
-                if form is None:
-                    continue
-                if form not in encoded:
-                    body = consult
-                    if form == "stub":
-                        body = {k: consult.get(k) for k in QUEUE_STUB_FIELDS}
-                    encoded[form] = json.dumps({"type": "consult.updated", "consult": body})
-                conn.send_text(encoded[form])
+                if form == "stub" and stub is None:
+                    body = {k: consult.get(k) for k in QUEUE_STUB_FIELDS}
+                    stub = json.dumps({"type": "consult.updated", "consult": body})
+                if form is not None:
+                    conn.send_text(full if form == "full" else stub)
+            if self.audiences.get(SHARING_WATCHERS):
+                self.push_to_watchers(full)
         elif event.get("type") == "consult.reannounced":
             consult = event["consult"]
-            for conn in list(self.connections.values()):
-                who = conn.principal
-                if (
-                    who
-                    and who.role == "specialist"
-                    and conn.upstream is None
-                    and notification(conn, consult) == "full"
-                ):
-                    conn.send(event)
+            text = json.dumps(event)
+            for conn in self.concerned(consult):
+                if conn.principal.role == "specialist" and notification(conn, consult) == "full":
+                    conn.send_text(text)
         elif event.get("type") == "consult.escalated":
             consult = event["consult"]
-            for conn in list(self.connections.values()):
+            text = json.dumps(event)
+            for conn in self.concerned(consult):
                 who = conn.principal
-                if (
-                    who
-                    and conn.upstream is None
-                    and (who.sees_everything or who.sub in consult.get("offered_to", []))
-                ):
-                    conn.send(event)
+                if who.sees_everything or who.sub in consult.get("offered_to", []):
+                    conn.send_text(text)
         elif event.get("type") == "session.ended":
             session_id = event["session_id"]
             if session_id in self.sessions:
@@ -400,7 +536,7 @@ class SignalingHandler:
         self.conn.principal = self.app[VERIFIER].verify(message.token)
         self.conn.token = message.token
         self.conn.batch = message.batch
-        self.hub.connections[self.conn.id] = self.conn
+        self.hub.register(self.conn)
         self.conn.send(
             {
                 "type": "welcome",
@@ -690,7 +826,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     finally:
         if conn.upstream is not None:
             await conn.upstream.close()
-        hub.connections.pop(conn.id, None)
+        hub.unregister(conn)
         await hub.leave(conn, reason="disconnected")
         conn.close_outbox()
         with contextlib.suppress(Exception):

@@ -307,3 +307,98 @@ async def test_a_client_that_stops_reading_is_closed_not_buffered():
     assert ws.closed_with == (1008, b"too slow")
     conn.send_text("{}")
     assert len(conn._outbox) == 0  # its backlog is dropped, and nothing more is kept
+
+
+def test_a_consult_change_is_weighed_only_for_connections_it_may_concern():
+    """The hub's groups never leave out a connection the rule (``notification``)
+    would push a change to, for every role and consult state."""
+    from signaling.auth import Principal
+    from signaling.ws import Hub, notification
+
+    people = [
+        Principal("sup", "S", "supervisor"),
+        Principal("adm", "A", "admin"),
+        Principal("ref-a", "R", "referrer", facility="a"),
+        Principal("ref-b", "R", "referrer", facility="b"),
+        Principal("spec-c", "C", "specialist", specialties=("cardiology",)),
+        Principal("spec-n", "N", "specialist", specialties=("neurology", "cardiology")),
+        Principal("spec-x", "X", "specialist", specialties=("nephrology",)),
+    ]
+    hub = Hub(app=None)
+    everyone = []
+    for who in people:
+        for presence, batch in ((None, False), ("away", True)):
+            conn = Connection(RecordingSocket())
+            conn.principal, conn.presence, conn.batch = who, presence, batch
+            hub.register(conn)
+            everyone.append(conn)
+    consults = [
+        {
+            "id": "c1",
+            "state": state,
+            "facility": facility,
+            "specialty": specialty,
+            "specialist": specialist,
+            "declines": declines,
+            "offered_to": offered,
+        }  # fmt: skip
+        for state in ("waiting", "accepted", "live", "ended")
+        for facility in ("a", "b")
+        for specialty in ("cardiology", "nephrology")
+        for specialist in (None, {"sub": "spec-x"}, {"sub": "spec-c"})
+        for declines in ([], [{"sub": "spec-c"}])
+        for offered in ([], ["spec-x"])
+    ]
+    for consult in consults:
+        expected = {c for c in everyone if notification(c, consult) is not None}
+        assert expected <= hub.concerned(consult), consult
+    assert len(hub.concerned(consults[0])) < len(everyone)  # and it does leave some out
+    for conn in everyone:
+        hub.unregister(conn)
+    assert hub.connections == {} and hub.audiences == {}
+
+
+async def test_supervisors_share_each_consult_change_in_the_order_it_was_pushed():
+    """Batching supervisors get consult changes through one shared list per linger:
+    each still receives every change once, in order with its own messages."""
+    from signaling.auth import Principal
+    from signaling.ws import Hub
+
+    hub = Hub(app=None)
+
+    def supervisor(sub: str) -> tuple[Connection, RecordingSocket]:
+        ws = RecordingSocket()
+        conn = Connection(ws)
+        conn.principal, conn.batch = Principal(sub, sub, "supervisor"), True
+        hub.register(conn)
+        return conn, ws
+
+    def received(ws: RecordingSocket) -> list:
+        out = []
+        for frame in ws.frames:
+            data = json.loads(frame)
+            out += [m["n"] for m in (data if isinstance(data, list) else [data])]
+        return out
+
+    (a, ws_a), (b, ws_b) = supervisor("sup-a"), supervisor("sup-b")
+    writers = [asyncio.ensure_future(conn.write_loop()) for conn in (a, b)]
+    hub.push_to_watchers('{"n": "u1"}')
+    a.send({"n": "reply", "ref": "r"})  # goes out at once, after u1
+    hub.push_to_watchers('{"n": "u2"}')
+    c, ws_c = supervisor("sup-c")  # signs in while the linger is open
+    writers.append(asyncio.ensure_future(c.write_loop()))
+    hub.push_to_watchers('{"n": "u3"}')
+    async with asyncio.timeout(5):
+        while hub.watch_pushes is not None or len(ws_b.frames) < 1:
+            await asyncio.sleep(0.005)  # polling the sockets the write loops fill
+        hub.push_to_watchers('{"n": "u4"}')  # the next linger
+        while len(received(ws_c)) < 2 or len(received(ws_a)) < 5:
+            await asyncio.sleep(0.005)
+    assert received(ws_a) == ["u1", "reply", "u2", "u3", "u4"]
+    assert json.loads(ws_a.frames[0]) == [{"n": "u1"}, {"n": "reply", "ref": "r"}]
+    assert received(ws_b) == ["u1", "u2", "u3", "u4"]
+    assert [len(json.loads(f)) for f in ws_b.frames[:1]] == [3]  # one write per linger
+    assert received(ws_c) == ["u3", "u4"]
+    for conn in (a, b, c):
+        conn.close_outbox()
+    await asyncio.wait_for(asyncio.gather(*writers), 5)
