@@ -282,12 +282,13 @@ async def _await_reply(ws, wanted: str, ref: str, result: ClientResult) -> dict:
     """The reply to ``ref``; anything else the server pushes meanwhile is counted."""
     from aiohttp import WSMsgType
 
-    marker = f'"ref": "{ref}"'  # as json.dumps writes it; quotes in strings are escaped
+    # As the standard library and as orjson write it; quotes in strings are escaped.
+    markers = (f'"ref": "{ref}"', f'"ref":"{ref}"')
     while True:
         msg = await ws.receive(timeout=STEP_TIMEOUT_S)
         if msg.type != WSMsgType.TEXT:
             raise ConnectionError(f"socket {msg.type.name} while waiting for {wanted}")
-        if marker not in msg.data:
+        if not any(marker in msg.data for marker in markers):
             result.unread.append(msg.data)
             continue
         data = json.loads(msg.data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import orjson
 import structlog
 
 SECRET_FIELDS = frozenset({"token", "sdp", "secret", "key", "password", "authorization", "jwt"})
@@ -22,6 +23,10 @@ def _redact(_, __, event_dict: dict) -> dict:
     return event_dict
 
 
+def _dumps(event_dict: dict, **options) -> str:
+    return orjson.dumps(event_dict, **options).decode()
+
+
 def configure_logging(level: str = "info", stream=None) -> None:
     structlog.configure(
         processors=[
@@ -30,7 +35,7 @@ def configure_logging(level: str = "info", stream=None) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact,
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=_dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),

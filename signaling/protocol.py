@@ -6,6 +6,7 @@ import contextlib
 import json
 from typing import Annotated, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from .errors import ApiError
@@ -108,6 +109,12 @@ def describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def encode(message: object) -> str:
+    """A message as the JSON text sent on the wire (orjson: several times faster
+    than the standard library on the paths every join and push takes)."""
+    return orjson.dumps(message).decode()
+
+
 def parse_json(raw: str | bytes, limit: int) -> object:
     if len(raw) > limit:
         error = ApiError(413, "too_large", f"message is larger than {limit} bytes")
@@ -117,7 +124,7 @@ def parse_json(raw: str | bytes, limit: int) -> object:
             error.ref = ref_of(json.loads(raw))
         raise error
     try:
-        return json.loads(raw)
+        return orjson.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "bad_json", "message is not valid JSON") from None
 

@@ -50,6 +50,7 @@ from .protocol import (
     RecordingConsent,
     RecordingRequest,
     RecordingStop,
+    encode,
     parse_client_message,
     parse_json,
     ref_of,
@@ -125,7 +126,7 @@ class Connection:
         return self.presence in (None, "available") and not (self.session_id and self.part)
 
     def send(self, message: dict) -> None:
-        self.send_text(json.dumps(message), reply=message.get("ref") is not None)
+        self.send_text(encode(message), reply=message.get("ref") is not None)
 
     def send_text(self, text: str, *, reply: bool = False) -> None:
         """A message already encoded (a broadcast is encoded once for everyone).
@@ -392,13 +393,13 @@ class Hub:
             "session_id": session_id,
             **self.app[RECORDING].state(session_id),
         }
-        text = json.dumps(message)
+        text = encode(message)
         for conn in self.sessions.get(session_id, {}).values():
             conn.send_text(text)
 
     def broadcast_roster(self, session_id: str) -> None:
         message = {"type": "roster", "session_id": session_id, "roster": self.roster(session_id)}
-        text = json.dumps(message)
+        text = encode(message)
         for conn in self.sessions.get(session_id, {}).values():
             conn.send_text(text)
 
@@ -427,26 +428,26 @@ class Hub:
     async def dispatch(self, event: dict) -> None:
         if event.get("type") == "consult.updated":
             consult = event["consult"]
-            full = json.dumps({"type": "consult.updated", "consult": consult})
+            full = encode({"type": "consult.updated", "consult": consult})
             stub = None  # each form encoded once for everyone
             for conn in self.concerned(consult, sharing_watchers=False):
                 form = notification(conn, consult)
                 if form == "stub" and stub is None:
                     body = {k: consult.get(k) for k in QUEUE_STUB_FIELDS}
-                    stub = json.dumps({"type": "consult.updated", "consult": body})
+                    stub = encode({"type": "consult.updated", "consult": body})
                 if form is not None:
                     conn.send_text(full if form == "full" else stub)
             if self.audiences.get(SHARING_WATCHERS):
                 self.push_to_watchers(full)
         elif event.get("type") == "consult.reannounced":
             consult = event["consult"]
-            text = json.dumps(event)
+            text = encode(event)
             for conn in self.concerned(consult):
                 if conn.principal.role == "specialist" and notification(conn, consult) == "full":
                     conn.send_text(text)
         elif event.get("type") == "consult.escalated":
             consult = event["consult"]
-            text = json.dumps(event)
+            text = encode(event)
             for conn in self.concerned(consult):
                 who = conn.principal
                 if who.sees_everything or who.sub in consult.get("offered_to", []):

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Protocol, Self
 
+import orjson
+
 URGENCY_RANK = {"critical": 0, "urgent": 1, "routine": 2}
 
 # Consult states. Terminal ones leave the open index.
@@ -45,6 +47,15 @@ class Conflict(StoreError):
     def __init__(self, current_state: str) -> None:
         super().__init__(f"record is {current_state}")
         self.current_state = current_state
+
+
+def encode(value: Any) -> str:
+    """A record's (or a field's) stored form: JSON, which both stores keep, so the
+    in-process store refuses what Redis could not hold."""
+    return orjson.dumps(value).decode()
+
+
+decode = orjson.loads
 
 
 def queue_key(consult: Record) -> tuple[int, float]:

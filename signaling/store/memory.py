@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -20,13 +19,15 @@ from .base import (
     StoreError,
     StoreUnavailable,
     Subscription,
+    decode,
+    encode,
     queue_key,
 )
 
 
 def _copy(record: Record) -> Record:
     # A JSON round trip is a deep copy that also rejects what Redis could not store.
-    return json.loads(json.dumps(record))
+    return decode(encode(record))
 
 
 def _cas(
@@ -231,9 +232,9 @@ class MemoryStore:
 
     # events -------------------------------------------------------------
     async def publish(self, event: Record) -> None:
-        payload = json.dumps(event)
+        payload = encode(event)
         for subscription in list(self._subscriptions):
-            subscription.put(json.loads(payload))
+            subscription.put(decode(payload))
 
     async def subscribe(self) -> Subscription:
         async def on_close() -> None:

@@ -19,7 +19,6 @@ Layout (``p`` is the prefix):
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -43,6 +42,8 @@ from .base import (
     StoreError,
     StoreUnavailable,
     Subscription,
+    decode,
+    encode,
     queue_key,
 )
 
@@ -159,12 +160,12 @@ def _unavailable() -> Iterator[None]:
 def _pairs(record: Record) -> list[str]:
     out: list[str] = []
     for key, value in record.items():
-        out += [key, json.dumps(value)]
+        out += [key, encode(value)]
     return out
 
 
 def _record(flat: list[str]) -> Record:
-    return {flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+    return {flat[i]: decode(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
 def _queue_score(consult: Record) -> float:
@@ -178,7 +179,7 @@ def _result(reply: list[Any], record_id: str) -> Record:
     if status == "notfound":
         raise NotFound(record_id)
     if status == "conflict":
-        raise Conflict(json.loads(reply[1]))
+        raise Conflict(decode(reply[1]))
     raise StoreError(f"unexpected script reply {status!r}")
 
 
@@ -254,12 +255,12 @@ class RedisStore:
         with _unavailable():
             reply = await self._create(keys=keys, args=args + _pairs(consult))
         if reply[0] != "ok":
-            raise Conflict(json.loads(reply[1]))
+            raise Conflict(decode(reply[1]))
 
     async def get_consult(self, consult_id: str) -> Record | None:
         with _unavailable():
             flat = await self._client.hgetall(self._key("consult", consult_id))
-        return {k: json.loads(v) for k, v in flat.items()} if flat else None
+        return {k: decode(v) for k, v in flat.items()} if flat else None
 
     async def _fetch(self, index: str, kind: str) -> list[Record]:
         with _unavailable():
@@ -271,7 +272,7 @@ class RedisStore:
             # Records gone by retention leave their ids behind in the index: prune them.
             if gone := [record_id for record_id, h in zip(ids, hashes, strict=True) if not h]:
                 await self._client.zrem(index, *gone)
-        return [{k: json.loads(v) for k, v in h.items()} for h in hashes if h]
+        return [{k: decode(v) for k, v in h.items()} for h in hashes if h]
 
     async def _retain(self, key: str, record: Record, ended: frozenset[str]) -> Record:
         if record["state"] in ended:
@@ -311,10 +312,10 @@ class RedisStore:
         to_state: str,
         fields: Record,
     ) -> Record:
-        froms = [json.dumps(s) for s in from_states]
+        froms = [encode(s) for s in from_states]
         is_open = "1" if to_state in CONSULT_OPEN_STATES else "0"
         rest = {k: v for k, v in fields.items() if k != "state"}
-        args = [record_id, json.dumps(to_state), is_open, len(froms), *froms, *_pairs(rest)]
+        args = [record_id, encode(to_state), is_open, len(froms), *froms, *_pairs(rest)]
         with _unavailable():
             reply = await self._transition(keys=keys, args=args)
         return _result(reply, record_id)
@@ -352,7 +353,7 @@ class RedisStore:
     async def get_session(self, session_id: str) -> Record | None:
         with _unavailable():
             flat = await self._client.hgetall(self._key("session", session_id))
-        return {k: json.loads(v) for k, v in flat.items()} if flat else None
+        return {k: decode(v) for k, v in flat.items()} if flat else None
 
     async def transition_session(
         self, session_id: str, *, from_states: Iterable[str], to_state: str, fields: Record
@@ -365,14 +366,14 @@ class RedisStore:
         with _unavailable():
             reply = await self._rehome(
                 keys=[self._key("session", session_id)],
-                args=[json.dumps(from_node), json.dumps(to_node)],
+                args=[encode(from_node), encode(to_node)],
             )
         if reply[0] == "notfound":
             raise NotFound(session_id)
         if reply[0] == "conflict":
-            raise Conflict(json.loads(reply[1]))
+            raise Conflict(decode(reply[1]))
         flat = reply[1]
-        return {flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return {flat[i]: decode(flat[i + 1]) for i in range(0, len(flat), 2)}
 
     async def list_sessions(self, *, states: Iterable[str] | None = None) -> list[Record]:
         wanted = SESSION_ACTIVE_STATES if states is None else frozenset(states)
@@ -389,7 +390,7 @@ class RedisStore:
     ) -> None:
         with _unavailable():
             pipe = self._client.pipeline(transaction=True)
-            pipe.set(self._key(kind, entry), json.dumps(info), px=max(1, round(ttl_s * 1000)))
+            pipe.set(self._key(kind, entry), encode(info), px=max(1, round(ttl_s * 1000)))
             pipe.sadd(self._key(index), entry)
             await pipe.execute()
 
@@ -401,7 +402,7 @@ class RedisStore:
             if gone:
                 keys = [self._key(index), *(self._key(kind, i) for i in gone)]
                 await self._prune_nodes(keys=keys, args=gone)
-        return {i: json.loads(v) for i, v in zip(ids, values, strict=True) if v is not None}
+        return {i: decode(v) for i, v in zip(ids, values, strict=True) if v is not None}
 
     async def register_node(self, node_id: str, info: Record, ttl_s: float) -> None:
         await self._put_expiring("node", "nodes", node_id, info, ttl_s)
@@ -438,7 +439,7 @@ class RedisStore:
 
     # events -------------------------------------------------------------
     async def publish(self, event: Record) -> None:
-        payload = json.dumps(event)
+        payload = encode(event)
         with _unavailable():
             await self._client.publish(self._channel, payload)
 
@@ -483,7 +484,7 @@ class RedisStore:
                 if message is None or message["type"] != "message":
                     continue
                 try:
-                    event = json.loads(message["data"])
+                    event = decode(message["data"])
                 except ValueError:
                     continue  # not ours: every event we publish is JSON
                 subscription.put(event)
