@@ -61,6 +61,7 @@ AUTH_TIMEOUT_S = 10
 OUTBOX_LIMIT = 1024
 BATCH_LIMIT = 64  # messages per frame when a burst queued up for one connection
 PUSH_LINGER_S = 0.05  # how long a push to a batching client waits for others
+WRITES_PER_SLICE = 32  # shared pushes sent to this many connections at a time
 RECEIVES = {
     "referrer": ["specialist"],
     "specialist": ["referrer"],
@@ -88,7 +89,11 @@ class Span:
 
     shared: SharedPushes
     start: int
-    end: int | None = None  # None: the stretch may still grow
+    end: int | None = None  # None: to the end of the shared list, which may still grow
+
+    @property
+    def ready(self) -> bool:
+        return self.end is not None or not self.shared.open
 
     def seal(self) -> None:
         if self.end is None:
@@ -140,7 +145,7 @@ class Connection:
             asyncio.ensure_future(self.ws.close(code=1008, message=b"too slow"))
             return
         last = self._outbox[-1] if self._outbox else None
-        if isinstance(last, Span) and last.end is None:
+        if isinstance(last, Span) and not last.ready:
             last.seal()  # shared pushes so far go before this message, later ones after
             self._outbox.extend((text, Span(last.shared, last.end)))
         else:
@@ -157,10 +162,8 @@ class Connection:
         self._outbox.append(Span(shared, len(shared.items)))
 
     def shared_closed(self) -> None:
-        """``shared`` takes no more pushes: it has lingered, send it."""
-        last = self._outbox[-1] if self._outbox else None
-        if isinstance(last, Span) and not last.shared.open:
-            last.seal()
+        """A shared list this client holds takes no more pushes: it has lingered,
+        send it."""
         self._queued.set()
         self._flush_now.set()
 
@@ -169,7 +172,7 @@ class Connection:
         a shared stretch still open waits until it closes."""
         ready = []
         for entry in self._outbox:
-            if len(ready) == limit or (isinstance(entry, Span) and entry.end is None):
+            if len(ready) == limit or (isinstance(entry, Span) and not entry.ready):
                 break
             ready.append(entry)
         return ready
@@ -290,6 +293,11 @@ def media_limits(settings, who: Principal) -> dict:
     return {"max_video_bitrate": bitrate, "max_video_height": height}
 
 
+def _shared_closed(holders: list[Connection]) -> None:
+    for conn in holders:
+        conn.shared_closed()
+
+
 class Hub:
     """Open connections of this node, and who is in each session it hosts."""
 
@@ -339,14 +347,19 @@ class Hub:
             for conn in self.audiences.get(SHARING_WATCHERS, ()):
                 if conn.upstream is None:
                     conn.share(shared)
-            asyncio.get_running_loop().call_later(PUSH_LINGER_S, self._close_watch_pushes)
+            asyncio.get_running_loop().call_later(PUSH_LINGER_S, self.close_shared, shared)
         shared.items.append(text)
 
-    def _close_watch_pushes(self) -> None:
-        shared, self.watch_pushes = self.watch_pushes, None
+    def close_shared(self, shared: SharedPushes) -> None:
+        if self.watch_pushes is shared:
+            self.watch_pushes = None
         shared.open = False
-        for conn in shared.holders:
-            conn.shared_closed()
+        # In slices a millisecond apart, so that a message arriving meanwhile does
+        # not wait behind hundreds of writes.
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(shared.holders), WRITES_PER_SLICE):
+            holders = shared.holders[start : start + WRITES_PER_SLICE]
+            loop.call_later(start / WRITES_PER_SLICE * 0.001, _shared_closed, holders)
 
     def roster(self, session_id: str) -> list[dict]:
         live = [c.member() for c in self.sessions.get(session_id, {}).values()]

@@ -402,3 +402,23 @@ async def test_supervisors_share_each_consult_change_in_the_order_it_was_pushed(
     for conn in (a, b, c):
         conn.close_outbox()
     await asyncio.wait_for(asyncio.gather(*writers), 5)
+
+
+async def test_a_shared_list_closed_before_its_holders_wrote_it_is_still_sent():
+    """Holders of a closed list are told in slices; a new list may open before
+    the last of them has written the old one."""
+    from signaling.auth import Principal
+    from signaling.ws import Hub
+
+    hub = Hub(app=None)
+    ws = RecordingSocket()
+    conn = Connection(ws)
+    conn.principal, conn.batch = Principal("sup", "sup", "supervisor"), True
+    hub.register(conn)
+    hub.push_to_watchers('{"n": 1}')
+    hub.close_shared(hub.watch_pushes)
+    hub.push_to_watchers('{"n": 2}')  # a new list, before the write loop ran
+    hub.close_shared(hub.watch_pushes)
+    conn.close_outbox()
+    await asyncio.wait_for(conn.write_loop(), 5)
+    assert [m["n"] for frame in ws.frames for m in json.loads(frame)] == [1, 2]
