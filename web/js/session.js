@@ -391,6 +391,9 @@ export class SessionView {
     this.root.dataset.sessionId = sessionId;
     this.root.dataset.state = 'joining';
     this.root.hidden = false;
+    // The call opens at its top, wherever the page was scrolled to before (the
+    // referrer's form, a long queue): its controls are never left under the top bar.
+    this.root.scrollIntoView({ block: 'start' });
     this.overlayTimer = setInterval(() => this.updateOverlays(), 1000);
     this.updateConnState();
     await this.attempt();
