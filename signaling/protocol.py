@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from typing import Annotated, Literal
 
 import orjson
@@ -121,7 +120,7 @@ def parse_json(raw: str | bytes, limit: int) -> object:
         # Below the transport's hard cap, still find the ref so the client can tell
         # which message was refused.
         with contextlib.suppress(ValueError, UnicodeDecodeError):
-            error.ref = ref_of(json.loads(raw))
+            error.ref = ref_of(orjson.loads(raw))
         raise error
     try:
         return orjson.loads(raw)
