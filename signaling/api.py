@@ -6,12 +6,15 @@ import asyncio
 import contextlib
 import time
 import urllib.parse
+from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from recordings.recorder import SLOTS
 
+from .attachments import UploadCut, too_large
 from .auth import Principal
 from .errors import ApiError, store_unavailable
 from .keys import AUDIT, CASE_PACKET, CONSULTS, HUB, SETTINGS, STORE, TRIAGE, VAULT, VERIFIER
@@ -20,6 +23,7 @@ from .store import StoreUnavailable
 from .turn import ice_servers
 
 routes = web.RouteTableDef()
+BODY_CHUNK = 64 * 1024
 
 
 def principal(request: web.Request) -> Principal:
@@ -150,17 +154,28 @@ async def export_report(request: web.Request) -> web.Response:
 
 @routes.post("/api/consults/{id}/attachments")
 async def add_attachment(request: web.Request) -> web.Response:
-    """The file is the raw body; its name travels URL-encoded in ``X-Filename``."""
+    """The file is the raw body (``Content-Length`` or chunked); its name travels
+    URL-encoded in ``X-Filename``. It is streamed to its encrypted file as it comes."""
     who = principal(request)
     consult = await request.app[CONSULTS].get(who, request.match_info["id"])
-    limit = request.app[CASE_PACKET].max_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "too_large", f"attachments are limited to {limit} bytes")
-    data = await request.content.read(limit + 1)
+    packet = request.app[CASE_PACKET]
+    packet.check_may_add(who, consult)
+    if request.content_length is not None and request.content_length > packet.max_bytes:
+        raise too_large(packet.max_bytes)
     filename = urllib.parse.unquote(request.headers.get("X-Filename", ""))
     declared = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    entry = await request.app[CASE_PACKET].add(who, consult, filename, declared, data)
+    entry = await packet.add(who, consult, filename, declared, body_chunks(request))
     return web.json_response(entry, status=201)
+
+
+async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives; UploadCut if the client stops sending before
+    its end (a dropped connection, a chunked body never finished)."""
+    try:
+        async for chunk in request.content.iter_chunked(BODY_CHUNK):
+            yield chunk
+    except (ConnectionError, ClientPayloadError, HttpProcessingError) as exc:
+        raise UploadCut(type(exc).__name__) from None
 
 
 @routes.get("/api/consults/{id}/attachments/{attachment}")
@@ -318,13 +333,31 @@ def _may_play(who: Principal, record: dict) -> bool:
     return any(p.get("sub") == who.sub for p in record.get("participants", []))
 
 
+def recording_tampered() -> ApiError:
+    return ApiError(
+        409, "recording_tampered", "the recording failed its integrity check; nothing is served"
+    )
+
+
+def key_unavailable() -> ApiError:
+    return ApiError(
+        503, "key_unavailable",
+        "this recording's key is wrapped by a master key this server does not hold",
+    )  # fmt: skip
+
+
 async def _visible_recording(request: web.Request, who: Principal) -> dict:
+    from recordings.crypto import MasterKeyError, TamperedError
     from recordings.vault import RecordingNotFound
 
     try:
         record = await asyncio.to_thread(_vault(request).get, request.match_info["id"])
     except (RecordingNotFound, ValueError):
         record = None
+    except MasterKeyError:
+        raise key_unavailable() from None
+    except TamperedError:
+        raise recording_tampered() from None
     if record is None or not _may_play(who, record):
         raise ApiError(404, "recording_not_found", "no such recording")
     return record
@@ -377,10 +410,10 @@ async def play_recording(request: web.Request) -> web.StreamResponse:
             request.app[VAULT].stream, record["recording_id"], audit=audit.recording_event,
             tracks=tracks, **fields,
         )  # fmt: skip
-    except (TamperedError, MasterKeyError):
-        raise ApiError(
-            409, "recording_tampered", "the recording failed its integrity check; nothing is served"
-        ) from None
+    except MasterKeyError:
+        raise key_unavailable() from None
+    except TamperedError:
+        raise recording_tampered() from None
     except NoMedia:
         if participant is None:
             raise

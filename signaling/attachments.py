@@ -1,25 +1,39 @@
 """The case packet: files a referrer attaches to a consult (ECG as PDF, echo or
 angiography stills as JPEG/PNG, DICOM), checked by content and size, stored
-encrypted at rest with a data key per file wrapped by the master key."""
+encrypted at rest with a data key per file held in the node's keyring.
+
+An upload streams to its encrypted file as it arrives: never whole in memory, the
+size limit counted on the bytes actually read, the SHA-256 of the whole file, and
+nothing kept of an upload that is refused or cut short."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
+from collections.abc import AsyncIterable
 
 from recordings.crypto import (
-    MasterKey,
-    new_data_key,
-    seal,
+    MasterKeyError,
+    SegmentWriter,
+    TamperedError,
+    decrypt_segment,
     unseal,
-    unwrap_data_key,
-    wrap_data_key,
 )
+from recordings.keyring import KeyNotFound, Keyring, Shelf
 from recordings.storage import Storage
 
 from .auth import Principal
 from .errors import ApiError
+from .logs import get_logger
+
+log = get_logger()
+
+KIND = "attachment"  # the case packet's shelf in the keyring
+KEY_OBJECT = "key"
+DATA_OBJECT = "data"
+SNIFF_BYTES = 132  # enough to recognise every accepted type (DICOM's magic is at 128)
 
 # What each accepted type must look like inside, whatever its name or declared type.
 TYPES = {
@@ -29,6 +43,10 @@ TYPES = {
     "application/dicom": lambda data: data[128:132] == b"DICM",
 }
 OPEN_STATES = ("waiting", "accepted", "live")
+
+
+class UploadCut(Exception):
+    """The client stopped sending before its body was complete."""
 
 
 def sniff(data: bytes) -> str | None:
@@ -44,29 +62,55 @@ def may_read(who: Principal, consult: dict) -> bool:
     return (consult.get("specialist") or {}).get("sub") == who.sub
 
 
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, "too_large", f"attachments are limited to {limit} bytes")
+
+
+async def _head(body: AsyncIterable[bytes], limit: int) -> tuple[bytes, bool]:
+    """The first SNIFF_BYTES of the body (fewer if it is shorter), and whether the
+    body ended there."""
+    head = bytearray()
+    async for chunk in body:
+        head += chunk
+        if len(head) > limit:
+            raise too_large(limit)
+        if len(head) >= SNIFF_BYTES:
+            return bytes(head), False
+    return bytes(head), True
+
+
 class CasePacket:
-    def __init__(self, store, storage: Storage | None, master: MasterKey | None, audit,
+    def __init__(self, store, storage: Storage | None, keyring: Keyring | None, audit,
                  *, max_bytes: int) -> None:  # fmt: skip
         self.store = store
         self.storage = storage
-        self.master = master
+        self.keyring = keyring
         self.audit = audit
         self.max_bytes = max_bytes
+        if storage is not None and keyring is not None:
+            keyring.add_shelf(Shelf(KIND, storage, KEY_OBJECT))
 
-    def _available(self) -> None:
-        if self.storage is None or self.master is None:
+    def _available(self) -> tuple[Storage, Keyring]:
+        if self.storage is None or self.keyring is None:
             raise ApiError(503, "attachments_unavailable", "attachments are not configured")
+        return self.storage, self.keyring
 
-    async def add(self, who: Principal, consult: dict, filename: str, declared: str,
-                  data: bytes) -> dict:  # fmt: skip
+    def check_may_add(self, who: Principal, consult: dict) -> None:
+        """Everything that refuses an upload before a byte of it is read."""
         self._available()
         if who.role != "referrer" or consult["facility"] != who.facility:
             raise ApiError(403, "forbidden", "only the referring facility attaches files")
         if consult["state"] not in OPEN_STATES:
             raise ApiError(409, "invalid_state", f"the consult is {consult['state']}")
-        if len(data) > self.max_bytes:
-            raise ApiError(413, "too_large", f"attachments are limited to {self.max_bytes} bytes")
-        kind = sniff(data)
+
+    async def add(self, who: Principal, consult: dict, filename: str, declared: str,
+                  body: AsyncIterable[bytes]) -> dict:  # fmt: skip
+        """Store the file ``body`` yields, chunk by chunk, encrypted; raises
+        ApiError (413, 415, …) or UploadCut, and then nothing is kept."""
+        self.check_may_add(who, consult)
+        storage, keyring = self._available()
+        head, ended = await _head(body, self.max_bytes)
+        kind = sniff(head)
         if kind is None:
             raise ApiError(
                 415, "unsupported_type", "only PDF, JPEG, PNG and DICOM files can be attached"
@@ -74,42 +118,82 @@ class CasePacket:
         if declared not in (kind, "application/octet-stream", ""):
             raise ApiError(415, "unsupported_type", f"the file is {kind}, not {declared}")
         attachment_id = "a_" + secrets.token_hex(10)
-        key = new_data_key()
-        self.storage.put(f"{attachment_id}/key", wrap_data_key(self.master, attachment_id, key))
-        self.storage.put(f"{attachment_id}/data", seal(key, data, attachment_id.encode()))
-        entry = {
-            "id": attachment_id,
-            "filename": filename[:200] or "attachment",
-            "content_type": kind,
-            "size": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "by": who.ref(),
-            "at": time.time(),
-        }
+        digest, size, writer = hashlib.sha256(head), len(head), None
         try:
+            data_key = keyring.create(KIND, attachment_id)
+            writer = SegmentWriter(
+                storage.create(f"{attachment_id}/{DATA_OBJECT}"), data_key, attachment_id, 0
+            )
+            writer.write(head)
+            if not ended:
+                async for chunk in body:
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise too_large(self.max_bytes)
+                    digest.update(chunk)
+                    writer.write(chunk)
+            await asyncio.to_thread(writer.close)  # fsync: off the event loop
+            entry = {
+                "id": attachment_id,
+                "filename": filename[:200] or "attachment",
+                "content_type": kind,
+                "size": size,
+                "sha256": digest.hexdigest(),
+                "by": who.ref(),
+                "at": time.time(),
+            }
             updated = await self.store.transition_consult(
                 consult["id"], from_states=OPEN_STATES, to_state=consult["state"],
                 fields={"attachments": [*consult.get("attachments", []), entry]},
             )  # fmt: skip
-        except Exception:
-            self.storage.delete(f"{attachment_id}/key", shred=True)  # nothing half-stored
-            self.storage.delete(f"{attachment_id}/data")
+        except BaseException:
+            self._discard(attachment_id, writer)
             raise
         self.audit.record(
             "attachment.added", who.public(), consult_id=consult["id"],
-            attachment_id=attachment_id, sha256=entry["sha256"], size=len(data),
+            attachment_id=attachment_id, sha256=entry["sha256"], size=size,
         )  # fmt: skip
         await self.store.publish({"type": "consult.updated", "consult": updated})
         return entry
 
+    def _discard(self, attachment_id: str, writer: SegmentWriter | None) -> None:
+        """Nothing half-stored: the key is shredded, the partial file dropped."""
+        storage, keyring = self._available()
+        if writer is not None:
+            writer.abort()
+        if keyring.has(KIND, attachment_id):
+            keyring.shred(KIND, attachment_id)
+        if storage.exists(f"{attachment_id}/{DATA_OBJECT}"):
+            storage.delete(f"{attachment_id}/{DATA_OBJECT}")
+
     def read(self, who: Principal, consult: dict, attachment_id: str) -> tuple[dict, bytes]:
-        self._available()
+        storage, keyring = self._available()
         entry = next((a for a in consult.get("attachments", []) if a["id"] == attachment_id), None)
         if entry is None or not may_read(who, consult):
             raise ApiError(404, "attachment_not_found", "no such attachment")
-        key = unwrap_data_key(self.master, attachment_id, self.storage.read(f"{attachment_id}/key"))
-        data = unseal(key, self.storage.read(f"{attachment_id}/data"), attachment_id.encode(),
-                      "attachment")  # fmt: skip
+        try:
+            key = keyring.data_key(KIND, attachment_id)
+            blob = storage.read(f"{attachment_id}/{DATA_OBJECT}")
+            data = self._decrypt(key, blob, attachment_id)
+        except MasterKeyError:
+            log.error("attachment.key_unavailable", attachment_id=attachment_id)
+            raise ApiError(
+                503, "key_unavailable",
+                "this file's key is wrapped by a master key this server does not hold",
+            ) from None  # fmt: skip
+        except (KeyNotFound, FileNotFoundError):
+            raise ApiError(410, "attachment_gone", "this file is no longer stored") from None
+        except TamperedError:
+            log.error("attachment.tampered", attachment_id=attachment_id)
+            raise ApiError(
+                409, "attachment_tampered", "the file failed its integrity check; nothing is served"
+            ) from None
         self.audit.record("attachment.viewed", who.public(), consult_id=consult["id"],
                           attachment_id=attachment_id)  # fmt: skip
         return entry, data
+
+    @staticmethod
+    def _decrypt(key: bytes, blob: bytes, attachment_id: str) -> bytes:
+        if blob[:1] == b"\x01":  # stored whole before uploads were streamed
+            return unseal(key, blob, attachment_id.encode(), "attachment")
+        return decrypt_segment(blob, key, attachment_id, 0)
