@@ -1,7 +1,9 @@
 """``jisr recordings …``: key management, listing, export and retention.
 
-Reads ``JISR_RECORDING_KEY`` (the master key file) and ``JISR_RECORDINGS_DIR``.
-Every export and deletion is written to the audit trail (structlog, ``jisr.audit``).
+Reads ``JISR_RECORDING_KEY`` (the master key file), ``JISR_RECORDING_OLD_KEYS``
+(retired keys still unwrapped during a rotation), ``JISR_RECORDINGS_DIR`` and, for a
+rotation, ``JISR_ATTACHMENTS_DIR``. Every export, deletion and rotation is written to
+the audit trail (structlog, ``jisr.audit``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from typing import Any
 import structlog
 
 from .crypto import MasterKeyError, TamperedError, generate_key_file, load_master_key
+from .keyring import Keyring, Shelf
 from .storage import FileStorage
 from .vault import RecordingNotFound, Vault
+
+ATTACHMENTS_DIR = "var/attachments"  # the server's default JISR_ATTACHMENTS_DIR
 
 
 class _ConfigError(Exception):
@@ -47,14 +52,27 @@ def _actor() -> dict:
     return {"sub": f"cli:{getpass.getuser()}", "host": socket.gethostname(), "via": "cli"}
 
 
-def _vault() -> Vault:
+def _keyring() -> Keyring:
     key_file = os.environ.get("JISR_RECORDING_KEY")
-    root = os.environ.get("JISR_RECORDINGS_DIR")
     if not key_file:
         raise _ConfigError("JISR_RECORDING_KEY is not set: the path of the recording key file")
+    old = [p.strip() for p in os.environ.get("JISR_RECORDING_OLD_KEYS", "").split(",")]
+    return Keyring(load_master_key(key_file), retired=[load_master_key(p) for p in old if p])
+
+
+def _vault(keyring: Keyring | None = None) -> Vault:
+    keyring = keyring or _keyring()
+    root = os.environ.get("JISR_RECORDINGS_DIR")
     if not root:
         raise _ConfigError("JISR_RECORDINGS_DIR is not set: the directory recordings live in")
-    return Vault(FileStorage(root), load_master_key(key_file))
+    return Vault(FileStorage(root), keyring)
+
+
+def _attachments_shelf() -> Shelf:
+    """The case packet's keys (signaling.attachments): ``<id>/key`` under
+    JISR_ATTACHMENTS_DIR, the server's default when unset."""
+    root = os.environ.get("JISR_ATTACHMENTS_DIR") or ATTACHMENTS_DIR
+    return Shelf("attachment", FileStorage(root), "key")
 
 
 def _run(action: Any, args: argparse.Namespace) -> int:
@@ -117,22 +135,36 @@ def purge(args: argparse.Namespace) -> int:
 
 
 def rotate_key(args: argparse.Namespace) -> int:
-    vault = _vault()
-    new_key = load_master_key(args.new_key)
-    old_id = vault.master_key_id
-    count = vault.rotate_master_key(new_key)
+    """Rewrap every data key of the keyring (recordings and attachments) under the
+    new key, or under JISR_RECORDING_KEY when no new key is given (the keys still
+    wrapped by JISR_RECORDING_OLD_KEYS)."""
+    keyring = _keyring()
+    _vault(keyring)
+    keyring.add_shelf(_attachments_shelf())
+    new_key = load_master_key(args.new_key) if args.new_key else None
+    old_id = keyring.master_key_id
+    report = keyring.rotate(new_key or load_master_key(os.environ["JISR_RECORDING_KEY"]))
     _audit_log(
-        "recordings.key_rotated",
-        actor=_actor(),
-        old_key_id=old_id,
-        new_key_id=new_key.key_id,
-        rewrapped=count,
-    )
-    print(
-        f"rewrapped {count} recording key(s) from master key {old_id} to {new_key.key_id}.\n"
-        f"Point JISR_RECORDING_KEY at {args.new_key} and restart every node, run this "
-        "again to catch recordings started meanwhile, then destroy the old key file."
-    )
+        "recordings.key_rotated", actor=_actor(), old_key_id=old_id,
+        new_key_id=report.new_key_id, rewrapped=report.count,
+        by_kind={kind: len(ids) for kind, ids in report.rewrapped.items()},
+    )  # fmt: skip
+    for kind, ids in report.rewrapped.items():
+        print(
+            f"{kind} keys: {len(ids)} rewrapped, {report.already[kind]} already under "
+            f"{report.new_key_id}"
+        )
+        for owner_id in ids:
+            print(f"  {owner_id}")
+    print(f"rewrapped {report.count} key(s) in all to master key {report.new_key_id}.")
+    if new_key is not None:
+        print(
+            f"Point JISR_RECORDING_KEY at {args.new_key} and JISR_RECORDING_OLD_KEYS at the "
+            "old key file, restart every node, run `jisr recordings rotate-key` again to "
+            "catch objects created meanwhile, then destroy the old key file."
+        )
+    else:
+        print("Once no node lists the old key in JISR_RECORDING_OLD_KEYS, destroy its file.")
     return 0
 
 
@@ -149,8 +181,15 @@ def add_recordings_commands(subparsers: Any) -> argparse.ArgumentParser:
 
     p = command("init-key", init_key, "write a new random master key file (mode 0600)")
     p.add_argument("file")
-    p = command("rotate-key", rotate_key, "rewrap every recording key under a new master key")
-    p.add_argument("--new-key", required=True, metavar="FILE")
+    p = command(
+        "rotate-key", rotate_key,
+        "rewrap every data key (recordings, attachments) under a new master key",
+    )  # fmt: skip
+    p.add_argument(
+        "--new-key", metavar="FILE",
+        help="the new master key (default: JISR_RECORDING_KEY, finishing a rotation "
+        "from JISR_RECORDING_OLD_KEYS)",
+    )  # fmt: skip
     p = command("export", export, "write one recording as a playable WebM/Matroska file")
     p.add_argument("recording_id")
     p.add_argument("file")

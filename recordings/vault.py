@@ -37,17 +37,15 @@ from .crypto import (
     SegmentWriter,
     TamperedError,
     decrypt_segment,
-    new_data_key,
     seal,
     unseal,
-    unwrap_data_key,
-    wrap_data_key,
-    wrapping_key_id,
 )
+from .keyring import KeyNotFound, Keyring, Shelf
 from .storage import Storage
 
 RECORDING_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 KEY_OBJECT = "key.json"
+KIND = "recording"  # the vault's shelf in the keyring
 META_OBJECT = "meta.enc"
 _SEGMENT = re.compile(r"seg-(\d{8})\.enc")
 FINAL_STATES = ("complete", "interrupted")
@@ -227,22 +225,25 @@ class Vault:
     def __init__(
         self,
         storage: Storage,
-        master_key: MasterKey,
+        keys: MasterKey | Keyring,
         clock: Callable[[], float] = time.time,
         *,
         chunk_size: int = CHUNK_SIZE,
     ) -> None:
+        """``keys``: the node's keyring (the vault adds its shelf to it), or just the
+        master key for a vault alone."""
         self.storage = storage
         self.clock = clock
         self.chunk_size = chunk_size
-        self._master = master_key
+        self.keyring = keys if isinstance(keys, Keyring) else Keyring(keys)
+        self.keyring.add_shelf(Shelf(KIND, storage, KEY_OBJECT))
         self._live: weakref.WeakValueDictionary[str, RecordingHandle] = (
             weakref.WeakValueDictionary()
         )
 
     @property
     def master_key_id(self) -> str:
-        return self._master.key_id
+        return self.keyring.master_key_id
 
     # writing ---------------------------------------------------------------------
 
@@ -260,10 +261,7 @@ class Vault:
             "segment_indices": [],
         }
         json.dumps(meta)  # refuse what cannot be stored before anything is written
-        data_key = new_data_key()
-        self.storage.put(
-            f"{recording_id}/{KEY_OBJECT}", wrap_data_key(self._master, recording_id, data_key)
-        )
+        data_key = self.keyring.create(KIND, recording_id)
         self._write_meta(recording_id, data_key, meta)
         handle = RecordingHandle(self, recording_id, data_key)
         self._live[recording_id] = handle
@@ -446,7 +444,7 @@ class Vault:
                 raise RecordingNotFound(f"recording {recording_id} does not exist")
             key, meta = prefix + KEY_OBJECT, prefix + META_OBJECT
             if key in names:
-                self.storage.delete(key, shred=True)
+                self.keyring.shred(KIND, recording_id)
             for name in names:
                 if name not in (key, meta):
                     self.storage.delete(name)
@@ -481,26 +479,14 @@ class Vault:
         return purged
 
     def rotate_master_key(self, new_master_key: MasterKey) -> int:
-        """Rewrap every data key under ``new_master_key``; one atomic replace per
-        recording, and keys already rewrapped are skipped, so a rerun after a crash
-        finishes the job. Returns how many keys were rewrapped."""
-        rewrapped = 0
-        for recording_id in self._ids():
-            name = f"{recording_id}/{KEY_OBJECT}"
-            blob = self.storage.read(name)
-            if wrapping_key_id(recording_id, blob) == new_master_key.key_id:
-                continue
-            data_key = unwrap_data_key(self._master, recording_id, blob)
-            self.storage.put(name, wrap_data_key(new_master_key, recording_id, data_key))
-            rewrapped += 1
-        self._master = new_master_key
-        return rewrapped
+        """Rewrap every data key of the keyring (this vault's and every other shelf's)
+        under ``new_master_key``; see Keyring.rotate. Returns how many were rewrapped."""
+        return self.keyring.rotate(new_master_key).count
 
     # internals ---------------------------------------------------------------------
 
     def _ids(self) -> list[str]:
-        suffix = "/" + KEY_OBJECT
-        return [n[: -len(suffix)] for n in self.storage.list() if n.endswith(suffix)]
+        return self.keyring.shelf(KIND).owners()
 
     def _segment_indices(self, recording_id: str) -> list[int]:
         indices = []
@@ -511,12 +497,11 @@ class Vault:
 
     def _data_key(self, recording_id: str) -> bytes:
         try:
-            blob = self.storage.read(f"{recording_id}/{KEY_OBJECT}")
-        except FileNotFoundError:
+            return self.keyring.data_key(KIND, recording_id)
+        except KeyNotFound:
             raise RecordingNotFound(
                 f"recording {recording_id} does not exist (or was deleted)"
             ) from None
-        return unwrap_data_key(self._master, recording_id, blob)
 
     def _read_meta(self, recording_id: str, data_key: bytes) -> dict:
         try:

@@ -9,9 +9,13 @@ import secrets
 from aiohttp import ClientSession, web
 
 from media import MediaNode, restrict_host_addresses
+from recordings.crypto import load_master_key
+from recordings.keyring import Keyring
+from recordings.storage import FileStorage
+from recordings.vault import Vault
 
 from .api import routes
-from .attachments import CasePacket
+from .attachments import CasePacket, UploadCut
 from .auth import TokenVerifier
 from .consults import Clock, ConsultService
 from .errors import ApiError, store_unavailable
@@ -67,6 +71,13 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
     except StoreUnavailable as exc:
         log.warning("store.unavailable", path=request.path, error=str(exc))
         return web.json_response(store_unavailable().body(), status=503)
+    except (UploadCut, ConnectionResetError) as exc:
+        # The client went away mid-request: nobody is left to answer, nothing is kept.
+        log.info("http.client_gone", path=request.path, method=request.method,
+                 error=type(exc).__name__)  # fmt: skip
+        return web.json_response(
+            ApiError(400, "incomplete_request", "the request ended early").body(), status=400
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -113,6 +124,7 @@ async def _lifecycle(app: web.Application):
     await store.start()
     app[HTTP_CLIENT] = ClientSession()
     await _interrupted_recordings(app)
+    await _check_keyring(app)
     tasks = [
         asyncio.ensure_future(app[HUB].pump()),
         asyncio.ensure_future(_heartbeat(app)),
@@ -139,26 +151,28 @@ async def _lifecycle(app: web.Application):
     await asyncio.wait(tasks, timeout=SHUTDOWN_STEP_S)
 
 
-def open_vault(settings: Settings):
-    from recordings.crypto import load_master_key
-    from recordings.storage import FileStorage
-    from recordings.vault import Vault
+def open_keyring(settings: Settings) -> Keyring | None:
+    """The node's one keyring (None without a master key): recordings and
+    attachments add their shelves to it, and a key rotation rewraps them all."""
+    if settings.recording_key is None:
+        return None
+    return Keyring(
+        load_master_key(settings.recording_key),
+        retired=[load_master_key(path) for path in settings.recording_old_keys],
+    )
 
+
+def open_vault(settings: Settings, keyring: Keyring) -> Vault:
     settings.recordings_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return Vault(FileStorage(settings.recordings_dir), load_master_key(settings.recording_key))
+    return Vault(FileStorage(settings.recordings_dir), keyring)
 
 
-def open_case_packet(settings: Settings, store, audit) -> CasePacket:
-    """Attachments are encrypted under the same master key as recordings."""
-    storage = master = None
-    if settings.recording_key is not None:
-        from recordings.crypto import load_master_key
-        from recordings.storage import FileStorage
-
+def open_case_packet(settings: Settings, store, audit, keyring: Keyring | None) -> CasePacket:
+    storage = None
+    if keyring is not None:
         settings.attachments_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         storage = FileStorage(settings.attachments_dir)
-        master = load_master_key(settings.recording_key)
-    return CasePacket(store, storage, master, audit, max_bytes=settings.max_attachment_bytes)
+    return CasePacket(store, storage, keyring, audit, max_bytes=settings.max_attachment_bytes)
 
 
 async def _retention(app: web.Application) -> None:
@@ -173,6 +187,21 @@ async def _retention(app: web.Application) -> None:
         except Exception:  # noqa: BLE001 - retention must never take the node down
             log.exception("recordings.purge_failed")
         await asyncio.sleep(3600)
+
+
+async def _check_keyring(app: web.Application) -> None:
+    """A rotation left unfinished shows at start: keys not yet under this node's
+    master key still need ``jisr recordings rotate-key``."""
+    vault = app[VAULT]
+    if vault is None:
+        return
+    try:
+        stale = await asyncio.to_thread(vault.keyring.stale)
+    except Exception:  # noqa: BLE001 - a garbled key must not keep a node down
+        log.exception("keyring.check_failed")
+        return
+    if any(stale.values()):
+        log.warning("keyring.rotation_unfinished", keys_not_under_master=stale)
 
 
 async def _interrupted_recordings(app: web.Application) -> None:
@@ -205,7 +234,7 @@ def create_app(
     clock: Clock | None = None,
     node_id: str | None = None,
     internal_url: str | None = None,
-    vault: object | None = None,
+    vault: Vault | None = None,
 ) -> web.Application:
     """One node. ``internal_url`` is where other nodes reach it (default: its own
     host and port)."""
@@ -236,10 +265,11 @@ def create_app(
     app[HUB] = hub
     restrict_host_addresses(settings.ice_addresses)
     app[MEDIA] = MediaNode(on_state=hub.on_media_state, max_bitrate=settings.max_video_bitrate)
-    if vault is None and settings.recording_key is not None:
-        vault = open_vault(settings)
+    keyring = vault.keyring if vault is not None else open_keyring(settings)
+    if vault is None and keyring is not None:
+        vault = open_vault(settings, keyring)
     app[VAULT] = vault
-    app[CASE_PACKET] = open_case_packet(settings, app[STORE], app[AUDIT])
+    app[CASE_PACKET] = open_case_packet(settings, app[STORE], app[AUDIT], keyring)
     app[RECORDING] = RecordingService(
         vault, app[MEDIA], app[AUDIT], segment_s=settings.recording_segment_s, node_id=node,
         store=app[STORE],

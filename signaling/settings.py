@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     triage_tick_s: float = Field(0.5, gt=0, le=3600)  # how often a node checks deadlines
     # Recording: off unless a master key file is given (jisr recordings init-key FILE).
     recording_key: Path | None = None
+    # Retired master keys still accepted for unwrapping while a rotation finishes
+    # (`jisr recordings rotate-key`); new keys are always wrapped by recording_key.
+    recording_old_keys: Annotated[list[Path], NoDecode] = []
     recordings_dir: Path = Path("var/recordings")
     recording_segment_s: float = Field(10, ge=1, le=300)
     recording_retention_days: int = Field(365, ge=1, le=36500)
@@ -84,7 +87,12 @@ class Settings(BaseSettings):
     web_dir: Path = Path(__file__).resolve().parent.parent / "web"
 
     _split = field_validator(
-        "jwt_algorithms", "ice_addresses", "specialties", "turn_urls", mode="before"
+        "jwt_algorithms",
+        "ice_addresses",
+        "specialties",
+        "turn_urls",
+        "recording_old_keys",
+        mode="before",
     )(_split_csv)
 
     @field_validator("facility_video_bitrate", mode="before")
@@ -162,6 +170,14 @@ class Settings(BaseSettings):
             raise ValueError(f"no such file: {value}")
         return value
 
+    @field_validator("recording_old_keys")
+    @classmethod
+    def _readable_old_keys(cls, value: list[Path]) -> list[Path]:
+        for path in value:
+            if not path.is_file():
+                raise ValueError(f"no such file: {path}")
+        return value
+
     @model_validator(mode="after")
     def _keys_for_algorithms(self) -> Settings:
         if any(u.startswith("turn") for u in self.turn_urls) and not self.turn_secret:
@@ -171,6 +187,8 @@ class Settings(BaseSettings):
         if self.jwt_secret is not None and len(self.jwt_secret) < 32:
             raise ValueError("JISR_JWT_SECRET must be at least 32 characters")
         asymmetric = {"RS256", "ES256"} & set(self.jwt_algorithms)
+        if self.recording_old_keys and self.recording_key is None:
+            raise ValueError("JISR_RECORDING_OLD_KEYS needs JISR_RECORDING_KEY, the current key")
         if asymmetric and self.jwt_public_key_file is None:
             raise ValueError(f"JISR_JWT_PUBLIC_KEY_FILE is required for {sorted(asymmetric)}")
         return self
