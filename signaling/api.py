@@ -12,7 +12,7 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from recordings.recorder import SLOTS
+from recordings.tracks import RENDITIONS, media_participants, media_screens, rendition_tracks
 
 from .attachments import UploadCut, too_large
 from .auth import Principal
@@ -282,14 +282,6 @@ def _vault(request: web.Request):
     return vault
 
 
-# A participant's tracks are titled "<slot>-<kind>" by the recorder. The camera and
-# microphone make one rendition and a shared screen its own ("<slot>-screen"): a
-# browser shows only the first video track of a file.
-PARTICIPANT_TRACK_KINDS = ("audio", "video")
-SCREEN_KIND = "screen"
-RENDITIONS = (*SLOTS, *(f"{slot}-{SCREEN_KIND}" for slot in SLOTS))
-
-
 def _public_recording(record: dict, tracks: list[str] | None = None) -> dict:
     """``tracks`` (the recording's track titles) is known only where it was read
     from the segments; it also tells which participants have camera or microphone
@@ -297,12 +289,8 @@ def _public_recording(record: dict, tracks: list[str] | None = None) -> dict:
     public = {"id": record.get("recording_id"), **record}
     if tracks is not None:
         public["tracks"] = tracks
-        public["media_participants"] = [
-            slot
-            for slot in SLOTS
-            if any(f"{slot}-{kind}" in tracks for kind in PARTICIPANT_TRACK_KINDS)
-        ]
-        public["media_screens"] = [slot for slot in SLOTS if f"{slot}-{SCREEN_KIND}" in tracks]
+        public["media_participants"] = media_participants(tracks)
+        public["media_screens"] = media_screens(tracks)
     return public
 
 
@@ -317,13 +305,6 @@ def _participant(request: web.Request) -> str | None:
             400, "invalid_participant", f"participant must be one of: {', '.join(RENDITIONS)}"
         )
     return values[0]
-
-
-def _rendition_tracks(participant: str) -> set[str]:
-    """The track titles of one participant's rendition (see RENDITIONS)."""
-    if participant in SLOTS:
-        return {f"{participant}-{kind}" for kind in PARTICIPANT_TRACK_KINDS}
-    return {participant}
 
 
 def _may_play(who: Principal, record: dict) -> bool:
@@ -403,7 +384,7 @@ async def play_recording(request: web.Request) -> web.StreamResponse:
     audit = request.app[AUDIT]
     tracks, fields = None, {"by": who.public()}
     if participant is not None:
-        tracks = _rendition_tracks(participant)
+        tracks = rendition_tracks(participant)
         fields["participant"] = participant
     try:
         playback = await asyncio.to_thread(
