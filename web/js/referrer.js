@@ -19,7 +19,7 @@
 //   Shared: #error-banner, #notice, #ws-state, #lang-toggle, #signin-*
 //   Recording in the session view: #record-request, #recording-indicator[data-state],
 //   #recording-consent, #recording-consent-yes, #recording-consent-no, #record-stop,
-//   #recording-withdraw (see recording.js)
+//   #recording-withdraw (see sessionrecording.js)
 //   #recordings-section ("My recordings", hidden until there is one): see recordings.js
 //   Triage status and case (referrercase.js): .queue-status[data-position], .triage-status,
 //   .triage-history (li.transfer-entry, li.decline-entry), .attach-button[data-consult-id],

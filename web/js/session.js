@@ -21,17 +21,18 @@
 //   #quality-notice-audio-only, #quality-notice-dismiss, #local-video-off;
 //   #session-view[data-quality][data-audio-only]. Over a remote tile, #remote-waiting*
 //   also says when its video stopped (paused or stalled) while the session goes on.
-//   Recording (recording.js): #record-request, #recording-bar, #recording-indicator[data-state],
-//   #recording-requested, #record-stop, #recording-withdraw, #recording-consent,
-//   #recording-consent-yes, #recording-consent-no; #session-view[data-recording] is the
-//   recording state (idle | requested | recording | paused | stopped)
+//   Recording (sessionrecording.js): #record-request, #recording-bar,
+//   #recording-indicator[data-state], #recording-requested, #record-stop,
+//   #recording-withdraw, #recording-consent, #recording-consent-yes,
+//   #recording-consent-no; #session-view[data-recording] is the recording state
+//   (idle | requested | recording | paused | stopped)
 //   Screen share (screenshare.js): #share-screen (participants), #remote-screen
 //   (participants), #remote-screen-referrer / #remote-screen-specialist (observers)
 
 import { t, has, setText, onLangChange } from './i18n.js';
 import { api, ApiError } from './api.js';
 import { h, showError, showNotice, urgencyBadge, specialtyEl, ltr, waitingEl } from './ui.js';
-import { RecordingPanel } from './recording.js';
+import { RecordingPanel } from './sessionrecording.js';
 import { QualityMonitor } from './quality.js';
 import { ScreenShare } from './screenshare.js';
 

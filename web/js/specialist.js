@@ -16,7 +16,7 @@
 //   #lang-toggle, #signin-*
 //   Recording in the session view: #record-request, #recording-indicator[data-state],
 //   #recording-consent, #recording-consent-yes, #recording-consent-no, #record-stop,
-//   #recording-withdraw (see recording.js)
+//   #recording-withdraw (see sessionrecording.js)
 //   #recordings-section ("My recordings", hidden until there is one): see recordings.js
 //   Triage (triage.js): #presence-bar, #presence (#presence-available, #presence-busy,
 //   #presence-off), #presence-status, #alert-sound, #queue-paused; in queue items

@@ -8,7 +8,7 @@
 //   #session-count, #sessions-empty, #refresh-sessions
 //   #waiting-list                       li.consult-item[data-consult-id] (waiting consults)
 //   #waiting-summary, #waiting-empty
-//   Recordings (recordings.js): #recordings-section, #recording-list of
+//   Recordings (recordings.js, recordingplayer.js): #recordings-section, #recording-list of
 //   li.recording-item[data-recording-id][data-state], .play-recording[data-recording-id],
 //   #refresh-recordings, #recording-count, #recordings-empty, #recordings-unavailable,
 //   #recording-player-box, #recording-tiles of figure.player-tile[data-participant] (one

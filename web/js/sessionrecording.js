@@ -54,7 +54,15 @@ export class RecordingPanel {
       i18nAttrs: { title: 'recording.requestHelp' },
       on: { click: () => this.send('request', 'recording.request') },
     }, recDot(), h('span', { i18n: ['recording.request'] }));
+    const announce = h('p#recording-announce.visually-hidden', { attrs: { role: 'status', 'aria-live': 'assertive' } });
+    const badge = h('span.stage-rec-badge', { attrs: { hidden: true, 'aria-hidden': 'true' } }, recDot(), h('span', { i18n: ['recording.badge'] }));
+    this.el = { request, ...this.buildBar(), ...this.buildConsent(), announce, badge };
+    this.render();
+    return this.el;
+  }
 
+  /** #recording-bar: the indicator, who asked, and the withdraw and stop buttons. */
+  buildBar() {
     const indicator = h('div#recording-indicator.recording-indicator', {
       dataset: { state: 'idle' },
       attrs: { hidden: true, role: 'status', 'aria-live': 'polite' },
@@ -75,7 +83,11 @@ export class RecordingPanel {
     const controls = h('div.recording-controls', {}, withdraw, stop);
     const bar = h('div#recording-bar.recording-bar', { dataset: { state: 'idle' }, attrs: { hidden: true } },
       indicator, requested, controls);
+    return { bar, indicator, requested, withdraw, stop };
+  }
 
+  /** #recording-consent: the question put to a participant whose answer is awaited. */
+  buildConsent() {
     const consentTitle = h('h2#recording-consent-title.recording-consent-title');
     const consentWhat = h('p#recording-consent-what', { i18n: ['recording.consentWhat'] });
     const consentRules = h('p', { i18n: ['recording.consentRules'] });
@@ -96,13 +108,7 @@ export class RecordingPanel {
     h('div.recording-consent-head', {}, recDot(), consentTitle),
     consentWhat, consentRules, consentPaused,
     h('div.recording-consent-actions', {}, yes, no));
-
-    const announce = h('p#recording-announce.visually-hidden', { attrs: { role: 'status', 'aria-live': 'assertive' } });
-    const badge = h('span.stage-rec-badge', { attrs: { hidden: true, 'aria-hidden': 'true' } }, recDot(), h('span', { i18n: ['recording.badge'] }));
-
-    this.el = { request, bar, indicator, requested, withdraw, stop, consent, consentTitle, consentPaused, yes, no, announce, badge };
-    this.render();
-    return this.el;
+    return { consent, consentTitle, consentPaused, yes, no };
   }
 
   // ---- state ------------------------------------------------------------------------
@@ -225,66 +231,90 @@ export class RecordingPanel {
 
   // ---- rendering --------------------------------------------------------------------
 
-  render() {
-    const el = this.el;
-    if (!el) return;
-    const focusWasHere = this.hasFocus() || (this.keepFocus && (!document.activeElement || document.activeElement === document.body));
+  /** What the panel shows now, worked out once per render. */
+  displayState() {
     const s = this.state;
     const state = this.view.ended ? (SHOWN.has(s.state) ? 'stopped' : 'idle') : s.state;
     const participant = this.isParticipant();
     const consents = s.consents || [];
-    const yes = consents.filter((c) => c.consent === true);
-    const waiting = consents.filter((c) => c.consent === null);
     const mine = this.myConsent();
-    const iAsked = s.requested_by && s.requested_by.sub === this.me().sub;
-    const busy = !!this.pending;
+    return {
+      state,
+      participant,
+      requestedBy: s.requested_by,
+      yes: consents.filter((c) => c.consent === true),
+      waiting: consents.filter((c) => c.consent === null),
+      mine,
+      iAsked: s.requested_by && s.requested_by.sub === this.me().sub,
+      busy: !!this.pending,
+      // The consent question, while this participant's answer is null.
+      ask: participant && ACTIVE.has(state) && mine === null,
+    };
+  }
 
-    this.view.root.dataset.recording = this.view.active ? state : 'idle';
+  render() {
+    const el = this.el;
+    if (!el) return;
+    const focusWasHere = this.hasFocus() || (this.keepFocus && (!document.activeElement || document.activeElement === document.body));
+    const d = this.displayState();
+    this.view.root.dataset.recording = this.view.active ? d.state : 'idle';
 
     // "Record for case review": participants, when nothing is recorded or asked for.
-    el.request.hidden = !participant || !this.view.active || ACTIVE.has(state);
-    el.request.disabled = busy;
+    el.request.hidden = !d.participant || !this.view.active || ACTIVE.has(d.state);
+    el.request.disabled = d.busy;
     el.request.toggleAttribute('aria-busy', this.pending === 'request');
 
-    // The consent question, while this participant's answer is null.
-    const ask = participant && ACTIVE.has(state) && mine === null;
-
     // While only asked for, the question itself says it all to whoever must answer.
-    el.bar.hidden = !this.view.active || !ACTIVE.has(state) || (state === 'requested' && ask);
-    el.bar.dataset.state = state;
+    el.bar.hidden = !this.view.active || !ACTIVE.has(d.state) || (d.state === 'requested' && d.ask);
+    el.bar.dataset.state = d.state;
+    this.renderIndicator(d);
+    this.renderRequested(d);
+    this.renderControls(d);
+    this.renderConsent(d);
+    if (focusWasHere) this.restoreFocus();
+  }
 
-    // The indicator: every page in the session, participants and observers alike.
+  /** The indicator: every page in the session, participants and observers alike. */
+  renderIndicator({ state, yes, waiting }) {
+    const el = this.el;
     const shown = this.view.active && SHOWN.has(state);
     el.indicator.hidden = !shown;
     el.indicator.dataset.state = state;
     el.badge.hidden = !shown;
     el.badge.dataset.state = state;
-    if (shown) {
-      setText(el.indicator.querySelector('.rec-label'), state === 'paused' ? 'recording.paused' : 'recording.on');
-      const parts = el.indicator.querySelector('.rec-consents');
-      const text = [t('recording.consented', { names: yes.length ? this.names(yes) : t('recording.nobody') })];
-      if (waiting.length) text.push(t('recording.waitingFor', { names: this.names(waiting) }));
-      parts.textContent = text.join(' · ');
-    }
+    if (!shown) return;
+    setText(el.indicator.querySelector('.rec-label'), state === 'paused' ? 'recording.paused' : 'recording.on');
+    const parts = el.indicator.querySelector('.rec-consents');
+    const text = [t('recording.consented', { names: yes.length ? this.names(yes) : t('recording.nobody') })];
+    if (waiting.length) text.push(t('recording.waitingFor', { names: this.names(waiting) }));
+    parts.textContent = text.join(' · ');
+  }
 
+  renderRequested({ state, iAsked, requestedBy, waiting }) {
+    const el = this.el;
     el.requested.hidden = state !== 'requested';
-    if (state === 'requested') {
-      const who = iAsked ? t('recording.requestedByYou') : t('recording.requestedBy', { name: s.requested_by ? s.requested_by.name || s.requested_by.sub : '' });
-      const wait = waiting.length ? t('recording.requestedWaiting', { names: this.names(waiting) }) : '';
-      el.requested.textContent = wait ? `${who} ${wait}` : who;
-    }
+    if (state !== 'requested') return;
+    const who = iAsked ? t('recording.requestedByYou') : t('recording.requestedBy', { name: requestedBy ? requestedBy.name || requestedBy.sub : '' });
+    const wait = waiting.length ? t('recording.requestedWaiting', { names: this.names(waiting) }) : '';
+    el.requested.textContent = wait ? `${who} ${wait}` : who;
+  }
 
-    // Stop (or cancel the request) and withdraw: participants only; whoever has not
-    // answered yet answers with the consent buttons instead ("No" stops it too).
+  // Stop (or cancel the request) and withdraw: participants only; whoever has not
+  // answered yet answers with the consent buttons instead ("No" stops it too).
+  renderControls({ state, participant, ask, mine, iAsked, busy }) {
+    const el = this.el;
     el.stop.hidden = !participant || !ACTIVE.has(state) || ask || (state === 'requested' && mine !== true);
     setText(el.stop, state === 'requested' ? 'recording.cancelRequest' : 'recording.stop');
     el.stop.disabled = busy;
     el.withdraw.hidden = !participant || !ACTIVE.has(state) || mine !== true || (state === 'requested' && iAsked);
     el.withdraw.disabled = busy;
+  }
 
+  renderConsent({ state, ask, requestedBy, iAsked, busy }) {
+    const el = this.el;
     el.consent.hidden = !ask;
     if (ask) {
-      const by = s.requested_by;
+      const by = requestedBy;
       if (state === 'requested' && by && !iAsked) setText(el.consentTitle, 'recording.consentTitle', { name: by.name || by.sub });
       else if (state === 'requested') setText(el.consentTitle, 'recording.consentTitleGeneric');
       else setText(el.consentTitle, 'recording.consentTitlePaused');
@@ -293,17 +323,17 @@ export class RecordingPanel {
     el.yes.disabled = busy;
     el.no.disabled = busy;
     el.yes.toggleAttribute('aria-busy', this.pending === 'consent');
+  }
 
-    // Keep keyboard focus somewhere sensible when the focused control disappears.
-    if (focusWasHere) {
-      const active = document.activeElement;
-      const gone = !active || active === document.body || active.closest('[hidden]');
-      if (gone) {
-        const next = [el.yes, el.withdraw, el.stop, el.request, this.view.el && this.view.el.leave]
-          .find((b) => b && !b.closest('[hidden]'));
-        if (next) next.focus();
-      }
-    }
+  /** Keep keyboard focus somewhere sensible when the focused control disappears. */
+  restoreFocus() {
+    const el = this.el;
+    const active = document.activeElement;
+    const gone = !active || active === document.body || active.closest('[hidden]');
+    if (!gone) return;
+    const next = [el.yes, el.withdraw, el.stop, el.request, this.view.el && this.view.el.leave]
+      .find((b) => b && !b.closest('[hidden]'));
+    if (next) next.focus();
   }
 
   snapshot() {
