@@ -7,10 +7,10 @@
 //    'maintain-framerate' — and the audio sender gets priority/networkPriority 'high'
 //    (video 'low'), so on a short link speech comes first. Applied on every new peer
 //    connection (first join and every reconnect); unsupported parts are skipped.
-// 2. Quality: every 2 s from pc.getStats() — round-trip time (selected candidate pair,
-//    else RTCP), packet loss (inbound packetsLost/packetsReceived deltas, and what the
-//    server reports about ours), send/receive bitrate, sent/received resolution and frame
-//    rate, the encoder's qualityLimitationReason:
+// 2. Quality: every 2 s from pc.getStats() (read by qualitystats.js) — round-trip time
+//    (selected candidate pair, else RTCP), packet loss (inbound packetsLost/packetsReceived
+//    deltas, and what the server reports about ours), send/receive bitrate, sent/received
+//    resolution and frame rate, the encoder's qualityLimitationReason:
 //      poor  loss > 5 % or RTT > 400 ms or video < 10 fps
 //      fair  loss > 1 % or RTT > 150 ms or video < 20 fps or the encoder is bandwidth-limited
 //      good  otherwise
@@ -33,12 +33,12 @@
 
 import { t, setText } from './i18n.js';
 import { h } from './ui.js';
+import { readTraffic, cameraMids } from './qualitystats.js';
 
 export const SAMPLE_MS = 2000;
 const POOR_SAMPLES_FOR_NOTICE = 3; // ~6 s
 const BETTER_SAMPLES_TO_RISE = 2;
 const STALL_SAMPLES = 2; // remote video without a new frame for ~4 s: say so over the tile
-const FLOWING_BYTES = 10000; // video bytes in one sample without a frame: a broken stream
 const LOW_BANDWIDTH_BPS = 1000000; // caps below this are shown as low-bandwidth mode
 const RANK = { good: 0, fair: 1, poor: 2 };
 
@@ -64,6 +64,16 @@ async function tweak(sender, change) {
   } catch {
     return false;
   }
+}
+
+/** Priority and network priority of every encoding of a sender. */
+function setPriority(sender, level) {
+  return tweak(sender, (p) => {
+    for (const e of p.encodings) {
+      e.priority = level;
+      e.networkPriority = level;
+    }
+  });
 }
 
 function round1(x) {
@@ -195,38 +205,14 @@ export class QualityMonitor {
       this.applied = false;
       return false;
     }
-    if (audio) {
-      await tweak(audio, (p) => {
-        for (const e of p.encodings) {
-          e.priority = 'high';
-          e.networkPriority = 'high';
-        }
-      });
-    }
+    if (audio) await setPriority(audio, 'high');
     let applied = false;
     const track = this.cameraTrack();
     if (video && track) {
-      const lim = this.limits || {};
-      const scale = this.scaleFor(track);
-      applied = await tweak(video, (p) => {
-        const e = p.encodings[0];
-        if (lim.maxVideoBitrate) e.maxBitrate = lim.maxVideoBitrate;
-        e.scaleResolutionDownBy = scale;
-        e.active = !this.audioOnly;
-      });
-      if (applied) {
-        const e = (video.getParameters().encodings || [])[0] || {};
-        applied = !lim.maxVideoBitrate || e.maxBitrate === lim.maxVideoBitrate;
-        this.appliedScale = e.scaleResolutionDownBy ?? scale;
-      }
+      applied = await this.capVideo(video, track);
       await tweak(video, (p) => { p.degradationPreference = 'maintain-framerate'; });
       this.degradation = video.getParameters().degradationPreference || null;
-      await tweak(video, (p) => {
-        for (const e of p.encodings) {
-          e.priority = 'low';
-          e.networkPriority = 'low';
-        }
-      });
+      await setPriority(video, 'low');
       if (this.audioOnly && video.track) {
         try { await video.replaceTrack(null); } catch { /* closed */ }
       }
@@ -234,6 +220,22 @@ export class QualityMonitor {
     this.applied = applied && !!this.limits;
     this.render();
     return this.applied;
+  }
+
+  /** The bitrate cap and the scale on the video sender; true when the cap holds. */
+  async capVideo(video, track) {
+    const lim = this.limits || {};
+    const scale = this.scaleFor(track);
+    const changed = await tweak(video, (p) => {
+      const e = p.encodings[0];
+      if (lim.maxVideoBitrate) e.maxBitrate = lim.maxVideoBitrate;
+      e.scaleResolutionDownBy = scale;
+      e.active = !this.audioOnly;
+    });
+    if (!changed) return false;
+    const e = (video.getParameters().encodings || [])[0] || {};
+    this.appliedScale = e.scaleResolutionDownBy ?? scale;
+    return !lim.maxVideoBitrate || e.maxBitrate === lim.maxVideoBitrate;
   }
 
   // ---- audio only -------------------------------------------------------------------
@@ -306,97 +308,47 @@ export class QualityMonitor {
     if (!prev) return; // deltas need two samples
     const dt = (now - prev.at) / 1000;
     if (dt <= 0.2) return;
-    const before = (s) => prev.byId.get(s.id) || null;
-    const delta = (s, key) => {
-      const b = before(s);
-      const d = (s[key] || 0) - ((b && b[key]) || 0);
-      return d > 0 ? d : 0;
-    };
+    const traffic = readTraffic(byId, prev.byId, dt, cameraMids(v.remote));
+    this.record(traffic, dt);
+    this.trackStalls(traffic.streams);
+    this.render();
+    this.onChange();
+  }
 
-    // Round-trip time and the outgoing estimate: the selected candidate pair.
-    let pair = null;
-    for (const s of byId.values()) {
-      if (s.type === 'transport' && s.selectedCandidatePairId) pair = byId.get(s.selectedCandidatePairId) || pair;
-    }
-    if (!pair) {
-      for (const s of byId.values()) {
-        if (s.type === 'candidate-pair' && s.state === 'succeeded' && (s.nominated || s.selected)) pair = s;
-      }
-    }
-    let rttMs = pair && Number.isFinite(pair.currentRoundTripTime) ? pair.currentRoundTripTime * 1000 : null;
-    const availableKbps = pair && Number.isFinite(pair.availableOutgoingBitrate) ? pair.availableOutgoingBitrate / 1000 : null;
-
-    let lost = 0;
-    let received = 0;
-    let recvBytes = 0;
-    let sendBytes = 0;
-    let recvHeight = null;
-    let recvWidth = null;
-    const flowingFps = [];
-    const recvFpsAll = [];
-    let sent = null;
-    let upstreamLoss = null;
-    let rtcpRtt = null;
-    const remoteVideo = new Map(); // mid -> {frames, fps, audioPackets}
-    // Cameras only: a shared screen (a later video m-line) runs at a few frames per
-    // second by design and must not read as a bad link.
-    const cameraMids = new Set(v.remote.map((r) => r.transceivers && r.transceivers[1] && r.transceivers[1].mid).filter(Boolean));
-    const isCamera = (s) => s.mid === undefined || !cameraMids.size || cameraMids.has(s.mid);
-    for (const s of byId.values()) {
-      if (s.type === 'inbound-rtp') {
-        const kind = s.kind || s.mediaType;
-        const b = before(s);
-        const dl = (s.packetsLost || 0) - ((b && b.packetsLost) || 0);
-        const dr = delta(s, 'packetsReceived');
-        lost += Math.max(0, dl);
-        received += dr;
-        recvBytes += delta(s, 'bytesReceived');
-        if (kind === 'video') {
-          const frames = delta(s, 'framesDecoded');
-          const fps = frames / dt;
-          remoteVideo.set(s.mid ?? s.trackIdentifier ?? s.id, { frames: s.framesDecoded || 0, fps, packets: dr });
-          // Flowing: frames decoded, or real amounts of video arriving without any frame
-          // (a broken link). A remote in audio-only mode sends none: not counted.
-          if (isCamera(s) && (frames > 0 || delta(s, 'bytesReceived') > FLOWING_BYTES)) {
-            flowingFps.push(fps);
-            recvFpsAll.push(fps);
-            if (s.frameHeight && (recvHeight === null || s.frameHeight > recvHeight)) {
-              recvHeight = s.frameHeight;
-              recvWidth = s.frameWidth || null;
-            }
-          }
-        } else if (kind === 'audio') {
-          const k = `audio:${s.mid ?? s.id}`;
-          remoteVideo.set(k, { packets: dr });
-        }
-      } else if (s.type === 'outbound-rtp') {
-        const kind = s.kind || s.mediaType;
-        sendBytes += delta(s, 'bytesSent');
-        if (kind === 'video' && isCamera(s)) {
-          const framesSent = delta(s, 'framesEncoded') / dt;
-          sent = {
-            height: s.frameHeight || null,
-            width: s.frameWidth || null,
-            fps: framesSent,
-            limitation: s.qualityLimitationReason || null,
-            active: s.active !== false,
-          };
-        }
-      } else if (s.type === 'remote-inbound-rtp') {
-        if (Number.isFinite(s.fractionLost)) upstreamLoss = Math.max(upstreamLoss || 0, s.fractionLost * 100);
-        if (Number.isFinite(s.roundTripTime) && s.roundTripTime > 0) rtcpRtt = Math.max(rtcpRtt || 0, s.roundTripTime * 1000);
-      }
-    }
-    if (rttMs === null && rtcpRtt !== null) rttMs = rtcpRtt;
-    const downLoss = lost + received > 0 ? (lost / (lost + received)) * 100 : 0;
-    const lossPct = Math.max(downLoss, upstreamLoss || 0);
-    const sendingVideo = v.as === 'participant' && !this.audioOnly && sent && sent.active && sent.fps > 0;
-    if (sendingVideo) flowingFps.push(sent.fps);
+  /** One sample's level and figures (thresholds in the header). */
+  record(tr, dt) {
+    const downLoss = tr.lost + tr.received > 0 ? (tr.lost / (tr.lost + tr.received)) * 100 : 0;
+    const lossPct = Math.max(downLoss, tr.upstreamLoss || 0);
+    const sent = tr.sent;
+    const sendingVideo = this.view.as === 'participant' && !this.audioOnly && sent && sent.active && sent.fps > 0;
+    const flowingFps = sendingVideo ? [...tr.flowingFps, sent.fps] : tr.flowingFps;
     const fps = flowingFps.length ? Math.min(...flowingFps) : null;
     const bandwidthLimited = !!(sendingVideo && sent.limitation === 'bandwidth');
-    const raw = classify({ lossPct, rttMs, fps, bandwidthLimited });
+    const raw = classify({ lossPct, rttMs: tr.rttMs, fps, bandwidthLimited });
+    this.updateLevel(raw);
+    this.quality = {
+      level: this.level,
+      raw,
+      rttMs: tr.rttMs === null ? null : Math.round(tr.rttMs),
+      lossPct: round1(lossPct),
+      downLossPct: round1(downLoss),
+      upLossPct: round1(tr.upstreamLoss),
+      sendKbps: Math.round((tr.sendBytes * 8) / dt / 1000),
+      recvKbps: Math.round((tr.recvBytes * 8) / dt / 1000),
+      availableKbps: tr.availableKbps === null ? null : Math.round(tr.availableKbps),
+      sentHeight: sent && sent.height && !this.audioOnly ? sent.height : null,
+      sentWidth: sent && sent.width && !this.audioOnly ? sent.width : null,
+      sentFps: sendingVideo ? round1(sent.fps) : null,
+      limitation: sent ? sent.limitation : null,
+      recvHeight: tr.recvHeight,
+      recvWidth: tr.recvWidth,
+      recvFps: tr.recvFpsAll.length ? round1(Math.min(...tr.recvFpsAll)) : null,
+      at: Date.now(),
+    };
+  }
 
-    // Worse at once; better only after BETTER_SAMPLES_TO_RISE samples in a row.
+  /** Worse at once; better only after BETTER_SAMPLES_TO_RISE samples in a row. */
+  updateLevel(raw) {
     if (this.level === null || RANK[raw] >= RANK[this.level]) {
       this.level = raw;
       this.better = 0;
@@ -405,29 +357,6 @@ export class QualityMonitor {
       this.better = 0;
     }
     this.poorRun = raw === 'poor' ? this.poorRun + 1 : 0;
-
-    this.quality = {
-      level: this.level,
-      raw,
-      rttMs: rttMs === null ? null : Math.round(rttMs),
-      lossPct: round1(lossPct),
-      downLossPct: round1(downLoss),
-      upLossPct: round1(upstreamLoss),
-      sendKbps: Math.round((sendBytes * 8) / dt / 1000),
-      recvKbps: Math.round((recvBytes * 8) / dt / 1000),
-      availableKbps: availableKbps === null ? null : Math.round(availableKbps),
-      sentHeight: sent && sent.height && !this.audioOnly ? sent.height : null,
-      sentWidth: sent && sent.width && !this.audioOnly ? sent.width : null,
-      sentFps: sendingVideo ? round1(sent.fps) : null,
-      limitation: sent ? sent.limitation : null,
-      recvHeight,
-      recvWidth,
-      recvFps: recvFpsAll.length ? round1(Math.min(...recvFpsAll)) : null,
-      at: Date.now(),
-    };
-    this.trackStalls(remoteVideo);
-    this.render();
-    this.onChange();
   }
 
   /** Per remote tile: is its video frozen (and is its audio still arriving)? */
@@ -486,41 +415,10 @@ export class QualityMonitor {
     const v = this.view;
     const live = v.active && !v.ended;
     const q = live ? this.quality : null;
-    el.badge.hidden = !q;
-    el.detail.hidden = !q;
-    if (q) {
-      el.badge.dataset.quality = q.level;
-      // Rewritten only when it changes: the badge is a live region.
-      const label = el.badge.querySelector('.quality-label');
-      const key = `quality.level.${q.level}`;
-      if (label.dataset.i18n !== key || label.textContent !== t(key)) setText(label, key);
-      // Each measure stays whole when the line wraps (numbers and units together).
-      el.detail.replaceChildren();
-      this.detailParts().forEach((text, i) => {
-        if (i) el.detail.append(t('quality.separator'));
-        el.detail.append(h('span.quality-part', { text }));
-      });
-      el.badge.title = `${t(`quality.level.${q.level}`)}\n${this.detailParts({ tooltip: true }).join('\n')}`;
-      el.badge.setAttribute('aria-describedby', 'connection-quality-detail');
-    } else {
-      delete el.badge.dataset.quality;
-      el.badge.removeAttribute('title');
-    }
-
     const participant = live && v.as === 'participant';
-    el.audioOnly.hidden = !participant;
-    el.audioOnly.disabled = this.toggling;
-    el.audioOnly.dataset.audioOnly = String(this.audioOnly);
-    setText(el.audioOnly.querySelector('.audio-only-text'), this.audioOnly ? 'quality.videoBackOn' : 'quality.audioOnly');
-    el.audioOnly.title = t(this.audioOnly ? 'quality.videoBackOnHelp' : 'quality.audioOnlyHelp');
-
-    // The suggestion: ~6 s of poor quality, while sending video, not just dismissed.
-    const recentlyDismissed = Date.now() - this.dismissedAt < 60000;
-    if (participant && !this.audioOnly && this.poorRun >= POOR_SAMPLES_FOR_NOTICE && !recentlyDismissed) this.noticeShown = true;
-    if (!participant || this.audioOnly || (q && q.level === 'good') || recentlyDismissed) this.noticeShown = false;
-    el.notice.hidden = !this.noticeShown;
-    if (this.noticeShown) setText(el.noticeText, 'quality.poorNotice');
-
+    this.renderBadge(q);
+    this.renderAudioOnly(participant);
+    this.renderNotice(participant, q);
     if (v.el && v.el.localOff) {
       v.el.localOff.hidden = !(participant && this.audioOnly);
     }
@@ -529,6 +427,49 @@ export class QualityMonitor {
       if (q) v.root.dataset.quality = q.level;
       else delete v.root.dataset.quality;
     }
+  }
+
+  renderBadge(q) {
+    const el = this.el;
+    el.badge.hidden = !q;
+    el.detail.hidden = !q;
+    if (!q) {
+      delete el.badge.dataset.quality;
+      el.badge.removeAttribute('title');
+      return;
+    }
+    el.badge.dataset.quality = q.level;
+    // Rewritten only when it changes: the badge is a live region.
+    const label = el.badge.querySelector('.quality-label');
+    const key = `quality.level.${q.level}`;
+    if (label.dataset.i18n !== key || label.textContent !== t(key)) setText(label, key);
+    // Each measure stays whole when the line wraps (numbers and units together).
+    el.detail.replaceChildren();
+    this.detailParts().forEach((text, i) => {
+      if (i) el.detail.append(t('quality.separator'));
+      el.detail.append(h('span.quality-part', { text }));
+    });
+    el.badge.title = `${t(`quality.level.${q.level}`)}\n${this.detailParts({ tooltip: true }).join('\n')}`;
+    el.badge.setAttribute('aria-describedby', 'connection-quality-detail');
+  }
+
+  renderAudioOnly(participant) {
+    const button = this.el.audioOnly;
+    button.hidden = !participant;
+    button.disabled = this.toggling;
+    button.dataset.audioOnly = String(this.audioOnly);
+    setText(button.querySelector('.audio-only-text'), this.audioOnly ? 'quality.videoBackOn' : 'quality.audioOnly');
+    button.title = t(this.audioOnly ? 'quality.videoBackOnHelp' : 'quality.audioOnlyHelp');
+  }
+
+  // The suggestion: ~6 s of poor quality, while sending video, not just dismissed.
+  renderNotice(participant, q) {
+    const el = this.el;
+    const recentlyDismissed = Date.now() - this.dismissedAt < 60000;
+    if (participant && !this.audioOnly && this.poorRun >= POOR_SAMPLES_FOR_NOTICE && !recentlyDismissed) this.noticeShown = true;
+    if (!participant || this.audioOnly || (q && q.level === 'good') || recentlyDismissed) this.noticeShown = false;
+    el.notice.hidden = !this.noticeShown;
+    if (this.noticeShown) setText(el.noticeText, 'quality.poorNotice');
   }
 
   snapshot() {
