@@ -21,7 +21,7 @@
 //    false), audio continues; offered by a notice after ~6 s of poor quality, and always
 //    by the #audio-only toggle. Kept across reconnects of the same session.
 //
-// Elements (built here, placed by session.js):
+// Elements (built here, placed by sessionlayout.js):
 //   #connection-quality[data-quality=good|fair|poor]   badge (hidden until measured);
 //        .quality-label (translated), title = the detail line
 //   #connection-quality-detail   RTT · loss · send/receive kbit/s · sent/received video
@@ -29,7 +29,7 @@
 //        what a press does ("Audio only" / "Turn video back on")
 //   #quality-notice              participants, after ~6 s poor: suggests audio only;
 //        #quality-notice-audio-only, #quality-notice-dismiss
-//   #local-video-off             (session.js) over the local preview while audio only
+//   #local-video-off             (sessionlayout.js) over the local preview while audio only
 
 import { t, setText } from './i18n.js';
 import { h } from './ui.js';

@@ -1,7 +1,7 @@
 // Referrer page: create a consult, follow the facility's consults live, cancel while
 // waiting, and join the session automatically once a specialist accepts.
 //
-// Element ids / selectors for tests (see also app.js and session.js):
+// Element ids / selectors for tests (see also app.js and sessionlayout.js):
 //   #consult-form                      the new-consult form
 //   #specialty                         <select>, options from GET /api/config
 //   #urgency-critical, #urgency-urgent, #urgency-routine   radio inputs (name=urgency)

@@ -1,37 +1,18 @@
 // The session view shared by the three pages: join over the WebSocket, negotiate media
 // exactly as docs/protocol.md says, show video, roster, connection state, leave/end.
+// sessionlayout.js builds and renders its elements (the DOM contract is listed there);
+// webrtc.js holds the browser WebRTC pieces used here.
 //
-// Elements (inside #session-view, built here):
-//   #session-view[data-session-id][data-as][data-state]   the whole view
-//   #connection-state[data-state][data-pc-state][data-server-state]
-//        data-state: connecting | connected | reconnecting | failed | ended
-//   #connection-detail        browser / server media states in words
-//   #leave                    leave the session (it stays open for the others)
-//   #end-session, #end-session-confirm, #end-session-cancel   participants: end for all
-//   #observer-notice          participants: who is observing (hidden when nobody)
-//   #roster                   ul; li.roster-entry[data-sub][data-role][data-as]
-//   participants: #remote-video, #local-video (muted preview), #remote-waiting
-//   observers:    #remote-video-referrer, #remote-video-specialist,
-//                 #remote-waiting-referrer, #remote-waiting-specialist
-//   #enable-audio             shown when the browser blocked autoplay with sound
-//   #session-ended[data-reason], #session-back   after session.ended / end / session.replaced
-//   #session-duration
-//   Low-bandwidth mode and quality (quality.js): #connection-quality[data-quality],
-//   #connection-quality-detail, #audio-only[data-audio-only], #quality-notice,
-//   #quality-notice-audio-only, #quality-notice-dismiss, #local-video-off;
-//   #session-view[data-quality][data-audio-only]. Over a remote tile, #remote-waiting*
-//   also says when its video stopped (paused or stalled) while the session goes on.
-//   Recording (sessionrecording.js): #record-request, #recording-bar,
-//   #recording-indicator[data-state], #recording-requested, #record-stop,
-//   #recording-withdraw, #recording-consent, #recording-consent-yes,
-//   #recording-consent-no; #session-view[data-recording] is the recording state
-//   (idle | requested | recording | paused | stopped)
-//   Screen share (screenshare.js): #share-screen (participants), #remote-screen
-//   (participants), #remote-screen-referrer / #remote-screen-specialist (observers)
+// State on #session-view, set here: data-session-id, data-as (participant | observer),
+// data-state (joining | joined | negotiated | ended | closed); #connection-state's
+// data-state (connecting | connected | reconnecting | failed | ended), data-pc-state and
+// data-server-state.
 
-import { t, has, setText, onLangChange } from './i18n.js';
+import { has, setText, onLangChange } from './i18n.js';
 import { api, ApiError } from './api.js';
-import { h, showError, showNotice, urgencyBadge, specialtyEl, ltr, waitingEl } from './ui.js';
+import { showError, showNotice } from './ui.js';
+import { buildViewElements, buildStageTiles, renderConsultInfo, renderRosterList, renderTileOverlays } from './sessionlayout.js';
+import { waitForIceGathering, trickleCandidates, addCameraTransceiver, getLocalMedia, receivedTotals, sentTotals } from './webrtc.js';
 import { RecordingPanel } from './sessionrecording.js';
 import { QualityMonitor } from './quality.js';
 import { ScreenShare } from './screenshare.js';
@@ -41,50 +22,6 @@ const FATAL_JOIN_CODES = new Set([
   'session_not_found', 'consult_not_found', 'invalid_state', 'forbidden', 'too_many_observers',
   'bad_sdp', 'observer_cannot_send', 'token_expired', 'token_invalid', 'webrtc_unsupported',
 ]);
-
-function waitForIceGathering(pc, ms) {
-  if (pc.iceGatheringState === 'complete') return Promise.resolve(true);
-  return new Promise((resolve) => {
-    let timer = null;
-    const check = () => {
-      if (pc.iceGatheringState === 'complete') done(true);
-    };
-    const done = (value) => {
-      clearTimeout(timer);
-      pc.removeEventListener('icegatheringstatechange', check);
-      resolve(value);
-    };
-    timer = setTimeout(() => done(false), ms);
-    pc.addEventListener('icegatheringstatechange', check);
-  });
-}
-
-// The camera is encoded in three temporal layers (VP8 L1T3): a frame lost on a bad link
-// then costs only the few frames that refer to it, and the receiver goes on with the
-// next base-layer frame instead of freezing until a repair or a keyframe crosses the
-// link again (docs/benchmarks.md, impaired link). A browser that cannot encode it
-// sends one layer.
-function addCameraTransceiver(pc, track, streams) {
-  const init = { direction: 'sendrecv', streams };
-  try {
-    return pc.addTransceiver(track, { ...init, sendEncodings: [{ scalabilityMode: 'L1T3' }] });
-  } catch {
-    return pc.addTransceiver(track, init);
-  }
-}
-
-function eyeIcon() {
-  const ns = 'http://www.w3.org/2000/svg';
-  const svg = document.createElementNS(ns, 'svg');
-  svg.setAttribute('viewBox', '0 0 24 24');
-  svg.setAttribute('aria-hidden', 'true');
-  svg.setAttribute('class', 'icon');
-  const p = document.createElementNS(ns, 'path');
-  p.setAttribute('d', 'M12 5C6.5 5 2.3 8.6 1 12c1.3 3.4 5.5 7 11 7s9.7-3.6 11-7c-1.3-3.4-5.5-7-11-7zm0 11.5A4.5 4.5 0 1 1 12 7.5a4.5 4.5 0 0 1 0 9zm0-7a2.5 2.5 0 1 0 0 5 2.5 2.5 0 0 0 0-5z');
-  p.setAttribute('fill', 'currentColor');
-  svg.append(p);
-  return svg;
-}
 
 export class SessionView {
   /**
@@ -107,59 +44,72 @@ export class SessionView {
     this.screen = new ScreenShare(this);
     this.reset();
     this.build();
+    this.listenToSignaling();
+    onLangChange(() => {
+      if (this.active) this.rerender();
+    });
+  }
 
-    this.sig.addEventListener('roster', (e) => {
-      if (this.active && e.detail.session_id === this.sessionId) this.setRoster(e.detail.roster);
+  /** A push about this session (not one ended or left). */
+  isMine(detail) {
+    return this.active && detail.session_id === this.sessionId;
+  }
+
+  listenToSignaling() {
+    const sig = this.sig;
+    sig.addEventListener('roster', (e) => {
+      if (this.isMine(e.detail)) this.setRoster(e.detail.roster);
     });
-    this.sig.addEventListener('session.ended', (e) => {
-      if (this.active && e.detail.session_id === this.sessionId) this.handleEnded(e.detail.reason || 'ended');
+    sig.addEventListener('session.ended', (e) => {
+      if (this.isMine(e.detail)) this.handleEnded(e.detail.reason || 'ended');
     });
-    this.sig.addEventListener('session.replaced', (e) => {
+    sig.addEventListener('session.replaced', (e) => {
       // The same participant joined from another window or device: media moved there.
       // Do not rejoin from here (the two would keep replacing each other).
-      if (this.active && e.detail.session_id === this.sessionId) this.handleEnded('replaced');
+      if (this.isMine(e.detail)) this.handleEnded('replaced');
     });
-    this.sig.addEventListener('recording.state', (e) => {
-      if (this.active && !this.ended && e.detail.session_id === this.sessionId) this.recording.set(e.detail);
+    sig.addEventListener('recording.state', (e) => {
+      if (this.isMine(e.detail) && !this.ended) this.recording.set(e.detail);
     });
-    this.sig.addEventListener('media.state', (e) => {
-      if (!this.active || this.ended) return;
-      if (e.detail.session_id && e.detail.session_id !== this.sessionId) return;
-      this.serverState = e.detail.state || null;
-      this.updateConnState();
-      if (this.serverState === 'failed') this.scheduleRecovery('server');
-    });
-    this.sig.addEventListener('consult.updated', (e) => {
-      const c = e.detail.consult;
-      if (!this.active || this.ended || !c) return;
-      if (c.session_id === this.sessionId || (this.consult && c.id === this.consult.id)) {
-        this.consult = { ...(this.consult || {}), ...c };
-        if (['ended', 'cancelled', 'expired'].includes(c.state)) {
-          // session.ended (with its reason) normally follows at once; this is the fallback.
-          const sid = this.sessionId;
-          setTimeout(() => {
-            if (this.active && !this.ended && this.sessionId === sid) this.handleEnded('consult_ended');
-          }, 2000);
-        }
-      }
-    });
-    this.sig.addEventListener('ready', (e) => {
+    sig.addEventListener('media.state', (e) => this.onMediaState(e.detail));
+    sig.addEventListener('consult.updated', (e) => this.onConsultUpdated(e.detail.consult));
+    sig.addEventListener('ready', (e) => {
       // A new signaling connection has no joined session: join again on a new peer.
       // (Also the first connection, when join() was called before it was up.)
       if (this.active && !this.ended && !this.leaving && (e.detail.reconnected || this.needsJoin)) this.rejoin();
     });
-    this.sig.addEventListener('state', () => {
+    sig.addEventListener('state', () => {
       if (this.active && !this.ended) this.updateConnState();
     });
-    onLangChange(() => {
-      if (this.active) {
-        this.renderRoster();
-        this.updateConnState();
-        this.recording.render();
-        this.quality.render();
-        this.updateOverlays();
-      }
-    });
+  }
+
+  onMediaState(detail) {
+    if (!this.active || this.ended) return;
+    if (detail.session_id && detail.session_id !== this.sessionId) return;
+    this.serverState = detail.state || null;
+    this.updateConnState();
+    if (this.serverState === 'failed') this.scheduleRecovery('server');
+  }
+
+  onConsultUpdated(c) {
+    if (!this.active || this.ended || !c) return;
+    if (c.session_id !== this.sessionId && !(this.consult && c.id === this.consult.id)) return;
+    this.consult = { ...(this.consult || {}), ...c };
+    if (!['ended', 'cancelled', 'expired'].includes(c.state)) return;
+    // session.ended (with its reason) normally follows at once; this is the fallback.
+    const sid = this.sessionId;
+    setTimeout(() => {
+      if (this.active && !this.ended && this.sessionId === sid) this.handleEnded('consult_ended');
+    }, 2000);
+  }
+
+  /** The language changed: everything with translated text again. */
+  rerender() {
+    this.renderRoster();
+    this.updateConnState();
+    this.recording.render();
+    this.quality.render();
+    this.updateOverlays();
   }
 
   reset() {
@@ -189,88 +139,21 @@ export class SessionView {
     this.screen.reset();
   }
 
-  // ---- DOM ------------------------------------------------------------------------
+  // ---- DOM (sessionlayout.js) --------------------------------------------------------
 
   build() {
-    const r = this.root;
-    r.replaceChildren();
-    r.hidden = true;
-    r.classList.add('session-view');
-
+    // Emptied first: the panels built on the way render against it.
     this.el = {};
-    const conn = h('div#connection-state.conn-badge', { dataset: { state: 'connecting' }, attrs: { role: 'status', 'aria-live': 'polite' } },
-      h('span.dot', { attrs: { 'aria-hidden': 'true' } }), h('span.conn-label', { i18n: ['media.connecting'] }));
-    const detail = h('span#connection-detail.conn-detail');
-    const leave = h('button#leave.btn.btn-secondary.btn-large', { attrs: { type: 'button' }, i18n: ['session.leave'], on: { click: () => this.leave() } });
-    const end = h('button#end-session.btn.btn-danger.btn-large', { attrs: { type: 'button', hidden: true }, i18n: ['session.end'], on: { click: () => this.askEnd(true) } });
-    const endConfirm = h('button#end-session-confirm.btn.btn-danger.btn-large', { attrs: { type: 'button', hidden: true }, i18n: ['session.endConfirm'], on: { click: () => this.end() } });
-    const endCancel = h('button#end-session-cancel.btn.btn-secondary.btn-large', { attrs: { type: 'button', hidden: true }, i18n: ['session.endKeep'], on: { click: () => this.askEnd(false) } });
-
-    const info = h('div.session-info');
-    const duration = h('span#session-duration.session-duration');
-    const rec = this.recording.build();
-    const qual = this.quality.build();
-    const bar = h('div.session-bar', {},
-      info,
-      h('div.session-status', {}, conn, qual.badge, detail, duration, qual.detail),
-      h('div.session-actions', {}, qual.audioOnly, rec.request, leave, end, endConfirm, endCancel));
-
-    const observerNotice = h('div#observer-notice.observer-notice', { attrs: { hidden: true, role: 'status', 'aria-live': 'polite' } },
-      eyeIcon(), h('span.observer-notice-text'));
-    const stage = h('div#stage.stage');
-    const enableAudio = h('button#enable-audio.btn.btn-primary.btn-large', { attrs: { type: 'button', hidden: true }, i18n: ['session.enableAudio'], on: { click: () => this.enableAudio() } });
-    const roster = h('ul#roster.roster', { attrs: { 'aria-live': 'polite' } });
-    const side = h('aside.session-side', {},
-      h('h2.roster-title', { i18n: ['session.rosterTitle'] }), roster,
-      h('div.session-case'));
-    const ended = h('div#session-ended.session-ended', { attrs: { hidden: true, role: 'alert' } },
-      h('p.session-ended-text'),
-      h('button#session-back.btn.btn-primary.btn-large', { attrs: { type: 'button' }, i18n: ['session.back'], on: { click: () => this.exit(this.ended ? this.ended.reason : 'ended') } }));
-
-    r.append(bar, qual.notice, rec.bar, rec.consent, observerNotice, ended, rec.announce,
-      h('div.session-body', {}, h('div.stage-wrap', {}, stage, rec.badge, enableAudio), side));
-    Object.assign(this.el, { conn, detail, leave, end, endConfirm, endCancel, info, duration, observerNotice, stage, enableAudio, roster, side, ended });
+    Object.assign(this.el, buildViewElements(this));
     this.screen.build();
   }
 
   buildStage() {
-    const stage = this.el.stage;
-    stage.replaceChildren();
-    stage.dataset.as = this.as;
-    const c = this.consult || {};
     this.remote = [];
-    const tile = (id, waitingId, captionKey, person, role) => {
-      const video = h(`video#${id}.remote-video`, { attrs: { autoplay: true, playsinline: true } });
-      const caption = h('figcaption', {}, h('span.tile-role', { i18n: [captionKey] }), ' ',
-        h('span.tile-name', { text: person ? (person.name || person.sub) : '', attrs: { dir: 'auto' } }));
-      const waiting = h(`div#${waitingId}.tile-waiting`, { attrs: { role: 'status' } });
-      const fig = h('figure.tile.tile-remote', { dataset: { participant: role } }, video, waiting, caption);
-      video.addEventListener('resize', () => this.updateOverlays());
-      video.addEventListener('loadeddata', () => this.updateOverlays());
-      return { fig, video, waiting, role, person };
-    };
-    if (this.as === 'observer') {
-      const a = tile('remote-video-referrer', 'remote-waiting-referrer', 'roles.referrer', c.referrer, 'referrer');
-      const b = tile('remote-video-specialist', 'remote-waiting-specialist', 'roles.specialist', c.specialist, 'specialist');
-      stage.append(a.fig, b.fig);
-      this.remote = [
-        { label: 'referrer', ...a, transceivers: [] },
-        { label: 'specialist', ...b, transceivers: [] },
-      ];
-      this.el.local = null;
-      this.el.localOff = null;
-    } else {
-      const other = this.myPart() === 'referrer' ? 'specialist' : 'referrer';
-      const a = tile('remote-video', 'remote-waiting', `roles.${other}`, c[other], other);
-      const local = h('video#local-video.local-video', { attrs: { autoplay: true, playsinline: true, muted: true } });
-      local.muted = true;
-      const localOff = h('div#local-video-off.tile-waiting.tile-off', { attrs: { hidden: true }, i18n: ['quality.localOff'] });
-      const localFig = h('figure.tile.tile-local', {}, local, localOff, h('figcaption', { i18n: ['session.you'] }));
-      stage.append(a.fig, localFig);
-      this.remote = [{ label: 'remote', ...a, transceivers: [] }];
-      this.el.local = local;
-      this.el.localOff = localOff;
-    }
+    const { remote, local, localOff } = buildStageTiles(this);
+    this.remote = remote;
+    this.el.local = local;
+    this.el.localOff = localOff;
     this.screen.buildStage();
     this.quality.render();
     this.renderInfo();
@@ -285,21 +168,7 @@ export class SessionView {
   }
 
   renderInfo() {
-    const c = this.consult || {};
-    const info = this.el.info;
-    info.replaceChildren();
-    if (c.urgency) info.append(urgencyBadge(c.urgency));
-    if (c.specialty) info.append(specialtyEl(c.specialty, 'strong'));
-    if (c.patient_ref) info.append(h('span.info-item', {}, h('span.field-label', { i18n: ['consult.patientRef'] }), ' ', ltr(c.patient_ref)));
-    if (c.facility) info.append(h('span.info-item', {}, h('span.field-label', { i18n: ['consult.facility'] }), ' ', ltr(c.facility)));
-    const caseBox = this.el.side.querySelector('.session-case');
-    caseBox.replaceChildren();
-    if (c.summary) {
-      caseBox.append(h('h2', { i18n: ['session.caseTitle'] }), h('p.summary', { text: c.summary, attrs: { dir: 'auto' } }));
-    }
-    this.el.duration.replaceChildren();
-    const since = c.accepted_at || c.created_at;
-    if (since) this.el.duration.append(h('span.field-label', { i18n: ['session.duration'] }), ' ', waitingEl(since));
+    renderConsultInfo(this.el, this.consult);
   }
 
   // ---- roster ---------------------------------------------------------------------
@@ -311,36 +180,7 @@ export class SessionView {
   }
 
   renderRoster() {
-    const ul = this.el.roster;
-    ul.replaceChildren();
-    const sorted = this.roster.slice().sort((a, b) => (a.as === b.as ? 0 : a.as === 'participant' ? -1 : 1));
-    for (const p of sorted) {
-      const li = h('li.roster-entry', { dataset: { sub: p.sub, role: p.role, as: p.as } });
-      if (p.as === 'observer') li.append(eyeIcon());
-      li.append(h('span.roster-name', { text: p.name || p.sub, attrs: { dir: 'auto' } }));
-      if (p.sub === this.me.sub) li.append(h('span.roster-you', { i18n: ['session.youSuffix'] }));
-      li.append(h(`span.badge.role-badge.role-${p.role}`, { i18n: [`roles.${p.role}`] }));
-      if (p.as === 'observer') li.append(h('span.badge.observer-badge', { i18n: ['session.observing'] }));
-      ul.append(li);
-    }
-    if (!sorted.length && !this.ended) ul.append(h('li.roster-empty', { i18n: ['session.rosterEmpty'] }));
-
-    const observers = this.roster.filter((p) => p.as === 'observer' && p.sub !== this.me.sub);
-    const notice = this.el.observerNotice;
-    const text = notice.querySelector('.observer-notice-text');
-    if (this.as === 'observer') {
-      setText(text, 'session.youObserve');
-      notice.hidden = false;
-      notice.dataset.count = String(observers.length);
-    } else if (observers.length) {
-      const names = observers.map((p) => p.name || p.sub).join(t('list.separator'));
-      setText(text, 'session.observedBy', { names });
-      notice.hidden = false;
-      notice.dataset.count = String(observers.length);
-    } else {
-      notice.hidden = true;
-      notice.dataset.count = '0';
-    }
+    renderRosterList(this);
   }
 
   presentParticipant(role) {
@@ -355,27 +195,7 @@ export class SessionView {
   }
 
   updateOverlays() {
-    for (const r of this.remote) {
-      let key = null;
-      let args;
-      const name = r.person ? (r.person.name || r.person.sub) : t(`roles.${r.role}`);
-      if (this.ended) key = null;
-      else if (!this.presentParticipant(r.role)) {
-        key = 'session.waitingFor';
-        args = { name };
-      } else if (!r.video.videoWidth) {
-        key = 'session.connectingTo';
-        args = { name };
-      } else if (this.quality.stallOf(r)) {
-        // A frozen last frame must not pass for live video.
-        key = `session.${this.quality.stallOf(r)}`;
-        args = { name };
-      }
-      if (key) {
-        setText(r.waiting, key, args);
-        r.waiting.hidden = false;
-      } else r.waiting.hidden = true;
-    }
+    renderTileOverlays(this);
   }
 
   // ---- joining and media ----------------------------------------------------------
@@ -420,18 +240,7 @@ export class SessionView {
     try {
       const joined = await this.sig.request('join', { session_id: this.sessionId });
       if (gen !== this.gen || !this.active) return;
-      this.as = joined.as === 'observer' ? 'observer' : 'participant';
-      if (joined.part === 'referrer' || joined.part === 'specialist') this.part = joined.part;
-      if (joined.consult) this.consult = joined.consult;
-      this.root.dataset.as = this.as;
-      this.root.dataset.state = 'joined';
-      this.el.end.hidden = this.as !== 'participant';
-      if (!this.remote.length || this.el.stage.dataset.as !== this.as) this.buildStage();
-      else this.renderInfo();
-      this.setRoster(joined.roster);
-      if (joined.recording) this.recording.set(joined.recording);
-      else this.recording.render();
-      this.quality.setLimits(joined.media_limits || null);
+      this.showJoined(joined);
       await this.negotiate(gen);
       this.recoveryAttempt = 0;
       this.notHereAttempts = 0;
@@ -439,6 +248,22 @@ export class SessionView {
       if (gen !== this.gen || !this.active || this.ended) return;
       this.onAttemptError(err);
     }
+  }
+
+  /** The server's `joined`: how this page is in the session, who is there, recording. */
+  showJoined(joined) {
+    this.as = joined.as === 'observer' ? 'observer' : 'participant';
+    if (joined.part === 'referrer' || joined.part === 'specialist') this.part = joined.part;
+    if (joined.consult) this.consult = joined.consult;
+    this.root.dataset.as = this.as;
+    this.root.dataset.state = 'joined';
+    this.el.end.hidden = this.as !== 'participant';
+    if (!this.remote.length || this.el.stage.dataset.as !== this.as) this.buildStage();
+    else this.renderInfo();
+    this.setRoster(joined.roster);
+    if (joined.recording) this.recording.set(joined.recording);
+    else this.recording.render();
+    this.quality.setLimits(joined.media_limits || null);
   }
 
   onAttemptError(err) {
@@ -480,49 +305,36 @@ export class SessionView {
     this.scheduleRecovery('join');
   }
 
-  async getMedia() {
-    const md = navigator.mediaDevices;
-    if (!md || !md.getUserMedia) {
-      showError({ code: 'media_unsupported' });
-      return null;
-    }
-    const video = { width: { ideal: 640 }, height: { ideal: 480 } };
-    try {
-      return await md.getUserMedia({ audio: true, video });
-    } catch (e) {
-      if (e && (e.name === 'NotAllowedError' || e.name === 'SecurityError')) {
-        showError({ code: 'camera_denied', message: e.message });
-        return null;
-      }
-      for (const c of [{ audio: true }, { video }]) {
-        try {
-          const s = await md.getUserMedia(c);
-          showError({ code: c.audio ? 'camera_unavailable' : 'microphone_unavailable' });
-          return s;
-        } catch { /* next */ }
-      }
-      showError({ code: 'media_unavailable', message: e && e.message });
-      return null;
-    }
-  }
-
   async negotiate(gen) {
     if (typeof RTCPeerConnection === 'undefined') throw new ApiError('webrtc_unsupported', '');
     this.closePeer();
+    const pc = this.createPeer();
+    const current = () => gen === this.gen && pc === this.pc;
+    if (this.as === 'observer') this.addObserverTransceivers(pc);
+    else if (!(await this.addParticipantMedia(pc, gen))) return;
+    // Screen share m-line(s) after the cameras' (docs/protocol.md): always negotiated.
+    this.screen.addTransceivers(pc);
+    for (const r of this.remote) this.attachRemote(r);
+    pc.addEventListener('track', (e) => {
+      if (pc !== this.pc) return;
+      const r = this.remote.find((x) => x.transceivers.includes(e.transceiver));
+      if (r) this.attachRemote(r);
+    });
+    if (!(await this.exchangeOffer(pc, current))) return;
+    this.root.dataset.state = 'negotiated';
+    this.updateConnState();
+    if (this.as === 'participant') await this.quality.applyLimits();
+    if (!current()) return;
+    this.quality.start();
+  }
+
+  /** A new peer connection, made the session's, with its state followed. */
+  createPeer() {
     const pc = new RTCPeerConnection({ iceServers: Array.isArray(this.config.ice_servers) ? this.config.ice_servers : [] });
     this.pc = pc;
     this.pcState = pc.connectionState || 'new';
     pc.addEventListener('connectionstatechange', () => {
-      if (pc !== this.pc) return;
-      this.pcState = pc.connectionState;
-      this.updateConnState();
-      if (this.pcState === 'failed') this.scheduleRecovery('pc');
-      else if (this.pcState === 'disconnected') this.scheduleRecovery('pc', 8000);
-      else if (this.pcState === 'connected') {
-        clearTimeout(this.recoveryTimer);
-        this.recoveryAttempt = 0;
-        this.quality.sample().catch(() => {}); // the baseline: a level 2 s later
-      }
+      if (pc === this.pc) this.onPeerState(pc.connectionState);
     });
     if (!('connectionState' in pc)) {
       pc.addEventListener('iceconnectionstatechange', () => {
@@ -533,77 +345,78 @@ export class SessionView {
         if (s === 'failed') this.scheduleRecovery('pc');
       });
     }
+    return pc;
+  }
 
-    if (this.as === 'observer') {
-      const tr = ['audio', 'video', 'audio', 'video'].map((kind) => pc.addTransceiver(kind, { direction: 'recvonly' }));
-      this.remote[0].transceivers = [tr[0], tr[1]];
-      this.remote[1].transceivers = [tr[2], tr[3]];
-    } else {
-      if (!this.localStream) {
-        this.localStream = await this.getMedia();
-        if (gen !== this.gen || !this.active) {
-          this.stopLocal();
-          return;
-        }
-      }
-      const s = this.localStream;
-      const streams = s ? [s] : [];
-      const audio = s && s.getAudioTracks()[0];
-      const video = s && s.getVideoTracks()[0];
-      const ta = pc.addTransceiver(audio || 'audio', { direction: 'sendrecv', streams });
-      const tv = addCameraTransceiver(pc, video || 'video', streams);
-      this.remote[0].transceivers = [ta, tv];
-      // Low-bandwidth mode: cap the video and put audio first from the first frame on.
-      await this.quality.applyLimits();
-      if (gen !== this.gen || pc !== this.pc) return;
-      if (this.el.local) {
-        this.el.local.srcObject = s;
-        this.el.local.muted = true;
-        if (s) this.el.local.play().catch(() => {});
+  onPeerState(state) {
+    this.pcState = state;
+    this.updateConnState();
+    if (state === 'failed') this.scheduleRecovery('pc');
+    else if (state === 'disconnected') this.scheduleRecovery('pc', 8000);
+    else if (state === 'connected') {
+      clearTimeout(this.recoveryTimer);
+      this.recoveryAttempt = 0;
+      this.quality.sample().catch(() => {}); // the baseline: a level 2 s later
+    }
+  }
+
+  /** Observers receive both participants: audio and video of each, in that order. */
+  addObserverTransceivers(pc) {
+    const tr = ['audio', 'video', 'audio', 'video'].map((kind) => pc.addTransceiver(kind, { direction: 'recvonly' }));
+    this.remote[0].transceivers = [tr[0], tr[1]];
+    this.remote[1].transceivers = [tr[2], tr[3]];
+  }
+
+  /** Camera and microphone out, the other participant in; false once this attempt is over. */
+  async addParticipantMedia(pc, gen) {
+    if (!this.localStream) {
+      this.localStream = await getLocalMedia();
+      if (gen !== this.gen || !this.active) {
+        this.stopLocal();
+        return false;
       }
     }
-    // Screen share m-line(s) after the cameras' (docs/protocol.md): always negotiated.
-    this.screen.addTransceivers(pc);
-    for (const r of this.remote) this.attachRemote(r);
-    pc.addEventListener('track', (e) => {
-      if (pc !== this.pc) return;
-      const r = this.remote.find((x) => x.transceivers.includes(e.transceiver));
-      if (r) this.attachRemote(r);
-    });
+    const s = this.localStream;
+    const streams = s ? [s] : [];
+    const audio = s && s.getAudioTracks()[0];
+    const video = s && s.getVideoTracks()[0];
+    const ta = pc.addTransceiver(audio || 'audio', { direction: 'sendrecv', streams });
+    const tv = addCameraTransceiver(pc, video || 'video', streams);
+    this.remote[0].transceivers = [ta, tv];
+    // Low-bandwidth mode: cap the video and put audio first from the first frame on.
+    await this.quality.applyLimits();
+    if (gen !== this.gen || pc !== this.pc) return false;
+    if (this.el.local) {
+      this.el.local.srcObject = s;
+      this.el.local.muted = true;
+      if (s) this.el.local.play().catch(() => {});
+    }
+    return true;
+  }
 
-    // Candidates gathered after the offer was sent are trickled once the answer is in.
-    let phase = 'gathering';
-    const late = [];
-    const sendCandidate = (c) => {
-      this.sig.send('candidate', {
-        candidate: c ? { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex } : null,
-      });
-    };
-    pc.addEventListener('icecandidate', (e) => {
-      if (pc !== this.pc || phase === 'gathering') return;
-      const c = e.candidate && e.candidate.candidate ? e.candidate : null;
-      if (phase === 'sent') late.push(c);
-      else sendCandidate(c);
-    });
-
+  /**
+   * Offer (sent once ICE gathering completes or times out) and answer; candidates
+   * gathered later are trickled once the answer is in. False once this attempt is over.
+   */
+  async exchangeOffer(pc, current) {
+    const trickle = trickleCandidates(pc, () => pc === this.pc, (c) => this.sendCandidate(c));
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
     const complete = await waitForIceGathering(pc, ICE_GATHER_TIMEOUT_MS);
-    if (gen !== this.gen || pc !== this.pc) return;
-    phase = complete ? 'done' : 'sent';
+    if (!current()) return false;
+    trickle.offerSent(complete);
     const sdp = pc.localDescription.sdp;
     const answer = await this.sig.request('offer', { sdp });
-    if (gen !== this.gen || pc !== this.pc) return;
+    if (!current()) return false;
     await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
-    if (phase === 'sent') {
-      phase = 'answered';
-      for (const c of late) sendCandidate(c);
-    }
-    this.root.dataset.state = 'negotiated';
-    this.updateConnState();
-    if (this.as === 'participant') await this.quality.applyLimits();
-    if (gen !== this.gen || pc !== this.pc) return;
-    this.quality.start();
+    trickle.answered();
+    return true;
+  }
+
+  sendCandidate(c) {
+    this.sig.send('candidate', {
+      candidate: c ? { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex } : null,
+    });
   }
 
   attachRemote(r) {
@@ -786,63 +599,8 @@ export class SessionView {
 
   async snapshot() {
     const remote = [];
-    for (const r of this.remote) {
-      let framesDecoded = null;
-      let bytesReceived = null;
-      let audioPacketsReceived = null;
-      let audioBytesReceived = null;
-      const atr = r.transceivers[0];
-      if (atr && this.pc) {
-        try {
-          const report = await atr.receiver.getStats();
-          report.forEach((s) => {
-            if (s.type === 'inbound-rtp' && (s.kind === 'audio' || s.mediaType === 'audio')) {
-              audioPacketsReceived = (audioPacketsReceived || 0) + (s.packetsReceived || 0);
-              audioBytesReceived = (audioBytesReceived || 0) + (s.bytesReceived || 0);
-            }
-          });
-        } catch { /* closed */ }
-      }
-      const vtr = r.transceivers[1];
-      if (vtr && this.pc) {
-        try {
-          const report = await vtr.receiver.getStats();
-          report.forEach((s) => {
-            if (s.type === 'inbound-rtp' && (s.kind === 'video' || s.mediaType === 'video')) {
-              framesDecoded = (framesDecoded || 0) + (s.framesDecoded || 0);
-              bytesReceived = (bytesReceived || 0) + (s.bytesReceived || 0);
-            }
-          });
-        } catch { /* closed */ }
-      }
-      if (framesDecoded === null && r.video.getVideoPlaybackQuality) {
-        framesDecoded = r.video.getVideoPlaybackQuality().totalVideoFrames;
-      }
-      const person = (this.consult && this.consult[r.role]) || r.person || null;
-      remote.push({
-        label: r.label,
-        participant: r.role,
-        name: person ? person.name || null : null,
-        sub: person ? person.sub || null : null,
-        present: this.presentParticipant(r.role),
-        videoWidth: r.video.videoWidth,
-        videoHeight: r.video.videoHeight,
-        framesDecoded,
-        bytesReceived,
-        audioPacketsReceived,
-        audioBytesReceived,
-        videoStalled: this.quality.stallOf(r),
-        muted: r.video.muted,
-        element: `#${r.video.id}`,
-      });
-    }
-    const local = this.el.local && this.localStream ? {
-      audio: this.localStream.getAudioTracks().length > 0,
-      video: this.localStream.getVideoTracks().length > 0,
-      videoWidth: this.el.local.videoWidth,
-      videoHeight: this.el.local.videoHeight,
-      sent: await this.sentStats(),
-    } : null;
+    for (const r of this.remote) remote.push(await this.remoteSnapshot(r));
+    const local = this.el.local && this.localStream ? await this.localSnapshot() : null;
     return {
       inSession: this.active,
       sessionId: this.sessionId,
@@ -863,26 +621,46 @@ export class SessionView {
     };
   }
 
-  /** What this participant's senders have sent so far (outbound-rtp), for the hook. */
-  async sentStats() {
-    const out = { audioPackets: null, videoFrames: null, frameWidth: null, frameHeight: null, scalabilityMode: null };
-    const [ta, tv] = (this.remote[0] && this.remote[0].transceivers) || [];
-    if (!this.pc || this.as !== 'participant') return out;
-    const read = async (tr, fn) => {
-      if (!tr) return;
-      try {
-        (await tr.sender.getStats()).forEach((s) => { if (s.type === 'outbound-rtp') fn(s); });
-      } catch { /* closed */ }
+  async remoteSnapshot(r) {
+    const audio = await receivedTotals(this.pc ? r.transceivers[0] : null, 'audio', ['packetsReceived', 'bytesReceived']);
+    const video = await receivedTotals(this.pc ? r.transceivers[1] : null, 'video', ['framesDecoded', 'bytesReceived']);
+    let framesDecoded = video.framesDecoded;
+    if (framesDecoded === null && r.video.getVideoPlaybackQuality) {
+      framesDecoded = r.video.getVideoPlaybackQuality().totalVideoFrames;
+    }
+    const person = (this.consult && this.consult[r.role]) || r.person || null;
+    return {
+      label: r.label,
+      participant: r.role,
+      name: person ? person.name || null : null,
+      sub: person ? person.sub || null : null,
+      present: this.presentParticipant(r.role),
+      videoWidth: r.video.videoWidth,
+      videoHeight: r.video.videoHeight,
+      framesDecoded,
+      bytesReceived: video.bytesReceived,
+      audioPacketsReceived: audio.packetsReceived,
+      audioBytesReceived: audio.bytesReceived,
+      videoStalled: this.quality.stallOf(r),
+      muted: r.video.muted,
+      element: `#${r.video.id}`,
     };
-    await read(ta, (s) => { out.audioPackets = (out.audioPackets || 0) + (s.packetsSent || 0); });
-    await read(tv, (s) => {
-      out.videoFrames = (out.videoFrames || 0) + (s.framesSent || 0);
-      if (s.scalabilityMode) out.scalabilityMode = s.scalabilityMode;
-      if (s.frameHeight) {
-        out.frameWidth = s.frameWidth || null;
-        out.frameHeight = s.frameHeight;
-      }
-    });
-    return out;
+  }
+
+  async localSnapshot() {
+    return {
+      audio: this.localStream.getAudioTracks().length > 0,
+      video: this.localStream.getVideoTracks().length > 0,
+      videoWidth: this.el.local.videoWidth,
+      videoHeight: this.el.local.videoHeight,
+      sent: await this.sentStats(),
+    };
+  }
+
+  /** What this participant's senders have sent so far (outbound-rtp), for the hook. */
+  sentStats() {
+    const [ta, tv] = (this.remote[0] && this.remote[0].transceivers) || [];
+    if (!this.pc || this.as !== 'participant') return sentTotals(null, null);
+    return sentTotals(ta, tv);
   }
 }

@@ -1,4 +1,4 @@
-// Panels added to the session view (session.js builds the view; this module keeps its
+// Panels added to the session view (sessionlayout.js builds the view; this module keeps its
 // own panels in it, re-attaching them whenever the view is rebuilt):
 //   in the side column (.session-side), after the roster and the case:
 //     section#session-attachments   the consult's case files (casepacket.js):

@@ -2,7 +2,7 @@
 // .stop, the recording.state push and the `recording` field of `joined`). The server
 // enforces every consent rule; this only shows the state and sends the user's answers.
 //
-// Elements (built here, placed by session.js):
+// Elements (built here, placed by sessionlayout.js):
 //   #record-request              participants, while nothing is recorded or asked for:
 //                                "Record for case review" (asking counts as consenting)
 //   #recording-bar[data-state]   shown while a recording is requested, running or paused

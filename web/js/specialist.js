@@ -1,7 +1,7 @@
 // Specialist page: the live queue of the specialist's specialties (critical → urgent →
 // routine, oldest first), Accept, and the session once accepted.
 //
-// Element ids / selectors for tests (see also app.js and session.js):
+// Element ids / selectors for tests (see also app.js and sessionlayout.js):
 //   #queue                              ul of li.consult-item[data-consult-id][data-state][data-urgency]
 //                                       (waiting consults, in queue order)
 //   .accept-button[data-consult-id]     accept this consult (then the page joins its session)

@@ -2,7 +2,7 @@
 // with Observe, and the waiting consults of every queue (read-only). Observing joins the
 // session receive-only and shows both participants.
 //
-// Element ids / selectors for tests (see also app.js and session.js):
+// Element ids / selectors for tests (see also app.js and sessionlayout.js):
 //   #session-list                       ul of li.session-item[data-session-id][data-state]
 //   .observe-button[data-session-id]    observe this session
 //   #session-count, #sessions-empty, #refresh-sessions

@@ -1,0 +1,133 @@
+// Browser WebRTC pieces of the session view (session.js negotiates with them): the
+// camera and microphone, the camera's transceiver, waiting for ICE gathering, trickling
+// late candidates, and the per-transceiver counters the test hook reports.
+
+import { showError } from './ui.js';
+
+/** Resolves true once ICE gathering is complete, false after `ms` without. */
+export function waitForIceGathering(pc, ms) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve(true);
+  return new Promise((resolve) => {
+    let timer = null;
+    const check = () => {
+      if (pc.iceGatheringState === 'complete') done(true);
+    };
+    const done = (value) => {
+      clearTimeout(timer);
+      pc.removeEventListener('icegatheringstatechange', check);
+      resolve(value);
+    };
+    timer = setTimeout(() => done(false), ms);
+    pc.addEventListener('icegatheringstatechange', check);
+  });
+}
+
+/**
+ * Candidates gathered after the offer was sent are held until the answer is in, then
+ * sent; later ones go out at once. `isCurrent()`: the peer connection is still the
+ * session's. Call offerSent(gatheringComplete) after sending the offer, answered() once
+ * the answer is applied.
+ */
+export function trickleCandidates(pc, isCurrent, send) {
+  let phase = 'gathering'; // gathering | sent | answered | done
+  const late = [];
+  pc.addEventListener('icecandidate', (e) => {
+    if (!isCurrent() || phase === 'gathering') return;
+    const c = e.candidate && e.candidate.candidate ? e.candidate : null;
+    if (phase === 'sent') late.push(c);
+    else send(c);
+  });
+  return {
+    offerSent(complete) {
+      phase = complete ? 'done' : 'sent';
+    },
+    answered() {
+      if (phase !== 'sent') return;
+      phase = 'answered';
+      for (const c of late) send(c);
+    },
+  };
+}
+
+// The camera is encoded in three temporal layers (VP8 L1T3): a frame lost on a bad link
+// then costs only the few frames that refer to it, and the receiver goes on with the
+// next base-layer frame instead of freezing until a repair or a keyframe crosses the
+// link again (docs/benchmarks.md, impaired link). A browser that cannot encode it
+// sends one layer.
+export function addCameraTransceiver(pc, track, streams) {
+  const init = { direction: 'sendrecv', streams };
+  try {
+    return pc.addTransceiver(track, { ...init, sendEncodings: [{ scalabilityMode: 'L1T3' }] });
+  } catch {
+    return pc.addTransceiver(track, init);
+  }
+}
+
+/**
+ * Camera and microphone; with one of them missing, the other alone (and the banner says
+ * which is missing); null when neither can be had.
+ */
+export async function getLocalMedia() {
+  const md = navigator.mediaDevices;
+  if (!md || !md.getUserMedia) {
+    showError({ code: 'media_unsupported' });
+    return null;
+  }
+  const video = { width: { ideal: 640 }, height: { ideal: 480 } };
+  try {
+    return await md.getUserMedia({ audio: true, video });
+  } catch (e) {
+    if (e && (e.name === 'NotAllowedError' || e.name === 'SecurityError')) {
+      showError({ code: 'camera_denied', message: e.message });
+      return null;
+    }
+    for (const c of [{ audio: true }, { video }]) {
+      try {
+        const s = await md.getUserMedia(c);
+        showError({ code: c.audio ? 'camera_unavailable' : 'microphone_unavailable' });
+        return s;
+      } catch { /* next */ }
+    }
+    showError({ code: 'media_unavailable', message: e && e.message });
+    return null;
+  }
+}
+
+/**
+ * Sums of inbound-rtp `fields` of one kind on a transceiver's receiver, for the hook;
+ * each null while nothing was reported (no transceiver, or a closed one).
+ */
+export async function receivedTotals(transceiver, kind, fields) {
+  const out = Object.fromEntries(fields.map((f) => [f, null]));
+  if (!transceiver) return out;
+  try {
+    const report = await transceiver.receiver.getStats();
+    report.forEach((s) => {
+      if (s.type === 'inbound-rtp' && (s.kind === kind || s.mediaType === kind)) {
+        for (const f of fields) out[f] = (out[f] || 0) + (s[f] || 0);
+      }
+    });
+  } catch { /* closed */ }
+  return out;
+}
+
+/** What the audio and camera senders have sent so far (outbound-rtp), for the hook. */
+export async function sentTotals(audioTransceiver, videoTransceiver) {
+  const out = { audioPackets: null, videoFrames: null, frameWidth: null, frameHeight: null, scalabilityMode: null };
+  const read = async (tr, fn) => {
+    if (!tr) return;
+    try {
+      (await tr.sender.getStats()).forEach((s) => { if (s.type === 'outbound-rtp') fn(s); });
+    } catch { /* closed */ }
+  };
+  await read(audioTransceiver, (s) => { out.audioPackets = (out.audioPackets || 0) + (s.packetsSent || 0); });
+  await read(videoTransceiver, (s) => {
+    out.videoFrames = (out.videoFrames || 0) + (s.framesSent || 0);
+    if (s.scalabilityMode) out.scalabilityMode = s.scalabilityMode;
+    if (s.frameHeight) {
+      out.frameWidth = s.frameWidth || null;
+      out.frameHeight = s.frameHeight;
+    }
+  });
+  return out;
+}
