@@ -12,18 +12,43 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from recordings.tracks import RENDITIONS, media_participants, media_screens, rendition_tracks
-
 from .attachments import UploadCut, too_large
 from .auth import Principal
+from .cluster import FORWARDED, Remote, ask_host
 from .errors import ApiError, store_unavailable
-from .keys import AUDIT, CASE_PACKET, CONSULTS, HUB, SETTINGS, STORE, TRIAGE, VAULT, VERIFIER
-from .protocol import ConsultReport, Decline, NewConsult, Transfer, parse_body, parse_json
+from .keys import (
+    CASE_PACKET,
+    CLUSTER,
+    CONSULTS,
+    HTTP_CLIENT,
+    HUB,
+    RECORDING,
+    SETTINGS,
+    STORE,
+    TRIAGE,
+    VERIFIER,
+)
+from .model import ConsultState, Urgency, to_json
+from .protocol import (
+    ConsultReport,
+    Decline,
+    NewConsult,
+    Transfer,
+    encode,
+    parse_body,
+    parse_json,
+)
 from .store import StoreUnavailable
+from .triage import Triage
 from .turn import ice_servers
 
 routes = web.RouteTableDef()
 BODY_CHUNK = 64 * 1024
+
+
+def respond(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON answer; typed records (``model``) are encoded as they are."""
+    return web.json_response(body, status=status, headers=headers, dumps=encode)
 
 
 def principal(request: web.Request) -> Principal:
@@ -43,7 +68,7 @@ async def json_body(request: web.Request) -> object:
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return respond({"status": "ok"})
 
 
 @routes.get("/readyz")
@@ -52,7 +77,7 @@ async def readyz(request: web.Request) -> web.Response:
         await request.app[STORE].ping()
     except StoreUnavailable:
         raise store_unavailable() from None
-    return web.json_response({"status": "ready"})
+    return respond({"status": "ready"})
 
 
 @routes.get("/api/config")
@@ -66,10 +91,10 @@ async def config(request: web.Request) -> web.Response:
         servers = ice_servers(
             settings.turn_urls, settings.turn_secret, who.sub, settings.turn_ttl_s, time.time()
         )
-    return web.json_response(
+    return respond(
         {
             "specialties": settings.specialties,
-            "urgencies": ["critical", "urgent", "routine"],
+            "urgencies": list(Urgency),
             "ice_servers": servers,
         }
     )
@@ -77,7 +102,7 @@ async def config(request: web.Request) -> web.Response:
 
 @routes.get("/api/me")
 async def me(request: web.Request) -> web.Response:
-    return web.json_response(principal(request).public())
+    return respond(principal(request).public())
 
 
 @routes.post("/api/consults")
@@ -85,32 +110,41 @@ async def create_consult(request: web.Request) -> web.Response:
     who = principal(request)
     body = parse_body(NewConsult, await json_body(request))
     consult = await request.app[CONSULTS].create(who, body)
-    return web.json_response(consult, status=201)
+    return respond(consult, status=201)
 
 
 @routes.get("/api/consults")
 async def list_consults(request: web.Request) -> web.Response:
+    """Referrers also see each waiting consult's place in its queue."""
     who = principal(request)
-    return web.json_response({"consults": await request.app[CONSULTS].visible(who)})
+    service = request.app[CONSULTS]
+    consults = await service.visible(who)
+    if who.role != "referrer":
+        return respond({"consults": consults})
+    places = await service.positions(consults)
+    return respond({"consults": [
+        {**to_json(c), "position": places.get(c.id)} if c.state == ConsultState.WAITING else c
+        for c in consults
+    ]})  # fmt: skip
 
 
 @routes.get("/api/consults/{id}")
 async def get_consult(request: web.Request) -> web.Response:
     who = principal(request)
-    return web.json_response(await request.app[CONSULTS].get(who, request.match_info["id"]))
+    return respond(await request.app[CONSULTS].get(who, request.match_info["id"]))
 
 
 @routes.post("/api/consults/{id}/accept")
 async def accept_consult(request: web.Request) -> web.Response:
     who = principal(request)
     consult, session = await request.app[CONSULTS].accept(who, request.match_info["id"])
-    return web.json_response({"consult": consult, "session": session})
+    return respond({"consult": consult, "session": session})
 
 
 @routes.post("/api/consults/{id}/cancel")
 async def cancel_consult(request: web.Request) -> web.Response:
     who = principal(request)
-    return web.json_response(await request.app[CONSULTS].cancel(who, request.match_info["id"]))
+    return respond(await request.app[CONSULTS].cancel(who, request.match_info["id"]))
 
 
 @routes.post("/api/consults/{id}/decline")
@@ -118,7 +152,7 @@ async def decline_consult(request: web.Request) -> web.Response:
     who = principal(request)
     body = parse_body(Decline, await json_body(request))
     consult = await request.app[CONSULTS].decline(who, request.match_info["id"], body.reason)
-    return web.json_response(consult)
+    return respond(consult)
 
 
 @routes.post("/api/consults/{id}/transfer")
@@ -128,27 +162,26 @@ async def transfer_consult(request: web.Request) -> web.Response:
     consult = await request.app[CONSULTS].transfer(
         who, request.match_info["id"], body.specialty, body.reason
     )
-    return web.json_response(consult)
+    return respond(consult)
 
 
 @routes.post("/api/consults/{id}/report")
 async def report_consult(request: web.Request) -> web.Response:
     who = principal(request)
     body = parse_body(ConsultReport, await json_body(request))
-    consult = await request.app[CONSULTS].report(who, request.match_info["id"], body.model_dump())
-    return web.json_response(consult)
+    consult = await request.app[CONSULTS].report(who, request.match_info["id"], body)
+    return respond(consult)
 
 
 @routes.get("/api/consults/{id}/report")
 async def export_report(request: web.Request) -> web.Response:
     who = principal(request)
     consult = await request.app[CONSULTS].get(who, request.match_info["id"])
-    if not consult.get("report"):
+    if consult.report is None:
         raise ApiError(404, "report_not_found", "this consult has no report yet")
-    body = {"report": consult["report"], "sha256": consult["report_sha256"]}
-    return web.json_response(
-        body,
-        headers={"Content-Disposition": f'attachment; filename="consult-{consult["id"]}.json"'},
+    body = {"report": consult.report, "sha256": consult.report_sha256}
+    return respond(
+        body, headers={"Content-Disposition": f'attachment; filename="consult-{consult.id}.json"'}
     )
 
 
@@ -165,7 +198,7 @@ async def add_attachment(request: web.Request) -> web.Response:
     filename = urllib.parse.unquote(request.headers.get("X-Filename", ""))
     declared = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
     entry = await packet.add(who, consult, filename, declared, body_chunks(request))
-    return web.json_response(entry, status=201)
+    return respond(entry, status=201)
 
 
 async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
@@ -181,7 +214,7 @@ async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
 @routes.get("/api/consults/{id}/attachments/{attachment}")
 async def get_attachment(request: web.Request) -> web.Response:
     who = principal(request)
-    consult = await request.app[CONSULTS].store.get_consult(request.match_info["id"])
+    consult = await request.app[STORE].get_consult(request.match_info["id"])
     if consult is None:
         raise ApiError(404, "attachment_not_found", "no such attachment")
     entry, data = await asyncio.to_thread(
@@ -190,7 +223,7 @@ async def get_attachment(request: web.Request) -> web.Response:
     return web.Response(
         body=data,
         headers={
-            "Content-Type": entry["content_type"],
+            "Content-Type": entry.content_type,
             "Content-Disposition": "inline",
             "Cache-Control": "no-store",
         },
@@ -202,8 +235,24 @@ async def on_call(request: web.Request) -> web.Response:
     who = principal(request)
     if not who.sees_everything:
         raise ApiError(403, "forbidden", "only supervisors see who is on call")
+    return respond({"presence": await presence_list(request)})
+
+
+async def presence_list(request: web.Request) -> list[dict]:
     presence = await request.app[STORE].list_presence()
-    return web.json_response({"presence": [{"sub": s, **info} for s, info in presence.items()]})
+    return [{"sub": sub, **to_json(info)} for sub, info in presence.items()]
+
+
+def mean_time_to_accept(triage: Triage) -> dict[str, float]:
+    """Per urgency, the mean time to accept of this node's accepts so far."""
+    totals: dict[str, list[float]] = {}  # urgency -> [seconds, count]
+    for metric in triage.metrics.time_to_accept.collect():
+        for sample in metric.samples:
+            kind = sample.name.rsplit("_", 1)[-1]
+            if kind in ("sum", "count"):
+                entry = totals.setdefault(sample.labels["urgency"], [0.0, 0.0])
+                entry[kind == "count"] += sample.value
+    return {u: round(t[0] / t[1], 1) for u, t in totals.items() if t[1]}
 
 
 @routes.get("/api/dashboard")
@@ -214,33 +263,19 @@ async def dashboard(request: web.Request) -> web.Response:
     if not who.sees_everything:
         raise ApiError(403, "forbidden", "only supervisors see the dashboard")
     consults = await request.app[STORE].list_consults()
-    presence = await request.app[STORE].list_presence()
     now = request.app[CONSULTS].clock()
-    waiting = [c for c in consults if c["state"] == "waiting"]
-    by_urgency = {}
-    for urgency in ("critical", "urgent", "routine"):
-        group = [c for c in waiting if c["urgency"] == urgency]
-        by_urgency[urgency] = {
-            "waiting": len(group),
-            "oldest_s": round(max((now - c["created_at"] for c in group), default=0), 1),
-        }
-    totals: dict[str, list[float]] = {}  # urgency -> [seconds, count], this node's accepts
-    for metric in request.app[TRIAGE].metrics.time_to_accept.collect():
-        for sample in metric.samples:
-            kind = sample.name.rsplit("_", 1)[-1]
-            if kind in ("sum", "count"):
-                entry = totals.setdefault(sample.labels["urgency"], [0.0, 0.0])
-                entry[kind == "count"] += sample.value
-    mean_accept = {u: round(t[0] / t[1], 1) for u, t in totals.items() if t[1]}
-    return web.json_response(
-        {
-            "queue": by_urgency,
-            "escalated": [c for c in waiting if c.get("escalated_at")],
-            "live": [c for c in consults if c["state"] in ("accepted", "live")],
-            "on_call": [{"sub": s, **info} for s, info in presence.items()],
-            "mean_time_to_accept_s": mean_accept,
-        }
-    )
+    waiting = [c for c in consults if c.state == ConsultState.WAITING]
+    queue = {}
+    for urgency in Urgency:
+        ages = [now - c.created_at for c in waiting if c.urgency == urgency]
+        queue[urgency] = {"waiting": len(ages), "oldest_s": round(max(ages, default=0), 1)}
+    return respond({
+        "queue": queue,
+        "escalated": [c for c in waiting if c.escalated_at],
+        "live": [c for c in consults if c.state in (ConsultState.ACCEPTED, ConsultState.LIVE)],
+        "on_call": await presence_list(request),
+        "mean_time_to_accept_s": mean_time_to_accept(request.app[TRIAGE]),
+    })  # fmt: skip
 
 
 @routes.get("/metrics")
@@ -256,175 +291,29 @@ async def metrics(request: web.Request) -> web.Response:
 @routes.get("/api/sessions")
 async def list_sessions(request: web.Request) -> web.Response:
     who = principal(request)
-    return web.json_response({"sessions": await request.app[CONSULTS].live_sessions(who)})
+    return respond({"sessions": await request.app[CONSULTS].live_sessions(who)})
 
 
 @routes.get("/api/sessions/{id}")
 async def get_session(request: web.Request) -> web.Response:
+    """The session with its roster and recording state, as the node hosting its
+    media knows them, whichever node is asked."""
     who = principal(request)
     session, _ = await request.app[CONSULTS].session_for(who, request.match_info["id"])
-    return web.json_response({**session, "roster": request.app[HUB].roster(session["id"])})
+    if FORWARDED not in request.headers:
+        location = await request.app[CLUSTER].locate(session)
+        if isinstance(location, Remote):
+            http, authorization = request.app[HTTP_CLIENT], request.headers["Authorization"]
+            return respond(
+                await ask_host(http, location.internal_url, request.path, authorization)
+            )
+    return respond({
+        **to_json(session), "roster": request.app[HUB].attendance.roster(session.id),
+        "recording": request.app[RECORDING].state(session.id),
+    })  # fmt: skip
 
 
 @routes.post("/api/sessions/{id}/end")
 async def end_session(request: web.Request) -> web.Response:
     who = principal(request)
-    return web.json_response(await request.app[CONSULTS].end(who, request.match_info["id"]))
-
-
-# recordings -----------------------------------------------------------------
-
-
-def _vault(request: web.Request):
-    vault = request.app[VAULT]
-    if vault is None:
-        raise ApiError(503, "recording_unavailable", "recording is not configured on this server")
-    return vault
-
-
-def _public_recording(record: dict, tracks: list[str] | None = None) -> dict:
-    """``tracks`` (the recording's track titles) is known only where it was read
-    from the segments; it also tells which participants have camera or microphone
-    media and which shared a screen."""
-    public = {"id": record.get("recording_id"), **record}
-    if tracks is not None:
-        public["tracks"] = tracks
-        public["media_participants"] = media_participants(tracks)
-        public["media_screens"] = media_screens(tracks)
-    return public
-
-
-def _participant(request: web.Request) -> str | None:
-    """The ``participant`` query parameter: a slot, ``<slot>-screen``, or None for
-    the whole recording."""
-    values = request.query.getall("participant", [])
-    if not values:
-        return None
-    if len(values) > 1 or values[0] not in RENDITIONS:
-        raise ApiError(
-            400, "invalid_participant", f"participant must be one of: {', '.join(RENDITIONS)}"
-        )
-    return values[0]
-
-
-def _may_play(who: Principal, record: dict) -> bool:
-    """Participants of that session, supervisors and admins."""
-    if who.sees_everything:
-        return True
-    return any(p.get("sub") == who.sub for p in record.get("participants", []))
-
-
-def recording_tampered() -> ApiError:
-    return ApiError(
-        409, "recording_tampered", "the recording failed its integrity check; nothing is served"
-    )
-
-
-def key_unavailable() -> ApiError:
-    return ApiError(
-        503, "key_unavailable",
-        "this recording's key is wrapped by a master key this server does not hold",
-    )  # fmt: skip
-
-
-async def _visible_recording(request: web.Request, who: Principal) -> dict:
-    from recordings.crypto import MasterKeyError, TamperedError
-    from recordings.vault import RecordingNotFound
-
-    try:
-        record = await asyncio.to_thread(_vault(request).get, request.match_info["id"])
-    except (RecordingNotFound, ValueError):
-        record = None
-    except MasterKeyError:
-        raise key_unavailable() from None
-    except TamperedError:
-        raise recording_tampered() from None
-    if record is None or not _may_play(who, record):
-        raise ApiError(404, "recording_not_found", "no such recording")
-    return record
-
-
-@routes.get("/api/recordings")
-async def list_recordings(request: web.Request) -> web.Response:
-    who = principal(request)
-    records = await asyncio.to_thread(_vault(request).list)
-    visible = [_public_recording(r) for r in records if _may_play(who, r)]
-    visible.sort(key=lambda r: r.get("started_at") or 0, reverse=True)
-    return web.json_response({"recordings": visible})
-
-
-@routes.get("/api/recordings/{id}")
-async def get_recording(request: web.Request) -> web.Response:
-    """One recording's metadata, with its tracks and which participants have media
-    (read from the segments, so not in the list: that would decrypt every recording)."""
-    from recordings.crypto import MasterKeyError, TamperedError
-    from recordings.vault import RecordingNotFound
-
-    who = principal(request)
-    record = await _visible_recording(request, who)
-    try:
-        tracks = await asyncio.to_thread(_vault(request).tracks, record["recording_id"])
-    except (TamperedError, MasterKeyError, RecordingNotFound):
-        tracks = None  # the metadata still stands; playing it reports the failure
-    return web.json_response(_public_recording(record, tracks))
-
-
-@routes.get("/api/recordings/{id}/media")
-async def play_recording(request: web.Request) -> web.StreamResponse:
-    """The whole recording, or with ``?participant=<slot>`` only that participant's
-    camera and microphone, with ``?participant=<slot>-screen`` only their shared screen.
-    Renditions share the recording's time origin, so a player can show them side by
-    side in sync (a browser plays only one video and one audio track of a file)."""
-    from recordings.crypto import MasterKeyError, TamperedError
-    from recordings.vault import NoMedia
-
-    who = principal(request)
-    participant = _participant(request)
-    record = await _visible_recording(request, who)
-    audit = request.app[AUDIT]
-    tracks, fields = None, {"by": who.public()}
-    if participant is not None:
-        tracks = rendition_tracks(participant)
-        fields["participant"] = participant
-    try:
-        playback = await asyncio.to_thread(
-            request.app[VAULT].stream, record["recording_id"], audit=audit.recording_event,
-            tracks=tracks, **fields,
-        )  # fmt: skip
-    except MasterKeyError:
-        raise key_unavailable() from None
-    except TamperedError:
-        raise recording_tampered() from None
-    except NoMedia:
-        if participant is None:
-            raise
-        slot, _, screen = participant.partition("-")
-        what = "shared screen" if screen else "media"
-        raise ApiError(
-            404, "participant_not_found", f"this recording holds no {what} of the {slot}"
-        ) from None
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": playback.content_type,
-            "Cache-Control": "no-store",
-            "Content-Length": str(len(playback)),
-        }  # fmt: skip
-    )
-    await response.prepare(request)
-    for chunk in playback:
-        await response.write(chunk)
-    await response.write_eof()
-    return response
-
-
-@routes.delete("/api/recordings/{id}")
-async def delete_recording(request: web.Request) -> web.Response:
-    who = principal(request)
-    if who.role != "admin":
-        raise ApiError(403, "forbidden", "only an admin deletes recordings")
-    record = await _visible_recording(request, who)
-    await asyncio.to_thread(
-        request.app[VAULT].delete, record["recording_id"],
-        audit=request.app[AUDIT].recording_event, by=who.public(),
-    )  # fmt: skip
-    return web.json_response({"id": record["recording_id"], "state": "deleted"})
+    return respond(await request.app[CONSULTS].end(who, request.match_info["id"]))

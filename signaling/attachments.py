@@ -24,9 +24,12 @@ from recordings.crypto import (
 from recordings.keyring import KeyNotFound, Keyring, Shelf
 from recordings.storage import Storage
 
+from .access import may_read_attachments
 from .auth import Principal
 from .errors import ApiError
-from .logs import get_logger
+from .logs import Audit, get_logger
+from .model import CONSULT_OPEN_STATES, Attachment, Consult, ConsultChange, ConsultUpdated
+from .store import LiveState
 
 log = get_logger()
 
@@ -42,7 +45,6 @@ TYPES = {
     "image/png": lambda data: data.startswith(b"\x89PNG\r\n\x1a\n"),
     "application/dicom": lambda data: data[128:132] == b"DICM",
 }
-OPEN_STATES = ("waiting", "accepted", "live")
 
 
 class UploadCut(Exception):
@@ -51,15 +53,6 @@ class UploadCut(Exception):
 
 def sniff(data: bytes) -> str | None:
     return next((kind for kind, looks_like in TYPES.items() if looks_like(data)), None)
-
-
-def may_read(who: Principal, consult: dict) -> bool:
-    """The referring facility, the accepting specialist, supervisors and admins."""
-    if who.sees_everything:
-        return True
-    if who.role == "referrer":
-        return consult["facility"] == who.facility
-    return (consult.get("specialist") or {}).get("sub") == who.sub
 
 
 def too_large(limit: int) -> ApiError:
@@ -80,9 +73,9 @@ async def _head(body: AsyncIterable[bytes], limit: int) -> tuple[bytes, bool]:
 
 
 class CasePacket:
-    def __init__(self, store, storage: Storage | None, keyring: Keyring | None, audit,
-                 *, max_bytes: int) -> None:  # fmt: skip
-        self.store = store
+    def __init__(self, state: LiveState, storage: Storage | None, keyring: Keyring | None,
+                 audit: Audit, *, max_bytes: int) -> None:  # fmt: skip
+        self.state = state
         self.storage = storage
         self.keyring = keyring
         self.audit = audit
@@ -95,16 +88,16 @@ class CasePacket:
             raise ApiError(503, "attachments_unavailable", "attachments are not configured")
         return self.storage, self.keyring
 
-    def check_may_add(self, who: Principal, consult: dict) -> None:
+    def check_may_add(self, who: Principal, consult: Consult) -> None:
         """Everything that refuses an upload before a byte of it is read."""
         self._available()
-        if who.role != "referrer" or consult["facility"] != who.facility:
+        if who.role != "referrer" or consult.facility != who.facility:
             raise ApiError(403, "forbidden", "only the referring facility attaches files")
-        if consult["state"] not in OPEN_STATES:
-            raise ApiError(409, "invalid_state", f"the consult is {consult['state']}")
+        if consult.state not in CONSULT_OPEN_STATES:
+            raise ApiError(409, "invalid_state", f"the consult is {consult.state}")
 
-    async def add(self, who: Principal, consult: dict, filename: str, declared: str,
-                  body: AsyncIterable[bytes]) -> dict:  # fmt: skip
+    async def add(self, who: Principal, consult: Consult, filename: str, declared: str,
+                  body: AsyncIterable[bytes]) -> Attachment:  # fmt: skip
         """Store the file ``body`` yields, chunk by chunk, encrypted; raises
         ApiError (413, 415, …) or UploadCut, and then nothing is kept."""
         self.check_may_add(who, consult)
@@ -133,27 +126,21 @@ class CasePacket:
                     digest.update(chunk)
                     writer.write(chunk)
             await asyncio.to_thread(writer.close)  # fsync: off the event loop
-            entry = {
-                "id": attachment_id,
-                "filename": filename[:200] or "attachment",
-                "content_type": kind,
-                "size": size,
-                "sha256": digest.hexdigest(),
-                "by": who.ref(),
-                "at": time.time(),
-            }
-            updated = await self.store.transition_consult(
-                consult["id"], from_states=OPEN_STATES, to_state=consult["state"],
-                fields={"attachments": [*consult.get("attachments", []), entry]},
+            entry = Attachment(
+                id=attachment_id, filename=filename[:200] or "attachment", content_type=kind,
+                size=size, sha256=digest.hexdigest(), by=who.person(), at=time.time(),
             )  # fmt: skip
+            updated = await self.state.change_consult(
+                consult.id, ConsultChange.ATTACH, attachments=[*consult.attachments, entry]
+            )
         except BaseException:
             self._discard(attachment_id, writer)
             raise
         self.audit.record(
-            "attachment.added", who.public(), consult_id=consult["id"],
-            attachment_id=attachment_id, sha256=entry["sha256"], size=size,
+            "attachment.added", who.public(), consult_id=consult.id,
+            attachment_id=attachment_id, sha256=entry.sha256, size=size,
         )  # fmt: skip
-        await self.store.publish({"type": "consult.updated", "consult": updated})
+        await self.state.publish(ConsultUpdated(consult=updated))
         return entry
 
     def _discard(self, attachment_id: str, writer: SegmentWriter | None) -> None:
@@ -166,10 +153,12 @@ class CasePacket:
         if storage.exists(f"{attachment_id}/{DATA_OBJECT}"):
             storage.delete(f"{attachment_id}/{DATA_OBJECT}")
 
-    def read(self, who: Principal, consult: dict, attachment_id: str) -> tuple[dict, bytes]:
+    def read(
+        self, who: Principal, consult: Consult, attachment_id: str
+    ) -> tuple[Attachment, bytes]:
         storage, keyring = self._available()
-        entry = next((a for a in consult.get("attachments", []) if a["id"] == attachment_id), None)
-        if entry is None or not may_read(who, consult):
+        entry = next((a for a in consult.attachments if a.id == attachment_id), None)
+        if entry is None or not may_read_attachments(who, consult):
             raise ApiError(404, "attachment_not_found", "no such attachment")
         try:
             key = keyring.data_key(KIND, attachment_id)
@@ -188,7 +177,7 @@ class CasePacket:
             raise ApiError(
                 409, "attachment_tampered", "the file failed its integrity check; nothing is served"
             ) from None
-        self.audit.record("attachment.viewed", who.public(), consult_id=consult["id"],
+        self.audit.record("attachment.viewed", who.public(), consult_id=consult.id,
                           attachment_id=attachment_id)  # fmt: skip
         return entry, data
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import jwt
 
 from .errors import ApiError
+from .model import Person
 from .settings import Settings
 
 ROLES = ("referrer", "specialist", "supervisor", "admin")
@@ -37,6 +38,10 @@ class Principal:
 
     def ref(self) -> dict:
         return {"sub": self.sub, "name": self.name}
+
+    def person(self) -> Person:
+        """Who this is, as a record keeps it."""
+        return Person(sub=self.sub, name=self.name)
 
 
 class TokenVerifier:

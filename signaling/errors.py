@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .store import TransitionRefused
+
 
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, **extra: object) -> None:
@@ -22,3 +27,14 @@ def forbidden(message: str = "your role may not do this") -> ApiError:
 
 def store_unavailable() -> ApiError:
     return ApiError(503, "store_unavailable", "session state is unavailable; try again shortly")
+
+
+TAKEN_STATES = ("accepted", "live", "ended")
+
+
+def refused(exc: TransitionRefused) -> ApiError:
+    """The one place a refused state change becomes the API's answer."""
+    if exc.kind == "consult" and exc.transition.name == "accept":
+        if exc.current_state in TAKEN_STATES:
+            return ApiError(409, "already_accepted", "another specialist accepted this consult")
+    return ApiError(409, "invalid_state", f"the {exc.kind} is {exc.current_state}")

@@ -8,19 +8,22 @@ from aiohttp import ClientSession, web
 
 if TYPE_CHECKING:
     from media import MediaNode
+    from recordings.vault import Vault
 
     from .attachments import CasePacket
     from .auth import TokenVerifier
+    from .cluster import Cluster
     from .consults import ConsultService
+    from .hub import Hub
     from .logs import Audit
     from .recording import RecordingService
     from .settings import Settings
-    from .store import Store
+    from .store import LiveState
     from .triage import Triage
-    from .ws import Hub
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
-STORE: web.AppKey[Store] = web.AppKey("store")
+STORE: web.AppKey[LiveState] = web.AppKey("store")
+CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster")
 VERIFIER: web.AppKey[TokenVerifier] = web.AppKey("verifier")
 AUDIT: web.AppKey[Audit] = web.AppKey("audit")
 CONSULTS: web.AppKey[ConsultService] = web.AppKey("consults")
@@ -29,7 +32,7 @@ HUB: web.AppKey[Hub] = web.AppKey("hub")
 RECORDING: web.AppKey[RecordingService] = web.AppKey("recording")
 TRIAGE: web.AppKey[Triage] = web.AppKey("triage")
 CASE_PACKET: web.AppKey[CasePacket] = web.AppKey("case_packet")
-VAULT: web.AppKey[object] = web.AppKey("vault")  # recordings.vault.Vault, or None
+VAULT: web.AppKey[Vault | None] = web.AppKey("vault")  # None: recording is not configured
 NODE_ID: web.AppKey[str] = web.AppKey("node_id")
 # How other nodes reach this one (node-to-node signaling proxy).
 INTERNAL_URL: web.AppKey[str] = web.AppKey("internal_url")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import contextlib
 from typing import Annotated, Literal
 
+import msgspec
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from .errors import ApiError
+from .model import Urgency
 
 Ref = Annotated[str, StringConstraints(max_length=64)] | None
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
-Urgency = Literal["critical", "urgent", "routine"]
 
 
 class _Message(BaseModel):
@@ -109,9 +110,12 @@ def describe(error: ValidationError) -> str:
 
 
 def encode(message: object) -> str:
-    """A message as the JSON text sent on the wire (orjson: several times faster
-    than the standard library on the paths every join and push takes)."""
-    return orjson.dumps(message).decode()
+    """A message as the JSON text sent on the wire, typed records (``model``)
+    included (msgspec: as fast as orjson, and it encodes the records as they are)."""
+    return _encoder.encode(message).decode()
+
+
+_encoder = msgspec.json.Encoder()
 
 
 def parse_json(raw: str | bytes, limit: int) -> object:
@@ -166,7 +170,7 @@ class ConsultReport(BaseModel):
     findings: Annotated[str, StringConstraints(min_length=1, max_length=5000)]
     assessment: Annotated[str, StringConstraints(min_length=1, max_length=5000)]
     recommendation: Annotated[str, StringConstraints(min_length=1, max_length=5000)]
-    follow_up_urgency: Literal["critical", "urgent", "routine", "none"]
+    follow_up_urgency: Urgency | Literal["none"]
 
 
 def parse_body(model: type[BaseModel], data: object) -> BaseModel:

@@ -21,7 +21,8 @@ from recordings.recorder import SessionRecorder
 from .auth import Principal
 from .errors import ApiError
 from .logs import Audit
-from .store import StoreError, StoreUnavailable
+from .model import Person, RecordingSnapshot, Session, SessionChange
+from .store import LiveState, StoreError, StoreUnavailable
 
 log = structlog.get_logger("jisr.recording")
 ACTIVE = ("requested", "recording", "paused")
@@ -34,7 +35,7 @@ class SessionRecording:
     facility: str | None = None
     state: str = "idle"  # idle | requested | recording | paused | stopped
     recording_id: str | None = None
-    requested_by: dict | None = None
+    requested_by: Person | None = None
     consents: dict[str, bool | None] = field(default_factory=dict)  # sub -> answer
     names: dict[str, str] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)  # the consent record
@@ -42,14 +43,14 @@ class SessionRecording:
     handle: object | None = None
     started_at: float | None = None
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> RecordingSnapshot:
         """What another node needs to carry on if this one is lost (kept in the store
         with the session)."""
-        return {
-            "state": self.state, "recording_id": self.recording_id,
-            "requested_by": self.requested_by, "consents": self.consents,
-            "names": self.names, "history": self.history, "started_at": self.started_at,
-        }  # fmt: skip
+        return RecordingSnapshot(
+            state=self.state, recording_id=self.recording_id, requested_by=self.requested_by,
+            consents=dict(self.consents), names=dict(self.names), history=list(self.history),
+            started_at=self.started_at,
+        )  # fmt: skip
 
     def public(self) -> dict:
         return {
@@ -75,7 +76,7 @@ class RecordingService:
         segment_s: float = 10.0,
         wall: Callable[[], float] = time.time,
         node_id: str = "",
-        store=None,
+        store: LiveState | None = None,
     ) -> None:
         self.node_id = node_id
         self.store = store  # where each session's recording state is kept for other nodes
@@ -100,20 +101,20 @@ class RecordingService:
         )  # fmt: skip
 
     def request(
-        self, who: Principal, session: dict, participants: list[Principal]
+        self, who: Principal, session: Session, participants: list[Principal]
     ) -> SessionRecording:
         """A participant asks to record; every present participant is asked."""
         if self.vault is None:
             raise ApiError(
                 503, "recording_unavailable", "recording is not configured on this server"
             )
-        rec = self.sessions.get(session["id"])
-        if rec is not None and rec.state in ("requested", "recording", "paused"):
+        rec = self.sessions.get(session.id)
+        if rec is not None and rec.state in ACTIVE:
             raise ApiError(409, "invalid_state", f"recording is already {rec.state}")
-        rec = SessionRecording(session["id"], session["consult_id"], session.get("facility"))
-        self.sessions[session["id"]] = rec
+        rec = SessionRecording(session.id, session.consult_id, session.facility)
+        self.sessions[session.id] = rec
         rec.state = "requested"
-        rec.requested_by = who.ref()
+        rec.requested_by = who.person()
         for person in participants:
             rec.consents[person.sub] = None
             rec.names[person.sub] = person.name
@@ -127,7 +128,7 @@ class RecordingService:
         self, who: Principal, session_id: str, consent: bool, participants: list[Principal]
     ) -> SessionRecording:
         rec = self.sessions.get(session_id)
-        if rec is None or rec.state not in ("requested", "recording", "paused"):
+        if rec is None or rec.state not in ACTIVE:
             raise ApiError(409, "invalid_state", "no recording is waiting for consent")
         if who.sub not in rec.consents:
             rec.consents[who.sub] = None
@@ -151,7 +152,7 @@ class RecordingService:
     ) -> SessionRecording | None:
         """A participant whose consent is not on record pauses the recording."""
         rec = self.sessions.get(session_id)
-        if rec is None or rec.state not in ("requested", "recording", "paused"):
+        if rec is None or rec.state not in ACTIVE:
             return None
         if rec.consents.get(who.sub) is True:
             self._maybe_start(rec, participants)
@@ -226,14 +227,14 @@ class RecordingService:
 
     def stop_by(self, who: Principal, session_id: str) -> SessionRecording:
         rec = self.sessions.get(session_id)
-        if rec is None or rec.state not in ("requested", "recording", "paused"):
+        if rec is None or rec.state not in ACTIVE:
             raise ApiError(409, "invalid_state", "nothing is being recorded")
         self.stop(rec, reason="stopped_by_participant", who=who)
         return rec
 
     def session_closed(self, session_id: str) -> None:
         rec = self.sessions.pop(session_id, None)
-        if rec is not None and rec.state in ("requested", "recording", "paused"):
+        if rec is not None and rec.state in ACTIVE:
             self.stop(rec, reason="session_ended")
 
     def close(self) -> None:
@@ -249,10 +250,9 @@ class RecordingService:
             self.unsaved.discard(session_id)
             return
         try:
-            await self.store.transition_session(
-                session_id, from_states={"live"}, to_state="live",
-                fields={"recording": rec.snapshot()},
-            )  # fmt: skip
+            await self.store.change_session(
+                session_id, SessionChange.SAVE_RECORDING, recording=rec.snapshot()
+            )
         except StoreUnavailable as exc:  # the recording goes on; saved once the store is back
             self.unsaved.add(session_id)
             log.warning("recording.state_not_saved", session_id=session_id, error=str(exc))
@@ -267,19 +267,18 @@ class RecordingService:
         for session_id in list(self.unsaved):
             await self.persist(session_id)
 
-    def adopt(self, session: dict) -> SessionRecording | None:
+    def adopt(self, session: Session) -> SessionRecording | None:
         """This node took over a session whose node was lost: a recording that was
         running there continues here as a new part of the same recording, paused
         until the participants (whose consent is on record) are back."""
-        saved = session.get("recording")
-        if not saved or saved.get("state") not in ACTIVE or session["id"] in self.sessions:
+        saved = session.recording
+        if saved is None or saved.state not in ACTIVE or session.id in self.sessions:
             return None
         rec = SessionRecording(
-            session["id"], session["consult_id"], session.get("facility"),
-            state=saved["state"], recording_id=saved.get("recording_id"),
-            requested_by=saved.get("requested_by"), consents=dict(saved.get("consents") or {}),
-            names=dict(saved.get("names") or {}), history=list(saved.get("history") or []),
-            started_at=saved.get("started_at"),
+            session.id, session.consult_id, session.facility, state=saved.state,
+            recording_id=saved.recording_id, requested_by=saved.requested_by,
+            consents=dict(saved.consents), names=dict(saved.names),
+            history=list(saved.history), started_at=saved.started_at,
         )  # fmt: skip
         self.sessions[rec.session_id] = rec
         if rec.state == "requested":

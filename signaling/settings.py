@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .model import Urgency
+
 DEFAULT_SPECIALTIES = (
     "cardiology",
     "cardiac-surgery",
@@ -64,9 +66,9 @@ class Settings(BaseSettings):
     turn_ttl_s: int = Field(600, ge=60, le=86400)
     # Triage: how long each urgency may wait before escalation (half-way it is
     # announced again), and whom a specialty escalates to ("cardiology=dr-a|dr-b;...").
-    deadline_critical_s: float = Field(300, gt=0)
-    deadline_urgent_s: float = Field(1800, gt=0)
-    deadline_routine_s: float = Field(86400, gt=0)
+    deadline_critical_s: float = Field(Urgency.CRITICAL.default_deadline_s, gt=0)
+    deadline_urgent_s: float = Field(Urgency.URGENT.default_deadline_s, gt=0)
+    deadline_routine_s: float = Field(Urgency.ROUTINE.default_deadline_s, gt=0)
     escalation: Annotated[dict[str, list[str]], NoDecode] = {}
     triage_tick_s: float = Field(0.5, gt=0, le=3600)  # how often a node checks deadlines
     # Recording: off unless a master key file is given (jisr recordings init-key FILE).
@@ -122,12 +124,8 @@ class Settings(BaseSettings):
             lists[specialty.strip()] = people
         return lists
 
-    def deadlines(self) -> dict[str, float]:
-        return {
-            "critical": self.deadline_critical_s,
-            "urgent": self.deadline_urgent_s,
-            "routine": self.deadline_routine_s,
-        }
+    def deadlines(self) -> dict[Urgency, float]:
+        return {urgency: getattr(self, f"deadline_{urgency}_s") for urgency in Urgency}
 
     @field_validator("jwt_algorithms")
     @classmethod

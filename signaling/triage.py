@@ -15,7 +15,17 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .logs import Audit, get_logger
-from .store import CONSULT_OPEN_STATES, Conflict, NotFound, Store, StoreUnavailable
+from .model import (
+    Consult,
+    ConsultChange,
+    ConsultEscalated,
+    ConsultReannounced,
+    ConsultState,
+    ConsultUpdated,
+    PresenceInfo,
+    Urgency,
+)
+from .store import LiveState, NotFound, StoreUnavailable, TransitionRefused
 
 log = get_logger()
 
@@ -53,16 +63,16 @@ class Metrics:
 class Triage:
     def __init__(
         self,
-        store: Store,
+        state: LiveState,
         audit: Audit,
         *,
-        deadlines: dict[str, float],
+        deadlines: dict[Urgency, float],
         escalation: dict[str, list[str]],
         clock: Callable[[], float] = time.time,
         tick_s: float = 0.5,
     ) -> None:
         self.tick_s = tick_s
-        self.store = store
+        self.state = state
         self.audit = audit
         self.deadlines = deadlines
         self.escalation = escalation
@@ -71,44 +81,34 @@ class Triage:
 
     # presence -------------------------------------------------------------
     async def set_presence(self, who, status: str) -> None:
-        await self.store.set_presence(
-            who.sub,
-            {"status": status, "name": who.name, "specialties": list(who.specialties),
-             "at": self.clock()},
-            PRESENCE_TTL_S,
-        )  # fmt: skip
-
-    async def on_call(self, specialty: str) -> list[dict]:
-        presence = await self.store.list_presence()
-        return [
-            {"sub": sub, **info}
-            for sub, info in presence.items()
-            if info.get("status") == "available" and specialty in info.get("specialties", [])
-        ]
+        info = PresenceInfo(
+            status=status, name=who.name, specialties=list(who.specialties), at=self.clock()
+        )
+        await self.state.set_presence(who.sub, info, PRESENCE_TTL_S)
 
     # deadlines ------------------------------------------------------------
-    async def consult_created(self, consult: dict) -> None:
-        deadline = self.deadlines[consult["urgency"]]
-        created = consult["created_at"]
-        await self.store.schedule(f"reannounce:{consult['id']}", created + deadline / 2)
-        await self.store.schedule(f"escalate:{consult['id']}", created + deadline)
+    async def consult_created(self, consult: Consult) -> None:
+        deadline = self.deadlines[consult.urgency]
+        created = consult.created_at
+        await self.state.schedule(f"reannounce:{consult.id}", created + deadline / 2)
+        await self.state.schedule(f"escalate:{consult.id}", created + deadline)
 
-    async def consult_taken(self, consult: dict) -> None:
+    async def consult_taken(self, consult: Consult) -> None:
         """Accepted or cancelled: nothing left to chase."""
-        await self.store.unschedule(f"reannounce:{consult['id']}")
-        await self.store.unschedule(f"escalate:{consult['id']}")
-        if consult.get("accepted_at"):
-            self.metrics.time_to_accept.labels(consult["urgency"], consult["specialty"]).observe(
-                consult["accepted_at"] - consult["created_at"]
+        await self.state.unschedule(f"reannounce:{consult.id}")
+        await self.state.unschedule(f"escalate:{consult.id}")
+        if consult.accepted_at:
+            self.metrics.time_to_accept.labels(consult.urgency, consult.specialty).observe(
+                consult.accepted_at - consult.created_at
             )
 
     async def tick(self) -> list[str]:
         """Act on every deadline that fell due; returns what was done."""
         done = []
-        for item in await self.store.claim_due(self.clock()):
+        for item in await self.state.claim_due(self.clock()):
             action, _, consult_id = item.partition(":")
-            consult = await self.store.get_consult(consult_id)
-            if consult is None or consult["state"] != "waiting":
+            consult = await self.state.get_consult(consult_id)
+            if consult is None or consult.state != ConsultState.WAITING:
                 continue
             if action == "reannounce":
                 await self._reannounce(consult)
@@ -117,26 +117,25 @@ class Triage:
             done.append(item)
         return done
 
-    async def _reannounce(self, consult: dict) -> None:
-        consult = await self.store.transition_consult(
-            consult["id"], from_states=["waiting"], to_state="waiting",
-            fields={"reannounced_at": self.clock()},
-        )  # fmt: skip
-        self.audit.record("consult.reannounced", None, consult_id=consult["id"],
-                          urgency=consult["urgency"])  # fmt: skip
-        await self.store.publish({"type": "consult.reannounced", "consult": consult})
+    async def _reannounce(self, consult: Consult) -> None:
+        consult = await self.state.change_consult(
+            consult.id, ConsultChange.UPDATE_WAITING, reannounced_at=self.clock()
+        )
+        self.audit.record("consult.reannounced", None, consult_id=consult.id,
+                          urgency=consult.urgency)  # fmt: skip
+        await self.state.publish(ConsultReannounced(consult=consult))
 
-    async def _escalate(self, consult: dict) -> None:
-        offered = self.escalation.get(consult["specialty"], [])
-        consult = await self.store.transition_consult(
-            consult["id"], from_states=["waiting"], to_state="waiting",
-            fields={"escalated_at": self.clock(), "offered_to": offered},
+    async def _escalate(self, consult: Consult) -> None:
+        offered = self.escalation.get(consult.specialty, [])
+        consult = await self.state.change_consult(
+            consult.id, ConsultChange.UPDATE_WAITING, escalated_at=self.clock(),
+            offered_to=offered,
         )  # fmt: skip
-        self.metrics.escalations.labels(consult["urgency"], consult["specialty"]).inc()
-        self.audit.record("consult.escalated", None, consult_id=consult["id"],
-                          urgency=consult["urgency"], offered_to=offered)  # fmt: skip
-        await self.store.publish({"type": "consult.updated", "consult": consult})
-        await self.store.publish({"type": "consult.escalated", "consult": consult})
+        self.metrics.escalations.labels(consult.urgency, consult.specialty).inc()
+        self.audit.record("consult.escalated", None, consult_id=consult.id,
+                          urgency=consult.urgency, offered_to=offered)  # fmt: skip
+        await self.state.publish(ConsultUpdated(consult=consult))
+        await self.state.publish(ConsultEscalated(consult=consult))
 
     async def run(self) -> None:
         while True:
@@ -144,7 +143,7 @@ class Triage:
                 await self.tick()
             except StoreUnavailable:
                 pass  # deadlines wait in the store; the next tick catches up
-            except (Conflict, NotFound):
+            except (TransitionRefused, NotFound):
                 pass
             except Exception:  # noqa: BLE001 - the scheduler must keep going
                 log.exception("triage.tick_failed")
@@ -154,5 +153,5 @@ class Triage:
     async def refresh_gauges(self) -> None:
         gauge = self.metrics.consults
         gauge.clear()
-        for consult in await self.store.list_consults(states=CONSULT_OPEN_STATES):
-            gauge.labels(consult["state"], consult["urgency"]).inc()
+        for consult in await self.state.list_consults():
+            gauge.labels(consult.state, consult.urgency).inc()

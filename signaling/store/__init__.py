@@ -8,8 +8,8 @@ from .base import (
     DEFAULT_RETENTION_S,
     SESSION_ACTIVE_STATES,
     SESSION_TERMINAL_STATES,
-    URGENCY_RANK,
     Conflict,
+    Moved,
     NotFound,
     Record,
     Store,
@@ -18,6 +18,7 @@ from .base import (
     Subscription,
     queue_key,
 )
+from .live import LiveState, TransitionRefused
 from .memory import MemoryStore
 from .redis import RedisStore
 
@@ -27,9 +28,10 @@ __all__ = [
     "DEFAULT_RETENTION_S",
     "SESSION_ACTIVE_STATES",
     "SESSION_TERMINAL_STATES",
-    "URGENCY_RANK",
     "Conflict",
+    "LiveState",
     "MemoryStore",
+    "Moved",
     "NotFound",
     "Record",
     "RedisStore",
@@ -37,6 +39,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "Subscription",
+    "TransitionRefused",
     "make_store",
     "queue_key",
 ]

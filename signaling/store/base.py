@@ -1,9 +1,12 @@
 """The one Store protocol every state backend implements.
 
-Records are plain JSON-able dicts. The store never reads a clock and never mints
-ids: callers pass ``created_at`` and ids in, so tests can inject time.
+This is the serialisation layer: backends keep records as plain JSON-able dicts,
+and ``signaling.store.live.LiveState`` turns them into the typed records of
+``signaling.model`` for everyone else. The store never reads a clock and never
+mints ids: callers pass ``created_at`` and ids in, so tests can inject time.
 Every state change is a compare-and-set on ``state`` and is atomic across any
-number of nodes sharing the backend.
+number of nodes sharing the backend; the fixed ones (accept, re-homing) follow the
+transition table of ``signaling.model`` in both backends.
 """
 
 from __future__ import annotations
@@ -15,14 +18,22 @@ from typing import Any, Protocol, Self
 
 import orjson
 
-URGENCY_RANK = {"critical": 0, "urgent": 1, "routine": 2}
+from ..model import (
+    CONSULT_OPEN_STATES,
+    CONSULT_TERMINAL_STATES,
+    SESSION_ACTIVE_STATES,
+    SESSION_TERMINAL_STATES,
+    Urgency,
+)
 
-# Consult states. Terminal ones leave the open index.
-CONSULT_OPEN_STATES = frozenset({"waiting", "accepted", "live"})
-CONSULT_TERMINAL_STATES = frozenset({"ended", "cancelled", "expired"})
-# Sessions listed by default: the ones a node may have to host or recover.
-SESSION_ACTIVE_STATES = frozenset({"live", "interrupted"})
-SESSION_TERMINAL_STATES = frozenset({"ended"})
+# Consult states: terminal ones leave the open index. Sessions listed by default
+# (SESSION_ACTIVE_STATES) are the ones a node may have to host or recover.
+__all__ = [
+    "CONSULT_OPEN_STATES",
+    "CONSULT_TERMINAL_STATES",
+    "SESSION_ACTIVE_STATES",
+    "SESSION_TERMINAL_STATES",
+]
 # Ended consults and sessions are forgotten after this long (JISR_STATE_RETENTION_DAYS).
 DEFAULT_RETENTION_S = 30 * 86400.0
 
@@ -49,6 +60,15 @@ class Conflict(StoreError):
         self.current_state = current_state
 
 
+class Moved(Conflict):
+    """A re-homing lost: another node took the session first (``current_state`` and
+    ``node`` name that node)."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(node)
+        self.node = node
+
+
 def encode(value: Any) -> str:
     """A record's (or a field's) stored form: JSON, which both stores keep, so the
     in-process store refuses what Redis could not hold."""
@@ -59,8 +79,9 @@ decode = orjson.loads
 
 
 def queue_key(consult: Record) -> tuple[int, float]:
-    """Queue order: critical, then urgent, then routine; oldest first within each."""
-    return (URGENCY_RANK[consult["urgency"]], consult["created_at"])
+    """Queue order (of a stored record): critical, then urgent, then routine; oldest
+    first within each."""
+    return (Urgency(consult["urgency"]).rank, consult["created_at"])
 
 
 _END = object()
@@ -151,14 +172,20 @@ class Store(Protocol):
         With no ``states`` given, only open consults are listed."""
 
     async def transition_consult(
-        self, consult_id: str, *, from_states: Iterable[str], to_state: str, fields: Record
+        self,
+        consult_id: str,
+        *,
+        from_states: Iterable[str],
+        to_state: str | None,
+        fields: Record,
     ) -> Record:
         """Atomically: if the consult's state is in ``from_states``, set ``state`` to
-        ``to_state`` and merge ``fields``; return the new record.
-        Raises NotFound, or Conflict with the current state."""
+        ``to_state`` (None: leave it as it is) and merge ``fields``; return the new
+        record. Raises NotFound, or Conflict with the current state."""
 
     async def accept_consult(self, consult_id: str, *, fields: Record, session: Record) -> Record:
-        """Atomically: ``waiting`` → ``accepted`` with ``fields`` merged, and create
+        """Atomically: ``ConsultChange.ACCEPT`` (``waiting`` → ``accepted``) with
+        ``fields`` merged, and create
         ``session`` (which has an ``id``). Exactly one of any number of concurrent
         callers wins; the others get Conflict. Returns the new consult.
         Raises StoreError (and changes nothing) if the session id is taken."""
@@ -167,14 +194,20 @@ class Store(Protocol):
     async def get_session(self, session_id: str) -> Record | None: ...
 
     async def transition_session(
-        self, session_id: str, *, from_states: Iterable[str], to_state: str, fields: Record
+        self,
+        session_id: str,
+        *,
+        from_states: Iterable[str],
+        to_state: str | None,
+        fields: Record,
     ) -> Record:
         """Compare-and-set on a session, as ``transition_consult``."""
 
     async def rehome_session(self, session_id: str, *, from_node: str, to_node: str) -> Record:
-        """Atomically move a session whose node died: if its ``node`` is still
-        ``from_node``, set it to ``to_node`` (state ``live``). Raises NotFound, or
-        Conflict with the node that already took it, so exactly one node wins."""
+        """Atomically move a session whose node died (``SessionChange.REHOME``): if its
+        ``node`` is still ``from_node``, set it to ``to_node`` (state ``live``). Raises
+        NotFound, or Conflict with the node that already took it (or, for a session
+        that ended meanwhile, with its state), so exactly one node wins."""
 
     async def list_sessions(self, *, states: Iterable[str] | None = None) -> list[Record]:
         """Sessions in the given states (default: ``SESSION_ACTIVE_STATES``), oldest

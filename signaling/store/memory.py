@@ -7,6 +7,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 
+from ..model import ConsultChange, SessionChange
 from .base import (
     CONSULT_OPEN_STATES,
     CONSULT_TERMINAL_STATES,
@@ -14,6 +15,7 @@ from .base import (
     SESSION_ACTIVE_STATES,
     SESSION_TERMINAL_STATES,
     Conflict,
+    Moved,
     NotFound,
     Record,
     StoreError,
@@ -34,16 +36,17 @@ def _cas(
     table: dict[str, Record],
     record_id: str,
     from_states: Iterable[str],
-    to_state: str,
+    to_state: str | None,
     fields: Record,
 ) -> Record:
     record = table.get(record_id)
     if record is None:
         raise NotFound(record_id)
-    if record["state"] not in set(from_states):
-        raise Conflict(record["state"])
+    state = record["state"]
+    if state not in set(from_states):
+        raise Conflict(state)
     record.update(_copy(fields))
-    record["state"] = to_state
+    record["state"] = state if to_state is None else to_state
     return _copy(record)
 
 
@@ -129,7 +132,12 @@ class MemoryStore:
         return sorted(found, key=lambda c: (queue_key(c), c["id"]))
 
     async def transition_consult(
-        self, consult_id: str, *, from_states: Iterable[str], to_state: str, fields: Record
+        self,
+        consult_id: str,
+        *,
+        from_states: Iterable[str],
+        to_state: str | None,
+        fields: Record,
     ) -> Record:
         async with self._lock:
             self._forget_old()
@@ -143,12 +151,13 @@ class MemoryStore:
             consult = self._consults.get(consult_id)
             if consult is None:
                 raise NotFound(consult_id)
-            if consult["state"] != "waiting":
+            accept = ConsultChange.ACCEPT
+            if consult["state"] not in accept.sources:
                 raise Conflict(consult["state"])
             if new_session["id"] in self._sessions:
                 raise StoreError(f"session {new_session['id']} already exists")
             self._sessions[new_session["id"]] = new_session
-            return _cas(self._consults, consult_id, ("waiting",), "accepted", fields)
+            return _cas(self._consults, consult_id, accept.sources, accept.target, fields)
 
     # sessions -----------------------------------------------------------
     async def get_session(self, session_id: str) -> Record | None:
@@ -158,7 +167,12 @@ class MemoryStore:
             return None if record is None else _copy(record)
 
     async def transition_session(
-        self, session_id: str, *, from_states: Iterable[str], to_state: str, fields: Record
+        self,
+        session_id: str,
+        *,
+        from_states: Iterable[str],
+        to_state: str | None,
+        fields: Record,
     ) -> Record:
         async with self._lock:
             self._forget_old()
@@ -171,10 +185,13 @@ class MemoryStore:
             session = self._sessions.get(session_id)
             if session is None:
                 raise NotFound(session_id)
+            rehome = SessionChange.REHOME
+            if session["state"] not in rehome.sources:
+                raise Conflict(session["state"])
             if session["node"] != from_node:
-                raise Conflict(session["node"])
+                raise Moved(session["node"])
             session["node"] = to_node
-            session["state"] = "live"
+            session["state"] = str(rehome.target)
             return _copy(session)
 
     async def list_sessions(self, *, states: Iterable[str] | None = None) -> list[Record]:

@@ -29,14 +29,16 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from ..model import Urgency
+from . import redis_scripts as scripts
 from .base import (
     CONSULT_OPEN_STATES,
     CONSULT_TERMINAL_STATES,
     DEFAULT_RETENTION_S,
     SESSION_ACTIVE_STATES,
     SESSION_TERMINAL_STATES,
-    URGENCY_RANK,
     Conflict,
+    Moved,
     NotFound,
     Record,
     StoreError,
@@ -52,101 +54,6 @@ _UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError, OSErro
 # Queue score: urgency rank, then created_at. Only an ordering hint for the ZSET
 # (a double cannot hold both exactly); listings sort fetched records by queue_key.
 _RANK_WEIGHT = 1e13
-
-_LUA_PRELUDE = """
-local RANK = {['"critical"'] = 0, ['"urgent"'] = 1, ['"routine"'] = 2}
-local function queue_score(key)
-  local f = redis.call('HMGET', key, 'urgency', 'created_at')
-  return string.format('%.17g', (RANK[f[1]] or 3) * 1e13 + (tonumber(f[2]) or 0))
-end
-"""
-
-# KEYS: consult, open zset, all zset, facility zset
-# ARGV: id, queue score, created score, open ('1'|'0'), field/value pairs...
-_CREATE = """
-local cur = redis.call('HGET', KEYS[1], 'state')
-if cur then return {'conflict', cur} end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
-if ARGV[4] == '1' then redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1]) end
-return {'ok'}
-"""
-
-# KEYS: record[, open zset (consults only)]
-# ARGV: id, new state, open ('1'|'0'), n, n from-states, field/value pairs...
-# States are compared as their JSON encodings.
-_TRANSITION = (
-    _LUA_PRELUDE
-    + """
-local cur = redis.call('HGET', KEYS[1], 'state')
-if not cur then return {'notfound'} end
-local n = tonumber(ARGV[4])
-local allowed = false
-for i = 5, 4 + n do
-  if ARGV[i] == cur then allowed = true end
-end
-if not allowed then return {'conflict', cur} end
-if #ARGV > 4 + n then redis.call('HSET', KEYS[1], unpack(ARGV, 5 + n)) end
-redis.call('HSET', KEYS[1], 'state', ARGV[2])
-if KEYS[2] then
-  if ARGV[3] == '1' then
-    redis.call('ZADD', KEYS[2], queue_score(KEYS[1]), ARGV[1])
-  else
-    redis.call('ZREM', KEYS[2], ARGV[1])
-  end
-end
-return {'ok', redis.call('HGETALL', KEYS[1])}
-"""
-)
-
-# KEYS: due zset. ARGV: now, limit. Whoever removes an item owns it.
-_CLAIM = """
-local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local claimed = {}
-for _, item in ipairs(items) do
-  if redis.call('ZREM', KEYS[1], item) == 1 then table.insert(claimed, item) end
-end
-return claimed
-"""
-
-# KEYS: session. ARGV: expected node (JSON), new node (JSON)
-_REHOME = """
-local cur = redis.call('HGET', KEYS[1], 'node')
-if not cur then return {'notfound'} end
-if cur ~= ARGV[1] then return {'conflict', cur} end
-redis.call('HSET', KEYS[1], 'node', ARGV[2], 'state', '"live"')
-return {'ok', redis.call('HGETALL', KEYS[1])}
-"""
-
-# KEYS: consult, open zset, session, sessions zset
-# ARGV: consult id, session id, session score, n, n consult field/value items,
-#       session field/value pairs...
-_ACCEPT = (
-    _LUA_PRELUDE
-    + """
-local cur = redis.call('HGET', KEYS[1], 'state')
-if not cur then return {'notfound'} end
-if cur ~= '"waiting"' then return {'conflict', cur} end
-if redis.call('EXISTS', KEYS[3]) == 1 then return {'session_exists'} end
-local n = tonumber(ARGV[4])
-if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 5, 4 + n)) end
-redis.call('HSET', KEYS[1], 'state', '"accepted"')
-redis.call('ZADD', KEYS[2], queue_score(KEYS[1]), ARGV[1])
-redis.call('HSET', KEYS[3], unpack(ARGV, 5 + n))
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
-return {'ok', redis.call('HGETALL', KEYS[1])}
-"""
-)
-
-# KEYS: nodes set, node keys...; ARGV: the ids of those node keys.
-# Rechecks existence atomically so a node re-registered meanwhile is kept.
-_PRUNE_NODES = """
-for i = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 0 then redis.call('SREM', KEYS[1], ARGV[i - 1]) end
-end
-return 0
-"""
 
 
 @contextmanager
@@ -169,7 +76,7 @@ def _record(flat: list[str]) -> Record:
 
 
 def _queue_score(consult: Record) -> float:
-    return URGENCY_RANK[consult["urgency"]] * _RANK_WEIGHT + consult["created_at"]
+    return Urgency(consult["urgency"]).rank * _RANK_WEIGHT + consult["created_at"]
 
 
 def _result(reply: list[Any], record_id: str) -> Record:
@@ -214,12 +121,12 @@ class RedisStore:
             # failing one request each.
             health_check_interval=1,
         )
-        self._create = self._client.register_script(_CREATE)
-        self._transition = self._client.register_script(_TRANSITION)
-        self._accept = self._client.register_script(_ACCEPT)
-        self._prune_nodes = self._client.register_script(_PRUNE_NODES)
-        self._rehome = self._client.register_script(_REHOME)
-        self._claim = self._client.register_script(_CLAIM)
+        self._create = self._client.register_script(scripts.CREATE)
+        self._transition = self._client.register_script(scripts.TRANSITION)
+        self._accept = self._client.register_script(scripts.ACCEPT)
+        self._prune_nodes = self._client.register_script(scripts.PRUNE_NODES)
+        self._rehome = self._client.register_script(scripts.REHOME)
+        self._claim = self._client.register_script(scripts.CLAIM)
         self._subscriptions: set[Subscription] = set()
         self._closed = False
 
@@ -309,19 +216,27 @@ class RedisStore:
         keys: list[str],
         record_id: str,
         from_states: Iterable[str],
-        to_state: str,
+        to_state: str | None,
         fields: Record,
     ) -> Record:
         froms = [encode(s) for s in from_states]
-        is_open = "1" if to_state in CONSULT_OPEN_STATES else "0"
+        if to_state is None:
+            new_state, is_open = "", ""
+        else:
+            new_state, is_open = encode(to_state), "1" if to_state in CONSULT_OPEN_STATES else "0"
         rest = {k: v for k, v in fields.items() if k != "state"}
-        args = [record_id, encode(to_state), is_open, len(froms), *froms, *_pairs(rest)]
+        args = [record_id, new_state, is_open, len(froms), *froms, *_pairs(rest)]
         with _unavailable():
             reply = await self._transition(keys=keys, args=args)
         return _result(reply, record_id)
 
     async def transition_consult(
-        self, consult_id: str, *, from_states: Iterable[str], to_state: str, fields: Record
+        self,
+        consult_id: str,
+        *,
+        from_states: Iterable[str],
+        to_state: str | None,
+        fields: Record,
     ) -> Record:
         keys = [self._key("consult", consult_id), self._key("consults", "open")]
         record = await self._cas(keys, consult_id, from_states, to_state, fields)
@@ -356,7 +271,12 @@ class RedisStore:
         return {k: decode(v) for k, v in flat.items()} if flat else None
 
     async def transition_session(
-        self, session_id: str, *, from_states: Iterable[str], to_state: str, fields: Record
+        self,
+        session_id: str,
+        *,
+        from_states: Iterable[str],
+        to_state: str | None,
+        fields: Record,
     ) -> Record:
         keys = [self._key("session", session_id)]
         record = await self._cas(keys, session_id, from_states, to_state, fields)
@@ -368,12 +288,9 @@ class RedisStore:
                 keys=[self._key("session", session_id)],
                 args=[encode(from_node), encode(to_node)],
             )
-        if reply[0] == "notfound":
-            raise NotFound(session_id)
-        if reply[0] == "conflict":
-            raise Conflict(decode(reply[1]))
-        flat = reply[1]
-        return {flat[i]: decode(flat[i + 1]) for i in range(0, len(flat), 2)}
+        if reply[0] == "moved":
+            raise Moved(decode(reply[1]))
+        return _result(reply, session_id)
 
     async def list_sessions(self, *, states: Iterable[str] | None = None) -> list[Record]:
         wanted = SESSION_ACTIVE_STATES if states is None else frozenset(states)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from aiohttp import ClientSession
 
@@ -19,13 +20,17 @@ from tests.redis_server import free_port
 from tests.support.peers import JisrClient
 
 
-def start_node(name: str, port: int, redis_url: str, **extra_env: str) -> subprocess.Popen:
+def start_node(
+    name: str, port: int, redis_url: str, log: Path | None = None, **extra_env: str
+) -> subprocess.Popen:
+    """A node process; its JSON log lines go to ``log`` when given."""
     env = {**os.environ, "JISR_PORT": str(port), "JISR_JWT_SECRET": SECRET,
            "JISR_ICE_ADDRESSES": "127.0.0.1", "JISR_REDIS_URL": redis_url,
            "JISR_NODE_ID": name, "JISR_NODE_HEARTBEAT_S": "1", **extra_env}  # fmt: skip
+    out = subprocess.DEVNULL if log is None else log.open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "signaling.cli", "serve", "--workers", "1"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=out, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
 

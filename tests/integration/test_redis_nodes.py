@@ -9,9 +9,7 @@ import json
 from aiohttp import WSMsgType
 
 from signaling.app import create_app
-from signaling.keys import INTERNAL_URL as INTERNAL_KEY
-from signaling.keys import NODE_ID as NODE_ID_KEY
-from signaling.keys import STORE as STORE_KEY
+from signaling.keys import CLUSTER
 from signaling.store import RedisStore
 from tests.redis_server import RedisServer
 
@@ -130,10 +128,7 @@ async def test_client_on_any_node_reaches_the_session_host(
         # Both nodes registered; sessions go to the least loaded, so load n_b first.
         apps["n_b"][MEDIA]._rooms["s_busy"] = object()  # n_b already hosts a session
         for app in apps.values():
-            await app[STORE_KEY].register_node(
-                app[NODE_ID_KEY], {"node": app[NODE_ID_KEY], "internal_url": app[INTERNAL_KEY],
-                                   "sessions": app[MEDIA].stats()["sessions"]}, ttl_s=30,
-            )  # fmt: skip
+            await app[CLUSTER].heartbeat()  # registers its load now
         consult = await (await http.post(
             f"{base['n_b']}/api/consults", json=NEW, headers=tokens.header(tokens.referrer)
         )).json()  # fmt: skip

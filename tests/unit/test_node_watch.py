@@ -1,9 +1,20 @@
 """Sessions of a dead node are marked interrupted; a node whose heartbeat merely
 lapsed takes its own back."""
 
-from signaling.consults import ConsultService
+from signaling.cluster import RedisCluster
 from signaling.logs import Audit
-from signaling.store import MemoryStore
+from signaling.store import LiveState, MemoryStore
+
+
+def cluster_node(store: MemoryStore, node_id: str) -> RedisCluster:
+    """A node of the cluster, sharing ``store`` (as nodes share Redis)."""
+    return RedisCluster(
+        LiveState(store), Audit(node_id), node_id=node_id, internal_url="", hosted=lambda: 0,
+        heartbeat_s=5, clock=lambda: 1000.0,
+    )  # fmt: skip
+
+
+PEOPLE = {"referrer": {"sub": "dr-r", "name": "R"}, "specialist": {"sub": "dr-s", "name": "S"}}
 
 
 async def test_sessions_of_a_lost_node_are_interrupted_and_a_returning_node_reclaims():
@@ -19,22 +30,27 @@ async def test_sessions_of_a_lost_node_are_interrupted_and_a_returning_node_recl
                 "specialty": "cardiology",
                 "facility": "h",
                 "created_at": float(n),
+                "summary": "s",
+                "patient_ref": "P-1",
+                "referrer": PEOPLE["referrer"],
             }  # fmt: skip
         )
         await store.accept_consult(
             f"c{n}", fields={},
-            session={"id": f"s{n}", "state": "live", "node": node, "consult_id": f"c{n}"},
+            session={"id": f"s{n}", "state": "live", "node": node, "consult_id": f"c{n}",
+                     "facility": "h", "specialty": "cardiology", "created_at": float(n),
+                     **PEOPLE},
         )  # fmt: skip
-    watcher = ConsultService(store, Audit("n_b"), node_id="n_b", specialties=["cardiology"])
-    await watcher.watch_nodes()
+    watcher = cluster_node(store, "n_b")
+    await watcher.sweep()
     assert (await store.get_session("s1"))["state"] == "interrupted"  # n_a is not alive
     assert "interrupted_at" in await store.get_session("s1")
     assert (await store.get_session("s2"))["state"] == "live"
 
     # n_a comes back (its heartbeat only lapsed): it takes its session back itself.
-    returning = ConsultService(store, Audit("n_a"), node_id="n_a", specialties=["cardiology"])
+    returning = cluster_node(store, "n_a")
     await store.register_node("n_a", {}, ttl_s=60)
-    await returning.watch_nodes()
+    await returning.sweep()
     assert (await store.get_session("s1"))["state"] == "live"
-    await watcher.watch_nodes()  # and nobody marks it again while n_a is alive
+    await watcher.sweep()  # and nobody marks it again while n_a is alive
     assert (await store.get_session("s1"))["state"] == "live"

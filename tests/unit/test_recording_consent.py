@@ -8,12 +8,17 @@ from media import MediaNode
 from signaling.auth import Principal
 from signaling.errors import ApiError
 from signaling.logs import Audit
+from signaling.model import Session, SessionState, to_json
 from signaling.recording import RecordingService
 from signaling.store import StoreUnavailable
 
 REFERRER = Principal("dr-amal", "Amal", "referrer", "hospital-a")
 SPECIALIST = Principal("dr-karim", "Karim", "specialist", None, ("cardiology",))
-SESSION = {"id": "s_1", "consult_id": "c_1"}
+SESSION = Session(
+    id="s_1", consult_id="c_1", state=SessionState.LIVE, node="n", facility="hospital-a",
+    specialty="cardiology", referrer=REFERRER.person(), specialist=SPECIALIST.person(),
+    created_at=1.0,
+)  # fmt: skip
 
 
 class FakeHandle:
@@ -116,10 +121,10 @@ class FlakyStore:
         self.down = False
         self.saved: dict[str, dict] = {}
 
-    async def transition_session(self, session_id, *, from_states, to_state, fields):
+    async def change_session(self, session_id, transition, *, recording):
         if self.down:
             raise StoreUnavailable("redis is down")
-        self.saved[session_id] = fields["recording"]
+        self.saved[session_id] = to_json(recording)
 
 
 async def test_recording_state_missed_by_a_down_store_is_saved_when_it_returns(service):

@@ -9,9 +9,9 @@ import pytest
 from aiohttp import WSMsgType
 
 from signaling.app import create_app
+from signaling.connection import BATCH_LIMIT, OUTBOX_LIMIT, Connection
 from signaling.keys import HUB
 from signaling.store import MemoryStore
-from signaling.ws import BATCH_LIMIT, OUTBOX_LIMIT, Connection
 from tests.conftest import Tokens
 
 NEW = {
@@ -309,11 +309,29 @@ async def test_a_client_that_stops_reading_is_closed_not_buffered():
     assert len(conn._outbox) == 0  # its backlog is dropped, and nothing more is kept
 
 
+def typed_consult(fields: dict):
+    """A consult record with what the test leaves out filled in."""
+    import msgspec
+
+    from signaling.model import Consult
+
+    person = {"sub": "dr-r", "name": "R"}
+    fields = {
+        **fields,
+        "specialist": fields["specialist"] and {**person, **fields["specialist"]},
+        "declines": [{**person, "reason": "busy", "at": 1.0, **d} for d in fields["declines"]],
+    }
+    base = {"urgency": "urgent", "summary": "s", "patient_ref": "P-1", "referrer": person,
+            "created_at": 1.0}  # fmt: skip
+    return msgspec.convert({**base, **fields}, Consult)
+
+
 def test_a_consult_change_is_weighed_only_for_connections_it_may_concern():
     """The hub's groups never leave out a connection the rule (``notification``)
     would push a change to, for every role and consult state."""
+    from signaling.audience import notification
     from signaling.auth import Principal
-    from signaling.ws import Hub, notification
+    from signaling.hub import Hub
 
     people = [
         Principal("sup", "S", "supervisor"),
@@ -333,7 +351,7 @@ def test_a_consult_change_is_weighed_only_for_connections_it_may_concern():
             hub.register(conn)
             everyone.append(conn)
     consults = [
-        {
+        typed_consult({
             "id": "c1",
             "state": state,
             "facility": facility,
@@ -341,7 +359,7 @@ def test_a_consult_change_is_weighed_only_for_connections_it_may_concern():
             "specialist": specialist,
             "declines": declines,
             "offered_to": offered,
-        }  # fmt: skip
+        })  # fmt: skip
         for state in ("waiting", "accepted", "live", "ended")
         for facility in ("a", "b")
         for specialty in ("cardiology", "nephrology")
@@ -362,7 +380,7 @@ async def test_supervisors_share_each_consult_change_in_the_order_it_was_pushed(
     """Batching supervisors get consult changes through one shared list per linger:
     each still receives every change once, in order with its own messages."""
     from signaling.auth import Principal
-    from signaling.ws import Hub
+    from signaling.hub import Hub
 
     hub = Hub(app=None)
 
@@ -408,7 +426,7 @@ async def test_a_shared_list_closed_before_its_holders_wrote_it_is_still_sent():
     """Holders of a closed list are told in slices; a new list may open before
     the last of them has written the old one."""
     from signaling.auth import Principal
-    from signaling.ws import Hub
+    from signaling.hub import Hub
 
     hub = Hub(app=None)
     ws = RecordingSocket()

@@ -1,0 +1,87 @@
+"""Signaling carried to the node hosting a session: a connection that lands on
+another node joins through this node's client connection to the host, with the
+user's own token (the host checks it again), and gets every reply back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import orjson
+from aiohttp import (
+    ClientConnectorError,
+    ClientError,
+    ClientSession,
+    ClientWebSocketResponse,
+    WSMsgType,
+)
+
+from ..errors import ApiError
+
+CONNECT_TIMEOUT_S = 5
+
+
+class Upstream:
+    """This node's WebSocket to the hosting node, on behalf of one client."""
+
+    def __init__(self, ws: ClientWebSocketResponse) -> None:
+        self.ws = ws
+
+    async def send(self, message: object) -> None:
+        await self.ws.send_str(orjson.dumps(message).decode())
+
+    async def relay(self, deliver: Callable[[dict], None]) -> None:
+        """Hands every message from the host to ``deliver`` until the host goes."""
+        async for msg in self.ws:
+            if msg.type != WSMsgType.TEXT:
+                break
+            with contextlib.suppress(ValueError):
+                deliver(orjson.loads(msg.data))
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def open_upstream(http: ClientSession, internal_url: str, token: str) -> Upstream | None:
+    """Signed in on the host, or None when the host is dead (it refuses connections:
+    it died before its heartbeat expired)."""
+    try:
+        ws = await asyncio.wait_for(
+            http.ws_connect(internal_url.replace("http", "ws", 1) + "/ws", heartbeat=20),
+            CONNECT_TIMEOUT_S,
+        )
+        await ws.send_json({"type": "auth", "token": token})
+        welcome = await ws.receive_json(timeout=CONNECT_TIMEOUT_S)
+    except ClientConnectorError:
+        return None
+    except (TimeoutError, OSError, ValueError, ClientError):
+        raise ApiError(
+            503, "node_unavailable", "the node hosting this session is unreachable"
+        ) from None
+    if welcome.get("type") != "welcome":
+        await ws.close()
+        raise ApiError(401, welcome.get("code", "token_invalid"), welcome.get("message", ""))
+    return Upstream(ws)
+
+
+FORWARDED = "X-Jisr-Forwarded"  # a request another node carried here: answer it locally
+
+
+async def ask_host(http: ClientSession, internal_url: str, path: str, authorization: str) -> dict:
+    """What the hosting node answers to ``GET path`` for the same user (it checks the
+    token again). ApiError ``node_unavailable`` if it cannot be reached."""
+    headers = {"Authorization": authorization, FORWARDED: "1"}
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            async with http.get(internal_url + path, headers=headers) as response:
+                body = await response.json(loads=orjson.loads)
+    except (TimeoutError, OSError, ValueError, ClientError):
+        raise ApiError(
+            503, "node_unavailable", "the node hosting this session is unreachable"
+        ) from None
+    if response.status != 200:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        raise ApiError(response.status, error.get("code", "node_unavailable"),
+                       error.get("message", "the hosting node refused"))  # fmt: skip
+    return body

@@ -1,0 +1,129 @@
+"""A node's life: what starts with it, the loops that run while it serves (event
+pump, heartbeat, retention, triage), and a bounded shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import ClientSession, web
+
+from .keys import (
+    AUDIT,
+    CLUSTER,
+    HTTP_CLIENT,
+    HUB,
+    MEDIA,
+    NODE_ID,
+    RECORDING,
+    SETTINGS,
+    STORE,
+    TRIAGE,
+    VAULT,
+)
+from .logs import get_logger
+from .store import StoreError, StoreUnavailable
+
+log = get_logger()
+SHUTDOWN_STEP_S = 5.0
+
+
+async def heartbeat(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    while True:
+        try:
+            await app[CLUSTER].heartbeat()
+            await app[RECORDING].persist_unsaved()
+        except StoreError as exc:  # the heartbeat must go on whatever the store says
+            log.warning("node.heartbeat_failed", node=app[NODE_ID], error=str(exc))
+        await asyncio.sleep(settings.node_heartbeat_s)
+
+
+async def lifecycle(app: web.Application):
+    store = app[STORE]
+    await store.start()
+    app[HTTP_CLIENT] = ClientSession()
+    await interrupted_recordings(app)
+    await check_keyring(app)
+    tasks = [
+        asyncio.ensure_future(app[HUB].pump()),
+        asyncio.ensure_future(heartbeat(app)),
+        asyncio.ensure_future(retention(app)),
+        asyncio.ensure_future(app[TRIAGE].run()),
+    ]
+    log.info("node.started", node=app[NODE_ID])
+    yield
+    for task in tasks:
+        task.cancel()
+    await shut_down(app)
+    await asyncio.wait(tasks, timeout=SHUTDOWN_STEP_S)
+
+
+async def shut_down(app: web.Application) -> None:
+    app[RECORDING].close()  # recordings in progress end complete, not interrupted
+    for ws_conn in list(app[HUB].connections.values()):
+        with contextlib.suppress(Exception):
+            await ws_conn.ws.close(code=1001, message=b"server shutdown")
+    await app[MEDIA].close()
+    # Shutdown is bounded: a store or task that does not let go must not keep the
+    # node (or a test) from stopping.
+    with contextlib.suppress(StoreUnavailable, TimeoutError):
+        await asyncio.wait_for(app[CLUSTER].leave(), SHUTDOWN_STEP_S)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(app[STORE].close(), SHUTDOWN_STEP_S)
+    await app[HTTP_CLIENT].close()
+    log.info("node.stopped", node=app[NODE_ID])
+
+
+async def retention(app: web.Application) -> None:
+    """Recordings older than the retention period are crypto-shredded, hourly."""
+    vault, settings = app[VAULT], app[SETTINGS]
+    while vault is not None:
+        try:
+            await asyncio.to_thread(
+                vault.purge_older_than, settings.recording_retention_days,
+                audit=app[AUDIT].recording_event, by="retention",
+            )  # fmt: skip
+        except Exception:  # noqa: BLE001 - retention must never take the node down
+            log.exception("recordings.purge_failed")
+        await asyncio.sleep(3600)
+
+
+async def check_keyring(app: web.Application) -> None:
+    """A rotation left unfinished shows at start: keys not yet under this node's
+    master key still need ``jisr recordings rotate-key``."""
+    vault = app[VAULT]
+    if vault is None:
+        return
+    try:
+        stale = await asyncio.to_thread(vault.keyring.stale)
+    except Exception:  # noqa: BLE001 - a garbled key must not keep a node down
+        log.exception("keyring.check_failed")
+        return
+    if any(stale.values()):
+        log.warning("keyring.rotation_unfinished", keys_not_under_master=stale)
+
+
+async def interrupted_recordings(app: web.Application) -> None:
+    """Recordings still marked as recording whose node is gone were cut short."""
+    vault = app[VAULT]
+    if vault is None:
+        return
+    try:
+        nodes = await app[STORE].list_nodes()
+    except StoreUnavailable:
+        return
+    live = {n for n in nodes if n != app[NODE_ID]}
+
+    def is_live(recording_id: str) -> bool:
+        return vault.get(recording_id).get("node") in live
+
+    try:
+        marked = await asyncio.to_thread(vault.mark_interrupted_stale, is_live)
+    except Exception:  # noqa: BLE001 - an unreadable recording must not keep a node down
+        log.exception("recordings.check_failed")
+        return
+    if marked:
+        log.warning("recordings.interrupted", recordings=marked)
+
+

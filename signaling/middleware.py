@@ -1,0 +1,66 @@
+"""What every HTTP answer goes through: errors become coded JSON answers (a bug
+gets a request id, never a traceback), and the pages' security headers are set."""
+
+from __future__ import annotations
+
+import secrets
+
+from aiohttp import web
+
+from .attachments import UploadCut
+from .errors import ApiError, refused, store_unavailable
+from .logs import get_logger
+from .store import StoreUnavailable, TransitionRefused
+
+log = get_logger()
+
+HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+# Pages may load only their own scripts and styles, and talk only to this origin.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+        "connect-src 'self' ws: wss:; frame-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Permissions-Policy": "camera=(self), microphone=(self), display-capture=(self)",
+}
+
+
+def error_response(error: ApiError) -> web.Response:
+    return web.json_response(error.body(), status=error.status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        return error_response(exc)
+    except TransitionRefused as exc:
+        return error_response(refused(exc))
+    except StoreUnavailable as exc:
+        log.warning("store.unavailable", path=request.path, error=str(exc))
+        return error_response(store_unavailable())
+    except (UploadCut, ConnectionResetError) as exc:
+        # The client went away mid-request: nobody is left to answer, nothing is kept.
+        log.info("http.client_gone", path=request.path, method=request.method,
+                 error=type(exc).__name__)  # fmt: skip
+        return error_response(ApiError(400, "incomplete_request", "the request ended early"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = HTTP_CODES.get(exc.status, "http_error")
+        return error_response(ApiError(exc.status, code, exc.reason))
+    except Exception:
+        request_id = secrets.token_hex(6)
+        log.exception("http.internal_error", path=request.path, request_id=request_id)
+        return error_response(ApiError(500, "internal", f"internal error (request {request_id})"))
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+

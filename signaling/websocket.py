@@ -1,0 +1,107 @@
+"""``GET /ws``: one WebSocket's life. It must authenticate within AUTH_TIMEOUT_S;
+each message is parsed, validated and handled in order; every refusal is answered
+with an ``error`` carrying the refused message's ``ref``, and the connection keeps
+serving unless its token is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import WSMsgType, web
+
+from .connection import Connection
+from .errors import ApiError, refused, store_unavailable
+from .handler import SignalingHandler
+from .keys import HUB, SETTINGS
+from .logs import get_logger
+from .protocol import parse_client_message, parse_json, ref_of
+from .store import StoreUnavailable, TransitionRefused
+
+log = get_logger()
+AUTH_TIMEOUT_S = 10
+CLOSING = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
+
+
+def error_message(error: ApiError, ref: str | None) -> dict:
+    return {"type": "error", "code": error.code, "message": error.message,
+            "ref": error.ref or ref, **error.extra}  # fmt: skip
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    limit = request.app[SETTINGS].max_message_bytes
+    # aiohttp closes the socket past max_msg_size; below that hard cap we refuse the
+    # message ourselves and keep the connection.
+    ws = web.WebSocketResponse(max_msg_size=max(4 * limit, 1 << 20), heartbeat=20)
+    await ws.prepare(request)
+    conn = Connection(ws)
+    writer = asyncio.ensure_future(conn.write_loop())
+    try:
+        await read_messages(request.app, conn, limit, writer)
+    finally:
+        await hang_up(request.app, conn, writer)
+    return ws
+
+
+async def read_messages(
+    app: web.Application, conn: Connection, limit: int, writer: asyncio.Future
+) -> None:
+    handler = SignalingHandler(app, conn)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + AUTH_TIMEOUT_S
+    while True:
+        timeout = None if conn.principal else max(0.0, deadline - loop.time())
+        try:
+            msg = await conn.ws.receive(timeout=timeout)
+        except TimeoutError:
+            error = ApiError(401, "unauthenticated", "no auth message in time")
+            conn.send(error_message(error, None))
+            return
+        if msg.type in CLOSING:
+            return
+        error = await handle_one(handler, conn, msg, limit)
+        if error is not None and error.code in ("token_expired", "token_invalid"):
+            conn.close_outbox()
+            await writer
+            await conn.ws.close(code=4401, message=b"unauthorized")
+            return
+
+
+async def handle_one(
+    handler: SignalingHandler, conn: Connection, msg, limit: int
+) -> ApiError | None:
+    """Handle one frame; the refusal it was answered with, if any."""
+    data: object = None
+    try:
+        if msg.type != WSMsgType.TEXT:
+            raise ApiError(400, "bad_json", "only text JSON messages are accepted")
+        data = parse_json(msg.data, limit)
+        message = parse_client_message(data)
+        if conn.upstream is not None:
+            await conn.upstream.send(data)
+        else:
+            await handler.handle(message)
+        return None
+    except ApiError as exc:
+        error = exc
+    except TransitionRefused as exc:
+        error = refused(exc)
+    except StoreUnavailable:
+        error = store_unavailable()
+    except Exception:
+        log.exception("ws.internal_error", conn=conn.id)
+        error = ApiError(500, "internal", "internal error")
+    conn.send(error_message(error, ref_of(data)))
+    return error
+
+
+async def hang_up(app: web.Application, conn: Connection, writer: asyncio.Future) -> None:
+    if conn.upstream is not None:
+        await conn.upstream.close()
+    hub = app[HUB]
+    hub.unregister(conn)
+    await hub.attendance.leave(conn, reason="disconnected")
+    conn.close_outbox()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(writer, 2)
+    await conn.ws.close()
