@@ -26,7 +26,7 @@
 //   Session panels (sessionpanels.js): #attachments li.attachment-item[data-attachment-id]
 //   .open-attachment, #attachment-viewer (casepacket.js), #chat (chat.js), #report-form
 //   (#report-findings, #report-assessment, #report-recommendation, #report-follow-up,
-//   #report-submit; report.js)
+//   #report-submit; reportform.js)
 //   Hook: await window.jisr.state()  (see hook.js); adds `consults`, `queue` (entries in
 //   order: {id, state, urgency, specialty, reannounced, escalated, offeredToMe, declines,
 //   transfers, attachments, shownAt}), `queueIds`, `presence`, `sound`, `dialog`,
