@@ -12,51 +12,29 @@
 //   .upload-status[data-consult-id][data-state=uploading|done|error][data-code]
 //   with li.upload-result[data-code] per file.
 // List: ul.attachment-list > li.attachment-item[data-attachment-id][data-type]
-//   each with .open-attachment[data-attachment-id] (View; DICOM: Download).
-// Viewer: dialog#attachment-viewer[data-state=loading|ready|error][data-kind=image|pdf|dicom]
-//   #attachment-viewer-title, #attachment-image (img), #attachment-frame (iframe, PDF),
-//   #attachment-pdf-fallback (the server's CSP refused the blob: frame: open in a new tab),
-//   #attachment-dicom-note, #attachment-download (a[download]), #attachment-open-tab,
-//   #attachment-close, #attachment-viewer-error. The file is fetched with the bearer header
-//   and shown from a blob: URL (no token in any URL); the URL is revoked on close.
+//   each with .open-attachment[data-attachment-id] (View; DICOM: Download), which opens
+//   dialog#attachment-viewer (attachmentviewer.js).
 // Hook (registered by setupCasePacket as 'casepacket'): attachments (of the consult in
 //   the session, else what the page lists), uploads {consultId: {state, code, filename,
-//   pct, results}}, viewer {open, consultId, attachmentId, kind, state, naturalWidth,
-//   naturalHeight, error}.
+//   pct, results}}, viewer {open, consultId, attachmentId, kind, state, embedded,
+//   naturalWidth, naturalHeight, error} (attachmentviewer.js).
 
 import { t, has, setText } from './i18n.js';
 import { ApiError } from './api.js';
 import { getToken } from './auth.js';
 import { registerHookSource } from './hook.js';
 import { h, timeEl } from './ui.js';
-
-export const ACCEPTED_TYPES = ['application/pdf', 'image/jpeg', 'image/png', 'application/dicom'];
-const ACCEPT_ATTR = '.pdf,.jpg,.jpeg,.png,.dcm,.dicom,application/pdf,image/jpeg,image/png,application/dicom';
-const KIND = { 'application/pdf': 'pdf', 'image/jpeg': 'image', 'image/png': 'image', 'application/dicom': 'dicom' };
-const TYPE_LABEL = { 'application/pdf': 'PDF', 'image/jpeg': 'JPEG', 'image/png': 'PNG', 'application/dicom': 'DICOM' };
+import { ACCEPTED_TYPES, ACCEPT_ATTR, fileKind, typeLabel, formatSize, sizeEl } from './filetypes.js';
+import { openAttachment, viewerSnapshot } from './attachmentviewer.js';
 
 export const packetEvents = new EventTarget();
 const uploads = new Map(); // consult id -> {state, filename, pct, index, total, code, results}
 let knownLimit = 0; // bytes, learnt from the server's first too_large refusal
 let input = null;
-let viewer = null; // {el, ...parts}
-let viewing = { open: false, consultId: null, attachmentId: null, kind: null, state: null, error: null, url: null };
 let attachmentSource = () => [];
 
 function changed(consultId) {
   packetEvents.dispatchEvent(new CustomEvent('change', { detail: { consultId } }));
-}
-
-export function formatSize(bytes) {
-  const n = Number(bytes) || 0;
-  if (n < 1024) return { t: 'casepacket.bytes', args: { n } };
-  if (n < 1024 * 1024) return { t: 'casepacket.kb', args: { n: Math.max(1, Math.round(n / 1024)) } };
-  return { t: 'casepacket.mb', args: { n: Number((n / (1024 * 1024)).toFixed(1)) } };
-}
-
-function sizeEl(bytes) {
-  const s = formatSize(bytes);
-  return h('bdi.attachment-size', { i18n: [s.t, s.args] });
 }
 
 // ---- upload -----------------------------------------------------------------------
@@ -232,9 +210,9 @@ export function attachmentList(c, { canOpen = true } = {}) {
 }
 
 function attachmentItem(c, a, canOpen) {
-  const kind = KIND[a.content_type] || 'file';
+  const kind = fileKind(a.content_type);
   const li = h('li.attachment-item', { dataset: { attachmentId: a.id, type: a.content_type, kind } },
-    h(`bdi.badge.file-type.file-${kind}`, { text: TYPE_LABEL[a.content_type] || '?', attrs: { dir: 'ltr' } }),
+    h(`bdi.badge.file-type.file-${kind}`, { text: typeLabel(a.content_type), attrs: { dir: 'ltr' } }),
     h('span.attachment-name', { text: a.filename || 'attachment', attrs: { dir: 'auto' } }),
     sizeEl(a.size));
   if (a.at) li.append(timeEl(a.at));
@@ -247,156 +225,6 @@ function attachmentItem(c, a, canOpen) {
     }));
   }
   return li;
-}
-
-// ---- viewer -----------------------------------------------------------------------
-
-export async function fetchAttachment(consultId, attachmentId) {
-  const headers = { Accept: '*/*' };
-  const token = getToken();
-  if (token) headers.Authorization = `Bearer ${token}`;
-  let res;
-  try {
-    res = await fetch(`/api/consults/${encodeURIComponent(consultId)}/attachments/${encodeURIComponent(attachmentId)}`, { headers, cache: 'no-store' });
-  } catch (e) {
-    throw new ApiError('network', String(e && e.message ? e.message : e), 0);
-  }
-  if (!res.ok) {
-    let err = null;
-    try { err = (await res.json()).error; } catch { /* not JSON */ }
-    if (err && err.code) throw new ApiError(err.code, err.message, res.status);
-    throw new ApiError(res.status >= 500 ? 'http_server' : 'http_client', `HTTP ${res.status}`, res.status);
-  }
-  return res.blob();
-}
-
-function buildViewer() {
-  if (viewer) return viewer;
-  const title = h('h2#attachment-viewer-title', { attrs: { dir: 'auto' } });
-  const meta = h('p.viewer-meta');
-  const download = h('a#attachment-download.btn.btn-secondary', { attrs: { href: '#', download: '' }, i18n: ['casepacket.download'] });
-  const openTab = h('button#attachment-open-tab.btn.btn-secondary', { attrs: { type: 'button' }, i18n: ['casepacket.openTab'], on: { click: () => { if (viewing.url) window.open(viewing.url, '_blank', 'noopener'); } } });
-  const close = h('button#attachment-close.btn.btn-primary', { attrs: { type: 'button' }, i18n: ['casepacket.close'], on: { click: () => viewer.el.close() } });
-  const status = h('p#attachment-viewer-status.viewer-status', { attrs: { role: 'status', 'aria-live': 'polite' } });
-  const error = h('p#attachment-viewer-error.field-error', { attrs: { role: 'alert', hidden: true } });
-  const body = h('div.viewer-body');
-  const el = h('dialog#attachment-viewer.attachment-viewer', { attrs: { 'aria-labelledby': 'attachment-viewer-title' } },
-    h('div.viewer-head', {}, h('div.viewer-titles', {}, title, meta), h('div.viewer-actions', {}, openTab, download, close)),
-    status, error, body);
-  el.addEventListener('close', () => {
-    body.replaceChildren();
-    if (viewing.url) URL.revokeObjectURL(viewing.url);
-    const opener = viewing.opener;
-    viewing = { open: false, consultId: null, attachmentId: null, kind: null, state: null, error: null, url: null };
-    el.dataset.state = 'closed';
-    if (opener && opener.isConnected) opener.focus();
-  });
-  document.body.append(el);
-  viewer = { el, title, meta, download, openTab, status, error, body };
-  return viewer;
-}
-
-/** Fetch an attachment (bearer header) and show it: image, PDF, or a DICOM download. */
-export async function openAttachment(c, a, opener = null) {
-  const v = buildViewer();
-  if (v.el.open) v.el.close();
-  const kind = KIND[a.content_type] || 'file';
-  viewing = { open: true, consultId: c.id, attachmentId: a.id, kind, state: 'loading', error: null, url: null, opener };
-  v.el.dataset.state = 'loading';
-  v.el.dataset.kind = kind;
-  v.title.textContent = a.filename || 'attachment';
-  v.meta.replaceChildren(h('span.badge.file-type', { text: TYPE_LABEL[a.content_type] || '?', attrs: { dir: 'ltr' } }), ' ', sizeEl(a.size));
-  v.body.replaceChildren();
-  v.error.hidden = true;
-  v.download.hidden = true;
-  v.openTab.hidden = true;
-  setText(v.status, 'casepacket.loading');
-  v.status.hidden = false;
-  v.el.showModal();
-  let blob;
-  try {
-    blob = await fetchAttachment(c.id, a.id);
-  } catch (err) {
-    if (viewing.attachmentId !== a.id) return;
-    viewing.state = 'error';
-    viewing.error = err.code;
-    v.el.dataset.state = 'error';
-    v.status.hidden = true;
-    const key = `casepacket.errors.${err.code}`;
-    setText(v.error, has(key) ? key : (has(`errors.${err.code}`) ? `errors.${err.code}` : 'casepacket.errors.other'));
-    v.error.hidden = false;
-    return;
-  }
-  if (viewing.attachmentId !== a.id || !v.el.open) return;
-  const typed = blob.type ? blob : new Blob([blob], { type: a.content_type });
-  const url = URL.createObjectURL(typed);
-  viewing.url = url;
-  v.download.href = url;
-  v.download.setAttribute('download', a.filename || 'attachment');
-  v.download.hidden = false;
-  const ready = () => {
-    viewing.state = 'ready';
-    v.el.dataset.state = 'ready';
-    v.status.hidden = true;
-  };
-  if (kind === 'image') {
-    const img = h('img#attachment-image.viewer-image', { attrs: { alt: a.filename || '' } });
-    img.addEventListener('load', ready);
-    img.addEventListener('error', () => { viewing.state = 'error'; viewing.error = 'unreadable'; v.el.dataset.state = 'error'; });
-    img.addEventListener('click', () => img.classList.toggle('zoomed'));
-    img.src = url;
-    v.body.append(img, h('p.field-help', { i18n: ['casepacket.zoomHelp'] }));
-    v.openTab.hidden = false;
-  } else if (kind === 'pdf') {
-    // Shown inside the page where the server's Content-Security-Policy allows blob:
-    // frames; where it does not (frame-src falls back to 'self'), the browser refuses
-    // the frame and the viewer offers the new tab (a top-level blob: page) instead.
-    const frame = h('iframe#attachment-frame.viewer-frame', { attrs: { title: a.filename || 'PDF' } });
-    const fallback = h('div#attachment-pdf-fallback.viewer-note', { attrs: { hidden: true } },
-      h('p', { i18n: ['casepacket.pdfFallback'] }),
-      h('button.btn.btn-primary.btn-large', { attrs: { type: 'button' }, i18n: ['casepacket.openTab'], on: { click: () => window.open(url, '_blank', 'noopener') } }));
-    const refused = (e) => {
-      // Reports name a blob: URL by its scheme only ("blob").
-      const blocked = String(e.blockedURI || '');
-      if (viewing.url !== url || !/^blob(:|$)/.test(blocked) || !/^(frame|child|default)-src/.test(e.effectiveDirective || e.violatedDirective || '')) return;
-      document.removeEventListener('securitypolicyviolation', refused);
-      viewing.embedded = false;
-      frame.hidden = true;
-      fallback.hidden = false;
-      ready();
-    };
-    document.addEventListener('securitypolicyviolation', refused);
-    frame.addEventListener('load', () => {
-      if (viewing.embedded === null) viewing.embedded = true;
-      ready();
-    });
-    viewing.embedded = null;
-    frame.src = url;
-    v.body.append(frame, fallback);
-    v.openTab.hidden = false;
-    setTimeout(() => {
-      document.removeEventListener('securitypolicyviolation', refused);
-      if (viewing.url === url && viewing.state === 'loading') ready();
-    }, 3000);
-  } else {
-    v.body.append(h('p#attachment-dicom-note.viewer-note', { i18n: ['casepacket.dicomNote'] }));
-    ready();
-  }
-}
-
-export function viewerSnapshot() {
-  const img = document.getElementById('attachment-image');
-  return {
-    open: !!(viewer && viewer.el.open),
-    consultId: viewing.consultId,
-    attachmentId: viewing.attachmentId,
-    kind: viewing.kind,
-    state: viewing.state,
-    error: viewing.error,
-    embedded: viewing.kind === 'pdf' ? viewing.embedded ?? null : null,
-    naturalWidth: img && viewing.kind === 'image' ? img.naturalWidth : null,
-    naturalHeight: img && viewing.kind === 'image' ? img.naturalHeight : null,
-  };
 }
 
 /**
