@@ -20,6 +20,8 @@ import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpTransceiver
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 
+from .rtp import RTP_FIRST_BYTES, is_rtcp
+
 _default_host_addresses = aioice.ice.get_host_addresses
 
 
@@ -67,6 +69,11 @@ class Negotiated:
     send_rtx_ssrc: int
 
 
+def mline_index(transceiver: RTCRtpTransceiver) -> int:
+    """Which m-line of the session description the transceiver stands for."""
+    return transceiver._get_mline_index()
+
+
 def negotiated(transceiver: RTCRtpTransceiver) -> Negotiated:
     return Negotiated(
         mid=transceiver.mid,
@@ -100,12 +107,12 @@ class Tap:
 
     def _data_received(self, data: bytes, component: int) -> None:
         rx = self._dtls._rx_srtp
-        # RFC 7983: 128..191 is RTP/RTCP; everything else (DTLS) takes aiortc's path.
-        if rx is None or not 127 < data[0] < 192:
+        # RTP and RTCP go to the forwarder; everything else (DTLS) takes aiortc's path.
+        if rx is None or data[0] not in RTP_FIRST_BYTES:
             self._original(data, component)
             return
         try:
-            if 191 < data[1] < 224:  # RFC 5761: RTCP packet types 192..223
+            if is_rtcp(data):
                 self._on_rtcp(rx.unprotect_rtcp(data))
             else:
                 self._on_rtp(rx.unprotect(data))

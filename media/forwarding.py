@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .aiortc_internals import Negotiated, Tap
-from .keyframes import is_keyframe, vp8_layer
+from .keyframes import is_keyframe
 from .rtp import (
     PSFB_AFB,
     PSFB_FIR,
@@ -45,6 +45,7 @@ from .rtp import (
     parse_rtcp,
     parse_sr,
     payload_offset,
+    vp8_layer,
 )
 
 log = logging.getLogger("jisr.media")

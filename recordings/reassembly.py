@@ -15,18 +15,20 @@ is written until the next keyframe, which is asked for.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from media.forwarding import REPAIR_WINDOW_S
-from media.keyframes import vp8_descriptor_size
-from media.rtp import payload_offset
-
-_FIXED = struct.Struct(">BBHI")  # first byte, marker/PT, seq, ts
-_SEQ_MASK = 0xFFFF
-_TS_HALF = 1 << 31
-_TS_MASK = (1 << 32) - 1
+from media.rtp import (
+    SEQ_MASK,
+    packet_fields,
+    ts_delta,
+    ts_distance,
+    ts_newer,
+    vp8_descriptor_size,
+    vp8_key_data,
+    vp8_starts_frame,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,28 +39,6 @@ class Frame:
     arrival: float  # when its first packet arrived
 
 
-def _newer(a: int, b: int) -> bool:
-    """Whether RTP timestamp ``a`` is after ``b`` (modulo 2^32)."""
-    return 0 < (a - b) & _TS_MASK < _TS_HALF
-
-
-def _rtp_payload(packet: bytes) -> tuple[int, int, int, bool, bytes] | None:
-    """(seq, ts, payload type, marker, payload) of a packet, None if malformed."""
-    if len(packet) < 12:
-        return None
-    b0, b1, seq, ts = _FIXED.unpack_from(packet)
-    if b0 >> 6 != 2:
-        return None
-    try:
-        start = payload_offset(packet)
-    except ValueError:
-        return None
-    end = len(packet) - (packet[-1] if b0 & 0x20 else 0)
-    if end <= start:
-        return None  # empty, or padding only
-    return seq, ts, b1 & 0x7F, bool(b1 & 0x80), packet[start:end]
-
-
 class OpusFrames:
     """Every Opus packet is one frame; late (reordered) packets are dropped."""
 
@@ -66,11 +46,11 @@ class OpusFrames:
         self.last_ts: int | None = None
 
     def add(self, packet: bytes, now: float) -> list[Frame]:
-        parsed = _rtp_payload(packet)
+        parsed = packet_fields(packet)
         if parsed is None:
             return []
         _, ts, _, _, payload = parsed
-        if self.last_ts is not None and not _newer(ts, self.last_ts):
+        if self.last_ts is not None and not ts_newer(ts, self.last_ts):
             return []
         self.last_ts = ts
         return [Frame(payload, ts, True, now)]
@@ -87,11 +67,11 @@ class _Pending:
     def assemble(self) -> bytes | None:
         if self.start < 0 or self.end < 0:
             return None
-        count = ((self.end - self.start) & _SEQ_MASK) + 1
+        count = ((self.end - self.start) & SEQ_MASK) + 1
         if len(self.parts) != count:
             return None
         try:
-            return b"".join(self.parts[(self.start + i) & _SEQ_MASK] for i in range(count))
+            return b"".join(self.parts[(self.start + i) & SEQ_MASK] for i in range(count))
         except KeyError:
             return None  # a stray packet with this timestamp stood in for a missing one
 
@@ -120,11 +100,11 @@ class Vp8Frames:
         self.frames_lost = 0
 
     def add(self, packet: bytes, now: float) -> list[Frame]:
-        parsed = _rtp_payload(packet)
+        parsed = packet_fields(packet)
         if parsed is None:
             return []
         seq, ts, _, marker, payload = parsed
-        if self.last_ts is not None and not _newer(ts, self.last_ts):
+        if self.last_ts is not None and not ts_newer(ts, self.last_ts):
             return []  # a frame already given out or given up: too late
         size = vp8_descriptor_size(payload)
         if size < 0:
@@ -132,12 +112,12 @@ class Vp8Frames:
         frame = self.pending.get(ts)
         if frame is None:
             frame = self.pending[ts] = _Pending(now)
-            if self.newest_ts is None or _newer(ts, self.newest_ts):
+            if self.newest_ts is None or ts_newer(ts, self.newest_ts):
                 self.newest_ts = ts
         frame.parts[seq] = payload[size:]
-        if payload[0] & 0x17 == 0x10:  # S set, partition 0: the frame's first packet
+        if vp8_starts_frame(payload):
             frame.start = seq
-            frame.keyframe = not payload[size] & 0x01
+            frame.keyframe = vp8_key_data(payload, size)
         if marker:
             frame.end = seq
         return self._ready()
@@ -146,7 +126,7 @@ class Vp8Frames:
         out: list[Frame] = []
         newest = self.newest_ts
         while self.pending:
-            ts = min(self.pending, key=lambda t: (t - newest) & _TS_MASK ^ _TS_HALF)
+            ts = min(self.pending, key=lambda t: ts_delta(t, newest))  # the oldest
             frame = self.pending[ts]
             data = frame.assemble()
             follows = data is not None and (
@@ -154,12 +134,13 @@ class Vp8Frames:
             )
             if follows:
                 out.append(Frame(data, ts, frame.keyframe, frame.arrival))
-                self.next_seq = (frame.end + 1) & _SEQ_MASK
+                self.next_seq = (frame.end + 1) & SEQ_MASK
             elif data is not None and self.next_seq < 0:
                 pass  # complete, but it cannot be decoded without the frames lost before
-            elif (newest - ts) & _TS_MASK > self.max_wait_ticks or len(
-                self.pending
-            ) > self.max_pending:
+            elif (
+                ts_distance(newest, ts) > self.max_wait_ticks
+                or len(self.pending) > self.max_pending
+            ):
                 self._give_up()
             else:
                 break  # a hole a retransmission may still fill

@@ -13,7 +13,8 @@ from aiortc.codecs import get_encoder
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from media.keyframes import Vp8Layer, is_h264_keyframe, is_keyframe, is_vp8_keyframe, vp8_layer
+from media.keyframes import is_keyframe
+from media.rtp import Vp8Layer, is_h264_keyframe, is_vp8_keyframe, vp8_layer
 
 FORCED = 4  # index of the frame encoded with force_keyframe=True
 

@@ -43,17 +43,17 @@ from media.rtp import (
     ReportBlock,
     SentHistory,
     StreamRewriter,
-    build_fir,
     build_nack,
     build_pli,
     build_remb,
     build_rr,
     build_rtx,
     build_sr,
-    header_extensions,
+    fraction_lost,
     is_rtcp,
     ntp_middle,
     ntp_time,
+    packet_fields,
     parse_fir,
     parse_header,
     parse_nack,
@@ -61,14 +61,20 @@ from media.rtp import (
     parse_report_blocks,
     parse_rtcp,
     parse_sr,
-    payload,
     payload_offset,
+    restore_rtx,
     rtp_marker,
     rtp_payload_type,
     rtp_seq,
+    rtp_seq_ts,
     rtp_ssrc,
     rtp_timestamp,
+    rtx_payload,
+    ts_delta,
+    ts_distance,
+    ts_newer,
 )
+from tests.support.rtp import build_fir, header_extensions, payload
 
 
 def pkt(
@@ -176,6 +182,35 @@ def test_is_rtcp_per_rfc5761():
     assert not is_rtcp(pkt(1, 1, pt=111, marker=1))  # 0xEF = 239
     assert not is_rtcp(pkt(1, 1, pt=0, marker=1))  # 0x80 = 128
     assert not is_rtcp(b"\x80")
+
+
+def test_two_field_and_depacketiser_readers():
+    data = pkt(65535, 0xFFFFFFFF, pt=96, marker=1, csrc=[4], body=b"vp8!", padding=2)
+    assert rtp_seq_ts(data) == (65535, 0xFFFFFFFF)
+    assert packet_fields(data) == (65535, 0xFFFFFFFF, 96, True, b"vp8!")
+    assert packet_fields(data[:11]) is None
+    assert packet_fields(pkt(1, 1, body=b"", padding=4)) is None  # padding only
+    assert packet_fields(bytes([0x40]) + data[1:]) is None  # version 1
+
+
+def test_timestamp_arithmetic_wraps():
+    assert ts_newer(5, 0xFFFFFFF0) and not ts_newer(0xFFFFFFF0, 5) and not ts_newer(7, 7)
+    assert ts_delta(5, 0xFFFFFFF0) == 21 and ts_delta(0xFFFFFFF0, 5) == -21
+    assert ts_distance(5, 0xFFFFFFF0) == 21 and ts_distance(0xFFFFFFF0, 5) == (1 << 32) - 21
+
+
+def test_rtx_unwrapped_back_to_the_original():
+    original = pkt(4242, 9000, ssrc=77, pt=100, marker=1, csrc=[3], body=b"\x90frame",
+                   extensions=[(1, b"x")])  # fmt: skip
+    rtx = build_rtx(original, rtx_ssrc=88, rtx_pt=101, rtx_seq=9)
+    carried = rtx_payload(rtx)
+    assert carried is not None and carried.original_seq == 4242
+    assert restore_rtx(rtx, carried, 100, 77) == original
+    assert rtx_payload(pkt(1, 1, pt=101, body=b"", padding=8)) is None  # a bandwidth probe
+
+
+def test_fraction_lost_in_fixed_point():
+    assert [fraction_lost(*case) for case in ((1, 10), (0, 10), (-2, 10), (3, 0))] == [25, 0, 0, 0]
 
 
 # --- the rewriter -------------------------------------------------------------------
