@@ -18,8 +18,8 @@
 //   #recording-consent, #recording-consent-yes, #recording-consent-no, #record-stop,
 //   #recording-withdraw (see sessionrecording.js)
 //   #recordings-section ("My recordings", hidden until there is one): see recordings.js
-//   Triage (triage.js): #presence-bar, #presence (#presence-available, #presence-busy,
-//   #presence-off), #presence-status, #alert-sound, #queue-paused; in queue items
+//   Triage (triage.js, presence.js): #presence-bar, #presence (#presence-available,
+//   #presence-busy, #presence-off), #presence-status, #alert-sound, #queue-paused; in queue items
 //   .decline-button / .transfer-button[data-consult-id], li.reannounced / li.escalated,
 //   .triage-flag; #decline-dialog (#decline-reason, #decline-confirm), #transfer-dialog
 //   (#transfer-specialty, #transfer-reason, #transfer-confirm)

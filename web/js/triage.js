@@ -1,20 +1,10 @@
-// Triage on the specialist page: on-call presence, Decline and Transfer on queue items,
-// re-announced and escalated consults highlighted (with an optional short sound).
-//
-// Presence (WebSocket `presence` {status} -> `presence.ok` {status}): the choice is sent
-// when the connection is up (default "available") and every 10 s after (the server
-// forgets it after 30 s). While this specialist is in a session the server reports
-// "busy" whatever the choice, and the page says "Busy — in session". While the choice
-// is busy or off the server pushes no new consults, so the queue is paused here too
-// (only consults escalated to this specialist personally are still shown).
+// Triage on the specialist page: Decline and Transfer on queue items, re-announced and
+// escalated consults highlighted (with an optional short sound); on-call presence is
+// set up from here too (presence.js).
 //
 // Elements:
-//   #presence-bar                          the bar (specialist.html), visible in sessions too
-//   #presence[data-choice][data-effective] group of three buttons[aria-pressed]:
-//     #presence-available, #presence-busy, #presence-off
-//   #presence-status[data-effective]       available | busy | off | in_session | pending
-//   #alert-sound                           checkbox: alert sounds on/off (alertsound.js)
-//   #queue-paused                          shown instead of the queue while busy or off
+//   Presence: #presence-bar, #presence, #presence-status, #alert-sound, #queue-paused
+//   (presence.js)
 //   Queue items (li.consult-item):
 //     .reannounced / .escalated / .escalated-to-me classes, .triage-flag badge,
 //     .triage-history (declines, transfers), .attachment-count
@@ -28,44 +18,24 @@
 //   The queue entries themselves (with reannounced/escalated flags) come from
 //   specialist.js through queueEntry().
 
-import { t, has, setText, onLangChange } from './i18n.js';
+import { t, has, setText } from './i18n.js';
 import { request, serverNow } from './api.js';
 import { registerHookSource } from './hook.js';
-import { playAlert, soundToggle, soundSnapshot } from './alertsound.js';
-import { h, showError, showNotice, specialtyLabel, specialtyEl, urgencyBadge, ltr, durationArgs } from './ui.js';
+import { playAlert, soundSnapshot } from './alertsound.js';
+import { h, showNotice, specialtyLabel, specialtyEl, urgencyBadge, ltr, durationArgs } from './ui.js';
+import { setupPresence, presenceSnapshot, inSession, onCall } from './presence.js';
 
-const PRESENCE_KEY = 'jisr.presence';
-const REFRESH_MS = 10000;
-const CHOICES = ['available', 'busy', 'off'];
+export { queuePaused } from './presence.js';
+
 const FLASH_MS = 12000;
 const DECLINE_REASONS = ['outsideExpertise', 'otherCritical', 'needsOther', 'needsInfo'];
 
 let ctx = null;
 let hooks = { render: () => {}, refresh: () => {}, remove: () => {}, get: () => null };
-let choice = 'available';
-let effective = null; // the server's answer to the last presence message
-let confirmedAt = 0;
-let sent = 0;
-let sending = false;
-let again = false;
 const flashing = new Map(); // consult id -> 'reannounced' | 'escalated' (recently pushed)
 const firstShown = new Map(); // consult id -> Date.now() when first rendered in the queue
 let dialog = null; // {kind, consult, el}
 const el = {};
-
-function storedChoice() {
-  try {
-    const v = sessionStorage.getItem(PRESENCE_KEY);
-    return CHOICES.includes(v) ? v : 'available';
-  } catch {
-    return 'available';
-  }
-}
-
-function inSession() {
-  const s = ctx && ctx.session;
-  return !!(s && s.active && !s.ended && s.as === 'participant');
-}
 
 export function offeredToMe(c) {
   return !!(ctx && c && Array.isArray(c.offered_to) && c.offered_to.includes(ctx.me.sub));
@@ -74,99 +44,7 @@ export function offeredToMe(c) {
 /** Whether a waiting consult belongs in the queue shown now (paused while busy or off). */
 export function showsInQueue(c) {
   if (offeredToMe(c)) return true;
-  return choice === 'available';
-}
-
-/** The queue is paused (busy or off by choice). */
-export function queuePaused() {
-  return choice !== 'available';
-}
-
-function shownStatus() {
-  if (inSession()) return 'in_session';
-  if (effective === null) return 'pending';
-  return effective;
-}
-
-// ---- presence -------------------------------------------------------------------
-
-async function sendPresence() {
-  if (!ctx || !ctx.sig.ready) return;
-  if (sending) {
-    again = true; // the answer in flight may already be out of date
-    return;
-  }
-  sending = true;
-  again = false;
-  const asked = choice;
-  try {
-    const reply = await ctx.sig.request('presence', { status: asked }, { timeout: 8000 });
-    effective = reply.status || asked;
-    confirmedAt = Date.now();
-    sent += 1;
-  } catch (err) {
-    if (!['disconnected', 'not_connected', 'timeout'].includes(err.code)) showError(err);
-  } finally {
-    sending = false;
-  }
-  renderPresence();
-  if (asked !== choice || again) sendPresence();
-}
-
-function setChoice(next) {
-  if (!CHOICES.includes(next) || next === choice) {
-    renderPresence();
-    return;
-  }
-  const wasAvailable = choice === 'available';
-  choice = next;
-  try { sessionStorage.setItem(PRESENCE_KEY, next); } catch { /* ignore */ }
-  effective = null;
-  renderPresence();
-  sendPresence();
-  hooks.render();
-  // Back on call: what is waiting now (nothing was pushed while busy or off).
-  if (!wasAvailable && next === 'available') hooks.refresh();
-  showNotice(`presence.notice.${next}`);
-}
-
-function buildPresence() {
-  const bar = document.getElementById('presence-bar');
-  if (!bar) return;
-  const group = h('div#presence.presence-control', { attrs: { role: 'group', 'aria-labelledby': 'presence-label' } });
-  for (const value of CHOICES) {
-    const btn = h(`button#presence-${value}.btn.presence-option.presence-${value}`, {
-      attrs: { type: 'button', 'aria-pressed': 'false' },
-      dataset: { value },
-      on: { click: () => setChoice(value) },
-    }, h('span.presence-dot', { attrs: { 'aria-hidden': 'true' } }), h('span', { i18n: [`presence.${value}`] }));
-    group.append(btn);
-    el[value] = btn;
-  }
-  el.group = group;
-  el.status = h('span#presence-status.presence-status', { attrs: { role: 'status', 'aria-live': 'polite' } });
-  bar.replaceChildren(
-    h('span#presence-label.presence-label', { i18n: ['presence.label'] }),
-    group,
-    el.status,
-    h('span.presence-end', {}, soundToggle()),
-  );
-  renderPresence();
-}
-
-function renderPresence() {
-  if (!el.group) return;
-  const shown = shownStatus();
-  el.group.dataset.choice = choice;
-  el.group.dataset.effective = shown;
-  for (const value of CHOICES) el[value].setAttribute('aria-pressed', value === choice ? 'true' : 'false');
-  el.status.dataset.effective = shown;
-  setText(el.status, `presence.status.${shown}`);
-  const paused = document.getElementById('queue-paused');
-  if (paused) {
-    paused.hidden = choice === 'available';
-    if (choice !== 'available') setText(paused, `presence.paused.${choice}`);
-  }
+  return onCall();
 }
 
 // ---- queue items ----------------------------------------------------------------
@@ -285,8 +163,7 @@ function caseLine(c) {
     h('span.field-label', { i18n: ['consult.patientRef'] }), ltr(c.patient_ref || '—'));
 }
 
-function buildDialogs() {
-  // Decline
+function buildDeclineDialog() {
   const reason = h('textarea#decline-reason', { attrs: { rows: 3, maxlength: 500, required: true, dir: 'auto', 'aria-describedby': 'decline-help decline-error' } });
   const chips = h('div.reason-chips', { attrs: { role: 'group', 'aria-label': t('triage.quickReasons') } }, ...DECLINE_REASONS.map((key) => h('button.btn.btn-secondary.reason-chip', {
     attrs: { type: 'button' }, dataset: { reason: key }, i18n: [`triage.reasons.${key}`],
@@ -294,7 +171,7 @@ function buildDialogs() {
   })));
   const declineConfirm = h('button#decline-confirm.btn.btn-danger.btn-large', { attrs: { type: 'submit' }, i18n: ['triage.declineConfirm'] });
   const declineCancel = h('button#decline-cancel.btn.btn-secondary.btn-large', { attrs: { type: 'button' }, i18n: ['triage.keep'], on: { click: () => closeDialog() } });
-  const declineForm = h('form.dialog-form', { attrs: { novalidate: true } },
+  const form = h('form.dialog-form', { attrs: { novalidate: true } },
     h('h2#decline-title', { i18n: ['triage.declineTitle'] }),
     h('div.dialog-case-box'),
     h('p#decline-help.field-help', { i18n: ['triage.declineHelp'] }),
@@ -303,15 +180,17 @@ function buildDialogs() {
     reason,
     h('p#decline-error.field-error', { attrs: { hidden: true, role: 'alert' } }),
     h('div.dialog-actions', {}, declineConfirm, declineCancel));
-  declineForm.addEventListener('submit', (e) => { e.preventDefault(); submitDialog(); });
-  const decline = h('dialog#decline-dialog.triage-dialog', { attrs: { 'aria-labelledby': 'decline-title' } }, declineForm);
+  form.addEventListener('submit', (e) => { e.preventDefault(); submitDialog(); });
+  const decline = h('dialog#decline-dialog.triage-dialog', { attrs: { 'aria-labelledby': 'decline-title' } }, form);
+  return { decline, reason, declineConfirm };
+}
 
-  // Transfer
+function buildTransferDialog() {
   const select = h('select#transfer-specialty', { attrs: { required: true, 'aria-describedby': 'transfer-error' } });
   const treason = h('textarea#transfer-reason', { attrs: { rows: 3, maxlength: 500, required: true, dir: 'auto', 'aria-describedby': 'transfer-help transfer-error' } });
   const transferConfirm = h('button#transfer-confirm.btn.btn-primary.btn-large', { attrs: { type: 'submit' }, i18n: ['triage.transferConfirm'] });
   const transferCancel = h('button#transfer-cancel.btn.btn-secondary.btn-large', { attrs: { type: 'button' }, i18n: ['triage.keep'], on: { click: () => closeDialog() } });
-  const transferForm = h('form.dialog-form', { attrs: { novalidate: true } },
+  const form = h('form.dialog-form', { attrs: { novalidate: true } },
     h('h2#transfer-title', { i18n: ['triage.transferTitle'] }),
     h('div.dialog-case-box'),
     h('p#transfer-help.field-help', { i18n: ['triage.transferHelp'] }),
@@ -321,10 +200,14 @@ function buildDialogs() {
     treason,
     h('p#transfer-error.field-error', { attrs: { hidden: true, role: 'alert' } }),
     h('div.dialog-actions', {}, transferConfirm, transferCancel));
-  transferForm.addEventListener('submit', (e) => { e.preventDefault(); submitDialog(); });
-  const transfer = h('dialog#transfer-dialog.triage-dialog', { attrs: { 'aria-labelledby': 'transfer-title' } }, transferForm);
+  form.addEventListener('submit', (e) => { e.preventDefault(); submitDialog(); });
+  const transfer = h('dialog#transfer-dialog.triage-dialog', { attrs: { 'aria-labelledby': 'transfer-title' } }, form);
+  return { transfer, treason, select, transferConfirm };
+}
 
-  for (const d of [decline, transfer]) {
+function buildDialogs() {
+  Object.assign(el, buildDeclineDialog(), buildTransferDialog());
+  for (const d of [el.decline, el.transfer]) {
     d.addEventListener('close', () => {
       const opener = dialog && dialog.opener;
       dialog = null;
@@ -333,7 +216,6 @@ function buildDialogs() {
     d.addEventListener('input', () => clearDialogError(d));
     document.body.append(d);
   }
-  Object.assign(el, { decline, transfer, reason, treason, select, declineConfirm, transferConfirm });
 }
 
 function fillSpecialties(current) {
@@ -461,32 +343,16 @@ function consultChanged(c) {
 export function setupTriage(pageCtx, o) {
   ctx = pageCtx;
   hooks = { ...hooks, ...o };
-  choice = storedChoice();
-  buildPresence();
+  setupPresence(ctx, { render: () => hooks.render(), refresh: () => hooks.refresh() });
   buildDialogs();
-  ctx.sig.addEventListener('ready', () => { effective = null; renderPresence(); sendPresence(); });
-  ctx.sig.addEventListener('state', () => { if (!ctx.sig.ready) { effective = null; renderPresence(); } });
   ctx.sig.addEventListener('consult.reannounced', (e) => onReannounced(e.detail.consult));
   ctx.sig.addEventListener('consult.escalated', (e) => onEscalated(e.detail.consult));
   ctx.sig.addEventListener('consult.updated', (e) => consultChanged(e.detail.consult));
-  // The session view sets busy on the server by itself; show it, and re-send the
-  // choice at once when the session closes (the server does not restore it by itself).
-  const view = document.getElementById('session-view');
-  if (view) {
-    // Re-sent on every change so what the server now says (busy in a session, the
-    // choice again after it) shows at once.
-    new MutationObserver(() => {
-      renderPresence();
-      sendPresence();
-    }).observe(view, { attributes: true, attributeFilter: ['data-state', 'data-as', 'hidden'] });
-  }
-  setInterval(sendPresence, REFRESH_MS);
   // Consults that left this queue without a push (transferred away, or seen by others)
   // are dropped by an occasional re-read.
   setInterval(() => { if (document.visibilityState === 'visible' && !inSession()) hooks.refresh(); }, 30000);
-  onLangChange(() => { renderPresence(); });
   registerHookSource('triage', () => ({
-    presence: { choice, effective, shown: shownStatus(), inSession: inSession(), confirmedAt: confirmedAt || null, sent },
+    presence: presenceSnapshot(),
     sound: soundSnapshot(),
     dialog: dialog ? { kind: dialog.kind, consultId: dialog.consultId } : null,
   }));
