@@ -21,7 +21,12 @@ from aiortc import (
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from .aiortc_internals import Negotiated, Tap, keep_codecs_off, label_sender, negotiated
-from .forwarding import DEFAULT_MAX_BITRATE, InStream, Leg, OutStream, SinkTap, codecs_of
+from .bitrate import DEFAULT_MAX_BITRATE
+from .codecs import codecs_of
+from .inbound import InStream
+from .leg import Leg
+from .outbound import OutStream
+from .sink import SinkTap
 
 log = logging.getLogger("jisr.media")
 

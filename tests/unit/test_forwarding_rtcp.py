@@ -9,18 +9,13 @@ import pytest
 from aiortc import RTCRtpCodecParameters
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 
-from media import forwarding
+from media import leg as leg_module
 from media.aiortc_internals import Negotiated
-from media.forwarding import (
-    MIN_BITRATE,
-    NACK_TRIES,
-    RAMP_PER_S,
-    START_BITRATE,
-    InStream,
-    Leg,
-    OutStream,
-    codecs_of,
-)
+from media.bitrate import MIN_BITRATE, RAMP_PER_S, START_BITRATE
+from media.codecs import codecs_of
+from media.inbound import NACK_TRIES, InStream
+from media.leg import Leg
+from media.outbound import OutStream
 from media.rtp import (
     PSFB_AFB,
     PSFB_PLI,
@@ -237,7 +232,7 @@ def test_loss_toward_a_subscriber_caps_what_its_publisher_may_send(monkeypatch):
     publisher, subscriber, source, out = setup()
     seq = 0
     clock = [0.0]
-    monkeypatch.setattr(forwarding.time, "monotonic", lambda: clock[0])  # when reports arrive
+    monkeypatch.setattr(leg_module.time, "monotonic", lambda: clock[0])  # when reports arrive
 
     def one_second(start: float) -> None:
         nonlocal seq
