@@ -1,6 +1,24 @@
-"""Media: aiortc peers and per-session forwarding. Knows nothing of HTTP or JWT."""
+"""Media: aiortc peers and per-session forwarding. Knows nothing of HTTP or JWT.
+
+Signaling drives a `MediaNode`; the recorder subscribes through
+`MediaSubscriptions.add_sink` and sees an `InternalSubscription`.
+"""
 
 from .aiortc_internals import restrict_host_addresses
-from .router import MediaError, MediaNode
+from .codecs import Codec
+from .errors import MediaError
+from .inbound import REPAIR_WINDOW_S
+from .node import MediaNode
+from .subscription import InternalSubscription, MediaSubscriptions, PacketCallback, SenderClock
 
-__all__ = ["MediaError", "MediaNode", "restrict_host_addresses"]
+__all__ = [
+    "REPAIR_WINDOW_S",
+    "Codec",
+    "InternalSubscription",
+    "MediaError",
+    "MediaNode",
+    "MediaSubscriptions",
+    "PacketCallback",
+    "SenderClock",
+    "restrict_host_addresses",
+]

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from media.inbound import REPAIR_WINDOW_S
+from media import REPAIR_WINDOW_S
 from media.rtp import (
     SEQ_MASK,
     packet_fields,

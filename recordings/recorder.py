@@ -13,31 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import logging
 import time
 from collections.abc import Callable
 
 import av
+import structlog
+
+from media import InternalSubscription, MediaSubscriptions
+from media.rtp import RTP_HEADER_SIZE, rtp_payload_type, ts_delta, vp8_keyframe_size
 
 from .reassembly import Frame, OpusFrames, Vp8Frames
+from .tracks import ROLES, SLOTS, track_title
 
-log = logging.getLogger("jisr.recorder")
+log = structlog.get_logger("jisr.recordings")
 
 MS = fractions.Fraction(1, 1000)
-NTP_TO_UNIX = 2208988800
 RECORDED_CODECS = {"VP8": "vp8", "OPUS": "opus"}
-SLOTS = ("referrer", "specialist")
-ROLES = ("audio", "video", "screen")  # each participant's camera, microphone and screen
 # Packets wait this long and are then handled together: one warm pass over a batch
 # costs a fraction of as many cold calls between other work, and a file has no hurry.
 BATCH_S = 0.1
-
-
-def vp8_size(frame: bytes) -> tuple[int, int] | None:
-    """Width and height from a VP8 keyframe header (RFC 6386 9.1), None otherwise."""
-    if len(frame) < 10 or frame[0] & 1 or frame[3:6] != b"\x9d\x01\x2a":
-        return None
-    return (frame[6] | frame[7] << 8) & 0x3FFF, (frame[8] | frame[9] << 8) & 0x3FFF
 
 
 class TrackRecorder:
@@ -48,9 +42,11 @@ class TrackRecorder:
         self.slot = slot
         self.role = role  # "audio", "video" (the camera) or "screen"
         self.kind = "audio" if role == "audio" else "video"
-        self.label = f"{slot}-{role}"
+        self.label = track_title(slot, role)
         self.frames_in: OpusFrames | Vp8Frames | None = None  # for the codec in use
-        self.sink = recorder.media.add_sink(recorder.session_id, slot, role, self.on_packet)
+        self.subscription: InternalSubscription = recorder.media.add_sink(
+            recorder.session_id, slot, role, self.on_packet
+        )
         self.codec_name: str | None = None
         self.clock_rate = 90000
         self.size: tuple[int, int] | None = None
@@ -64,22 +60,18 @@ class TrackRecorder:
             self.recorder.queue(self, data)
 
     def handle(self, data: bytes, arrival: float) -> None:
-        source = self.sink.source
-        if source is None or len(data) < 12:
+        if len(data) < RTP_HEADER_SIZE:
             return
-        codec = source.codecs.get(data[1] & 0x7F)
+        codec = self.subscription.codec(rtp_payload_type(data))
         if codec is None or codec.name not in RECORDED_CODECS:
             return
         if codec.name != self.codec_name:
             self.codec_name = codec.name
             self.clock_rate = codec.clock_rate
-            self.frames_in = OpusFrames() if codec.name == "OPUS" else Vp8Frames(self._ask_keyframe)
+            ask_keyframe = self.subscription.request_keyframe
+            self.frames_in = OpusFrames() if codec.name == "OPUS" else Vp8Frames(ask_keyframe)
         for frame in self.frames_in.add(data, arrival):
             self.recorder.on_frame(self, frame)
-
-    def _ask_keyframe(self) -> None:
-        if self.sink.source is not None:
-            self.sink.source.ask_keyframe(time.monotonic())
 
     def seconds(self, timestamp: int, clock_rate: int, arrival: float) -> float:
         """Wall-clock time of a frame: from the publisher's sender report when it has
@@ -87,19 +79,12 @@ class TrackRecorder:
         if self.arrival_ref is None:
             self.arrival_ref = (timestamp, arrival)
         ref_ts, ref_wall = self.arrival_ref
-        by_arrival = (
-            ref_wall + ((timestamp - ref_ts + (1 << 31)) % (1 << 32) - (1 << 31)) / clock_rate
-        )
-        source = self.sink.source
-        sr = source.last_sr if source is not None else None
-        if sr is None or self.sink.rewriter is None:
+        by_arrival = ref_wall + ts_delta(timestamp, ref_ts) / clock_rate
+        clock = self.subscription.sender_clock()
+        if clock is None:
             return by_arrival
-        ntp, sr_rtp, _ = sr
-        sr_out = self.sink.rewriter.out_timestamp(sr_rtp)
-        if sr_out is None:
-            return by_arrival
-        sender_wall = ntp / (1 << 32) - NTP_TO_UNIX
-        delta = ((timestamp - sr_out + (1 << 31)) % (1 << 32) - (1 << 31)) / clock_rate
+        sender_wall = clock.wall
+        delta = ts_delta(timestamp, clock.timestamp) / clock_rate
         by_sender = (
             sender_wall
             + delta
@@ -115,7 +100,7 @@ class SessionRecorder:
 
     def __init__(
         self,
-        media,
+        media: MediaSubscriptions,
         session_id: str,
         open_segment: Callable[[int, list[str]], object],
         *,
@@ -162,7 +147,7 @@ class SessionRecorder:
         return all(
             t.codec_name and (t.kind == "audio" or t.size)
             for t in self.tracks
-            if t.sink.source is not None
+            if t.subscription.publishing
         )
 
     # segments --------------------------------------------------------------
@@ -188,10 +173,9 @@ class SessionRecorder:
         self._container = container
         self._segment_started = None
         self._waiting_keyframe = {t.label for t in ready if t.kind == "video"}
-        now = time.monotonic()
         for track in ready:
-            if track.kind == "video" and track.sink.source is not None:
-                track.sink.source.ask_keyframe(now, urgent=True)
+            if track.kind == "video":
+                track.subscription.request_keyframe(urgent=True)
 
     def _close(self) -> None:
         if self._container is None:
@@ -202,7 +186,11 @@ class SessionRecorder:
             self._sink.close()  # publishes the encrypted segment
             self.segments_closed += 1
         except Exception:  # noqa: BLE001 - a failed segment must not stop the call
-            log.exception("closing recording segment %s failed", self.segment_index)
+            log.exception(
+                "recording.segment_close_failed",
+                session_id=self.session_id,
+                segment=self.segment_index,
+            )
 
     def queue(self, track: TrackRecorder, data: bytes) -> None:
         self._inbox.append((track, data, self.wall()))
@@ -230,14 +218,14 @@ class SessionRecorder:
         self.drain()
         self._close()
         for track in self.tracks:
-            self.media.remove_sink(self.session_id, track.sink)
+            track.subscription.close()
 
     # frames ----------------------------------------------------------------
     def on_frame(self, track: TrackRecorder, frame: Frame) -> None:
         data = frame.data
         keyframe = False
         if track.kind == "video":
-            size = vp8_size(data) if frame.keyframe else None
+            size = vp8_keyframe_size(data) if frame.keyframe else None
             keyframe = size is not None
             if keyframe:
                 track.size = size

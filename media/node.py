@@ -1,0 +1,250 @@
+"""The media side of one node: one aiortc peer per participant connection, and a
+room per live session that forwards every published stream to every subscriber
+at the RTP level."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from functools import partial
+
+import structlog
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+
+from .aiortc_internals import Tap, negotiated
+from .bitrate import DEFAULT_MAX_BITRATE
+from .codecs import codecs_of
+from .errors import MediaError
+from .inbound import InStream
+from .leg import Leg
+from .offer import (
+    Outgoing,
+    choose_outgoing,
+    parse_offer,
+    published_mlines,
+    publisher_ssrcs,
+    sends_media,
+)
+from .outbound import OutStream
+from .peer import Peer
+from .room import SessionRoom
+from .sink import Sink, sink_stream
+from .subscription import InternalSubscription, PacketCallback
+
+log = structlog.get_logger("jisr.media")
+
+REPORT_INTERVAL_S = 1.0
+
+StateCallback = Callable[[str, str, str], None]  # (session_id, peer_id, state)
+
+
+class MediaNode:
+    """The media side of one node: every session it hosts."""
+
+    def __init__(
+        self,
+        *,
+        ice_servers: list[RTCIceServer] | None = None,
+        on_state: StateCallback | None = None,
+        max_bitrate: int = DEFAULT_MAX_BITRATE,
+    ) -> None:
+        self._ice_servers = list(ice_servers or [])
+        self._on_state = on_state or (lambda *_: None)
+        self._max_bitrate = max_bitrate
+        self._rooms: dict[str, SessionRoom] = {}
+        self._peers: dict[str, Peer] = {}
+        self._reports: asyncio.Task | None = None
+
+    def stats(self) -> dict:
+        return {"sessions": len(self._rooms), "peers": len(self._peers)}
+
+    def peer_connection(self, peer_id: str) -> RTCPeerConnection | None:
+        peer = self._peers.get(peer_id)
+        return peer.pc if peer else None
+
+    async def connect(
+        self,
+        session_id: str,
+        peer_id: str,
+        *,
+        publish: str | None,
+        receive: list[str],
+        offer_sdp: str,
+        max_bitrate: int | None = None,
+    ) -> str:
+        """Answer a client's offer. ``publish`` names the slot this peer sends as
+        (None: receive-only observer); ``receive`` lists the slots it receives, each
+        taking the next unused audio and video m-line of the offer in order.
+        ``max_bitrate`` caps the video this leg sends and receives (bits/s)."""
+        parsed = parse_offer(offer_sdp)
+        if publish is None and sends_media(parsed):
+            raise MediaError(
+                "observer_cannot_send", "observers receive only; the offer sends media"
+            )
+        await self.disconnect(peer_id)
+        pc = self._peer_connection(session_id, peer_id)
+        outgoing = await self._answer(pc, session_id, peer_id, offer_sdp, publish, receive)
+
+        now = time.monotonic()
+        room = self._rooms.setdefault(session_id, SessionRoom(session_id))
+        leg = Leg(
+            peer_id, publish, max_bitrate=min(self._max_bitrate, max_bitrate or self._max_bitrate)
+        )
+        leg.tap = Tap(pc, leg.on_rtp, leg.on_rtcp)
+        peer = Peer(peer_id, session_id, pc, leg)
+        room.peers[peer_id] = peer
+        self._peers[peer_id] = peer
+        for slot, role, transceiver in outgoing:
+            out = OutStream(leg, slot, negotiated(transceiver), role)
+            leg.outbound[out.ssrc] = out
+            room.subscribe(out, now)
+        if publish is not None:
+            self._publish(room, peer, parsed, publish, now)
+        if self._reports is None:
+            self._reports = asyncio.ensure_future(self._report_loop())
+        return pc.localDescription.sdp
+
+    def _peer_connection(self, session_id: str, peer_id: str) -> RTCPeerConnection:
+        # max-bundle: every m-line on one transport (aiortc mis-bundles a second m-line
+        # of one kind under "balanced"). ICE servers are explicit: aiortc's default
+        # would reach out to a public STUN server.
+        config = RTCConfiguration(
+            iceServers=self._ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
+        )
+        pc = RTCPeerConnection(config)
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            self._on_state(session_id, peer_id, pc.connectionState)
+            peer = self._peers.get(peer_id)
+            if pc.connectionState == "connected" and peer is not None and peer.pc is pc:
+                peer.leg.on_connected(time.monotonic())
+            if pc.connectionState == "failed":
+                asyncio.ensure_future(self.disconnect(peer_id))
+
+        return pc
+
+    @staticmethod
+    async def _answer(
+        pc: RTCPeerConnection, session_id: str, peer_id: str, offer_sdp: str,
+        publish: str | None, receive: list[str],
+    ) -> Outgoing:  # fmt: skip
+        """Negotiate: which of the offer's m-lines carry which slot's stream back."""
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            outgoing = choose_outgoing(pc, publish, receive)
+            await pc.setLocalDescription(await pc.createAnswer())
+        except MediaError:
+            await pc.close()
+            raise
+        except Exception as exc:  # noqa: BLE001 - negotiation fails in many ways
+            await pc.close()
+            log.info(
+                "peer.offer_refused", session_id=session_id, peer=peer_id,
+                error=type(exc).__name__,
+            )  # fmt: skip
+            raise MediaError("bad_sdp", "the offer could not be negotiated") from None
+        return outgoing
+
+    @staticmethod
+    def _publish(
+        room: SessionRoom, peer: Peer, parsed: SessionDescription, slot: str, now: float
+    ) -> None:
+        """A stream in the room for every m-line the peer sends on."""
+        leg = peer.leg
+        for transceiver, media, role in published_mlines(peer.pc, parsed):
+            ssrc, rtx = publisher_ssrcs(media)
+            if ssrc is None:
+                log.warning(
+                    "peer.ssrc_missing", session_id=peer.session_id, peer=peer.peer_id,
+                    kind=media.kind,
+                )  # fmt: skip
+                continue
+            agreed = negotiated(transceiver)
+            stream = InStream(
+                leg, slot, media.kind, ssrc, codecs_of(agreed), agreed.send_ssrc,
+                agreed.header_extensions, role,
+            )  # fmt: skip
+            leg.inbound[ssrc] = stream
+            for rtx_ssrc in rtx:
+                leg.retransmissions[rtx_ssrc] = stream
+            room.publish(stream, now)
+
+    async def _report_loop(self) -> None:
+        """RTCP for every leg of this node, about once a second (jittered, RFC 3550)."""
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL_S * (0.5 + random.random()))
+            now, wall = time.monotonic(), time.time()
+            for peer in list(self._peers.values()):
+                try:
+                    peer.leg.send_reports(now, wall)
+                except Exception:  # noqa: BLE001 - one leg's trouble must not stop the others
+                    log.exception("peer.reports_failed", peer=peer.peer_id)
+
+    def add_sink(
+        self, session_id: str, slot: str, role: str, on_packet: PacketCallback
+    ) -> InternalSubscription:
+        """An internal subscriber to ``slot``'s ``role`` stream ("audio", "video" for
+        the camera, "screen") in a session (the recorder): ``on_packet(packet)`` gets
+        every forwarded packet, rewritten onto one continuous stream across publisher
+        reconnects, starting on a keyframe."""
+        room = self._rooms.setdefault(session_id, SessionRoom(session_id))
+        out = sink_stream(slot, role, on_packet)
+        room.subscribe(out, time.monotonic())
+        room.sinks.append(out)
+        return Sink(out, partial(self._remove_sink, session_id))
+
+    def _remove_sink(self, session_id: str, out: OutStream) -> None:
+        room = self._rooms.get(session_id)
+        out.bind(None, time.monotonic())
+        if room is not None and out in room.outs:
+            room.outs.remove(out)
+            room.sinks.remove(out)
+            if room.empty:
+                del self._rooms[session_id]
+
+    async def add_candidate(self, peer_id: str, candidate: dict | None) -> None:
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            raise MediaError("not_joined", "no media connection to add a candidate to")
+        if candidate is None or not candidate.get("candidate"):
+            return  # end of candidates: aiortc needs nothing
+        try:
+            parsed = candidate_from_sdp(candidate["candidate"].removeprefix("candidate:"))
+        except Exception:  # noqa: BLE001 - aioice raises anything on bad input
+            raise MediaError("bad_candidate", "the ICE candidate cannot be parsed") from None
+        parsed.sdpMid = candidate.get("sdpMid")
+        parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+        await peer.pc.addIceCandidate(parsed)
+
+    async def disconnect(self, peer_id: str) -> None:
+        peer = self._peers.pop(peer_id, None)
+        if peer is None:
+            return
+        room = self._rooms.get(peer.session_id)
+        if room is not None:
+            room.peers.pop(peer_id, None)
+            room.remove(peer.leg, time.monotonic())
+            if room.empty:
+                del self._rooms[peer.session_id]
+        peer.leg.tap.close()
+        await peer.pc.close()
+
+    async def close(self) -> None:
+        for peer_id in list(self._peers):
+            await self.disconnect(peer_id)
+        if self._reports is not None:
+            self._reports.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reports
+            self._reports = None
