@@ -106,37 +106,43 @@ async function accept(c, button) {
   }
 }
 
-function render() {
+function queueItem(c) {
+  const isTaken = taken.has(c.id) && c.state !== 'waiting';
+  const actions = [];
+  if (!isTaken) {
+    const btn = h('button.btn.btn-accept.btn-large.accept-button', {
+      attrs: { type: 'button' },
+      dataset: { consultId: c.id },
+      i18n: [accepting.has(c.id) ? 'specialist.accepting' : 'specialist.accept'],
+    });
+    if (accepting.has(c.id)) btn.disabled = true;
+    btn.addEventListener('click', () => accept(c, btn));
+    actions.push(btn, ...triage.queueActions(c));
+  }
+  const extra = isTaken ? h('p.taken-notice', { attrs: { role: 'status' }, i18n: [c.specialist && !mine(c) ? 'specialist.takenBy' : 'specialist.taken', { name: c.specialist ? c.specialist.name || c.specialist.sub : '' }] }) : null;
+  const li = consultCard(c, { actions, extra });
+  if (isTaken) li.classList.add('taken');
+  return triage.decorate(li, c);
+}
+
+/** The queue (waiting consults, and those just taken by someone else); returns its counts. */
+function renderQueue(all) {
   const queueEl = document.getElementById('queue');
   const focus = rememberFocus(queueEl);
-  const all = Array.from(consults.values());
   const waiting = all.filter((c) => (c.state === 'waiting' && triage.showsInQueue(c)) || taken.has(c.id));
   const queue = sortQueue(waiting);
-  queueEl.replaceChildren(...queue.map((c) => {
-    const isTaken = taken.has(c.id) && c.state !== 'waiting';
-    const actions = [];
-    if (!isTaken) {
-      const btn = h('button.btn.btn-accept.btn-large.accept-button', {
-        attrs: { type: 'button' },
-        dataset: { consultId: c.id },
-        i18n: [accepting.has(c.id) ? 'specialist.accepting' : 'specialist.accept'],
-      });
-      if (accepting.has(c.id)) btn.disabled = true;
-      btn.addEventListener('click', () => accept(c, btn));
-      actions.push(btn, ...triage.queueActions(c));
-    }
-    const extra = isTaken ? h('p.taken-notice', { attrs: { role: 'status' }, i18n: [c.specialist && !mine(c) ? 'specialist.takenBy' : 'specialist.taken', { name: c.specialist ? c.specialist.name || c.specialist.sub : '' }] }) : null;
-    const li = consultCard(c, { actions, extra });
-    if (isTaken) li.classList.add('taken');
-    return triage.decorate(li, c);
-  }));
+  queueEl.replaceChildren(...queue.map(queueItem));
   const waitingOnly = queue.filter((c) => c.state === 'waiting');
   const critical = waitingOnly.filter((c) => c.urgency === 'critical').length;
   document.getElementById('queue-empty').hidden = queue.length > 0 || triage.queuePaused();
   setText(document.getElementById('queue-count'), critical ? 'specialist.countWithCritical' : 'specialist.count', { n: waitingOnly.length, critical });
   document.getElementById('queue-count').classList.toggle('has-critical', critical > 0);
   focus();
+  return { waiting: waitingOnly.length, critical };
+}
 
+/** "My consults": accepted and still open, each with a way back into its session. */
+function renderMine(all) {
   const mineList = all.filter((c) => mine(c) && (c.state === 'accepted' || c.state === 'live'));
   const mineEl = document.getElementById('my-consults');
   mineEl.replaceChildren(...mineList.map((c) => {
@@ -152,7 +158,13 @@ function render() {
     return consultCard(c, { actions });
   }));
   document.getElementById('mine-section').hidden = mineList.length === 0;
-  updateTitle(waitingOnly.length, critical);
+}
+
+function render() {
+  const all = Array.from(consults.values());
+  const counts = renderQueue(all);
+  renderMine(all);
+  updateTitle(counts.waiting, counts.critical);
 }
 
 function updateTitle(n, critical) {
@@ -204,24 +216,38 @@ function onUpdate(c) {
   }
 }
 
+function renderSpecialties(specs) {
+  if (!specs.length) return;
+  const parts = specs.map((s) => {
+    const l = specialtyLabel(s);
+    return typeof l === 'string' ? l : t(l.t);
+  });
+  setText(document.getElementById('my-specialties'), 'specialist.specialties', { list: parts.join(t('list.separator')) });
+}
+
+function registerPageHook() {
+  registerHookSource('page', () => {
+    const q = sortQueue(Array.from(consults.values()).filter((x) => x.state === 'waiting' && triage.showsInQueue(x)));
+    return {
+      consults: Array.from(consults.values()).map((x) => ({
+        id: x.id, state: x.state, urgency: x.urgency, specialty: x.specialty, session_id: x.session_id || null,
+        taken: taken.has(x.id),
+      })),
+      queue: q.map(triage.queueEntry),
+      queueIds: q.map((x) => x.id),
+    };
+  });
+}
+
 startPage({
   page: 'specialist',
   roles: ['specialist'],
   init: async (c) => {
     ctx = c;
     const specs = (ctx.me.specialties || []);
-    const specEl = document.getElementById('my-specialties');
-    const renderSpecs = () => {
-      if (!specs.length) return;
-      const parts = specs.map((s) => {
-        const l = specialtyLabel(s);
-        return typeof l === 'string' ? l : t(l.t);
-      });
-      setText(specEl, 'specialist.specialties', { list: parts.join(t('list.separator')) });
-    };
-    renderSpecs();
+    renderSpecialties(specs);
     onLangChange(() => {
-      renderSpecs();
+      renderSpecialties(specs);
       render();
     });
     ctx.sig.addEventListener('consult.updated', (e) => onUpdate(e.detail.consult));
@@ -244,17 +270,7 @@ startPage({
       refresh();
       library.refreshSoon(0);
     };
-    registerHookSource('page', () => {
-      const q = sortQueue(Array.from(consults.values()).filter((x) => x.state === 'waiting' && triage.showsInQueue(x)));
-      return {
-        consults: Array.from(consults.values()).map((x) => ({
-          id: x.id, state: x.state, urgency: x.urgency, specialty: x.specialty, session_id: x.session_id || null,
-          taken: taken.has(x.id),
-        })),
-        queue: q.map(triage.queueEntry),
-        queueIds: q.map((x) => x.id),
-      };
-    });
+    registerPageHook();
     await Promise.all([refresh(), library.refresh()]);
   },
 }).catch((err) => {
