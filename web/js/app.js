@@ -130,71 +130,51 @@ function bindWsState(sig) {
   render();
 }
 
-/**
- * @param {object} o
- * @param {string} o.page    'referrer' | 'specialist' | 'supervisor'
- * @param {string[]} o.roles roles allowed on this page
- * @param {Function} o.init  async (ctx) => void; ctx = {me, config, sig, session, api}
- */
-export async function startPage({ page, roles, init }) {
-  setHookBase({ page });
-  await setupChrome();
-  startWaitingTicker();
-
-  const me = await signIn(roles, page);
-  clearError();
-  setHookBase({ user: me });
+function showSignedIn(me) {
   const nameEl = document.getElementById('user-name');
   nameEl.textContent = me.name || me.sub;
   nameEl.setAttribute('dir', 'auto');
   nameEl.hidden = false;
-  const signOut = document.getElementById('sign-out');
-  signOut.hidden = false;
+  document.getElementById('sign-out').hidden = false;
+}
 
-  const config = await loadConfig();
-  const sig = new Signaling();
-  setHookBase({ signaling: sig });
-  bindWsState(sig);
-
-  signOut.addEventListener('click', () => {
+function bindSignOut(sig) {
+  document.getElementById('sign-out').addEventListener('click', () => {
     sig.close();
     clearToken();
     window.location.replace(window.location.pathname);
   });
+}
 
-  sig.addEventListener('auth-failed', async (e) => {
-    // The token expired or was refused while the page was open: ask for a new one,
-    // keep the page as it is, and reconnect (a live session rejoins by itself).
-    clearToken();
-    showError({ code: e.detail.code || 'token_invalid', message: e.detail.message });
-    showSignIn(e.detail.code && AUTH_CODES.has(e.detail.code) ? e.detail.code : 'token_invalid');
-    await waitForSignIn();
-    try {
-      const again = await api.me();
-      if (again.sub !== me.sub) {
-        window.location.reload();
-        return;
-      }
-    } catch (err) {
-      showError(err);
+// The token expired or was refused while the page was open: ask for a new one, keep the
+// page as it is, and reconnect (a live session rejoins by itself). Someone else signing
+// in here gets the page afresh.
+async function signInAgain(sig, me, detail) {
+  clearToken();
+  showError({ code: detail.code || 'token_invalid', message: detail.message });
+  showSignIn(detail.code && AUTH_CODES.has(detail.code) ? detail.code : 'token_invalid');
+  await waitForSignIn();
+  try {
+    const again = await api.me();
+    if (again.sub !== me.sub) {
+      window.location.reload();
+      return;
     }
-    clearError();
-    sig.connect();
-  });
-  sig.addEventListener('server-error', (e) => {
-    // A refused trickled candidate (e.g. after leaving) is nothing a user can act on.
-    if (e.detail.about === 'candidate') return;
-    showError(e.detail);
-  });
+  } catch (err) {
+    showError(err);
+  }
+  clearError();
+  sig.connect();
+}
 
-  const sessionRoot = document.getElementById('session-view');
+/** The session view, and ctx.session / ctx.joinSession to enter it. */
+function setupSession(ctx) {
   const pageMain = document.getElementById('page-main');
-  const ctx = { me, config, sig, api, page };
   const session = new SessionView({
-    root: sessionRoot,
-    signaling: sig,
-    config,
-    me,
+    root: document.getElementById('session-view'),
+    signaling: ctx.sig,
+    config: ctx.config,
+    me: ctx.me,
     onExit: (info) => {
       pageMain.hidden = false;
       document.body.classList.remove('in-session');
@@ -215,7 +195,38 @@ export async function startPage({ page, roles, init }) {
     await session.join(sessionId, { consult });
   };
   registerHookSource('session', () => session.snapshot());
+}
 
+/**
+ * @param {object} o
+ * @param {string} o.page    'referrer' | 'specialist' | 'supervisor'
+ * @param {string[]} o.roles roles allowed on this page
+ * @param {Function} o.init  async (ctx) => void; ctx = {me, config, sig, session, api}
+ */
+export async function startPage({ page, roles, init }) {
+  setHookBase({ page });
+  await setupChrome();
+  startWaitingTicker();
+
+  const me = await signIn(roles, page);
+  clearError();
+  setHookBase({ user: me });
+  showSignedIn(me);
+
+  const config = await loadConfig();
+  const sig = new Signaling();
+  setHookBase({ signaling: sig });
+  bindWsState(sig);
+  bindSignOut(sig);
+  sig.addEventListener('auth-failed', (e) => signInAgain(sig, me, e.detail));
+  sig.addEventListener('server-error', (e) => {
+    // A refused trickled candidate (e.g. after leaving) is nothing a user can act on.
+    if (e.detail.about === 'candidate') return;
+    showError(e.detail);
+  });
+
+  const ctx = { me, config, sig, api, page };
+  setupSession(ctx);
   document.getElementById('app').hidden = false;
   await init(ctx);
   sig.connect();
