@@ -42,8 +42,9 @@
 //                       src, readyState, currentTime, start (where its media begins on the
 //                       shared timeline), duration, videoWidth, videoHeight, paused, ended,
 //                       muted, label}]},
-//     Triage, case packet, chat, report (triage.js, casepacket.js, chat.js, report.js,
-//     sessionpanels.js, referrercase.js, dashboard.js; fields listed in each):
+//     Triage, case packet, chat, report (triage.js, presence.js, casepacket.js,
+//     attachmentviewer.js, chat.js, report.js, sessionpanels.js, referrercase.js,
+//     dashboard.js; fields listed in each):
 //     presence: {choice, effective, shown: 'available'|'busy'|'off'|'in_session'|'pending',
 //               inSession, confirmedAt, sent}                           (specialist)
 //     queue: [{id, state, urgency, specialty, reannounced, escalated, offeredToMe, declines,

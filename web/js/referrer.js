@@ -24,7 +24,7 @@
 //   Triage status and case (referrercase.js): .queue-status[data-position], .triage-status,
 //   .triage-history (li.transfer-entry, li.decline-entry), .attach-button[data-consult-id],
 //   #attach-input, .upload-status[data-state][data-code], li.attachment-item, .open-attachment,
-//   #attachment-viewer (casepacket.js), .report-view with .report-download (report.js)
+//   #attachment-viewer (attachmentviewer.js), .report-view with .report-download (report.js)
 //   Session panels (sessionpanels.js): #session-attachments, #chat, #session-report
 //   Hook: await window.jisr.state()  (see hook.js); adds `consults` (with position),
 //   `report`, `reports`, `positions`, `attachments`, `uploads`, `viewer`, `chat`,

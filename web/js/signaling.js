@@ -75,36 +75,44 @@ export class Signaling extends EventTarget {
       this.rawSend({ type: 'auth', token, ref: 'auth', batch: true });
     };
     ws.onmessage = (ev) => {
-      if (ws !== this.ws) return;
-      this.lastHeard = Date.now();
-      let msg;
-      try {
-        msg = JSON.parse(ev.data);
-      } catch {
-        return;
-      }
-      // With `batch` the server may send several messages in one frame, as an array.
-      for (const one of Array.isArray(msg) ? msg : [msg]) {
-        if (one && typeof one === 'object') this.handle(one);
-      }
+      if (ws === this.ws) this.onFrame(ev.data);
     };
     ws.onclose = (ev) => {
-      if (ws !== this.ws) return;
-      this.ws = null;
-      this.stopPing();
-      this.failPending(new ApiError('disconnected', 'connection closed'));
-      if (ev.code === 4401 || this.authError) {
-        const err = this.authError || { code: 'token_invalid', message: ev.reason || '' };
-        this.authFailed(err.code, err.message);
-        return;
-      }
-      if (this.stopped) {
-        this.setState('closed');
-        return;
-      }
-      this.scheduleReconnect();
+      if (ws === this.ws) this.onSocketClosed(ev);
     };
     ws.onerror = () => { /* onclose follows */ };
+  }
+
+  /** One frame from the server. */
+  onFrame(data) {
+    this.lastHeard = Date.now();
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      return;
+    }
+    // With `batch` the server may send several messages in one frame, as an array.
+    for (const one of Array.isArray(msg) ? msg : [msg]) {
+      if (one && typeof one === 'object') this.handle(one);
+    }
+  }
+
+  /** The socket closed: a refused sign-in, a close asked for, or a reconnect. */
+  onSocketClosed(ev) {
+    this.ws = null;
+    this.stopPing();
+    this.failPending(new ApiError('disconnected', 'connection closed'));
+    if (ev.code === 4401 || this.authError) {
+      const err = this.authError || { code: 'token_invalid', message: ev.reason || '' };
+      this.authFailed(err.code, err.message);
+      return;
+    }
+    if (this.stopped) {
+      this.setState('closed');
+      return;
+    }
+    this.scheduleReconnect();
   }
 
   authFailed(code, message) {

@@ -24,7 +24,7 @@
 //   .triage-flag; #decline-dialog (#decline-reason, #decline-confirm), #transfer-dialog
 //   (#transfer-specialty, #transfer-reason, #transfer-confirm)
 //   Session panels (sessionpanels.js): #attachments li.attachment-item[data-attachment-id]
-//   .open-attachment, #attachment-viewer (casepacket.js), #chat (chat.js), #report-form
+//   .open-attachment, #attachment-viewer (attachmentviewer.js), #chat (chat.js), #report-form
 //   (#report-findings, #report-assessment, #report-recommendation, #report-follow-up,
 //   #report-submit; reportform.js)
 //   Hook: await window.jisr.state()  (see hook.js); adds `consults`, `queue` (entries in
