@@ -92,7 +92,7 @@ class MediaNode:
                 "observer_cannot_send", "observers receive only; the offer sends media"
             )
         await self.disconnect(peer_id)
-        pc = self._peer_connection(session_id, peer_id)
+        pc = self._new_peer_connection(session_id, peer_id)
         outgoing = await self._answer(pc, session_id, peer_id, offer_sdp, publish, receive)
 
         now = time.monotonic()
@@ -114,7 +114,7 @@ class MediaNode:
             self._reports = asyncio.ensure_future(self._report_loop())
         return pc.localDescription.sdp
 
-    def _peer_connection(self, session_id: str, peer_id: str) -> RTCPeerConnection:
+    def _new_peer_connection(self, session_id: str, peer_id: str) -> RTCPeerConnection:
         # max-bundle: every m-line on one transport (aiortc mis-bundles a second m-line
         # of one kind under "balanced"). ICE servers are explicit: aiortc's default
         # would reach out to a public STUN server.
