@@ -17,16 +17,18 @@ from .auth import Principal
 from .cluster import FORWARDED, Remote, ask_host
 from .errors import ApiError, store_unavailable
 from .keys import (
+    AUDIT,
     CASE_PACKET,
     CLUSTER,
     CONSULTS,
     HTTP_CLIENT,
     HUB,
+    IDENTITY,
+    LIMITS,
     RECORDING,
     SETTINGS,
     STORE,
     TRIAGE,
-    VERIFIER,
 )
 from .model import ConsultState, Urgency, to_json
 from .protocol import (
@@ -43,7 +45,6 @@ from .triage import Triage
 from .turn import ice_servers
 
 routes = web.RouteTableDef()
-BODY_CHUNK = 64 * 1024
 
 
 def respond(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -51,19 +52,30 @@ def respond(body: object, status: int = 200, headers: dict[str, str] | None = No
     return web.json_response(body, status=status, headers=headers, dumps=encode)
 
 
-def principal(request: web.Request) -> Principal:
+async def principal(request: web.Request) -> Principal:
+    """The caller, from its bearer token (see ``identity``)."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthenticated", "a bearer token is required")
-    return request.app[VERIFIER].verify(token.strip())
+    return await request.app[IDENTITY].authenticate(token.strip(), request.remote)
+
+
+def request_timeout() -> ApiError:
+    return ApiError(408, "request_timeout", "the request body stopped arriving")
 
 
 async def json_body(request: web.Request) -> object:
-    limit = request.app[SETTINGS].max_message_bytes
+    settings = request.app[SETTINGS]
+    limit = settings.max_message_bytes
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "too_large", f"body is larger than {limit} bytes")
-    return parse_json(await request.read(), limit)
+    try:
+        async with asyncio.timeout(settings.request_body_timeout_s):
+            raw = await request.read()
+    except TimeoutError:
+        raise request_timeout() from None
+    return parse_json(raw, limit)
 
 
 @routes.get("/healthz")
@@ -87,7 +99,7 @@ async def config(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     servers: list[dict] = []
     if request.headers.get("Authorization"):
-        who = principal(request)
+        who = await principal(request)
         servers = ice_servers(
             settings.turn_urls, settings.turn_secret, who.sub, settings.turn_ttl_s, time.time()
         )
@@ -102,12 +114,23 @@ async def config(request: web.Request) -> web.Response:
 
 @routes.get("/api/me")
 async def me(request: web.Request) -> web.Response:
-    return respond(principal(request).public())
+    return respond((await principal(request)).public())
+
+
+@routes.post("/api/sign-out")
+async def sign_out(request: web.Request) -> web.Response:
+    """The caller's token stops working on every node at once (its open sockets
+    are closed), until it would have expired anyway."""
+    who = await principal(request)
+    await request.app[IDENTITY].sign_out(who)
+    request.app[AUDIT].record("user.signed_out", who.public())
+    return respond({"signed_out": True})
 
 
 @routes.post("/api/consults")
 async def create_consult(request: web.Request) -> web.Response:
-    who = principal(request)
+    who = await principal(request)
+    await request.app[LIMITS].hit("consult", user=who.sub, address=request.remote)
     body = parse_body(NewConsult, await json_body(request))
     consult = await request.app[CONSULTS].create(who, body)
     return respond(consult, status=201)
@@ -116,7 +139,7 @@ async def create_consult(request: web.Request) -> web.Response:
 @routes.get("/api/consults")
 async def list_consults(request: web.Request) -> web.Response:
     """Referrers also see each waiting consult's place in its queue."""
-    who = principal(request)
+    who = await principal(request)
     service = request.app[CONSULTS]
     consults = await service.visible(who)
     if who.role != "referrer":
@@ -130,26 +153,26 @@ async def list_consults(request: web.Request) -> web.Response:
 
 @routes.get("/api/consults/{id}")
 async def get_consult(request: web.Request) -> web.Response:
-    who = principal(request)
+    who = await principal(request)
     return respond(await request.app[CONSULTS].get(who, request.match_info["id"]))
 
 
 @routes.post("/api/consults/{id}/accept")
 async def accept_consult(request: web.Request) -> web.Response:
-    who = principal(request)
+    who = await principal(request)
     consult, session = await request.app[CONSULTS].accept(who, request.match_info["id"])
     return respond({"consult": consult, "session": session})
 
 
 @routes.post("/api/consults/{id}/cancel")
 async def cancel_consult(request: web.Request) -> web.Response:
-    who = principal(request)
+    who = await principal(request)
     return respond(await request.app[CONSULTS].cancel(who, request.match_info["id"]))
 
 
 @routes.post("/api/consults/{id}/decline")
 async def decline_consult(request: web.Request) -> web.Response:
-    who = principal(request)
+    who = await principal(request)
     body = parse_body(Decline, await json_body(request))
     consult = await request.app[CONSULTS].decline(who, request.match_info["id"], body.reason)
     return respond(consult)
@@ -157,7 +180,7 @@ async def decline_consult(request: web.Request) -> web.Response:
 
 @routes.post("/api/consults/{id}/transfer")
 async def transfer_consult(request: web.Request) -> web.Response:
-    who = principal(request)
+    who = await principal(request)
     body = parse_body(Transfer, await json_body(request))
     consult = await request.app[CONSULTS].transfer(
         who, request.match_info["id"], body.specialty, body.reason
@@ -167,7 +190,7 @@ async def transfer_consult(request: web.Request) -> web.Response:
 
 @routes.post("/api/consults/{id}/report")
 async def report_consult(request: web.Request) -> web.Response:
-    who = principal(request)
+    who = await principal(request)
     body = parse_body(ConsultReport, await json_body(request))
     consult = await request.app[CONSULTS].report(who, request.match_info["id"], body)
     return respond(consult)
@@ -175,7 +198,7 @@ async def report_consult(request: web.Request) -> web.Response:
 
 @routes.get("/api/consults/{id}/report")
 async def export_report(request: web.Request) -> web.Response:
-    who = principal(request)
+    who = await principal(request)
     consult = await request.app[CONSULTS].get(who, request.match_info["id"])
     if consult.report is None:
         raise ApiError(404, "report_not_found", "this consult has no report yet")
@@ -189,10 +212,11 @@ async def export_report(request: web.Request) -> web.Response:
 async def add_attachment(request: web.Request) -> web.Response:
     """The file is the raw body (``Content-Length`` or chunked); its name travels
     URL-encoded in ``X-Filename``. It is streamed to its encrypted file as it comes."""
-    who = principal(request)
+    who = await principal(request)
     consult = await request.app[CONSULTS].get(who, request.match_info["id"])
     packet = request.app[CASE_PACKET]
     packet.check_may_add(who, consult)
+    await request.app[LIMITS].hit("attachment", user=who.sub, address=request.remote)
     if request.content_length is not None and request.content_length > packet.max_bytes:
         raise too_large(packet.max_bytes)
     filename = urllib.parse.unquote(request.headers.get("X-Filename", ""))
@@ -203,17 +227,25 @@ async def add_attachment(request: web.Request) -> web.Response:
 
 async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
     """The request body as it arrives; UploadCut if the client stops sending before
-    its end (a dropped connection, a chunked body never finished)."""
+    its end (a dropped connection, a chunked body never finished), ``408`` if
+    nothing arrives for ``JISR_REQUEST_BODY_TIMEOUT_S``."""
+    idle = request.app[SETTINGS].request_body_timeout_s
     try:
-        async for chunk in request.content.iter_chunked(BODY_CHUNK):
+        while True:
+            async with asyncio.timeout(idle):
+                chunk = await request.content.readany()
+            if not chunk:
+                return
             yield chunk
+    except TimeoutError:
+        raise request_timeout() from None
     except (ConnectionError, ClientPayloadError, HttpProcessingError) as exc:
         raise UploadCut(type(exc).__name__) from None
 
 
 @routes.get("/api/consults/{id}/attachments/{attachment}")
 async def get_attachment(request: web.Request) -> web.Response:
-    who = principal(request)
+    who = await principal(request)
     consult = await request.app[STORE].get_consult(request.match_info["id"])
     if consult is None:
         raise ApiError(404, "attachment_not_found", "no such attachment")
@@ -232,7 +264,7 @@ async def get_attachment(request: web.Request) -> web.Response:
 
 @routes.get("/api/oncall")
 async def on_call(request: web.Request) -> web.Response:
-    who = principal(request)
+    who = await principal(request)
     if not who.sees_everything:
         raise ApiError(403, "forbidden", "only supervisors see who is on call")
     return respond({"presence": await presence_list(request)})
@@ -259,7 +291,7 @@ def mean_time_to_accept(triage: Triage) -> dict[str, float]:
 async def dashboard(request: web.Request) -> web.Response:
     """The supervisor's live picture: the queue by urgency with its oldest waiting
     time, escalated consults, who is on call, and accept times so far."""
-    who = principal(request)
+    who = await principal(request)
     if not who.sees_everything:
         raise ApiError(403, "forbidden", "only supervisors see the dashboard")
     consults = await request.app[STORE].list_consults()
@@ -290,7 +322,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 @routes.get("/api/sessions")
 async def list_sessions(request: web.Request) -> web.Response:
-    who = principal(request)
+    who = await principal(request)
     return respond({"sessions": await request.app[CONSULTS].live_sessions(who)})
 
 
@@ -298,15 +330,16 @@ async def list_sessions(request: web.Request) -> web.Response:
 async def get_session(request: web.Request) -> web.Response:
     """The session with its roster and recording state, as the node hosting its
     media knows them, whichever node is asked."""
-    who = principal(request)
+    who = await principal(request)
     session, _ = await request.app[CONSULTS].session_for(who, request.match_info["id"])
     if FORWARDED not in request.headers:
         location = await request.app[CLUSTER].locate(session)
         if isinstance(location, Remote):
             http, authorization = request.app[HTTP_CLIENT], request.headers["Authorization"]
-            return respond(
-                await ask_host(http, location.internal_url, request.path, authorization)
-            )
+            hosted = await ask_host(http, location.internal_url, request.path, authorization)
+            if hosted is not None:
+                return respond(hosted)
+    # Hosted here, or its host is dead: nobody is connected to it anywhere else.
     return respond({
         **to_json(session), "roster": request.app[HUB].attendance.roster(session.id),
         "recording": request.app[RECORDING].state(session.id),
@@ -315,5 +348,5 @@ async def get_session(request: web.Request) -> web.Response:
 
 @routes.post("/api/sessions/{id}/end")
 async def end_session(request: web.Request) -> web.Response:
-    who = principal(request)
+    who = await principal(request)
     return respond(await request.app[CONSULTS].end(who, request.match_info["id"]))

@@ -20,13 +20,16 @@ from .cluster import Cluster, LocalCluster, RedisCluster
 from .consults import Clock, ConsultService
 from .errors import ApiError
 from .hub import Hub
+from .identity import Identity
 from .keys import (
     AUDIT,
     CASE_PACKET,
     CLUSTER,
     CONSULTS,
     HUB,
+    IDENTITY,
     INTERNAL_URL,
+    LIMITS,
     MEDIA,
     NODE_ID,
     RECORDING,
@@ -39,6 +42,7 @@ from .keys import (
 from .lifecycle import lifecycle
 from .logs import Audit
 from .middleware import errors_middleware
+from .ratelimit import RateLimits
 from .recording import RecordingService
 from .recordings_api import routes as recording_routes
 from .settings import Settings
@@ -78,17 +82,24 @@ def open_case_packet(
     if keyring is not None:
         settings.attachments_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         storage = FileStorage(settings.attachments_dir)
-    return CasePacket(state, storage, keyring, audit, max_bytes=settings.max_attachment_bytes)
+    return CasePacket(
+        state, storage, keyring, audit, max_bytes=settings.max_attachment_bytes,
+        max_files=settings.max_attachments_per_consult,
+    )  # fmt: skip
 
 
 def open_cluster(app: web.Application, backend: Store, clock: Clock) -> Cluster:
     """Several nodes when they share Redis; otherwise this node alone."""
+    def hosted() -> int:
+        return app[MEDIA].stats()["sessions"]
+
+    capacity = app[SETTINGS].max_sessions_per_node
     if not isinstance(backend, RedisStore):
-        return LocalCluster(app[NODE_ID])
+        return LocalCluster(app[NODE_ID], hosted=hosted, capacity=capacity)
     return RedisCluster(
         app[STORE], app[AUDIT], node_id=app[NODE_ID], internal_url=app[INTERNAL_URL],
-        hosted=lambda: app[MEDIA].stats()["sessions"],
-        heartbeat_s=app[SETTINGS].node_heartbeat_s, clock=clock,
+        hosted=hosted, capacity=capacity, heartbeat_s=app[SETTINGS].node_heartbeat_s,
+        clock=clock,
     )  # fmt: skip
 
 
@@ -114,6 +125,8 @@ def create_app(
     app[INTERNAL_URL] = internal_url or f"http://{settings.host}:{settings.port}"
     app[STORE] = LiveState(backend)
     app[VERIFIER] = TokenVerifier(settings)
+    app[LIMITS] = RateLimits.open(settings.rate_limits, settings.redis_url)
+    app[IDENTITY] = Identity(app[VERIFIER], app[LIMITS], app[STORE])
     app[AUDIT] = Audit(node)
     app[CLUSTER] = open_cluster(app, backend, clock)
     app[TRIAGE] = Triage(
@@ -123,6 +136,7 @@ def create_app(
     app[CONSULTS] = ConsultService(
         app[STORE], app[AUDIT], place_session=app[CLUSTER].place_session,
         specialties=settings.specialties, triage=app[TRIAGE], clock=clock,
+        max_waiting=settings.max_waiting_per_referrer,
     )  # fmt: skip
     app[HUB] = Hub(app)
     restrict_host_addresses(settings.ice_addresses)

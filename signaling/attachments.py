@@ -74,12 +74,13 @@ async def _head(body: AsyncIterable[bytes], limit: int) -> tuple[bytes, bool]:
 
 class CasePacket:
     def __init__(self, state: LiveState, storage: Storage | None, keyring: Keyring | None,
-                 audit: Audit, *, max_bytes: int) -> None:  # fmt: skip
+                 audit: Audit, *, max_bytes: int, max_files: int = 50) -> None:  # fmt: skip
         self.state = state
         self.storage = storage
         self.keyring = keyring
         self.audit = audit
         self.max_bytes = max_bytes
+        self.max_files = max_files  # per consult
         if storage is not None and keyring is not None:
             keyring.add_shelf(Shelf(KIND, storage, KEY_OBJECT))
 
@@ -95,6 +96,10 @@ class CasePacket:
             raise ApiError(403, "forbidden", "only the referring facility attaches files")
         if consult.state not in CONSULT_OPEN_STATES:
             raise ApiError(409, "invalid_state", f"the consult is {consult.state}")
+        if len(consult.attachments) >= self.max_files:
+            raise ApiError(
+                409, "too_many_attachments", f"a consult holds at most {self.max_files} files"
+            )
 
     async def add(self, who: Principal, consult: Consult, filename: str, declared: str,
                   body: AsyncIterable[bytes]) -> Attachment:  # fmt: skip

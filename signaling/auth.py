@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import time
 from dataclasses import dataclass, field
 
@@ -22,6 +24,8 @@ class Principal:
     role: str
     facility: str | None = None
     specialties: tuple[str, ...] = field(default_factory=tuple)
+    token_id: str = ""  # the token's jti (or its hash): what signing out revokes
+    expires_at: float = 0.0  # the token's exp
 
     @property
     def sees_everything(self) -> bool:
@@ -52,6 +56,7 @@ class TokenVerifier:
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
         self._leeway = settings.jwt_leeway_s
+        self.max_lifetime = settings.max_token_lifetime_s
 
     def _key_for(self, token: str) -> str:
         try:
@@ -83,6 +88,11 @@ class TokenVerifier:
             raise ApiError(401, "token_expired", "the token has expired; sign in again") from None
         except jwt.PyJWTError as exc:
             raise ApiError(401, "token_invalid", f"the token was refused: {exc}") from None
+        if claims["exp"] - claims["iat"] > self.max_lifetime + self._leeway:
+            raise ApiError(
+                401, "token_invalid",
+                f"the token lives longer than the {self.max_lifetime} s this server accepts",
+            )  # fmt: skip
         role = claims.get("role")
         if role not in ROLES:
             raise ApiError(401, "token_invalid", "the token carries no known role")
@@ -98,6 +108,8 @@ class TokenVerifier:
             role=role,
             facility=str(facility) if facility else None,
             specialties=tuple(specialties),
+            token_id=str(claims.get("jti") or hashlib.sha256(token.encode()).hexdigest()[:32]),
+            expires_at=float(claims["exp"]),
         )
 
 
@@ -126,6 +138,7 @@ def mint_token(
         "exp": issued + ttl_s,
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
+        "jti": secrets.token_urlsafe(16),
     }
     if facility:
         claims["facility"] = facility

@@ -13,7 +13,7 @@ from aiohttp import web
 from recordings.cli import add_recordings_commands
 
 from .auth import ROLES, mint_token
-from .logs import configure_logging
+from .logs import AccessLog, configure_logging
 from .settings import Settings, SettingsError, load_settings
 
 DEMO_USERS = (
@@ -84,6 +84,7 @@ def run_node(settings: Settings, node_id: str | None, reuse_port: bool) -> None:
     """One node on uvloop: the public listener (shared between workers with
     SO_REUSEPORT) and a private one other nodes reach it on."""
     import asyncio
+    import logging
     import signal
 
     import uvloop
@@ -101,7 +102,10 @@ def run_node(settings: Settings, node_id: str | None, reuse_port: bool) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            app, handle_signals=False, access_log=logging.getLogger("aiohttp.access"),
+            access_log_class=AccessLog, keepalive_timeout=settings.http_idle_timeout_s,
+        )  # fmt: skip
         await runner.setup()
         try:
             await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port).start()

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from .protocol import encode
 OUTBOX_LIMIT = 1024
 BATCH_LIMIT = 64  # messages per frame when a burst queued up for one connection
 PUSH_LINGER_S = 0.05  # how long a push to a batching client waits for others
+SLOW_READER_CLOSE_S = 2.0  # a client that stopped reading gets this long to take its close
 
 
 class SharedPushes:
@@ -54,7 +56,11 @@ class Span:
 
 
 class Connection:
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, abort: Callable[[], None] | None = None
+    ) -> None:
+        """``abort``: drops the TCP connection at once (a client that stopped reading
+        would otherwise hold its kernel buffers until TCP gives up)."""
         self.id = "w_" + secrets.token_hex(8)
         self.ws = ws
         self.principal: Principal | None = None
@@ -73,6 +79,10 @@ class Connection:
         self._queued = asyncio.Event()  # the outbox holds something (or is closing)
         self._flush_now = asyncio.Event()  # a reply (or the end) is queued: no lingering
         self._closing = False
+        self._abort = abort
+        self.writer: asyncio.Task | None = None  # the write loop's task
+        self.expiry: asyncio.TimerHandle | None = None  # signs it out when its token expires
+        self.address: str | None = None  # the client's address (rate limits)
 
     @property
     def on_call(self) -> bool:
@@ -92,7 +102,7 @@ class Connection:
             self._closing = True
             self._outbox.clear()  # and gets the state afresh then: no backlog to send
             self._queued.set()
-            asyncio.ensure_future(self.ws.close(code=1008, message=b"too slow"))
+            asyncio.ensure_future(self._drop_slow_reader())
             return
         last = self._outbox[-1] if self._outbox else None
         if isinstance(last, Span) and not last.ready:
@@ -103,6 +113,26 @@ class Connection:
         self._queued.set()
         if reply:
             self._flush_now.set()
+
+    async def end_session(self, code: str, message: str) -> None:
+        """Sign the client out (token expired or revoked): tell it why, send what is
+        queued, and close with 4401."""
+        self.send({"type": "error", "code": code, "message": message, "ref": None})
+        self.close_outbox()
+        with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+            async with asyncio.timeout(SLOW_READER_CLOSE_S):
+                if self.writer is not None:
+                    await asyncio.shield(self.writer)
+                await self.ws.close(code=4401, message=b"unauthorized")
+
+    async def _drop_slow_reader(self) -> None:
+        """Say why (1008), but do not wait on a client that reads nothing: after a
+        short while the connection is cut."""
+        with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+            async with asyncio.timeout(SLOW_READER_CLOSE_S):
+                await self.ws.close(code=1008, message=b"too slow")
+        if self._abort is not None:
+            self._abort()
 
     def share(self, shared: SharedPushes) -> None:
         """From now until ``shared`` closes, what is pushed to it goes to this client."""

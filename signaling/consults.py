@@ -65,6 +65,7 @@ class ConsultService:
         specialties: list[str],
         clock: Clock = time.time,
         triage: Triage | None = None,
+        max_waiting: int = 20,
     ) -> None:
         """``place_session``: the cluster's choice of node for a new session."""
         self.state = state
@@ -73,6 +74,7 @@ class ConsultService:
         self.specialties = specialties
         self.clock = clock
         self.triage = triage
+        self.max_waiting = max_waiting  # consults one referrer may have waiting
 
     async def _announce(self, consult: Consult) -> None:
         await self.state.publish(ConsultUpdated(consult=consult))
@@ -82,6 +84,7 @@ class ConsultService:
             raise forbidden("only a referrer creates consults")
         if body.specialty not in self.specialties:
             raise ApiError(400, "unknown_specialty", f"unknown specialty {body.specialty!r}")
+        await self._check_waiting_cap(who)
         consult = Consult(
             id=new_id("c"), state=ConsultState.WAITING, specialty=body.specialty,
             urgency=body.urgency, summary=body.summary, patient_ref=body.patient_ref,
@@ -96,6 +99,17 @@ class ConsultService:
             await self.triage.consult_created(consult)
         await self._announce(consult)
         return consult
+
+    async def _check_waiting_cap(self, who: Principal) -> None:
+        """One referrer cannot flood the queue specialists rely on."""
+        waiting = await self.state.list_consults(
+            states=[ConsultState.WAITING], facility=who.facility
+        )
+        if sum(1 for c in waiting if c.referrer.sub == who.sub) >= self.max_waiting:
+            raise ApiError(
+                429, "too_many_waiting",
+                f"you already have {self.max_waiting} consults waiting; cancel one or wait",
+            )  # fmt: skip
 
     async def visible(self, who: Principal) -> list[Consult]:
         if who.role == "referrer":
@@ -225,7 +239,7 @@ class ConsultService:
         consult = await self.state.change_consult(
             consult_id, ConsultChange.UPDATE_WAITING, declines=[*consult.declines, entry]
         )
-        self.audit.record("consult.declined", who.public(), consult_id=consult_id, reason=reason)
+        self.audit.record("consult.declined", who.public(), consult_id=consult_id, note=reason)
         await self._announce(consult)
         return consult
 
@@ -246,7 +260,7 @@ class ConsultService:
             transfers=[*consult.transfers, entry],
         )  # fmt: skip
         self.audit.record("consult.transferred", who.public(), consult_id=consult_id,
-                          to_specialty=specialty, reason=reason)  # fmt: skip
+                          to_specialty=specialty, note=reason)  # fmt: skip
         await self._announce(consult)
         return consult
 

@@ -23,13 +23,14 @@ from .keys import (
     CONSULTS,
     HTTP_CLIENT,
     HUB,
+    IDENTITY,
+    LIMITS,
     MEDIA,
     NODE_ID,
     RECORDING,
     SETTINGS,
     STORE,
     TRIAGE,
-    VERIFIER,
 )
 from .model import Session, SessionState
 from .protocol import (
@@ -41,6 +42,7 @@ from .protocol import (
     Offer,
     Ping,
     Presence,
+    Reauth,
     RecordingConsent,
     RecordingRequest,
     RecordingStop,
@@ -75,7 +77,9 @@ class SignalingHandler:
         self.hub = app[HUB]
         self.attendance = self.hub.attendance
         self.consults = app[CONSULTS]
+        self.limits = app[LIMITS]
         self.handlers: dict[type[BaseModel], Callable[[Any], Awaitable[None]]] = {
+            Reauth: self.on_reauth,
             Join: self.on_join,
             Offer: self.on_offer,
             Candidate: self.on_candidate,
@@ -102,14 +106,41 @@ class SignalingHandler:
         return self.conn.principal
 
     async def on_auth(self, message: Auth) -> None:
-        if self.conn.principal is not None:
+        conn = self.conn
+        if conn.principal is not None:
             raise ApiError(400, "bad_request", "already authenticated")
-        self.conn.principal = self.app[VERIFIER].verify(message.token)
-        self.conn.token = message.token
-        self.conn.batch = message.batch
-        self.hub.register(self.conn)
+        who = await self.app[IDENTITY].authenticate(message.token, conn.address)
+        await self.limits.hit("connection", user=who.sub)
+        conn.principal, conn.token, conn.batch = who, message.token, message.batch
+        self.sign_out_at_expiry()
+        self.hub.register(conn)
         self.conn.send({"type": "welcome", "ref": message.ref, "user": self.who.public(),
                         "node": self.app[NODE_ID]})  # fmt: skip
+
+    async def on_reauth(self, message: Reauth) -> None:
+        """A fresh token for the same user keeps the socket signed in past the old
+        token's expiry (a proxied connection's host is told too)."""
+        fresh = await self.app[IDENTITY].authenticate(message.token, self.conn.address)
+        if (fresh.sub, fresh.role, fresh.facility) != (self.who.sub, self.who.role,
+                                                       self.who.facility):  # fmt: skip
+            raise ApiError(401, "token_invalid", "a fresh token must be for the same user")
+        self.conn.principal, self.conn.token = fresh, message.token
+        self.sign_out_at_expiry()
+        if self.conn.upstream is not None:
+            await self.conn.upstream.send(message.model_dump(exclude_none=True))
+        else:
+            self.conn.send({"type": "reauthed", "ref": message.ref, "expires_at": fresh.expires_at})
+
+    def sign_out_at_expiry(self) -> None:
+        conn = self.conn
+        if conn.expiry is not None:
+            conn.expiry.cancel()
+        delay = max(0.0, self.who.expires_at - time.time())
+        conn.expiry = asyncio.get_running_loop().call_later(
+            delay, lambda: asyncio.ensure_future(
+                conn.end_session("token_expired", "the token has expired; sign in again")
+            ),
+        )  # fmt: skip
 
     async def on_ping(self, message: Ping) -> None:
         self.conn.send({"type": "pong", "ref": message.ref})
@@ -155,6 +186,10 @@ class SignalingHandler:
 
     async def relay(self, upstream: Upstream) -> None:
         await upstream.relay(self.conn.send)
+        if upstream.ws.close_code == 4401:  # the host signed it out (and said why)
+            self.conn.close_outbox()
+            await self.conn.ws.close(code=4401, message=b"unauthorized")
+            return
         if not self.conn.ws.closed:  # the hosting node went away: the page reconnects
             lost = "the node hosting this session was lost; reconnecting"
             self.conn.send({"type": "error", "code": "node_lost", "ref": None, "message": lost})
@@ -224,6 +259,7 @@ class SignalingHandler:
         conn = self.conn
         if conn.session_id is None:
             raise ApiError(409, "not_joined", "join a session to chat")
+        await self.limits.hit("chat", user=self.who.sub)
         self.attendance.broadcast(conn.session_id, {
             "type": "chat", "session_id": conn.session_id, "from": conn.member(),
             "text": message.text, "at": time.time(),
@@ -262,6 +298,7 @@ class SignalingHandler:
         conn = self.conn
         if conn.session_id is None:
             raise ApiError(409, "not_joined", "join a session before sending an offer")
+        await self.limits.hit("offer", user=self.who.sub, address=conn.address)
         settings = self.app[SETTINGS]
         try:
             answer = await self.app[MEDIA].connect(

@@ -16,7 +16,7 @@ from .audience import (
     stub,
 )
 from .connection import PUSH_LINGER_S, Connection, SharedPushes
-from .keys import RECORDING, STORE
+from .keys import IDENTITY, RECORDING, STORE
 from .logs import get_logger
 from .model import (
     Consult,
@@ -25,6 +25,7 @@ from .model import (
     ConsultUpdated,
     Event,
     SessionEnded,
+    TokenRevoked,
 )
 from .protocol import encode
 from .store import StoreUnavailable
@@ -139,6 +140,13 @@ class Hub:
             conn.send_text(text)
             await self.attendance.leave(conn, reason="session_ended")
 
+    async def token_revoked(self, event: TokenRevoked) -> None:
+        """A signed-out token: every node forgets it, and its sockets are closed."""
+        self.app[IDENTITY].remember(event)
+        for conn in list(self.connections.values()):
+            if conn.principal is not None and conn.principal.token_id == event.token_id:
+                await conn.end_session("token_revoked", "this token was signed out")
+
     async def dispatch(self, event: Event) -> None:
         if isinstance(event, ConsultUpdated):
             self.consult_updated(event.consult)
@@ -148,6 +156,8 @@ class Hub:
             self.consult_escalated(event)
         elif isinstance(event, SessionEnded):
             await self.session_ended(event)
+        elif isinstance(event, TokenRevoked):
+            await self.token_revoked(event)
 
     async def pump(self) -> None:
         """Forward store events (from every node) to this node's connections."""

@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from .cluster import Cluster
     from .consults import ConsultService
     from .hub import Hub
+    from .identity import Identity
     from .logs import Audit
+    from .ratelimit import RateLimits
     from .recording import RecordingService
     from .settings import Settings
     from .store import LiveState
@@ -25,6 +27,8 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 STORE: web.AppKey[LiveState] = web.AppKey("store")
 CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster")
 VERIFIER: web.AppKey[TokenVerifier] = web.AppKey("verifier")
+IDENTITY: web.AppKey[Identity] = web.AppKey("identity")
+LIMITS: web.AppKey[RateLimits] = web.AppKey("limits")
 AUDIT: web.AppKey[Audit] = web.AppKey("audit")
 CONSULTS: web.AppKey[ConsultService] = web.AppKey("consults")
 MEDIA: web.AppKey[MediaNode] = web.AppKey("media")

@@ -13,6 +13,7 @@ from .keys import (
     CLUSTER,
     HTTP_CLIENT,
     HUB,
+    IDENTITY,
     MEDIA,
     NODE_ID,
     RECORDING,
@@ -43,6 +44,8 @@ async def lifecycle(app: web.Application):
     store = app[STORE]
     await store.start()
     app[HTTP_CLIENT] = ClientSession()
+    with contextlib.suppress(StoreUnavailable):
+        await app[IDENTITY].load()
     await interrupted_recordings(app)
     await check_keyring(app)
     tasks = [

@@ -1,19 +1,43 @@
 """structlog JSON logs and the audit trail.
 
 Audit events are ordinary log lines with ``audit=true`` and a dotted event name,
-so one pipeline ships both. Nothing here ever logs a token, key or SDP body: the
-redaction processor drops such fields even if a caller passes them by mistake.
+so one pipeline ships both. Every line the process writes goes through here,
+aiohttp's and asyncio's own included (the standard library's logging is routed
+into the same JSON renderer).
+
+What a line may carry is an allow-list: fields named in VERBATIM (ids, codes,
+states, counts) are written as they are; numbers, booleans and None always are;
+every other text is written only as its length and a hash, so a reason, a summary
+or a chat line a user typed never reaches a log. Secrets (tokens, keys, SDP) are
+dropped whatever the field is called.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 import structlog
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, StreamResponse
 
 SECRET_FIELDS = frozenset({"token", "sdp", "secret", "key", "password", "authorization", "jwt"})
+# Written as they are: names of ids, codes, states, people's public references.
+VERBATIM = frozenset({
+    "event", "level", "timestamp", "logger", "audit", "node", "via", "host",
+    "actor", "by", "sub", "name", "role", "facility", "specialties", "specialty",
+    "to_specialty", "urgency", "offered_to", "waiting_for",
+    "consult_id", "session_id", "attachment_id", "recording_id", "recordings", "request_id",
+    "conn", "peer", "publisher", "kind", "part", "participant", "state", "reason", "outcome",
+    "error", "error_type", "path", "method", "status", "from_node", "to_node", "segment",
+    "sha256", "report_sha256", "old_key_id", "new_key_id", "keys_not_under_master",
+    "by_kind", "user_agent_family", "remote",
+})  # fmt: skip
+HASH_CHARS = 16
 
 
 def _redact(_, __, event_dict: dict) -> dict:
@@ -23,24 +47,113 @@ def _redact(_, __, event_dict: dict) -> dict:
     return event_dict
 
 
+def digest(text: str) -> dict[str, Any]:
+    """What a log keeps of free text: its length and a short hash (to match two
+    lines about the same text without revealing it)."""
+    return {
+        "chars": len(text),
+        "sha256": hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:HASH_CHARS],
+    }
+
+
+def _screen(name: str, value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {k: _screen(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_screen(name, v) for v in value]
+    if name in VERBATIM:
+        return value if isinstance(value, str) else str(value)
+    return digest(str(value))
+
+
+UNSCREENED = frozenset({"exception", "exc_info", "stack_info"})  # tracebacks: our code's
+
+
+def _allow_listed(_, __, event_dict: dict) -> dict:
+    for name, value in list(event_dict.items()):
+        if name not in UNSCREENED and name.lower() not in SECRET_FIELDS:  # secrets: redacted
+            event_dict[name] = _screen(name, value)
+    return event_dict
+
+
 def _dumps(event_dict: dict, **options) -> str:
     return orjson.dumps(event_dict, **options).decode()
 
 
+class _QuietStdlib(logging.Filter):
+    """The standard library's records (aiohttp, asyncio) become events with a type,
+    never their message: aiohttp's refusals quote the bytes of the offending
+    request line or header (the start of a bearer token)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        record.jisr_event = "stdlib." + record.name.replace("aiohttp.", "http.")
+        record.jisr_error = type(exc).__name__ if exc is not None else None
+        record.exc_info, record.exc_text, record.args = None, None, ()
+        record.msg = record.jisr_event
+        return True
+
+
+def _stdlib_fields(_, __, event_dict: dict) -> dict:
+    record = event_dict.get("_record")
+    if record is not None:
+        event_dict["event"] = record.jisr_event
+        if record.jisr_error:
+            event_dict["error_type"] = record.jisr_error
+    return event_dict
+
+
 def configure_logging(level: str = "info", stream=None) -> None:
+    numeric = logging.getLevelName(level.upper())
+    tail = [_redact, _allow_listed, structlog.processors.format_exc_info]
+    renderer = structlog.processors.JSONRenderer(serializer=_dumps)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact,
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=_dumps),
+            *tail,
+            renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
         cache_logger_on_first_use=False,
     )
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.addFilter(_QuietStdlib())
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                _stdlib_fields,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *tail,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # Libraries' own chatter (aioice's per-check lines) only from warnings up;
+    # aiohttp's access lines (as http.access) at the configured level.
+    root.setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("aiohttp.access").setLevel(numeric)
+
+
+class AccessLog(AbstractAccessLogger):
+    """aiohttp's access lines as ``http.access`` events: method, path (never the
+    query), status, size and time; no header is ever written."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        structlog.get_logger("jisr.http").info(
+            "http.access", method=request.method, path=request.path,
+            status=response.status, bytes=response.body_length, ms=round(time * 1000, 1),
+        )  # fmt: skip
 
 
 def get_logger(**bound: object):

@@ -31,7 +31,10 @@ SECURITY_HEADERS = {
 
 
 def error_response(error: ApiError) -> web.Response:
-    return web.json_response(error.body(), status=error.status)
+    response = web.json_response(error.body(), status=error.status)
+    if error.status in (408, 413):
+        response.force_close()  # what the client still sends is not read
+    return response
 
 
 @web.middleware

@@ -231,6 +231,7 @@ class NodeInfo(Record):
     node: str
     internal_url: str = ""  # where other nodes reach it
     sessions: int = 0
+    capacity: int = 1 << 30  # sessions it may host (JISR_MAX_SESSIONS_PER_NODE)
 
 
 class PresenceInfo(Record):
@@ -262,7 +263,12 @@ class SessionEnded(Record, tag="session.ended", tag_field="type"):
     reason: str
 
 
-Event = ConsultUpdated | ConsultReannounced | ConsultEscalated | SessionEnded
+class TokenRevoked(Record, tag="token.revoked", tag_field="type"):
+    token_id: str
+    until: float  # when it would have expired anyway
+
+
+Event = ConsultUpdated | ConsultReannounced | ConsultEscalated | SessionEnded | TokenRevoked
 
 
 def to_json(record: Record) -> dict[str, Any]:

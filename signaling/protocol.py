@@ -27,6 +27,13 @@ class Auth(_Message):
     batch: bool = False  # the client takes several messages in one frame, as a JSON array
 
 
+class Reauth(_Message):
+    """A fresh token for the same user, before the current one expires."""
+
+    type: Literal["reauth"]
+    token: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+
+
 class Join(_Message):
     type: Literal["join"]
     session_id: Id
@@ -82,6 +89,7 @@ class RecordingStop(_Message):
 
 ClientMessage = Annotated[
     Auth
+    | Reauth
     | Join
     | Offer
     | Candidate
@@ -96,7 +104,7 @@ ClientMessage = Annotated[
 ]
 _client_message = TypeAdapter(ClientMessage)
 MESSAGE_TYPES = frozenset(
-    {"auth", "join", "offer", "candidate", "leave", "ping", "presence", "chat",
+    {"auth", "reauth", "join", "offer", "candidate", "leave", "ping", "presence", "chat",
      "recording.request", "recording.consent", "recording.stop"}
 )  # fmt: skip
 

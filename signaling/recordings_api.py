@@ -82,7 +82,7 @@ async def _visible_recording(request: web.Request, who: Principal) -> dict:
 
 @routes.get("/api/recordings")
 async def list_recordings(request: web.Request) -> web.Response:
-    who = principal(request)
+    who = await principal(request)
     records = await asyncio.to_thread(_vault(request).list)
     visible = [_public_recording(r) for r in records if may_play(who, r.get("participants", []))]
     visible.sort(key=lambda r: r.get("started_at") or 0, reverse=True)
@@ -94,7 +94,7 @@ async def get_recording(request: web.Request) -> web.Response:
     """One recording's metadata, with its tracks and which participants have media
     (read from the segments, so not in the list: that would decrypt every recording)."""
 
-    who = principal(request)
+    who = await principal(request)
     record = await _visible_recording(request, who)
     try:
         tracks = await asyncio.to_thread(_vault(request).tracks, record["recording_id"])
@@ -110,7 +110,7 @@ async def play_recording(request: web.Request) -> web.StreamResponse:
     Renditions share the recording's time origin, so a player can show them side by
     side in sync (a browser plays only one video and one audio track of a file)."""
 
-    who = principal(request)
+    who = await principal(request)
     participant = _participant(request)
     record = await _visible_recording(request, who)
     audit = request.app[AUDIT]
@@ -151,7 +151,7 @@ async def play_recording(request: web.Request) -> web.StreamResponse:
 
 @routes.delete("/api/recordings/{id}")
 async def delete_recording(request: web.Request) -> web.Response:
-    who = principal(request)
+    who = await principal(request)
     if who.role != "admin":
         raise ApiError(403, "forbidden", "only an admin deletes recordings")
     record = await _visible_recording(request, who)

@@ -10,6 +10,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .model import Urgency
+from .ratelimit import parse_limits
 
 DEFAULT_SPECIALTIES = (
     "cardiology",
@@ -86,6 +87,18 @@ class Settings(BaseSettings):
     # How long a dropped participant keeps their place (shown as reconnecting).
     reconnect_grace_s: float = Field(60, ge=0, le=3600)
     node_heartbeat_s: float = Field(5, gt=0, le=300)
+    # A connection that sends no complete request (idle, or stalled in its headers)
+    # is closed after this long; a request body that stops arriving, after the next.
+    http_idle_timeout_s: float = Field(75, gt=0, le=3600)
+    # Rate limits: overrides of signaling.ratelimit.DEFAULT_LIMITS
+    # ("chat.user=60/minute;consult.address=200/minute").
+    rate_limits: Annotated[dict[str, str], NoDecode] = {}
+    max_attachments_per_consult: int = Field(50, ge=1, le=10_000)
+    max_waiting_per_referrer: int = Field(20, ge=1, le=10_000)
+    max_sessions_per_node: int = Field(200, ge=1, le=100_000)
+    # Tokens living longer than this are refused, whoever signed them.
+    max_token_lifetime_s: int = Field(12 * 3600, ge=60, le=30 * 86400)
+    request_body_timeout_s: float = Field(30, gt=0, le=3600)
     web_dir: Path = Path(__file__).resolve().parent.parent / "web"
 
     _split = field_validator(
@@ -109,6 +122,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"{item!r} is not facility=bits_per_second")
             caps[facility.strip()] = int(bitrate)
         return caps
+
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _rate_limits(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = [item.partition("=") for item in value.split(";") if item.strip()]
+            value = {name.strip(): limit.strip() for name, _, limit in pairs}
+        parse_limits(value)  # type: ignore[arg-type]
+        return value
 
     @field_validator("escalation", mode="before")
     @classmethod

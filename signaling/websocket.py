@@ -13,14 +13,16 @@ from aiohttp import WSMsgType, web
 from .connection import Connection
 from .errors import ApiError, refused, store_unavailable
 from .handler import SignalingHandler
-from .keys import HUB, SETTINGS
+from .keys import HUB, LIMITS, SETTINGS
 from .logs import get_logger
-from .protocol import parse_client_message, parse_json, ref_of
+from .middleware import error_response
+from .protocol import Reauth, parse_client_message, parse_json, ref_of
 from .store import StoreUnavailable, TransitionRefused
 
 log = get_logger()
 AUTH_TIMEOUT_S = 10
 CLOSING = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
+SIGNED_OUT = ("token_expired", "token_invalid", "token_revoked")  # the socket closes (4401)
 
 
 def error_message(error: ApiError, ref: str | None) -> dict:
@@ -28,14 +30,20 @@ def error_message(error: ApiError, ref: str | None) -> dict:
             "ref": error.ref or ref, **error.extra}  # fmt: skip
 
 
-async def websocket(request: web.Request) -> web.WebSocketResponse:
+async def websocket(request: web.Request) -> web.StreamResponse:
+    try:
+        await request.app[LIMITS].hit("connection", address=request.remote)
+    except ApiError as exc:  # refused before the upgrade: an HTTP answer
+        return error_response(exc)
     limit = request.app[SETTINGS].max_message_bytes
     # aiohttp closes the socket past max_msg_size; below that hard cap we refuse the
     # message ourselves and keep the connection.
     ws = web.WebSocketResponse(max_msg_size=max(4 * limit, 1 << 20), heartbeat=20)
     await ws.prepare(request)
-    conn = Connection(ws)
-    writer = asyncio.ensure_future(conn.write_loop())
+    transport = request.transport
+    conn = Connection(ws, abort=transport.abort if transport is not None else None)
+    conn.address = request.remote
+    writer = conn.writer = asyncio.ensure_future(conn.write_loop())
     try:
         await read_messages(request.app, conn, limit, writer)
     finally:
@@ -60,7 +68,7 @@ async def read_messages(
         if msg.type in CLOSING:
             return
         error = await handle_one(handler, conn, msg, limit)
-        if error is not None and error.code in ("token_expired", "token_invalid"):
+        if error is not None and error.code in SIGNED_OUT:
             conn.close_outbox()
             await writer
             await conn.ws.close(code=4401, message=b"unauthorized")
@@ -76,9 +84,11 @@ async def handle_one(
         if msg.type != WSMsgType.TEXT:
             raise ApiError(400, "bad_json", "only text JSON messages are accepted")
         data = parse_json(msg.data, limit)
+        who = conn.principal
+        await handler.limits.hit("message", user=who and who.sub, address=conn.address)
         message = parse_client_message(data)
-        if conn.upstream is not None:
-            await conn.upstream.send(data)
+        if conn.upstream is not None and not isinstance(message, Reauth):
+            await conn.upstream.send(data)  # the hosting node answers
         else:
             await handler.handle(message)
         return None
@@ -96,6 +106,8 @@ async def handle_one(
 
 
 async def hang_up(app: web.Application, conn: Connection, writer: asyncio.Future) -> None:
+    if conn.expiry is not None:
+        conn.expiry.cancel()
     if conn.upstream is not None:
         await conn.upstream.close()
     hub = app[HUB]

@@ -6,7 +6,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..auth import Principal
+from ..errors import ApiError
 from ..model import Session
+
+
+def no_capacity() -> ApiError:
+    return ApiError(
+        503, "no_capacity", "every node hosts its maximum of sessions; try again shortly"
+    )
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..auth import Principal
 from ..model import Session
-from .base import Here, Location
+from .base import Here, Location, no_capacity
 
 
 class LocalCluster:
-    def __init__(self, node_id: str) -> None:
+    def __init__(self, node_id: str, *, hosted: Callable[[], int], capacity: int) -> None:
         self.node_id = node_id
+        self.hosted = hosted
+        self.capacity = capacity  # sessions this node may host
 
     async def place_session(self) -> str:
+        if self.hosted() >= self.capacity:
+            raise no_capacity()
         return self.node_id
 
     async def heartbeat(self) -> None:

@@ -68,14 +68,18 @@ async def open_upstream(http: ClientSession, internal_url: str, token: str) -> U
 FORWARDED = "X-Jisr-Forwarded"  # a request another node carried here: answer it locally
 
 
-async def ask_host(http: ClientSession, internal_url: str, path: str, authorization: str) -> dict:
+async def ask_host(
+    http: ClientSession, internal_url: str, path: str, authorization: str
+) -> dict | None:
     """What the hosting node answers to ``GET path`` for the same user (it checks the
-    token again). ApiError ``node_unavailable`` if it cannot be reached."""
+    token again); None when the host is dead (it refuses connections)."""
     headers = {"Authorization": authorization, FORWARDED: "1"}
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             async with http.get(internal_url + path, headers=headers) as response:
                 body = await response.json(loads=orjson.loads)
+    except ClientConnectorError:
+        return None
     except (TimeoutError, OSError, ValueError, ClientError):
         raise ApiError(
             503, "node_unavailable", "the node hosting this session is unreachable"

@@ -11,7 +11,7 @@ from ..errors import ApiError
 from ..logs import Audit, get_logger
 from ..model import NodeInfo, Session, SessionChange, SessionState
 from ..store import LiveState, Moved, NotFound, StoreUnavailable, TransitionRefused
-from .base import Here, Location, Lost, Remote
+from .base import Here, Location, Lost, Remote, no_capacity
 
 log = get_logger()
 
@@ -25,6 +25,7 @@ class RedisCluster:
         node_id: str,
         internal_url: str,
         hosted: Callable[[], int],
+        capacity: int,
         heartbeat_s: float,
         clock: Callable[[], float],
     ) -> None:
@@ -34,22 +35,29 @@ class RedisCluster:
         self.node_id = node_id
         self.internal_url = internal_url
         self.hosted = hosted
+        self.capacity = capacity  # sessions this node may host
         self.heartbeat_s = heartbeat_s
         self.clock = clock
 
     async def place_session(self) -> str:
         """The live node hosting the fewest sessions (this one on a tie, or when the
-        node map cannot be read)."""
+        node map cannot be read); a node at its capacity is skipped."""
         try:
             nodes = await self.state.list_nodes()
         except StoreUnavailable:
-            return self.node_id
-        load = {node: info.sessions for node, info in nodes.items()}
-        load.setdefault(self.node_id, 0)
-        return min(load, key=lambda node: (load[node], node != self.node_id, node))
+            nodes = {}
+        load = {node: (info.sessions, info.capacity) for node, info in nodes.items()}
+        load[self.node_id] = (self.hosted(), self.capacity)
+        free = [node for node, (sessions, capacity) in load.items() if sessions < capacity]
+        if not free:
+            raise no_capacity()
+        return min(free, key=lambda node: (load[node][0], node != self.node_id, node))
 
     async def heartbeat(self) -> None:
-        info = NodeInfo(node=self.node_id, internal_url=self.internal_url, sessions=self.hosted())
+        info = NodeInfo(
+            node=self.node_id, internal_url=self.internal_url, sessions=self.hosted(),
+            capacity=self.capacity,
+        )  # fmt: skip
         await self.state.register_node(info, ttl_s=3 * self.heartbeat_s)
         await self.sweep()
 

@@ -229,6 +229,12 @@ class Store(Protocol):
 
     async def list_presence(self) -> dict[str, Record]: ...
 
+    # revoked tokens -------------------------------------------------------
+    async def revoke_token(self, token_id: str, ttl_s: float) -> None:
+        """Remember a signed-out token until it would have expired anyway."""
+
+    async def list_revoked(self) -> list[str]: ...
+
     # deadlines ----------------------------------------------------------
     async def schedule(self, item: str, due: float) -> None:
         """Remember that ``item`` falls due at ``due`` (replacing an earlier due

@@ -161,6 +161,13 @@ class LiveState:
         found = await self.backend.list_presence()
         return {sub: msgspec.convert(info, PresenceInfo) for sub, info in found.items()}
 
+    # revoked tokens -----------------------------------------------------------------
+    async def revoke_token(self, token_id: str, ttl_s: float) -> None:
+        await self.backend.revoke_token(token_id, ttl_s)
+
+    async def list_revoked(self) -> list[str]:
+        return await self.backend.list_revoked()
+
     # deadlines -------------------------------------------------------------------
     async def schedule(self, item: str, due: float) -> None:
         await self.backend.schedule(item, due)

@@ -65,6 +65,7 @@ class MemoryStore:
         self._sessions: dict[str, Record] = {}
         self._nodes: dict[str, tuple[float, Record]] = {}  # id -> (expires_at, info)
         self._presence: dict[str, tuple[float, Record]] = {}  # sub -> (expires_at, info)
+        self._revoked: dict[str, tuple[float, Record]] = {}  # token id -> (expires_at, {})
         self._due: dict[str, float] = {}  # scheduled item -> due time
         # Weak, so a subscription its consumer dropped without closing stops filling.
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
@@ -220,16 +221,32 @@ class MemoryStore:
 
     # presence -----------------------------------------------------------
     async def set_presence(self, sub: str, info: Record, ttl_s: float) -> None:
-        record = _copy(info)
-        async with self._lock:
-            self._presence[sub] = (self._clock() + ttl_s, record)
+        await self._set_expiring(self._presence, sub, info, ttl_s)
 
     async def list_presence(self) -> dict[str, Record]:
+        return await self._list_expiring(self._presence)
+
+    async def _set_expiring(
+        self, table: dict[str, tuple[float, Record]], entry: str, info: Record, ttl_s: float
+    ) -> None:
+        """An entry of an expiring table (presence, revoked tokens)."""
+        record = _copy(info)
+        async with self._lock:
+            table[entry] = (self._clock() + ttl_s, record)
+
+    async def _list_expiring(self, table: dict[str, tuple[float, Record]]) -> dict[str, Record]:
         async with self._lock:
             now = self._clock()
-            for sub in [s for s, (expires, _) in self._presence.items() if expires <= now]:
-                del self._presence[sub]
-            return {sub: _copy(info) for sub, (_, info) in self._presence.items()}
+            for entry in [e for e, (expires, _) in table.items() if expires <= now]:
+                del table[entry]
+            return {entry: _copy(info) for entry, (_, info) in table.items()}
+
+    # revoked tokens -------------------------------------------------------
+    async def revoke_token(self, token_id: str, ttl_s: float) -> None:
+        await self._set_expiring(self._revoked, token_id, {}, ttl_s)
+
+    async def list_revoked(self) -> list[str]:
+        return sorted(await self._list_expiring(self._revoked))
 
     # deadlines ----------------------------------------------------------
     async def schedule(self, item: str, due: float) -> None:

@@ -341,6 +341,13 @@ class RedisStore:
     async def list_presence(self) -> dict[str, Record]:
         return await self._list_expiring("presence", "presence-index")
 
+    # revoked tokens -------------------------------------------------------
+    async def revoke_token(self, token_id: str, ttl_s: float) -> None:
+        await self._put_expiring("revoked", "revoked-index", token_id, {}, ttl_s)
+
+    async def list_revoked(self) -> list[str]:
+        return sorted(await self._list_expiring("revoked", "revoked-index"))
+
     # deadlines ----------------------------------------------------------
     async def schedule(self, item: str, due: float) -> None:
         with _unavailable():

@@ -10,6 +10,7 @@ def cluster_node(store: MemoryStore, node_id: str) -> RedisCluster:
     """A node of the cluster, sharing ``store`` (as nodes share Redis)."""
     return RedisCluster(
         LiveState(store), Audit(node_id), node_id=node_id, internal_url="", hosted=lambda: 0,
+        capacity=200,
         heartbeat_s=5, clock=lambda: 1000.0,
     )  # fmt: skip
 

@@ -1,0 +1,120 @@
+"""Limits on what one user or one address can make the server do, counted with the
+``limits`` library: in Redis when nodes share it (every node sees the same counts),
+in memory otherwise. Defaults are generous enough that no clinician at work meets
+them; ``JISR_RATE_LIMITS`` changes any of them (docs/protocol.md lists them).
+
+WebSocket messages of any kind are counted on the node that receives them, in
+memory: a user's messages arrive on their connection's node, and a shared count
+would cost a Redis round trip per message.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import limits
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.errors import StorageError
+
+from .errors import ApiError
+from .logs import get_logger
+
+log = get_logger()
+
+# action.scope -> limit ("user": per signed-in user, "address": per client address)
+DEFAULT_LIMITS = {
+    "consult.user": "30/minute",
+    "consult.address": "120/minute",
+    "attachment.user": "120/minute",
+    "attachment.address": "300/minute",
+    "chat.user": "120/minute",
+    "offer.user": "30/minute",
+    "offer.address": "120/minute",
+    "message.user": "50/second",
+    "message.address": "200/second",
+    "connection.user": "60/minute",
+    "connection.address": "300/minute",
+    "sign_in.address": "30/minute",  # refused tokens: past this, the address waits
+}
+LOCAL_ACTIONS = frozenset({"message"})  # counted on the receiving node only
+MAX_BLOCKED = 10_000
+
+
+def parse_limits(overrides: dict[str, str]) -> dict[str, limits.RateLimitItem]:
+    """The limits in force; ValueError names a bad override."""
+    merged = {**DEFAULT_LIMITS, **overrides}
+    parsed = {}
+    for name, text in merged.items():
+        if name not in DEFAULT_LIMITS:
+            raise ValueError(f"unknown rate limit {name!r}; known: {', '.join(DEFAULT_LIMITS)}")
+        try:
+            parsed[name] = limits.parse(text)
+        except ValueError:
+            raise ValueError(f"{name}={text!r} is not a limit such as 30/minute") from None
+    return parsed
+
+
+def rate_limited(retry_after: float) -> ApiError:
+    seconds = max(1, math.ceil(retry_after))
+    return ApiError(
+        429, "rate_limited", f"too many requests; try again in {seconds} s", retry_after=seconds
+    )
+
+
+@dataclass
+class RateLimits:
+    items: dict[str, limits.RateLimitItem]
+    shared: SlidingWindowCounterRateLimiter
+    local: SlidingWindowCounterRateLimiter
+    blocked: dict[str, float] = field(default_factory=dict)  # address -> until (epoch s)
+
+    @classmethod
+    def open(cls, overrides: dict[str, str], redis_url: str | None) -> RateLimits:
+        storage: Storage = MemoryStorage()
+        if redis_url:
+            storage = RedisStorage(
+                "async+" + redis_url, implementation="redispy", key_prefix="jisr:limits",
+                wrap_exceptions=True, socket_timeout=1.0, socket_connect_timeout=1.0,
+            )  # fmt: skip
+        local = SlidingWindowCounterRateLimiter(MemoryStorage())
+        return cls(parse_limits(overrides), SlidingWindowCounterRateLimiter(storage), local)
+
+    async def hit(self, action: str, *, user: str | None = None, address: str | None = None):
+        """Count one ``action``; raises ``429 rate_limited`` (with ``retry_after``)
+        when the user or the address is over its limit."""
+        limiter = self.local if action in LOCAL_ACTIONS else self.shared
+        for scope, who in (("user", user), ("address", address)):
+            item = self.items.get(f"{action}.{scope}")
+            if item is None or who is None:
+                continue
+            try:
+                if await limiter.hit(item, action, scope, who):
+                    continue
+                stats = await limiter.get_window_stats(item, action, scope, who)
+            except StorageError as exc:  # the limiter's store is down: do not lock users out
+                log.warning("ratelimit.unavailable", error=type(exc).__name__)
+                return
+            log.info("ratelimit.refused", kind=action, scope=scope)
+            raise rate_limited(stats.reset_time - time.time())
+
+    def check_sign_in(self, address: str | None) -> None:
+        """An address that sent too many refused tokens waits, whatever it sends
+        next (checked in memory: no store round trip per request)."""
+        until = self.blocked.get(address or "")
+        if until is None:
+            return
+        if until <= time.time():
+            del self.blocked[address or ""]
+            return
+        raise rate_limited(until - time.time())
+
+    async def sign_in_refused(self, address: str | None) -> None:
+        try:
+            await self.hit("sign_in", address=address)
+        except ApiError as exc:
+            if len(self.blocked) >= MAX_BLOCKED:
+                self.blocked.clear()  # bounded; the shared count still holds
+            self.blocked[address or ""] = time.time() + float(exc.extra["retry_after"])
