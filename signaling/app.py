@@ -95,7 +95,7 @@ def open_cluster(app: web.Application, backend: Store, clock: Clock) -> Cluster:
 
     capacity = app[SETTINGS].max_sessions_per_node
     if not isinstance(backend, RedisStore):
-        return LocalCluster(app[NODE_ID], hosted=hosted, capacity=capacity)
+        return LocalCluster(app[NODE_ID], app[STORE], hosted=hosted, capacity=capacity)
     return RedisCluster(
         app[STORE], app[AUDIT], node_id=app[NODE_ID], internal_url=app[INTERNAL_URL],
         hosted=hosted, capacity=capacity, heartbeat_s=app[SETTINGS].node_heartbeat_s,

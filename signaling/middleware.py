@@ -32,6 +32,8 @@ SECURITY_HEADERS = {
 
 def error_response(error: ApiError) -> web.Response:
     response = web.json_response(error.body(), status=error.status)
+    if "retry_after" in error.extra:
+        response.headers["Retry-After"] = str(error.extra["retry_after"])
     if error.status in (408, 413):
         response.force_close()  # what the client still sends is not read
     return response

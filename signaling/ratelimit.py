@@ -112,9 +112,12 @@ class RateLimits:
         raise rate_limited(until - time.time())
 
     async def sign_in_refused(self, address: str | None) -> None:
+        """Count a refused token; past the limit the address waits (and this answer
+        says so)."""
         try:
             await self.hit("sign_in", address=address)
         except ApiError as exc:
             if len(self.blocked) >= MAX_BLOCKED:
                 self.blocked.clear()  # bounded; the shared count still holds
             self.blocked[address or ""] = time.time() + float(exc.extra["retry_after"])
+            raise

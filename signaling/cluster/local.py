@@ -6,17 +6,22 @@ from collections.abc import Callable
 
 from ..auth import Principal
 from ..model import Session
+from ..store import LiveState
 from .base import Here, Location, no_capacity
 
 
 class LocalCluster:
-    def __init__(self, node_id: str, *, hosted: Callable[[], int], capacity: int) -> None:
+    def __init__(
+        self, node_id: str, state: LiveState, *, hosted: Callable[[], int], capacity: int
+    ) -> None:
         self.node_id = node_id
+        self.state = state
         self.hosted = hosted
         self.capacity = capacity  # sessions this node may host
 
     async def place_session(self) -> str:
-        if self.hosted() >= self.capacity:
+        placed = len(await self.state.list_sessions())
+        if max(self.hosted(), placed) >= self.capacity:
             raise no_capacity()
         return self.node_id
 

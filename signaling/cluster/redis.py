@@ -4,6 +4,7 @@ refreshes its entry with a heartbeat; a node whose entry expired is dead."""
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Callable
 
 from ..auth import Principal
@@ -41,17 +42,22 @@ class RedisCluster:
 
     async def place_session(self) -> str:
         """The live node hosting the fewest sessions (this one on a tie, or when the
-        node map cannot be read); a node at its capacity is skipped."""
+        node map cannot be read); a node at its capacity is skipped. A node's load is
+        the larger of the sessions its media hosts (its heartbeat says) and the live
+        sessions placed on it (whose media may not be up yet)."""
         try:
             nodes = await self.state.list_nodes()
+            placed = Counter(s.node for s in await self.state.list_sessions())
         except StoreUnavailable:
-            nodes = {}
-        load = {node: (info.sessions, info.capacity) for node, info in nodes.items()}
-        load[self.node_id] = (self.hosted(), self.capacity)
-        free = [node for node, (sessions, capacity) in load.items() if sessions < capacity]
+            nodes, placed = {}, Counter()
+        capacity = {node: info.capacity for node, info in nodes.items()}
+        load = {node: max(info.sessions, placed[node]) for node, info in nodes.items()}
+        capacity[self.node_id] = self.capacity
+        load[self.node_id] = max(self.hosted(), placed[self.node_id])
+        free = [node for node in load if load[node] < capacity[node]]
         if not free:
             raise no_capacity()
-        return min(free, key=lambda node: (load[node][0], node != self.node_id, node))
+        return min(free, key=lambda node: (load[node], node != self.node_id, node))
 
     async def heartbeat(self) -> None:
         info = NodeInfo(
