@@ -16,6 +16,10 @@ from .auth import ROLES, mint_token
 from .logs import AccessLog, configure_logging
 from .settings import Settings, SettingsError, load_settings
 
+# After refusing a request early (too large, too slow), the rest of its body is read
+# and dropped this long, so the client can read the answer before the close.
+LINGER_S = 2.0
+
 DEMO_USERS = (
     ("referrer", {"sub": "dr-amal", "name": "Dr Amal Haddad", "facility": "hospital-a"}),
     (
@@ -105,6 +109,7 @@ def run_node(settings: Settings, node_id: str | None, reuse_port: bool) -> None:
         runner = web.AppRunner(
             app, handle_signals=False, access_log=logging.getLogger("aiohttp.access"),
             access_log_class=AccessLog, keepalive_timeout=settings.http_idle_timeout_s,
+            lingering_time=LINGER_S,
         )  # fmt: skip
         await runner.setup()
         try:

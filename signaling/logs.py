@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
 SECRET_FIELDS = frozenset({"token", "sdp", "secret", "key", "password", "authorization", "jwt"})
@@ -91,6 +92,9 @@ class _QuietStdlib(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         record.jisr_event = "stdlib." + record.name.replace("aiohttp.", "http.")
         record.jisr_error = type(exc).__name__ if exc is not None else None
+        if isinstance(exc, HttpProcessingError):  # a client's malformed request
+            record.jisr_event = "http.bad_request"
+            record.levelno, record.levelname = logging.INFO, "INFO"
         record.exc_info, record.exc_text, record.args = None, None, ()
         record.msg = record.jisr_event
         return True
