@@ -167,6 +167,7 @@ def add_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_routes(recording_routes)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/", index)
-    app.router.add_route("*", "/api/{tail:.*}", unknown_api)  # never fall through to files
+    # never fall through to files, whatever the rest of the path holds (newlines too)
+    app.router.add_route("*", r"/api/{tail:[\s\S]*}", unknown_api)
     if settings.web_dir.is_dir():
         app.router.add_static("/", settings.web_dir, follow_symlinks=False)

@@ -7,6 +7,22 @@ from signaling.settings import Settings, load_settings
 
 pytest_plugins = ["tests.fixtures_redis"]
 
+
+def pytest_report_header(config) -> str:
+    from tests.fuzz.seed import SEED
+
+    return f"fuzz seed: {SEED} (JISR_FUZZ_SEED={SEED} replays this run)"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    from tests.fuzz.seed import CASES, SEED
+
+    if CASES:
+        lines = [f"  {name}: {n}" for name, n in sorted(CASES.items())]
+        terminalreporter.write_line(
+            f"fuzz: {sum(CASES.values())} generated cases, seed {SEED}\n" + "\n".join(lines)
+        )
+
 SECRET = "test-secret-" + "x" * 40
 
 

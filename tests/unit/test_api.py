@@ -246,3 +246,12 @@ async def test_turn_credentials_only_for_signed_in_users(aiohttp_client, tokens)
         hmac.new(b"s3cret", turn["username"].encode(), hashlib.sha1).digest()
     ).decode()
     assert turn["credential"] == expected
+
+
+async def test_any_api_path_gets_a_coded_answer(client, tokens):
+    """Found by the fuzz tests: a path holding a newline fell through to the static
+    files and got an empty 404."""
+    for path in ("/api/consults/%0A%7B", "/api/%0A", "/api/x%0Ay"):
+        answer = await client.get(path, headers=tokens.header(tokens.referrer))
+        assert answer.status == 404
+        assert (await answer.json())["error"]["code"] == "not_found"
