@@ -1,7 +1,9 @@
 // HTTP API client (docs/protocol.md, "HTTP API"). Every call sends
 // Authorization: Bearer <token>; refusals become ApiError(code, message, status).
+// Every answer passes through refusalOf(), which tells the outage notice (outage.js).
 
 import { getToken } from './auth.js';
+import { noteAnswer } from './outage.js';
 
 export class ApiError extends Error {
   constructor(code, message, status = 0, extra = {}) {
@@ -32,6 +34,23 @@ function noteServerDate(res, sentAt) {
   clockOffset = Math.abs(offset) > 1.5 ? offset : 0;
 }
 
+/**
+ * The refusal in an HTTP answer as an ApiError, or null when it succeeded. `body` is the
+ * parsed JSON (null when there is none); {"error": {code, message}} gives the code.
+ */
+export function refusalOf(status, body) {
+  if (status >= 200 && status < 300) {
+    noteAnswer(null);
+    return null;
+  }
+  const err = body && body.error ? body.error : null;
+  const refusal = err && err.code
+    ? new ApiError(err.code, err.message, status, err)
+    : new ApiError(status >= 500 ? 'http_server' : 'http_client', `HTTP ${status}`, status);
+  noteAnswer(refusal.code);
+  return refusal;
+}
+
 export async function request(method, path, body) {
   const headers = { Accept: 'application/json' };
   const token = getToken();
@@ -58,11 +77,8 @@ export async function request(method, path, body) {
       data = null;
     }
   }
-  if (!res.ok) {
-    const err = data && data.error ? data.error : null;
-    if (err && err.code) throw new ApiError(err.code, err.message, res.status, err);
-    throw new ApiError(res.status >= 500 ? 'http_server' : 'http_client', `HTTP ${res.status}`, res.status);
-  }
+  const refusal = refusalOf(res.status, data);
+  if (refusal) throw refusal;
   return data;
 }
 
@@ -99,15 +115,8 @@ export async function fetchRecordingMedia(id, { participant = null, signal, onPr
     if (e && e.name === 'AbortError') throw e;
     throw new ApiError('network', String(e && e.message ? e.message : e), 0);
   }
-  if (!res.ok) {
-    let err = null;
-    try {
-      const data = await res.json();
-      err = data && data.error;
-    } catch { /* not JSON */ }
-    if (err && err.code) throw new ApiError(err.code, err.message, res.status, err);
-    throw new ApiError(res.status >= 500 ? 'http_server' : 'http_client', `HTTP ${res.status}`, res.status);
-  }
+  const refusal = refusalOf(res.status, res.ok ? null : await res.json().catch(() => null));
+  if (refusal) throw refusal;
   const type = res.headers.get('Content-Type') || 'video/webm';
   const total = Number(res.headers.get('Content-Length')) || 0;
   if (!res.body || !res.body.getReader) return res.blob();

@@ -5,6 +5,7 @@
 // Shared elements (in every page's HTML):
 //   #lang-toggle, #ws-state[data-state], #user-name, #sign-out,
 //   #error-banner[data-code] (.error-text, .error-detail, .error-close), #notice,
+//   #outage-notice[data-state] (outage.js),
 //   #signin, #signin-form, #signin-token, #signin-submit, #signin-reason,
 //   #app (the page once signed in), #page-main (lists/forms), #session-view
 
@@ -14,6 +15,7 @@ import { api } from './api.js';
 import { Signaling } from './signaling.js';
 import { SessionView } from './session.js';
 import { setHookBase, registerHookSource } from './hook.js';
+import { setupOutageNotice, setCallRole, renderOutageNotice, outageSnapshot } from './outage.js';
 import { showError, clearError, setupErrorBanner, startWaitingTicker, refreshTimes } from './ui.js';
 
 const AUTH_CODES = new Set(['unauthenticated', 'token_expired', 'token_invalid']);
@@ -195,6 +197,17 @@ function setupSession(ctx) {
     await session.join(sessionId, { consult });
   };
   registerHookSource('session', () => session.snapshot());
+  followCallForOutage(session, ctx.page);
+}
+
+/** The outage notice says the call continues while the user is in one, and how. */
+function followCallForOutage(session, page) {
+  setCallRole(() => {
+    if (!session.active || session.ended) return null;
+    return session.as || (page === 'supervisor' ? 'observer' : 'participant');
+  });
+  const attributeFilter = ['data-state', 'data-as', 'hidden'];
+  new MutationObserver(() => renderOutageNotice()).observe(session.root, { attributes: true, attributeFilter });
 }
 
 /**
@@ -206,6 +219,8 @@ function setupSession(ctx) {
 export async function startPage({ page, roles, init }) {
   setHookBase({ page });
   await setupChrome();
+  setupOutageNotice(page);
+  registerHookSource('outage', outageSnapshot);
   startWaitingTicker();
 
   const me = await signIn(roles, page);

@@ -11,7 +11,7 @@
 //   embedded, naturalWidth, naturalHeight, error}.
 
 import { has, setText } from './i18n.js';
-import { ApiError } from './api.js';
+import { ApiError, refusalOf } from './api.js';
 import { getToken } from './auth.js';
 import { h } from './ui.js';
 import { fileKind, typeLabel, sizeEl } from './filetypes.js';
@@ -36,12 +36,8 @@ export async function fetchAttachment(consultId, attachmentId) {
   } catch (e) {
     throw new ApiError('network', String(e && e.message ? e.message : e), 0);
   }
-  if (!res.ok) {
-    let err = null;
-    try { err = (await res.json()).error; } catch { /* not JSON */ }
-    if (err && err.code) throw new ApiError(err.code, err.message, res.status);
-    throw new ApiError(res.status >= 500 ? 'http_server' : 'http_client', `HTTP ${res.status}`, res.status);
-  }
+  const refusal = refusalOf(res.status, res.ok ? null : await res.json().catch(() => null));
+  if (refusal) throw refusal;
   return res.blob();
 }
 

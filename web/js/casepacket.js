@@ -8,7 +8,7 @@
 //   Each file is the raw body of POST /api/consults/{id}/attachments (Content-Type = the
 //   file's type, X-Filename = encodeURIComponent(name), bearer header), one after the
 //   other, with progress. Progress and refusals (too_large, unsupported_type,
-//   attachments_unavailable, …) show in the consult's card:
+//   attachments_unavailable, store_unavailable, …) show in the consult's card:
 //   .upload-status[data-consult-id][data-state=uploading|done|error][data-code]
 //   with li.upload-result[data-code] per file.
 // List: ul.attachment-list > li.attachment-item[data-attachment-id][data-type]
@@ -20,7 +20,7 @@
 //   naturalWidth, naturalHeight, error} (attachmentviewer.js).
 
 import { t, has, setText } from './i18n.js';
-import { ApiError } from './api.js';
+import { ApiError, refusalOf } from './api.js';
 import { getToken } from './auth.js';
 import { registerHookSource } from './hook.js';
 import { h, timeEl } from './ui.js';
@@ -65,10 +65,10 @@ function uploadOne(consultId, file, onProgress) {
     xhr.onload = () => {
       let data = null;
       try { data = JSON.parse(xhr.responseText || 'null'); } catch { data = null; }
-      if (xhr.status >= 200 && xhr.status < 300) resolve(data);
-      else if (data && data.error && data.error.code) reject(new ApiError(data.error.code, data.error.message, xhr.status));
-      else if (xhr.status === 413) reject(new ApiError('too_large', '', 413));
-      else reject(new ApiError(xhr.status >= 500 ? 'http_server' : 'http_client', `HTTP ${xhr.status}`, xhr.status));
+      const refusal = refusalOf(xhr.status, data);
+      if (!refusal) resolve(data);
+      else if (xhr.status === 413 && !(data && data.error)) reject(new ApiError('too_large', '', 413));
+      else reject(refusal);
     };
     xhr.send(file);
   });
@@ -105,7 +105,7 @@ export async function uploadFiles(consultId, files) {
     } catch (err) {
       if (err.code === 'too_large') knownLimit = limitFrom(err.message) || knownLimit;
       up.results.push({ filename: file.name, ok: false, code: err.code || 'unknown', size: file.size });
-      if (['attachments_unavailable', 'forbidden', 'invalid_state', 'consult_not_found'].includes(err.code)) break;
+      if (['attachments_unavailable', 'forbidden', 'invalid_state', 'consult_not_found', 'store_unavailable'].includes(err.code)) break;
     }
   }
   const failed = up.results.filter((r) => !r.ok);

@@ -58,6 +58,10 @@
 //     escalations: [{id, urgency, specialty, escalated_at, offered_to, inList}],
 //     escalationAlert: {shown, count, consultIds}, dashboard: {state, queue, live, onCall,
 //              meanAccept}                                                 (supervisor)
+//     outage: {shown (#outage-notice says the state store is unavailable), since, clearedAt
+//              (ms epoch it was noticed, and the last one was over), checks (GET /readyz
+//              asked during it), call: 'participant'|'observer'|null,
+//              text (what the notice says)}                          (outage.js)
 //     lastError: {code, message, context, at} | null,
 //   }
 // Nothing here changes state.

@@ -8,7 +8,7 @@
 //   ("Download report (JSON)"), .report-download-status.
 
 import { setText, has } from './i18n.js';
-import { ApiError } from './api.js';
+import { ApiError, refusalOf } from './api.js';
 import { getToken } from './auth.js';
 import { h, showError, timeEl, urgencyBadge, ltr } from './ui.js';
 
@@ -35,10 +35,8 @@ async function fetchReport(consultId) {
   const text = await res.text();
   let data = null;
   try { data = JSON.parse(text); } catch { data = null; }
-  if (!res.ok) {
-    const err = data && data.error;
-    throw new ApiError(err && err.code ? err.code : 'http_client', err ? err.message : `HTTP ${res.status}`, res.status);
-  }
+  const refusal = refusalOf(res.status, data);
+  if (refusal) throw refusal;
   return data;
 }
 

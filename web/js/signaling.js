@@ -9,9 +9,11 @@
 // 'consult.updated', 'roster', 'session.ended', 'media.state', 'recording.state', 'server-error',
 // 'auth-failed' ({code, message}).
 // Reconnects with backoff unless the server refused the token (close code 4401).
+// Every message received is passed to the outage notice (outage.js).
 
 import { getToken } from './auth.js';
 import { ApiError } from './api.js';
+import { noteAnswer } from './outage.js';
 
 const REPLY_TYPE = {
   auth: 'welcome', join: 'joined', offer: 'answer', leave: 'left', ping: 'pong',
@@ -159,6 +161,7 @@ export class Signaling extends EventTarget {
 
   handle(msg) {
     const type = msg.type;
+    noteAnswer(type === 'error' ? msg.code || 'internal' : null);
     if (type === 'welcome') {
       this.user = msg.user || null;
       this.node = msg.node || null;

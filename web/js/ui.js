@@ -3,6 +3,7 @@
 
 import { t, has, setText, setAttr, formatTime, formatDateTime } from './i18n.js';
 import { serverNow } from './api.js';
+import { STORE_UNAVAILABLE } from './outage.js';
 
 export const URGENCY_RANK = { critical: 0, urgent: 1, routine: 2 };
 
@@ -47,7 +48,8 @@ export function errorText(code, message) {
 }
 
 /**
- * Show the error banner (#error-banner). `err` is an ApiError, a server `error`
+ * Show the error banner (#error-banner), except for `store_unavailable`, which the outage
+ * notice shows instead. `err` is an ApiError, a server `error`
  * message, or {code, message}. The server's message is shown as a detail when the
  * code alone does not say enough (bad_request says which field). `key` replaces the
  * generic text of the code with a more precise one for where it happened (the banner's
@@ -57,6 +59,8 @@ export function showError(err, { context, key } = {}) {
   const code = (err && err.code) || 'unknown';
   const message = (err && err.message) || '';
   lastError = { code, message, context: context || null, at: Date.now() };
+  // #outage-notice (outage.js) says what the outage affects, and clears itself after it.
+  if (code === STORE_UNAVAILABLE) return;
   const banner = document.getElementById('error-banner');
   if (!banner) return;
   banner.dataset.code = code;
