@@ -60,7 +60,13 @@ def jisr_server_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def jisr_server(tmp_path, jisr_server_env) -> Iterator[Server]:
+def jisr_server_args() -> list[str]:
+    """Extra ``jisr serve`` arguments (``--workers 1``: one node even with Redis)."""
+    return []
+
+
+@pytest.fixture
+def jisr_server(tmp_path, jisr_server_env, jisr_server_args) -> Iterator[Server]:
     port = free_port()
     key = tmp_path / "recording.key"
     generate_key_file(key)
@@ -80,7 +86,7 @@ def jisr_server(tmp_path, jisr_server_env) -> Iterator[Server]:
     log_path = os.environ.get("JISR_E2E_SERVER_LOG") or str(tmp_path / "server.log")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "signaling.cli", "serve"],
+            [sys.executable, "-m", "signaling.cli", "serve", *jisr_server_args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
