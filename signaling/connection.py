@@ -83,6 +83,8 @@ class Connection:
         self.writer: asyncio.Task | None = None  # the write loop's task
         self.expiry: asyncio.TimerHandle | None = None  # signs it out when its token expires
         self.address: str | None = None  # the client's address (rate limits)
+        # messages over the message limit: since when counted, how many, last answered
+        self.flood_since, self.flood_refused, self.refusal_answered = 0.0, 0, 0.0
 
     @property
     def on_call(self) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 from aiohttp import WSMsgType, web
 
@@ -23,6 +24,10 @@ log = get_logger()
 AUTH_TIMEOUT_S = 10
 CLOSING = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
 SIGNED_OUT = ("token_expired", "token_invalid", "token_revoked")  # the socket closes (4401)
+# A client that has this many messages refused within FLOOD_WINDOW_S is flooding, not
+# busy (a page at work sends a few a second): its socket is closed.
+FLOOD_CUTOFF = 1000
+FLOOD_WINDOW_S = 10.0
 
 
 def error_message(error: ApiError, ref: str | None) -> dict:
@@ -80,12 +85,12 @@ async def handle_one(
 ) -> ApiError | None:
     """Handle one frame; the refusal it was answered with, if any."""
     data: object = None
+    if await over_message_limit(handler, conn, msg, limit):
+        return None
     try:
         if msg.type != WSMsgType.TEXT:
             raise ApiError(400, "bad_json", "only text JSON messages are accepted")
         data = parse_json(msg.data, limit)
-        who = conn.principal
-        await handler.limits.hit("message", user=who and who.sub, address=conn.address)
         message = parse_client_message(data)
         if conn.upstream is not None and not isinstance(message, Reauth):
             await conn.upstream.send(data)  # the hosting node answers
@@ -103,6 +108,34 @@ async def handle_one(
         error = ApiError(500, "internal", "internal error")
     conn.send(error_message(error, ref_of(data)))
     return error
+
+
+async def over_message_limit(
+    handler: SignalingHandler, conn: Connection, msg, limit: int
+) -> bool:
+    """Counted before anything else is done with the frame. Past the limit the first
+    message is answered ``rate_limited`` and the rest are dropped unanswered (a flood
+    costs the server as little as possible); a client that goes on is cut off."""
+    who = conn.principal  # one user's flood must not hold back others at its address
+    try:
+        await handler.limits.hit("message", user=who.sub if who else None,
+                                 address=None if who else conn.address)  # fmt: skip
+    except ApiError as exc:
+        now = time.monotonic()
+        if now - conn.flood_since > FLOOD_WINDOW_S:
+            conn.flood_since, conn.flood_refused = now, 0
+        conn.flood_refused += 1
+        if now - conn.refusal_answered >= 1.0:  # at most one answer a second
+            conn.refusal_answered = now
+            ref = None
+            with contextlib.suppress(ApiError):
+                ref = ref_of(parse_json(msg.data, limit)) if msg.type == WSMsgType.TEXT else None
+            conn.send(error_message(exc, ref))
+        if conn.flood_refused == FLOOD_CUTOFF:
+            log.info("ws.flood_cut_off", conn=conn.id)
+            asyncio.ensure_future(conn.ws.close(code=1008, message=b"flooding"))
+        return True
+    return False
 
 
 async def hang_up(app: web.Application, conn: Connection, writer: asyncio.Future) -> None:
