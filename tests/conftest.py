@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import asyncio
+import gc
+
 import pytest
 
 from signaling.auth import mint_token
@@ -22,6 +25,29 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.write_line(
             f"fuzz: {sum(CASES.values())} generated cases, seed {SEED}\n" + "\n".join(lines)
         )
+
+# Every exception a task died with must have been retrieved by someone: a task that
+# dies unseen is a bug (an offer answered while its connection task crashed, say).
+UNRETRIEVED: list[str] = []
+_call_exception_handler = asyncio.BaseEventLoop.call_exception_handler
+
+
+def _noting_unretrieved(loop, context: dict) -> None:
+    if "never retrieved" in str(context.get("message", "")):
+        UNRETRIEVED.append(f"{context.get('message')}: {context.get('exception')!r}")
+    _call_exception_handler(loop, context)
+
+
+asyncio.BaseEventLoop.call_exception_handler = _noting_unretrieved
+
+
+@pytest.fixture(autouse=True)
+def no_unretrieved_task_exceptions():
+    before = len(UNRETRIEVED)
+    yield
+    gc.collect()  # tasks dropped by the test are collected (and reported) now
+    assert UNRETRIEVED[before:] == [], "a task died and nobody retrieved its exception"
+
 
 SECRET = "test-secret-" + "x" * 40
 
