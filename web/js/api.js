@@ -85,6 +85,7 @@ export async function request(method, path, body) {
 export const api = {
   config: () => request('GET', '/api/config'),
   me: () => request('GET', '/api/me'),
+  signOut: () => request('POST', '/api/sign-out', {}),
   listConsults: () => request('GET', '/api/consults'),
   getConsult: (id) => request('GET', `/api/consults/${encodeURIComponent(id)}`),
   createConsult: (fields) => request('POST', '/api/consults', fields),

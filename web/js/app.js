@@ -18,7 +18,7 @@ import { setHookBase, registerHookSource } from './hook.js';
 import { setupOutageNotice, setCallRole, renderOutageNotice, outageSnapshot } from './outage.js';
 import { showError, clearError, setupErrorBanner, startWaitingTicker, refreshTimes } from './ui.js';
 
-const AUTH_CODES = new Set(['unauthenticated', 'token_expired', 'token_invalid']);
+const AUTH_CODES = new Set(['unauthenticated', 'token_expired', 'token_invalid', 'token_revoked']);
 const PAGE_FOR_ROLE = { referrer: 'referrer.html', specialist: 'specialist.html', supervisor: 'supervisor.html', admin: 'supervisor.html' };
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -140,9 +140,16 @@ function showSignedIn(me) {
   document.getElementById('sign-out').hidden = false;
 }
 
+// Signing out revokes the token on the server (every node, every open socket), not
+// only here: a token copied elsewhere stops working too.
 function bindSignOut(sig) {
-  document.getElementById('sign-out').addEventListener('click', () => {
+  document.getElementById('sign-out').addEventListener('click', async () => {
     sig.close();
+    try {
+      await api.signOut();
+    } catch (err) {
+      // Already expired or refused: there is nothing left to revoke.
+    }
     clearToken();
     window.location.replace(window.location.pathname);
   });

@@ -176,7 +176,7 @@ export class Signaling extends EventTarget {
     }
     if (type === 'error' && this.state === 'authenticating') {
       // A refused auth: the server closes the socket (4401) after this.
-      if (['token_expired', 'token_invalid', 'unauthenticated'].includes(msg.code)) {
+      if (['token_expired', 'token_invalid', 'token_revoked', 'unauthenticated'].includes(msg.code)) {
         this.authError = { code: msg.code, message: msg.message || '' };
         return;
       }

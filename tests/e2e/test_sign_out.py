@@ -1,0 +1,37 @@
+"""Signing out in the page revokes the token on the server: the same token, used
+anywhere else afterwards, is refused as signed out."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from tests.e2e.test_consult_flow import open_page, state, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def me(server, token: str) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        server.base + "/api/me", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+def test_signing_out_revokes_the_token(jisr_server, browsers):
+    server, token = jisr_server, jisr_server.tokens.supervisor
+    page = browsers()
+    open_page(page, server, "supervisor", token)
+    assert me(server, token)[0] == 200  # the token works elsewhere while signed in
+    page.find_element(By.ID, "sign-out").click()
+    wait_until(lambda: not state(page).get("ready"), 10, "the page signed out")
+    status, body = me(server, token)
+    assert status == 401 and body["error"]["code"] == "token_revoked"
