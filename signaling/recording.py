@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from media import MediaSubscriptions
 from recordings.recorder import SessionRecorder
+from recordings.vault import Vault
 
 from .auth import Principal
 from .errors import ApiError
@@ -69,8 +71,8 @@ class RecordingService:
 
     def __init__(
         self,
-        vault,
-        media,
+        vault: Vault | None,
+        media: MediaSubscriptions,
         audit: Audit,
         *,
         segment_s: float = 10.0,
