@@ -133,8 +133,7 @@ class Hub:
 
     async def session_ended(self, event: SessionEnded) -> None:
         members = self.attendance.members(event.session_id)
-        if members or event.session_id in self.attendance.rooms:
-            self.app[RECORDING].session_closed(event.session_id)
+        self.app[RECORDING].session_closed(event.session_id)  # a recording here ends with it
         text = encode(event)
         for conn in members:
             conn.send_text(text)
