@@ -13,7 +13,7 @@ from aiohttp import web
 from recordings.cli import add_recordings_commands
 
 from .auth import ROLES, mint_token
-from .logs import AccessLog, configure_logging
+from .logs import AccessLog, configure_logging, get_logger
 from .settings import Settings, SettingsError, load_settings
 
 # After refusing a request early (too large, too slow), the rest of its body is read
@@ -152,7 +152,9 @@ def supervise(settings: Settings, workers: int) -> int:
     while not stopping:
         for index, process in enumerate(processes):
             if not process.is_alive() and not stopping:
-                print(f"worker {index} exited ({process.exitcode}); restarting", file=sys.stderr)
+                get_logger().warning(
+                    "node.worker_restarted", worker=index, exit_code=process.exitcode
+                )
                 processes[index] = start(index)
         time.sleep(0.5)  # supervision tick; exits are rare and this is not a test
     for process in processes:
