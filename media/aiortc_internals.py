@@ -17,8 +17,11 @@ from dataclasses import dataclass
 
 import aioice.ice
 import pylibsrtp
-from aiortc import RTCPeerConnection, RTCRtpTransceiver
-from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc import RTCPeerConnection, RTCRtpCodecParameters, RTCRtpTransceiver
+from aiortc.codecs import CODECS, is_rtx
+from aiortc.rtcdtlstransport import X509_DIGEST_ALGORITHMS, RTCDtlsTransport, State
+from aiortc.rtcpeerconnection import find_common_codecs
+from aiortc.sdp import MediaDescription
 
 from .rtp import RTP_FIRST_BYTES, is_rtcp
 
@@ -83,6 +86,37 @@ def negotiated(transceiver: RTCRtpTransceiver) -> Negotiated:
         send_ssrc=transceiver.sender._ssrc,
         send_rtx_ssrc=transceiver.sender._rtx_ssrc,
     )
+
+
+# The hash functions aiortc checks a DTLS fingerprint with ("sha-256", ...).
+FINGERPRINT_ALGORITHMS = tuple(X509_DIGEST_ALGORITHMS)
+
+
+def answerable_codecs(media: MediaDescription) -> list[RTCRtpCodecParameters]:
+    """The codecs aiortc would agree on for an offered m-line; with none, it refuses
+    the whole offer."""
+    return find_common_codecs(CODECS[media.kind], media.rtp.codecs)
+
+
+def offerable_codec_names(kind: str) -> list[str]:
+    """The codecs aiortc can answer for ``kind``, by name, without duplicates."""
+    names = (c.mimeType.split("/", 1)[1] for c in CODECS[kind] if not is_rtx(c))
+    return list(dict.fromkeys(names))
+
+
+def guard_connection_task(pc: RTCPeerConnection, on_failure: Callable[[Exception], None]) -> None:
+    """aiortc starts ICE and DTLS in a task nobody awaits (``__connect``); a failure
+    there would die unseen and leave the peer "connecting" for ever. Its calls go
+    through the mangled attribute, so an instance attribute of that name takes them."""
+    connect = pc._RTCPeerConnection__connect
+
+    async def guarded() -> None:
+        try:
+            await connect()
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the peer is unusable
+            on_failure(exc)
+
+    pc._RTCPeerConnection__connect = guarded
 
 
 class Tap:

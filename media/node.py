@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import partial
 
 import structlog
@@ -19,9 +19,9 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.sdp import SessionDescription, candidate_from_sdp
+from aiortc.sdp import SessionDescription
 
-from .aiortc_internals import Tap, negotiated
+from .aiortc_internals import Tap, guard_connection_task, negotiated
 from .bitrate import DEFAULT_MAX_BITRATE
 from .codecs import codecs_of
 from .errors import MediaError
@@ -38,6 +38,7 @@ from .offer import (
 from .outbound import OutStream
 from .peer import Peer
 from .room import SessionRoom
+from .sdp_checks import parse_candidate
 from .sink import Sink, sink_stream
 from .subscription import InternalSubscription, PacketCallback
 
@@ -64,6 +65,7 @@ class MediaNode:
         self._rooms: dict[str, SessionRoom] = {}
         self._peers: dict[str, Peer] = {}
         self._reports: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()  # held until done: the loop keeps weak refs
 
     def stats(self) -> dict:
         return {"sessions": len(self._rooms), "peers": len(self._peers)}
@@ -111,7 +113,7 @@ class MediaNode:
         if publish is not None:
             self._publish(room, peer, parsed, publish, now)
         if self._reports is None:
-            self._reports = asyncio.ensure_future(self._report_loop())
+            self._reports = self._in_background(self._report_loop(), "media.reports_stopped")
         return pc.localDescription.sdp
 
     def _new_peer_connection(self, session_id: str, peer_id: str) -> RTCPeerConnection:
@@ -130,9 +132,32 @@ class MediaNode:
             if pc.connectionState == "connected" and peer is not None and peer.pc is pc:
                 peer.leg.on_connected(time.monotonic())
             if pc.connectionState == "failed":
-                asyncio.ensure_future(self.disconnect(peer_id))
+                self._in_background(self.disconnect(peer_id), "peer.disconnect_failed")
 
+        def on_connect_failed(exc: Exception) -> None:
+            log.warning(
+                "peer.connect_failed", session_id=session_id, peer=peer_id,
+                error=type(exc).__name__,
+            )  # fmt: skip
+            peer = self._peers.get(peer_id)
+            if peer is not None and peer.pc is pc:
+                self._in_background(self.disconnect(peer_id), "peer.disconnect_failed")
+
+        guard_connection_task(pc, on_connect_failed)
         return pc
+
+    def _in_background(self, coro: Coroutine, failure_event: str) -> asyncio.Task:
+        """A task whose failure is logged as ``failure_event`` when it ends, rather than
+        reported by the garbage collector as an exception nobody retrieved."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(partial(self._task_done, failure_event))
+        return task
+
+    def _task_done(self, failure_event: str, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error(failure_event, error=type(exc).__name__, detail=str(exc)[:200])
 
     @staticmethod
     async def _answer(
@@ -145,10 +170,10 @@ class MediaNode:
             outgoing = choose_outgoing(pc, publish, receive)
             await pc.setLocalDescription(await pc.createAnswer())
         except MediaError:
-            await pc.close()
+            await _close_quietly(pc)
             raise
         except Exception as exc:  # noqa: BLE001 - negotiation fails in many ways
-            await pc.close()
+            await _close_quietly(pc)
             log.info(
                 "peer.offer_refused", session_id=session_id, peer=peer_id,
                 error=type(exc).__name__,
@@ -219,13 +244,8 @@ class MediaNode:
             raise MediaError("not_joined", "no media connection to add a candidate to")
         if candidate is None or not candidate.get("candidate"):
             return  # end of candidates: aiortc needs nothing
-        try:
-            parsed = candidate_from_sdp(candidate["candidate"].removeprefix("candidate:"))
-        except Exception:  # noqa: BLE001 - aioice raises anything on bad input
-            raise MediaError("bad_candidate", "the ICE candidate cannot be parsed") from None
-        parsed.sdpMid = candidate.get("sdpMid")
-        parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
-        await peer.pc.addIceCandidate(parsed)
+        mids = [transceiver.mid for transceiver in peer.pc.getTransceivers()]
+        await peer.pc.addIceCandidate(parse_candidate(candidate, mids))
 
     async def disconnect(self, peer_id: str) -> None:
         peer = self._peers.pop(peer_id, None)
@@ -238,7 +258,7 @@ class MediaNode:
             if room.empty:
                 del self._rooms[peer.session_id]
         peer.leg.tap.close()
-        await peer.pc.close()
+        await _close_quietly(peer.pc)
 
     async def close(self) -> None:
         for peer_id in list(self._peers):
@@ -248,3 +268,12 @@ class MediaNode:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reports
             self._reports = None
+
+
+async def _close_quietly(pc: RTCPeerConnection) -> None:
+    """Close a peer connection; aiortc may trip over what it half set up, which must
+    not stop the cleanup around it."""
+    try:
+        await pc.close()
+    except Exception as exc:  # noqa: BLE001 - logged, and the peer is gone either way
+        log.warning("peer.close_failed", error=type(exc).__name__)

@@ -8,6 +8,7 @@ from aiortc.sdp import MediaDescription, SessionDescription
 
 from .aiortc_internals import keep_codecs_off, label_sender, mline_index
 from .errors import MediaError
+from .sdp_checks import check_offer
 
 KINDS = ("audio", "video")
 SENDING = {"sendrecv", "sendonly"}
@@ -16,6 +17,7 @@ Outgoing = list[tuple[str, str, RTCRtpTransceiver]]  # (slot, role, m-line)
 
 
 def parse_offer(sdp: str) -> SessionDescription:
+    """The offer, parsed and checked (media.sdp_checks): MediaError if unusable."""
     try:
         parsed = SessionDescription.parse(sdp)
     except Exception:  # noqa: BLE001 - aiortc raises anything on bad SDP
@@ -25,6 +27,7 @@ def parse_offer(sdp: str) -> SessionDescription:
     for media in parsed.media:
         if media.kind not in KINDS:
             raise MediaError("bad_sdp", f"unsupported media kind {media.kind!r}")
+    check_offer(parsed)
     return parsed
 
 
@@ -34,8 +37,7 @@ def sends_media(parsed: SessionDescription) -> bool:
 
 def publisher_ssrcs(media: MediaDescription) -> tuple[int | None, set[int]]:
     """(media SSRC, RTX SSRCs) an offer's m-line announces."""
-    rtx = {group.items[1] for group in media.ssrc_group if group.semantic == "FID"}
-    rtx = {int(s) for s in rtx}
+    rtx = {int(g.items[1]) for g in media.ssrc_group if g.semantic == "FID" and len(g.items) > 1}
     primary = next((s.ssrc for s in media.ssrc if s.ssrc not in rtx), None)
     return primary, rtx
 

@@ -64,6 +64,29 @@ def test_private_attributes_the_forwarder_uses_still_exist():
     # aiortc only starts senders and receivers through these calls.
     connect = source(RTCPeerConnection._RTCPeerConnection__connect)
     assert "transceiver.sender.send(" in connect and "transceiver.receiver.receive(" in connect
+    # guard_connection_task: aiortc starts ICE and DTLS in this task, through the
+    # mangled attribute an instance attribute overrides.
+    for method in (RTCPeerConnection.setRemoteDescription, RTCPeerConnection.setLocalDescription):
+        assert "asyncio.ensure_future(self.__connect())" in source(method)
+
+
+def test_what_offer_checks_borrow_from_aiortc():
+    from aiortc.rtcpeerconnection import RTCPeerConnection, find_common_codecs
+    from aiortc.sdp import SessionDescription
+
+    from media.aiortc_internals import FINGERPRINT_ALGORITHMS
+
+    assert list(inspect.signature(find_common_codecs).parameters) == [
+        "local_codecs",
+        "remote_codecs",
+    ]
+    assert "find_common_codecs(CODECS[media.kind], media.rtp.codecs)" in inspect.getsource(
+        RTCPeerConnection.setRemoteDescription
+    )
+    assert FINGERPRINT_ALGORITHMS == ("sha-256", "sha-384", "sha-512")
+    # The offer checks read a missing a=setup as dtls None, a missing a=mid as "".
+    parsed = SessionDescription.parse("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n")
+    assert parsed.media[0].dtls is None and parsed.media[0].rtp.muxId == ""
 
 
 async def test_tap_carries_rtp_and_rtcp_between_real_peers():
