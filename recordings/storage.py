@@ -4,13 +4,16 @@ Objects have "/"-separated names (``<recording id>/seg-00000001.enc``) and are o
 ever visible whole: a streaming write is published atomically by ``close()``, and a
 writer that dies leaves at most a partial object that is not listed and not read.
 The interface is small enough for an S3-compatible store (multipart upload completed
-on close, prefix listing, incomplete uploads aborted by ``discard_partials``).
+on close, prefix listing, incomplete uploads aborted by ``discard_partials``, ranged
+reads, the ETag as an object's version; ``write_at`` would build the object locally
+before its upload).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 from pathlib import Path
 from typing import Protocol
 
@@ -29,6 +32,25 @@ class ObjectWriter(Protocol):
         """Discard what was written; nothing becomes visible."""
         ...
 
+    def write_at(self, offset: int, data: bytes, /) -> None:
+        """Write ``data`` at ``offset``, for a format whose chunks have fixed places
+        and may be rewritten; a gap left before it must be filled before close."""
+        ...
+
+    def read_at(self, offset: int, length: int, /) -> bytes:
+        """Read back what was written, to rewrite part of it."""
+        ...
+
+
+class ObjectReader(Protocol):
+    size: int
+
+    def read_at(self, offset: int, length: int, /) -> bytes:
+        """Up to ``length`` bytes from ``offset``: fewer only at the end."""
+        ...
+
+    def close(self) -> None: ...
+
 
 class Storage(Protocol):
     def create(self, name: str) -> ObjectWriter: ...
@@ -38,6 +60,16 @@ class Storage(Protocol):
 
     def read(self, name: str) -> bytes:
         """The whole object; FileNotFoundError if there is none."""
+        ...
+
+    def open(self, name: str) -> ObjectReader:
+        """Random access to one published object, as it was when opened (a later
+        replacement is not seen); FileNotFoundError if there is none."""
+        ...
+
+    def version(self, name: str) -> str:
+        """A token that changes whenever the object is written again;
+        FileNotFoundError if there is none."""
         ...
 
     def exists(self, name: str) -> bool: ...
@@ -65,12 +97,22 @@ def _fsync_dir(path: Path) -> None:
 class _FileWriter:
     def __init__(self, path: Path) -> None:
         self._final = path
-        self._part = path.with_name(path.name + PART_SUFFIX)
-        fd = os.open(self._part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        self._file = os.fdopen(fd, "wb")
+        # Unique, so that two writers of one name (two nodes caching one playback)
+        # never write into each other's file; the last to close wins.
+        self._part = path.with_name(f"{path.name}.{secrets.token_hex(4)}{PART_SUFFIX}")
+        fd = os.open(self._part, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self._file = os.fdopen(fd, "w+b")
 
     def write(self, data: bytes, /) -> int:
         return self._file.write(data)
+
+    def write_at(self, offset: int, data: bytes, /) -> None:
+        self._file.flush()
+        os.pwrite(self._file.fileno(), data, offset)
+
+    def read_at(self, offset: int, length: int, /) -> bytes:
+        self._file.flush()
+        return os.pread(self._file.fileno(), length, offset)
 
     def flush(self) -> None:
         self._file.flush()
@@ -90,6 +132,24 @@ class _FileWriter:
         if not self._file.closed:
             self._file.close()
             self._part.unlink(missing_ok=True)
+
+
+class _FileReader:
+    def __init__(self, path: Path) -> None:
+        self._fd = -1
+        self._fd = os.open(path, os.O_RDONLY)
+        self.size = os.fstat(self._fd).st_size
+
+    def read_at(self, offset: int, length: int, /) -> bytes:
+        return os.pread(self._fd, length, offset)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class FileStorage:
@@ -124,6 +184,15 @@ class FileStorage:
 
     def read(self, name: str) -> bytes:
         return self._path(name).read_bytes()
+
+    def open(self, name: str) -> ObjectReader:
+        return _FileReader(self._path(name))
+
+    def version(self, name: str) -> str:
+        # ctime cannot be set back by a writer, so a rewrite that restores the size
+        # and modification time still shows.
+        st = self._path(name).stat()
+        return f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}-{st.st_ctime_ns}"
 
     def exists(self, name: str) -> bool:
         return self._path(name).is_file()
