@@ -5,8 +5,7 @@ one output container."""
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable
 from fractions import Fraction
 from typing import Any
 
@@ -20,57 +19,77 @@ WEBM_CODECS = frozenset({"vp8", "vp9", "av1", "libdav1d", "opus", "vorbis"})
 Segments = Callable[[], Iterable[bytes]]
 
 
-@dataclass(frozen=True)
-class Playback:
-    """One continuous playable file, remuxed in memory; iterate it for its bytes."""
-
-    data: bytes = field(repr=False)
-    content_type: str
-    chunk_size: int = 64 * 1024
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __iter__(self) -> Iterator[bytes]:
-        for start in range(0, len(self.data), self.chunk_size):
-            yield self.data[start : start + self.chunk_size]
-
-
 def track_name(stream: av.stream.Stream) -> str:
     """A segment track's title as the recorder set it (see recordings.tracks)."""
     return stream.metadata.get("title") or f"{stream.type}-{stream.index}"
 
 
 def remux(recording_id: str, segments: Segments, file: Any, tracks: Collection[str] | None) -> str:
-    """Join the segments' packets into one file; returns its content type.
+    """Join the segments' packets into one file; returns its content type."""
+    with Remux(recording_id, segments, tracks) as job:
+        job.write(file)
+    return job.content_type
+
+
+class Remux:
+    """One remux, in two steps: surveying the segments (which verifies every one of
+    them before any output exists, and tells the container format), then writing.
 
     A segment may bring a track the earlier ones lacked (a camera that started
-    late), so the output's tracks are the union over all segments, known after a
-    first pass that also verifies every segment before any output is written.
-    Timestamps are kept (the recorder's are continuous across segments), shifted
-    so that the *recording* starts at zero: the shift comes from every track, not
-    just the selected ones, so renditions of a few tracks (one participant's) share
-    one time origin and line up when played side by side.
+    late), so the output's tracks are the union over all segments, known after the
+    survey. Timestamps are kept (the recorder's are continuous across segments),
+    shifted so that the *recording* starts at zero: the shift comes from every track,
+    not just the selected ones, so renditions of a few tracks (one participant's)
+    share one time origin and line up when played side by side.
     """
-    keep: list[av.container.InputContainer] = []  # templates must outlive add_stream
-    try:
-        templates, start = _survey(segments, tracks, keep)
-        if not templates or start is None:
-            which = "" if tracks is None else f" in tracks {sorted(tracks)}"
-            raise NoMedia(f"recording {recording_id} has no media to play{which}")
-        codecs = {s.codec_context.name for s in templates.values()}
-        container_format = "webm" if codecs <= WEBM_CODECS else "matroska"
-        output = av.open(file, mode="w", format=container_format)
-        targets = {}
-        for name, template in templates.items():
-            targets[name] = output.add_stream_from_template(template)
-            targets[name].metadata["title"] = name
-    finally:
-        for source in keep:
+
+    def __init__(
+        self, recording_id: str, segments: Segments, tracks: Collection[str] | None
+    ) -> None:
+        self._segments = segments
+        self._keep: list[av.container.InputContainer] = []  # templates outlive add_stream
+        try:
+            self._templates, start = _survey(segments, tracks, self._keep)
+            if not self._templates or start is None:
+                which = "" if tracks is None else f" in tracks {sorted(tracks)}"
+                raise NoMedia(f"recording {recording_id} has no media to play{which}")
+        except BaseException:
+            self.close()
+            raise
+        self._start = start
+        codecs = {s.codec_context.name for s in self._templates.values()}
+        self.container_format = "webm" if codecs <= WEBM_CODECS else "matroska"
+
+    @property
+    def content_type(self) -> str:
+        return "video/webm" if self.container_format == "webm" else "video/x-matroska"
+
+    def write(self, file: Any) -> None:
+        # bitexact: the same segments always make the same bytes (no random UIDs), so
+        # a playback rebuilt elsewhere still matches the ranges a player already has.
+        try:
+            output = av.open(
+                file, mode="w", format=self.container_format, options={"fflags": "+bitexact"}
+            )
+            targets = {}
+            for name, template in self._templates.items():
+                targets[name] = output.add_stream_from_template(template)
+                targets[name].metadata["title"] = name
+        finally:
+            self.close()
+        _copy_packets(self._segments, output, targets, self._start)
+        output.close()
+
+    def close(self) -> None:
+        for source in self._keep:
             source.close()
-    _copy_packets(segments, output, targets, start)
-    output.close()
-    return "video/webm" if container_format == "webm" else "video/x-matroska"
+        self._keep.clear()
+
+    def __enter__(self) -> Remux:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _survey(

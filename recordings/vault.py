@@ -43,7 +43,9 @@ from .layout import (
     meta_name,
     segment_name,
 )
-from .remux import Playback, remux, track_name
+from .playback import Playback, PlaybackCache
+from .plays import RecentPlays
+from .remux import Segments, remux, track_name
 from .storage import Storage
 
 __all__ = [
@@ -86,6 +88,8 @@ class Vault:
         self._live: weakref.WeakValueDictionary[str, RecordingHandle] = (
             weakref.WeakValueDictionary()
         )
+        self.playbacks = PlaybackCache(storage, self._exists, chunk_size)
+        self.plays = RecentPlays()  # which media requests start a playback (the API asks)
 
     @property
     def master_key_id(self) -> str:
@@ -258,21 +262,37 @@ class Vault:
         *,
         audit: Audit,
         tracks: Collection[str] | None = None,
+        played: bool = True,
         **fields: Any,
     ) -> Playback:
-        """The recording as one playable file for HTTP playback, remuxed whole in
-        memory first, so a tampered segment fails before any byte is sent."""
+        """The recording (or ``tracks`` of it) as one playable file for HTTP playback,
+        from its encrypted playback cache (recordings.playback): remuxed once per
+        rendition until the segments change, verifying every segment before anything
+        is written, so a tampered segment fails before any byte is sent; then read by
+        byte ranges. ``played``: this opening starts a playback, audited as
+        ``recording.played`` (a later range of one is not); a failure is audited
+        always. Close the playback when done."""
         check_id(recording_id)
 
         def run() -> Playback:
             data_key, meta = self._open(recording_id)
-            buffer = io.BytesIO()
-            content_type = self._remux(recording_id, data_key, meta, buffer, tracks)
-            return Playback(buffer.getvalue(), content_type)
+            segments = self._plaintexts(recording_id, data_key, meta)
+            return self.playbacks.open(recording_id, data_key, tracks, segments)
 
-        return self._audited(
-            audit, "recording.played", "recording.playback_failed", recording_id, fields, run
-        )
+        if played:
+            return self._audited(
+                audit, "recording.played", "recording.playback_failed", recording_id, fields, run
+            )
+        try:
+            return run()
+        except Exception as exc:
+            self._audit(audit, "recording.playback_failed", recording_id, fields, exc)
+            raise
+
+    def played(self, recording_id: str, *, audit: Audit, **fields: Any) -> None:
+        """Audit the start of a playback opened with ``stream(played=False)``, once
+        it is known to be one (see recordings.plays)."""
+        self._audit(audit, "recording.played", recording_id, fields)
 
     # destroying --------------------------------------------------------------------
 
@@ -341,6 +361,9 @@ class Vault:
                 indices.append(int(match[1]))
         return indices
 
+    def _exists(self, recording_id: str) -> bool:
+        return self.keyring.has(KIND, recording_id)
+
     def _data_key(self, recording_id: str) -> bytes:
         try:
             return self.keyring.data_key(KIND, recording_id)
@@ -388,6 +411,13 @@ class Vault:
                 ) from None
             yield index, decrypt_segment(blob, data_key, recording_id, index)
 
+    def _plaintexts(self, recording_id: str, data_key: bytes, meta: dict) -> Segments:
+        def plaintexts() -> Iterator[bytes]:
+            for _index, plaintext in self._segments(recording_id, data_key, meta):
+                yield plaintext
+
+        return plaintexts
+
     def _remux(
         self,
         recording_id: str,
@@ -398,12 +428,7 @@ class Vault:
     ) -> str:
         """Join the segments into one playable file (see recordings.remux); returns
         its content type."""
-
-        def plaintexts() -> Iterator[bytes]:
-            for _index, plaintext in self._segments(recording_id, data_key, meta):
-                yield plaintext
-
-        return remux(recording_id, plaintexts, file, tracks)
+        return remux(recording_id, self._plaintexts(recording_id, data_key, meta), file, tracks)
 
     def _audit(
         self,
