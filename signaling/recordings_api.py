@@ -1,15 +1,18 @@
 """HTTP API of recordings (docs/protocol.md): list, read, play (whole or one
-participant's rendition) and delete; every playback and deletion is audited."""
+participant's rendition, by byte ranges) and delete; every playback and deletion is
+audited."""
 
 from __future__ import annotations
 
 import asyncio
 
+import structlog
 from aiohttp import web
 
 from recordings.crypto import MasterKeyError, TamperedError
+from recordings.ranges import ByteRange, parse_range, resolve, unsatisfiable
 from recordings.tracks import RENDITIONS, media_participants, media_screens, rendition_tracks
-from recordings.vault import NoMedia, RecordingNotFound, Vault
+from recordings.vault import NoMedia, Playback, RecordingNotFound, Vault
 
 from .access import may_play
 from .api import principal, respond
@@ -18,6 +21,7 @@ from .errors import ApiError
 from .keys import AUDIT, VAULT
 
 routes = web.RouteTableDef()
+log = structlog.get_logger("jisr.recordings")
 
 
 def _vault(request: web.Request) -> Vault:
@@ -108,20 +112,46 @@ async def play_recording(request: web.Request) -> web.StreamResponse:
     """The whole recording, or with ``?participant=<slot>`` only that participant's
     camera and microphone, with ``?participant=<slot>-screen`` only their shared screen.
     Renditions share the recording's time origin, so a player can show them side by
-    side in sync (a browser plays only one video and one audio track of a file)."""
+    side in sync (a browser plays only one video and one audio track of a file).
+    One ``Range`` of bytes is answered 206 (see recordings.ranges); a playback is
+    audited once, not once per range (see recordings.plays)."""
 
     who = await principal(request)
     participant = _participant(request)
     record = await _visible_recording(request, who)
-    audit = request.app[AUDIT]
-    tracks, fields = None, {"by": who.public()}
+    vault = _vault(request)
+    recording_id = record["recording_id"]
+    fields: dict = {"by": who.public()}
     if participant is not None:
-        tracks = rendition_tracks(participant)
         fields["participant"] = participant
+    playback = await _open_playback(request, vault, recording_id, participant, fields)
     try:
-        playback = await asyncio.to_thread(
-            request.app[VAULT].stream, record["recording_id"], audit=audit.recording_event,
-            tracks=tracks, **fields,
+        asked = parse_range(request.headers.get("Range"))
+        if_range = request.headers.get("If-Range")
+        if if_range is not None and if_range.strip() != _etag(playback):
+            asked = None  # the file changed since the client's first part: all of it
+        served = ByteRange(0, playback.size, playback.size)
+        if asked is not None and (served := resolve(asked, playback.size)) is None:
+            return _unsatisfiable(playback)
+        if request.method != "HEAD":
+            viewer = (recording_id, participant, who.sub)
+            if vault.plays.starts(viewer, from_first_byte=served.start == 0):
+                vault.played(recording_id, audit=request.app[AUDIT].recording_event, **fields)
+            vault.plays.served(viewer)
+        return await _send(request, playback, served, partial=asked is not None)
+    finally:
+        playback.close()
+
+
+async def _open_playback(
+    request: web.Request, vault: Vault, recording_id: str, participant: str | None, fields: dict
+) -> Playback:
+    """The playback, its start not yet audited; a failure is, with its coded answer."""
+    tracks = None if participant is None else rendition_tracks(participant)
+    try:
+        return await asyncio.to_thread(
+            vault.stream, recording_id, audit=request.app[AUDIT].recording_event,
+            tracks=tracks, played=False, **fields,
         )  # fmt: skip
     except MasterKeyError:
         raise key_unavailable() from None
@@ -135,16 +165,52 @@ async def play_recording(request: web.Request) -> web.StreamResponse:
         raise ApiError(
             404, "participant_not_found", f"this recording holds no {what} of the {slot}"
         ) from None
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": playback.content_type,
-            "Cache-Control": "no-store",
-            "Content-Length": str(len(playback)),
-        }  # fmt: skip
-    )
+
+
+def _etag(playback: Playback) -> str:
+    return f'"{playback.etag}"'
+
+
+def _headers(playback: Playback) -> dict[str, str]:
+    return {
+        "Content-Type": playback.content_type,
+        "Cache-Control": "no-store",
+        "Accept-Ranges": "bytes",
+        "ETag": _etag(playback),
+    }
+
+
+def _unsatisfiable(playback: Playback) -> web.Response:
+    error = ApiError(416, "range_not_satisfiable",
+                     f"the range starts past the end of the {playback.size} bytes")  # fmt: skip
+    headers = {**_headers(playback), "Content-Range": unsatisfiable(playback.size)}
+    del headers["Content-Type"]  # the answer is the JSON error
+    return respond(error.body(), status=416, headers=headers)
+
+
+async def _send(
+    request: web.Request, playback: Playback, served: ByteRange, *, partial: bool
+) -> web.StreamResponse:
+    """The bytes asked for, a piece at a time, decrypted off the event loop. A piece
+    that fails (the cache altered, the recording deleted meanwhile) cuts the
+    connection: the status is sent already, and a short body must not look whole."""
+    headers = {**_headers(playback), "Content-Length": str(served.length)}
+    if partial:
+        headers["Content-Range"] = served.content_range
+    response = web.StreamResponse(status=206 if partial else 200, headers=headers)
     await response.prepare(request)
-    for chunk in playback:
-        await response.write(chunk)
+    if request.method == "HEAD":
+        return response
+    pieces = playback.pieces(served.start, served.end)
+    try:
+        while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+            await response.write(piece)
+    except (TamperedError, RecordingNotFound) as exc:
+        log.warning("recording.playback_cut", recording_id=request.match_info["id"],
+                    error=str(exc))  # fmt: skip
+        if request.transport is not None:
+            request.transport.close()
+        return response
     await response.write_eof()
     return response
 
