@@ -6,6 +6,7 @@ Objects of one recording::
     <id>/key.json           its data key wrapped by the master key (crypto.wrap_data_key)
     <id>/meta.enc           its metadata, JSON sealed with the data key
     <id>/seg-00000001.enc   its segments, each a Matroska/WebM file (crypto.SegmentWriter)
+    <id>/play-<hash>.enc    a playback cache per rendition played (recordings.playback)
 """
 
 from __future__ import annotations
