@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -136,17 +137,24 @@ class _FileWriter:
 
 class _FileReader:
     def __init__(self, path: Path) -> None:
+        # A read runs in a worker thread; closing waits for it, so a closed (and
+        # reused) descriptor number is never read.
+        self._lock = threading.Lock()
         self._fd = -1
         self._fd = os.open(path, os.O_RDONLY)
         self.size = os.fstat(self._fd).st_size
 
     def read_at(self, offset: int, length: int, /) -> bytes:
-        return os.pread(self._fd, length, offset)
+        with self._lock:
+            if self._fd < 0:
+                raise ValueError("read from a closed object")
+            return os.pread(self._fd, length, offset)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
     def __del__(self) -> None:
         self.close()
