@@ -130,8 +130,9 @@ async def play_recording(request: web.Request) -> web.StreamResponse:
         if_range = request.headers.get("If-Range")
         if if_range is not None and if_range.strip() != _etag(playback):
             asked = None  # the file changed since the client's first part: all of it
-        served = ByteRange(0, playback.size, playback.size)
-        if asked is not None and (served := resolve(asked, playback.size)) is None:
+        size = playback.size
+        served = ByteRange(0, size, size) if asked is None else resolve(asked, size)
+        if served is None:
             return _unsatisfiable(playback)
         if request.method != "HEAD":
             viewer = (recording_id, participant, who.sub)
