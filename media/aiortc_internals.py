@@ -140,6 +140,8 @@ class Tap:
         self.sent_packets = 0
 
     def _data_received(self, data: bytes, component: int) -> None:
+        if not data:
+            return  # anyone can send an empty datagram; aiortc's DTLS loop dies reading it
         rx = self._dtls._rx_srtp
         # RTP and RTCP go to the forwarder; everything else (DTLS) takes aiortc's path.
         if rx is None or data[0] not in RTP_FIRST_BYTES:

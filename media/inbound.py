@@ -164,8 +164,11 @@ class InStream:
         codec = self.codecs.get(rtp_payload_type(after))
         if not before or codec is None or codec.name.upper() != "VP8":
             return False
-        a = vp8_layer(before[payload_offset(before) :])
-        b = vp8_layer(after[payload_offset(after) :])
+        try:
+            a = vp8_layer(before[payload_offset(before) :])
+            b = vp8_layer(after[payload_offset(after) :])
+        except ValueError:  # a header cut short: nothing can be said of what was lost
+            return False
         if a is None or b is None or None in (a.temporal, a.tl0, b.temporal, b.tl0):
             return False
         if rtp_timestamp(before) == rtp_timestamp(after):  # one frame: the hole is inside it
@@ -179,7 +182,10 @@ class InStream:
     def on_retransmission(self, packet: bytes, now: float) -> None:
         """An RTX packet (RFC 4588) answering our NACK: restored to the original
         packet and forwarded like a late arrival."""
-        rtx = rtx_payload(packet)
+        try:
+            rtx = rtx_payload(packet)
+        except ValueError:
+            return  # its header is cut short
         media_pt = self.rtx_apt.get(rtp_payload_type(packet))
         if media_pt is None or rtx is None:
             return  # padding only (bandwidth probing), or not for this stream

@@ -5,6 +5,7 @@ transport (see aiortc_internals.Tap), inside aioice's datagram callback.
 
 from __future__ import annotations
 
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -75,7 +76,10 @@ class Leg:
         now = time.monotonic()
         if now - self.last_heard > 0.1:  # the silence check, at most ten times a second
             self.heard(now)
-        ssrc = rtp_ssrc(packet)
+        try:
+            ssrc = rtp_ssrc(packet)
+        except struct.error:
+            return  # shorter than an RTP header
         stream = self.inbound.get(ssrc)
         if stream is not None:
             # A publisher sends continuously, so a short silence already means a dead

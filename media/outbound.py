@@ -123,8 +123,7 @@ class OutStream:
         if self.waiting_keyframe:
             if not self.leg.tap.ready:
                 return  # a keyframe sent now would be lost; wait until the leg is up
-            codec = self.source.codecs.get(rtp_payload_type(packet))
-            if codec is None or not is_keyframe(codec.name, packet[payload_offset(packet) :]):
+            if not self._starts_keyframe(packet):
                 self.source.ask_keyframe(now)
                 return
             self.waiting_keyframe = False
@@ -138,6 +137,17 @@ class OutStream:
             self.octets += len(out) - RTP_HEADER_SIZE
             self.last_ts = ts
             self.last_sent_at = now
+
+    def _starts_keyframe(self, packet: bytes) -> bool:
+        """Whether a subscriber waiting for a keyframe may start on ``packet``."""
+        codec = self.source.codecs.get(rtp_payload_type(packet))
+        if codec is None:
+            return False
+        try:
+            payload = packet[payload_offset(packet) :]
+        except ValueError:
+            return False  # a header cut short
+        return is_keyframe(codec.name, payload)
 
     def on_receiver_report(self, loss: float, now: float) -> None:
         """The subscriber's report on this stream (``loss``: the fraction it lost since
@@ -159,8 +169,12 @@ class OutStream:
                 continue
             rtx_pt = self.rtx_pts.get(rtp_payload_type(packet))
             if rtx_pt is not None:
-                self.rtx_seq = (self.rtx_seq + 1) & SEQ_MASK
-                packet = build_rtx(packet, self.rtx_ssrc, rtx_pt, self.rtx_seq)
+                rtx_seq = (self.rtx_seq + 1) & SEQ_MASK
+                try:
+                    packet = build_rtx(packet, self.rtx_ssrc, rtx_pt, rtx_seq)
+                except ValueError:
+                    continue  # forwarded with a bad padding count, it cannot be wrapped
+                self.rtx_seq = rtx_seq
             self.leg.tap.send(packet)
 
     def sender_report(self, now: float, wall: float) -> bytes | None:
