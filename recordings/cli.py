@@ -68,6 +68,13 @@ def _vault(keyring: Keyring | None = None) -> Vault:
     return Vault(FileStorage(root), keyring)
 
 
+def _signin_shelf() -> Shelf:
+    """The pages' web sessions seal provider tokens with a key kept beside the
+    attachments (signaling.app.open_signin)."""
+    root = os.environ.get("JISR_ATTACHMENTS_DIR") or ATTACHMENTS_DIR
+    return Shelf("signin", FileStorage(root), "signin.key")
+
+
 def _attachments_shelf() -> Shelf:
     """The case packet's keys (signaling.attachments): ``<id>/key`` under
     JISR_ATTACHMENTS_DIR, the server's default when unset."""
@@ -141,6 +148,7 @@ def rotate_key(args: argparse.Namespace) -> int:
     keyring = _keyring()
     _vault(keyring)
     keyring.add_shelf(_attachments_shelf())
+    keyring.add_shelf(_signin_shelf())
     new_key = load_master_key(args.new_key) if args.new_key else None
     old_id = keyring.master_key_id
     report = keyring.rotate(new_key or load_master_key(os.environ["JISR_RECORDING_KEY"]))

@@ -12,6 +12,8 @@ command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v turnserver >/dev/null || missing+=(coturn)
 command -v nft >/dev/null || missing+=(nftables)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "installing ${missing[*]}"
@@ -22,6 +24,9 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 .venv/bin/ruff check .
+# The tests' OpenID providers (oidc-provider from the npm registry, on this Node.js).
+[ -d tests/support/oidc/node_modules/oidc-provider ] \
+  || (cd tests/support/oidc && npm ci --no-audit --no-fund --loglevel=error)
 
 # Keep every test packet on loopback: run in a fresh network namespace when the
 # kernel allows it, otherwise in the normal one (the tests use 127.0.0.1 only).

@@ -12,6 +12,7 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .access import can_see_consult
 from .attachments import UploadCut, too_large
 from .auth import Principal
 from .cluster import FORWARDED, Remote, ask_host
@@ -40,6 +41,7 @@ from .protocol import (
     parse_body,
     parse_json,
 )
+from .signin import COOKIE, check_origin, session_principal
 from .store import StoreUnavailable
 from .triage import Triage
 from .turn import ice_servers
@@ -53,12 +55,19 @@ def respond(body: object, status: int = 200, headers: dict[str, str] | None = No
 
 
 async def principal(request: web.Request) -> Principal:
-    """The caller, from its bearer token (see ``identity``)."""
+    """The caller: from its bearer token (API callers, the demo's links), else from
+    the session cookie the pages' sign-in set (``signin``)."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "unauthenticated", "a bearer token is required")
-    return await request.app[IDENTITY].authenticate(token.strip(), request.remote)
+    if scheme.lower() == "bearer" and token.strip():
+        return await request.app[IDENTITY].authenticate(token.strip(), request.remote)
+    session_id = request.cookies.get(COOKIE)
+    if not session_id:
+        raise ApiError(401, "unauthenticated", "sign in, or send a bearer token")
+    check_origin(request)
+    who = await session_principal(request.app, session_id)
+    request.app[IDENTITY].check_not_revoked(who)
+    return who
 
 
 def request_timeout() -> ApiError:
@@ -265,14 +274,16 @@ async def get_attachment(request: web.Request) -> web.Response:
 @routes.get("/api/oncall")
 async def on_call(request: web.Request) -> web.Response:
     who = await principal(request)
-    if not who.sees_everything:
+    if not who.is_overseer:
         raise ApiError(403, "forbidden", "only supervisors see who is on call")
-    return respond({"presence": await presence_list(request)})
+    return respond({"presence": await presence_list(request, who)})
 
 
-async def presence_list(request: web.Request) -> list[dict]:
+async def presence_list(request: web.Request, who: Principal) -> list[dict]:
+    """Who of the overseer's own organisation is on call."""
     presence = await request.app[STORE].list_presence()
-    return [{"sub": sub, **to_json(info)} for sub, info in presence.items()]
+    return [{"sub": sub, **to_json(info)} for sub, info in presence.items()
+            if info.organisation == who.organisation]  # fmt: skip
 
 
 def mean_time_to_accept(triage: Triage) -> dict[str, float]:
@@ -292,9 +303,9 @@ async def dashboard(request: web.Request) -> web.Response:
     """The supervisor's live picture: the queue by urgency with its oldest waiting
     time, escalated consults, who is on call, and accept times so far."""
     who = await principal(request)
-    if not who.sees_everything:
+    if not who.is_overseer:
         raise ApiError(403, "forbidden", "only supervisors see the dashboard")
-    consults = await request.app[STORE].list_consults()
+    consults = [c for c in await request.app[STORE].list_consults() if can_see_consult(who, c)]
     now = request.app[CONSULTS].clock()
     waiting = [c for c in consults if c.state == ConsultState.WAITING]
     queue = {}
@@ -305,7 +316,7 @@ async def dashboard(request: web.Request) -> web.Response:
         "queue": queue,
         "escalated": [c for c in waiting if c.escalated_at],
         "live": [c for c in consults if c.state in (ConsultState.ACCEPTED, ConsultState.LIVE)],
-        "on_call": await presence_list(request),
+        "on_call": await presence_list(request, who),
         "mean_time_to_accept_s": mean_time_to_accept(request.app[TRIAGE]),
     })  # fmt: skip
 

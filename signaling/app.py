@@ -9,7 +9,7 @@ from aiohttp import web
 
 from media import MediaNode, restrict_host_addresses
 from recordings.crypto import load_master_key
-from recordings.keyring import Keyring
+from recordings.keyring import Keyring, Shelf
 from recordings.storage import FileStorage
 from recordings.vault import Vault
 
@@ -34,6 +34,7 @@ from .keys import (
     NODE_ID,
     RECORDING,
     SETTINGS,
+    SIGNIN,
     STORE,
     TRIAGE,
     VAULT,
@@ -46,9 +47,15 @@ from .ratelimit import RateLimits
 from .recording import RecordingService
 from .recordings_api import routes as recording_routes
 from .settings import Settings
+from .signin import SignIn
+from .signin import routes as signin_routes
 from .store import LiveState, RedisStore, Store, make_store
 from .triage import Triage
 from .websocket import websocket
+
+# The keyring's shelf for the web sessions' sealing key: <attachments>/signin/signin.key
+# (recordings/cli.py rotates it with the rest).
+SIGNIN_SHELF, SIGNIN_OWNER, SIGNIN_KEY_OBJECT = "signin", "signin", "signin.key"
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -86,6 +93,15 @@ def open_case_packet(
         state, storage, keyring, audit, max_bytes=settings.max_attachment_bytes,
         max_files=settings.max_attachments_per_consult,
     )  # fmt: skip
+
+
+def consult_routing(verifier: TokenVerifier) -> dict[str, list[str]]:
+    """Each organisation's consults go to the specialists of those its issuer names
+    (``consults_to``), else of its own."""
+    return {
+        i.config.organisation: i.config.consults_to or [i.config.organisation]
+        for i in verifier.issuers
+    }
 
 
 def open_cluster(app: web.Application, backend: Store, clock: Clock) -> Cluster:
@@ -136,7 +152,7 @@ def create_app(
     app[CONSULTS] = ConsultService(
         app[STORE], app[AUDIT], place_session=app[CLUSTER].place_session,
         specialties=settings.specialties, triage=app[TRIAGE], clock=clock,
-        max_waiting=settings.max_waiting_per_referrer,
+        max_waiting=settings.max_waiting_per_referrer, routing=consult_routing(app[VERIFIER]),
     )  # fmt: skip
     app[HUB] = Hub(app)
     restrict_host_addresses(settings.ice_addresses)
@@ -147,6 +163,20 @@ def create_app(
     add_routes(app, settings)
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+def open_signin(settings: Settings, keyring: Keyring | None, verifier: TokenVerifier) -> SignIn:
+    """Provider tokens of web sessions are sealed with a data key of the node's
+    keyring, kept beside the attachments' (without a keyring they are not kept: a
+    session ends with its provider tokens)."""
+    sealing_key = None
+    if keyring is not None and any(i.config.client_id for i in verifier.issuers):
+        if SIGNIN_SHELF not in keyring.kinds:
+            storage = FileStorage(settings.attachments_dir)
+            keyring.add_shelf(Shelf(SIGNIN_SHELF, storage, SIGNIN_KEY_OBJECT))
+        has = keyring.has(SIGNIN_SHELF, SIGNIN_OWNER)
+        sealing_key = (keyring.data_key if has else keyring.create)(SIGNIN_SHELF, SIGNIN_OWNER)
+    return SignIn(sealing_key, settings.session_lifetime_s)
 
 
 def add_records(app: web.Application, settings: Settings, vault: Vault | None) -> None:
@@ -160,11 +190,13 @@ def add_records(app: web.Application, settings: Settings, vault: Vault | None) -
         vault, app[MEDIA], app[AUDIT], segment_s=settings.recording_segment_s,
         node_id=app[NODE_ID], store=app[STORE],
     )  # fmt: skip
+    app[SIGNIN] = open_signin(settings, keyring, app[VERIFIER])
 
 
 def add_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_routes(routes)
     app.router.add_routes(recording_routes)
+    app.router.add_routes(signin_routes)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/", index)
     # never fall through to files, whatever the rest of the path holds (newlines too)

@@ -1,5 +1,5 @@
 """Who hears of a consult change: each connection is filed under the groups it
-belongs to (everyone who sees everything, a facility, a specialty, a person), a
+belongs to (an organisation's overseers, a facility, a specialty, a person), a
 change is weighed only for the groups it concerns, and ``notification`` decides
 what each of those connections gets."""
 
@@ -11,16 +11,19 @@ from .access import may_take
 from .connection import Connection
 from .model import Consult, ConsultState
 
-WATCHERS = ("everything",)
-SHARING_WATCHERS = ("everything", "shared")  # batching: consult changes as SharedPushes
+
+def overseers(organisation: str, sharing: bool = False) -> tuple[str, ...]:
+    """An organisation's supervisors and admins; ``sharing``: those taking batches,
+    who get consult changes as SharedPushes."""
+    return ("overseers", organisation, "shared") if sharing else ("overseers", organisation)
 
 
 def notification(conn: Connection, consult: Consult) -> str | None:
     """Which form of a consult change this connection gets: "full", "stub" (a
     specialist whose queue held it learns only that it left the queue), or None."""
     who = conn.principal
-    if who.sees_everything:
-        return "full"
+    if who.is_overseer:
+        return "full" if who.organisation in consult.organisations else None
     if who.role == "referrer":
         return "full" if consult.facility == who.facility else None
     if who.role == "specialist":
@@ -47,8 +50,8 @@ def audience_keys(conn: Connection) -> list[tuple[str, ...]]:
     ``notification``) only for the connections of the groups it concerns, not for
     every connection of the node."""
     who = conn.principal
-    if who.sees_everything:
-        return [SHARING_WATCHERS if conn.batch else WATCHERS]
+    if who.is_overseer:
+        return [overseers(who.organisation, conn.batch)]
     keys = [("sub", who.sub)]
     if who.role == "referrer":
         keys.append(("facility", who.facility))
@@ -58,13 +61,14 @@ def audience_keys(conn: Connection) -> list[tuple[str, ...]]:
 
 
 def concerned_keys(consult: Consult) -> list[tuple[str, ...]]:
-    """The groups that may see a change of ``consult``: everyone who sees
-    everything, its facility, its specialty, its specialist and those it was
+    """The groups that may see a change of ``consult``: its organisations'
+    overseers, its facility, its specialty, its specialist and those it was
     escalated to."""
     subs = [consult.specialist_sub, *consult.offered_to]
+    orgs = sorted(consult.organisations)
     return [
-        WATCHERS,
-        SHARING_WATCHERS,
+        *(overseers(org) for org in orgs),
+        *(overseers(org, sharing=True) for org in orgs),
         ("facility", consult.facility),
         ("specialty", consult.specialty),
         *(("sub", sub) for sub in subs if sub),

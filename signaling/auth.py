@@ -1,4 +1,5 @@
-"""JWT verification and development token minting (PyJWT)."""
+"""Who a token says its bearer is: verification against every trusted issuer
+(PyJWT; keys from ``jwks``), the claim mapping, and development token minting."""
 
 from __future__ import annotations
 
@@ -6,15 +7,18 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import jwt
 
 from .errors import ApiError
+from .issuers import ROLES, ClaimMap, IssuerConfig, load_issuers
+from .jwks import JwksKeys, KeySource, StaticKey
 from .model import Person
 from .settings import Settings
 
-ROLES = ("referrer", "specialist", "supervisor", "admin")
-REQUIRED_CLAIMS = ["sub", "role", "exp", "iat", "iss", "aud"]
+REQUIRED_CLAIMS = ["sub", "exp", "iat", "iss", "aud"]
 
 
 @dataclass(frozen=True)
@@ -26,9 +30,11 @@ class Principal:
     specialties: tuple[str, ...] = field(default_factory=tuple)
     token_id: str = ""  # the token's jti (or its hash): what signing out revokes
     expires_at: float = 0.0  # the token's exp
+    organisation: str = "local"  # whose identity provider vouches for this person
 
     @property
-    def sees_everything(self) -> bool:
+    def is_overseer(self) -> bool:
+        """A supervisor or admin: oversees their organisation."""
         return self.role in ("supervisor", "admin")
 
     def public(self) -> dict:
@@ -38,6 +44,7 @@ class Principal:
             "role": self.role,
             "facility": self.facility,
             "specialties": list(self.specialties),
+            "organisation": self.organisation,
         }
 
     def ref(self) -> dict:
@@ -48,69 +55,144 @@ class Principal:
         return Person(sub=self.sub, name=self.name)
 
 
-class TokenVerifier:
-    def __init__(self, settings: Settings) -> None:
-        self._algorithms = settings.jwt_algorithms
-        self._secret = settings.jwt_secret
-        self._public_key = settings.public_key()
-        self._audience = settings.jwt_audience
-        self._issuer = settings.jwt_issuer
-        self._leeway = settings.jwt_leeway_s
-        self.max_lifetime = settings.max_token_lifetime_s
+class ShorthandKeys:
+    """The one-issuer shorthand's keys (``JISR_JWT_*``): the secret for HS256, the
+    PEM public key for the others."""
 
-    def _key_for(self, token: str) -> str:
-        try:
-            alg = jwt.get_unverified_header(token).get("alg")
-        except jwt.PyJWTError:
-            raise ApiError(401, "token_invalid", "the token is malformed") from None
-        if alg not in self._algorithms:
-            raise ApiError(401, "token_invalid", "the token's algorithm is not accepted")
-        key = self._secret if alg == "HS256" else self._public_key
+    def __init__(self, settings: Settings) -> None:
+        self.secret, self.public_key = settings.jwt_secret, settings.public_key()
+
+    async def key_for(self, header: dict[str, Any]) -> Any:
+        key = self.secret if header.get("alg") == "HS256" else self.public_key
         if not key:
             raise ApiError(401, "token_invalid", "the token's algorithm is not accepted")
         return key
 
-    def verify(self, token: object) -> Principal:
+    async def close(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Issuer:
+    config: IssuerConfig
+    keys: KeySource
+
+
+def trusted_issuers(settings: Settings) -> list[Issuer]:
+    """The shorthand issuer (when a JWT secret or key is set), then the file's."""
+    issuers = []
+    if settings.jwt_secret or settings.jwt_public_key_file:
+        shorthand = IssuerConfig(
+            organisation=settings.organisation, name=settings.organisation,
+            issuer=settings.jwt_issuer, roles=list(ROLES), audience=settings.jwt_audience,
+            keys="shorthand", algorithms=list(settings.jwt_algorithms),
+            claims=ClaimMap(role="role", groups=None), namespace=False,
+        )  # fmt: skip
+        issuers.append(Issuer(shorthand, ShorthandKeys(settings)))
+    if settings.issuers_file is not None:
+        for config in load_issuers(settings.issuers_file):
+            if config.keys == "discovery" or config.keys.startswith(("https://", "http://")):
+                keys: KeySource = JwksKeys(
+                    config.issuer, config.keys, refetch_s=settings.jwks_refetch_s
+                )
+            else:
+                keys = StaticKey(Path(config.keys).read_text())
+            issuers.append(Issuer(config, keys))
+    return issuers
+
+
+def _claim_role(config: IssuerConfig, claims: dict[str, Any]) -> str:
+    """The role a token's claims give, by the issuer's mapping and within what it
+    may grant."""
+    role = claims.get(config.claims.role)
+    if role not in ROLES and config.claims.groups:
+        groups = claims.get(config.claims.groups) or []
+        role = next((config.claims.group_roles[g] for g in groups
+                     if isinstance(g, str) and g in config.claims.group_roles), None)  # fmt: skip
+    if role not in ROLES:
+        raise ApiError(401, "token_invalid", "the token carries no known role")
+    if role not in config.roles:
+        raise ApiError(
+            401, "token_invalid", f"{config.name} is not trusted to grant the role {role}"
+        )
+    return role
+
+
+def principal_from(config: IssuerConfig, claims: dict[str, Any], token: str) -> Principal:
+    """A verified token's identity, namespaced by its organisation."""
+    role = _claim_role(config, claims)
+    specialties = claims.get(config.claims.specialties) or []
+    if not isinstance(specialties, list) or not all(isinstance(s, str) for s in specialties):
+        raise ApiError(401, "token_invalid", "specialties must be a list of strings")
+    facility = claims.get(config.claims.facility)
+    if role == "referrer" and not facility:
+        raise ApiError(401, "token_invalid", "a referrer token must name its facility")
+    return Principal(
+        sub=config.local_id(str(claims["sub"])),
+        name=str(claims.get(config.claims.name) or claims["sub"]),
+        role=role,
+        facility=config.local_id(str(facility)) if facility else None,
+        specialties=tuple(specialties),
+        token_id=str(claims.get("jti") or hashlib.sha256(token.encode()).hexdigest()[:32]),
+        expires_at=float(claims["exp"]),
+        organisation=config.organisation,
+    )
+
+
+class TokenVerifier:
+    """Bearer tokens of every trusted issuer, each checked against its own keys,
+    audience and issuer."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.issuers = trusted_issuers(settings)
+        self.by_iss = {issuer.config.issuer: issuer for issuer in self.issuers}
+        self.by_organisation = {issuer.config.organisation: issuer for issuer in self.issuers}
+        self._leeway = settings.jwt_leeway_s
+        self.max_lifetime = settings.max_token_lifetime_s
+
+    def issuer_of(self, token: str) -> tuple[Issuer, dict[str, Any]]:
+        """The trusted issuer a token claims to come from, and its header."""
+        try:
+            header = jwt.get_unverified_header(token)
+            claimed = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        except jwt.PyJWTError:
+            raise ApiError(401, "token_invalid", "the token is malformed") from None
+        issuer = self.by_iss.get(claimed) if isinstance(claimed, str) else None
+        if issuer is None:
+            raise ApiError(401, "token_invalid", "the token's issuer is not trusted here")
+        if header.get("alg") not in issuer.config.algorithms:
+            raise ApiError(401, "token_invalid", "the token's algorithm is not accepted")
+        return issuer, header
+
+    async def verify(self, token: object, *, audience: str | None = None) -> Principal:
+        """``audience``: what ``aud`` must hold (default: the issuer's API audience;
+        an ID token's is the client id)."""
         if not isinstance(token, str) or not token:
             raise ApiError(401, "unauthenticated", "a bearer token is required")
-        key = self._key_for(token)
-        try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=self._algorithms,
-                audience=self._audience,
-                issuer=self._issuer,
-                leeway=self._leeway,
-                options={"require": REQUIRED_CLAIMS},
-            )
-        except jwt.ExpiredSignatureError:
-            raise ApiError(401, "token_expired", "the token has expired; sign in again") from None
-        except jwt.PyJWTError as exc:
-            raise ApiError(401, "token_invalid", f"the token was refused: {exc}") from None
+        issuer, header = self.issuer_of(token)
+        claims = self.decode(token, issuer, await issuer.keys.key_for(header), audience)
         if claims["exp"] - claims["iat"] > self.max_lifetime + self._leeway:
             raise ApiError(
                 401, "token_invalid",
                 f"the token lives longer than the {self.max_lifetime} s this server accepts",
             )  # fmt: skip
-        role = claims.get("role")
-        if role not in ROLES:
-            raise ApiError(401, "token_invalid", "the token carries no known role")
-        specialties = claims.get("specialties") or []
-        if not isinstance(specialties, list) or not all(isinstance(s, str) for s in specialties):
-            raise ApiError(401, "token_invalid", "specialties must be a list of strings")
-        facility = claims.get("facility")
-        if role == "referrer" and not facility:
-            raise ApiError(401, "token_invalid", "a referrer token must name its facility")
-        return Principal(
-            sub=str(claims["sub"]),
-            name=str(claims.get("name") or claims["sub"]),
-            role=role,
-            facility=str(facility) if facility else None,
-            specialties=tuple(specialties),
-            token_id=str(claims.get("jti") or hashlib.sha256(token.encode()).hexdigest()[:32]),
-            expires_at=float(claims["exp"]),
-        )
+        return principal_from(issuer.config, claims, token)
+
+    def decode(self, token: str, issuer: Issuer, key: Any, audience: str | None) -> dict:
+        config = issuer.config
+        try:
+            return jwt.decode(
+                token, key, algorithms=config.algorithms, audience=audience or config.audience,
+                issuer=config.issuer, leeway=self._leeway, options={"require": REQUIRED_CLAIMS},
+            )  # fmt: skip
+        except jwt.ExpiredSignatureError:
+            raise ApiError(401, "token_expired", "the token has expired; sign in again") from None
+        except jwt.PyJWTError as exc:
+            raise ApiError(401, "token_invalid", f"the token was refused: {exc}") from None
+
+    async def close(self) -> None:
+        for issuer in self.issuers:
+            await issuer.keys.close()
 
 
 def mint_token(

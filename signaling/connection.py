@@ -28,7 +28,8 @@ class SharedPushes:
     once, here, and each such connection's outbox holds a Span of it. Pushing a
     consult change then costs the same for one supervisor or five hundred."""
 
-    def __init__(self) -> None:
+    def __init__(self, organisation: str = "local") -> None:
+        self.organisation = organisation  # whose overseers it is for
         self.items: list[str] = []
         self.open = True  # still taking pushes
         self.holders: list[Connection] = []
@@ -83,6 +84,7 @@ class Connection:
         self.writer: asyncio.Task | None = None  # the write loop's task
         self.expiry: asyncio.TimerHandle | None = None  # signs it out when its token expires
         self.address: str | None = None  # the client's address (rate limits)
+        self.session_cookie: str | None = None  # the pages' sign-in session, if any
         # messages over the message limit: since when counted, how many, last answered
         self.flood_since, self.flood_refused, self.refusal_answered = 0.0, 0, 0.0
 

@@ -66,6 +66,7 @@ class ConsultService:
         clock: Clock = time.time,
         triage: Triage | None = None,
         max_waiting: int = 20,
+        routing: dict[str, list[str]] | None = None,
     ) -> None:
         """``place_session``: the cluster's choice of node for a new session."""
         self.state = state
@@ -75,6 +76,8 @@ class ConsultService:
         self.clock = clock
         self.triage = triage
         self.max_waiting = max_waiting  # consults one referrer may have waiting
+        # organisation -> the organisations whose specialists take its consults
+        self.routing = routing or {}
 
     async def _announce(self, consult: Consult) -> None:
         await self.state.publish(ConsultUpdated(consult=consult))
@@ -89,6 +92,7 @@ class ConsultService:
             id=new_id("c"), state=ConsultState.WAITING, specialty=body.specialty,
             urgency=body.urgency, summary=body.summary, patient_ref=body.patient_ref,
             facility=who.facility or "", referrer=who.person(), created_at=self.clock(),
+            organisation=who.organisation, routed_to=self.routing.get(who.organisation, []),
         )  # fmt: skip
         await self.state.create_consult(consult)
         self.audit.record(
@@ -121,7 +125,7 @@ class ConsultService:
             )
             mine = [c for c in taken if c.specialist_sub == who.sub]
             return mine + [c for c in waiting if may_take(who, c)]
-        return await self.state.list_consults()
+        return [c for c in await self.state.list_consults() if can_see_consult(who, c)]
 
     async def positions(self, consults: list[Consult]) -> dict[str, int]:
         """Each waiting consult's place in its specialty's queue (1 = next)."""
@@ -155,12 +159,13 @@ class ConsultService:
             id=new_id("s"), consult_id=consult_id, state=SessionState.LIVE,
             node=await self.place_session(), facility=consult.facility,
             specialty=consult.specialty, referrer=consult.referrer, specialist=who.person(),
-            created_at=now,
+            created_at=now, organisation=consult.organisation,
+            specialist_organisation=who.organisation,
         )  # fmt: skip
         try:
             consult = await self.state.accept_consult(
                 consult_id, session, specialist=who.person(), session_id=session.id,
-                accepted_at=now,
+                accepted_at=now, specialist_organisation=who.organisation,
             )  # fmt: skip
         except NotFound:
             raise consult_not_found() from None
@@ -201,9 +206,9 @@ class ConsultService:
             await self._announce(await self.state.change_consult(consult_id, ConsultChange.GO_LIVE))
 
     async def live_sessions(self, who: Principal) -> list[Session]:
-        if not who.sees_everything:
+        if not who.is_overseer:
             raise forbidden("only supervisors list live sessions")
-        return await self.state.list_sessions()
+        return [s for s in await self.state.list_sessions() if may_see_session(who, s)]
 
     async def end(self, who: Principal, session_id: str) -> Session:
         session, part = await self.session_for(who, session_id)

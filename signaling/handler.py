@@ -47,6 +47,7 @@ from .protocol import (
     RecordingRequest,
     RecordingStop,
 )
+from .signin import session_principal
 
 RECEIVES = {
     "referrer": ["specialist"],
@@ -109,7 +110,7 @@ class SignalingHandler:
         conn = self.conn
         if conn.principal is not None:
             raise ApiError(400, "bad_request", "already authenticated")
-        who = await self.app[IDENTITY].authenticate(message.token, conn.address)
+        who = await self.signed_in(message.token)
         await self.limits.hit("connection", user=who.sub)
         conn.principal, conn.token, conn.batch = who, message.token, message.batch
         self.sign_out_at_expiry()
@@ -117,10 +118,21 @@ class SignalingHandler:
         self.conn.send({"type": "welcome", "ref": message.ref, "user": self.who.public(),
                         "node": self.app[NODE_ID]})  # fmt: skip
 
+    async def signed_in(self, token: str | None) -> Principal:
+        """Who sends the token, or (none sent) whose session cookie came with the
+        upgrade."""
+        if token is not None:
+            return await self.app[IDENTITY].authenticate(token, self.conn.address)
+        if not self.conn.session_cookie:
+            raise ApiError(401, "unauthenticated", "send a token, or sign in on the page")
+        who = await session_principal(self.app, self.conn.session_cookie)
+        self.app[IDENTITY].check_not_revoked(who)
+        return who
+
     async def on_reauth(self, message: Reauth) -> None:
         """A fresh token for the same user keeps the socket signed in past the old
         token's expiry (a proxied connection's host is told too)."""
-        fresh = await self.app[IDENTITY].authenticate(message.token, self.conn.address)
+        fresh = await self.signed_in(message.token)
         if (fresh.sub, fresh.role, fresh.facility) != (self.who.sub, self.who.role,
                                                        self.who.facility):  # fmt: skip
             raise ApiError(401, "token_invalid", "a fresh token must be for the same user")
@@ -171,8 +183,9 @@ class SignalingHandler:
             return session
         if isinstance(location, Remote):
             upstream = await open_upstream(
-                self.app[HTTP_CLIENT], location.internal_url, self.conn.token or ""
-            )
+                self.app[HTTP_CLIENT], location.internal_url, self.conn.token,
+                self.conn.session_cookie,
+            )  # fmt: skip
             if upstream is not None:
                 self.conn.upstream = upstream
                 self.conn.upstream_task = asyncio.ensure_future(self.relay(upstream))

@@ -7,14 +7,9 @@ import asyncio
 
 from aiohttp import web
 
+from .access import oversees
 from .attendance import Attendance
-from .audience import (
-    SHARING_WATCHERS,
-    audience_keys,
-    concerned_keys,
-    notification,
-    stub,
-)
+from .audience import audience_keys, concerned_keys, notification, overseers, stub
 from .connection import PUSH_LINGER_S, Connection, SharedPushes
 from .keys import IDENTITY, RECORDING, STORE
 from .logs import get_logger
@@ -46,17 +41,18 @@ class Hub:
         self.app = app
         self.connections: dict[str, Connection] = {}
         self.audiences: dict[tuple[str, ...], set[Connection]] = {}  # see audience_keys
-        self.watch_pushes: SharedPushes | None = None  # open for this linger
+        # organisation -> the SharedPushes open for this linger, for its overseers
+        self.shared_pushes: dict[str, SharedPushes] = {}
         self.attendance = Attendance(app)
 
     def register(self, conn: Connection) -> None:
         """An authenticated connection: it gets the changes it may see."""
         self.connections[conn.id] = conn
-        keys = audience_keys(conn)
-        for key in keys:
+        for key in audience_keys(conn):
             self.audiences.setdefault(key, set()).add(conn)
-        if SHARING_WATCHERS in keys and self.watch_pushes is not None:
-            conn.share(self.watch_pushes)
+        org = conn.principal.organisation
+        if conn.principal.is_overseer and conn.batch and org in self.shared_pushes:
+            conn.share(self.shared_pushes[org])
 
     def unregister(self, conn: Connection) -> None:
         if self.connections.pop(conn.id, None) is None:
@@ -72,25 +68,25 @@ class Hub:
         here (those proxied to another node get it from there)."""
         found: set[Connection] = set()
         for key in concerned_keys(consult):
-            if sharing_watchers or key != SHARING_WATCHERS:
+            if sharing_watchers or key[-1] != "shared":
                 found.update(self.audiences.get(key, ()))
         return {conn for conn in found if conn.upstream is None}
 
-    def push_to_watchers(self, text: str) -> None:
-        """A consult change for every batching supervisor and admin: kept once in
-        the SharedPushes of this linger, which every one of them holds."""
-        shared = self.watch_pushes
+    def push_to_watchers(self, text: str, organisation: str = "local") -> None:
+        """A consult change for every batching overseer of ``organisation``: kept
+        once in the SharedPushes of this linger, which every one of them holds."""
+        shared = self.shared_pushes.get(organisation)
         if shared is None:
-            shared = self.watch_pushes = SharedPushes()
-            for conn in self.audiences.get(SHARING_WATCHERS, ()):
+            shared = self.shared_pushes[organisation] = SharedPushes(organisation)
+            for conn in self.audiences.get(overseers(organisation, sharing=True), ()):
                 if conn.upstream is None:
                     conn.share(shared)
             asyncio.get_running_loop().call_later(PUSH_LINGER_S, self.close_shared, shared)
         shared.items.append(text)
 
     def close_shared(self, shared: SharedPushes) -> None:
-        if self.watch_pushes is shared:
-            self.watch_pushes = None
+        if self.shared_pushes.get(shared.organisation) is shared:
+            del self.shared_pushes[shared.organisation]
         shared.open = False
         # In slices a millisecond apart, so that a message arriving meanwhile does
         # not wait behind hundreds of writes.
@@ -114,8 +110,9 @@ class Hub:
                 brief = encode({"type": "consult.updated", "consult": stub(consult)})
             if form is not None:
                 conn.send_text(full if form == "full" else brief)
-        if self.audiences.get(SHARING_WATCHERS):
-            self.push_to_watchers(full)
+        for org in consult.organisations:
+            if self.audiences.get(overseers(org, sharing=True)):
+                self.push_to_watchers(full, org)
 
     def consult_reannounced(self, event: ConsultReannounced) -> None:
         text = encode(event)
@@ -128,7 +125,7 @@ class Hub:
         text = encode(event)
         for conn in self.concerned(event.consult):
             who = conn.principal
-            if who.sees_everything or who.sub in event.consult.offered_to:
+            if oversees(who, event.consult.organisations) or who.sub in event.consult.offered_to:
                 conn.send_text(text)
 
     async def session_ended(self, event: SessionEnded) -> None:

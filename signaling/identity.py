@@ -29,7 +29,7 @@ class Identity:
     async def authenticate(self, token: object, address: str | None) -> Principal:
         self.limits.check_sign_in(address)
         try:
-            who = self.verifier.verify(token)
+            who = await self.verifier.verify(token)
         except ApiError as exc:
             if exc.code == "token_invalid":  # forged or garbled: counts against the address
                 await self.limits.sign_in_refused(address)

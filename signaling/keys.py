@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .ratelimit import RateLimits
     from .recording import RecordingService
     from .settings import Settings
+    from .signin import SignIn
     from .store import LiveState
     from .triage import Triage
 
@@ -28,6 +29,7 @@ STORE: web.AppKey[LiveState] = web.AppKey("store")
 CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster")
 VERIFIER: web.AppKey[TokenVerifier] = web.AppKey("verifier")
 IDENTITY: web.AppKey[Identity] = web.AppKey("identity")
+SIGNIN: web.AppKey[SignIn] = web.AppKey("signin")
 LIMITS: web.AppKey[RateLimits] = web.AppKey("limits")
 AUDIT: web.AppKey[Audit] = web.AppKey("audit")
 CONSULTS: web.AppKey[ConsultService] = web.AppKey("consults")

@@ -18,9 +18,11 @@ from .keys import (
     NODE_ID,
     RECORDING,
     SETTINGS,
+    SIGNIN,
     STORE,
     TRIAGE,
     VAULT,
+    VERIFIER,
 )
 from .logs import get_logger
 from .store import StoreError, StoreUnavailable
@@ -75,6 +77,8 @@ async def shut_down(app: web.Application) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(app[STORE].close(), SHUTDOWN_STEP_S)
     await app[HTTP_CLIENT].close()
+    await app[VERIFIER].close()
+    await app[SIGNIN].close()
     log.info("node.stopped", node=app[NODE_ID])
 
 

@@ -184,10 +184,21 @@ class Consult(Record):
     reannounced_at: float | None = None
     report: Report | None = None
     report_sha256: str | None = None
+    organisation: str = "local"  # the referring organisation's
+    routed_to: list[str] = []  # organisations whose specialists may take it
+    specialist_organisation: str | None = None  # once accepted
 
     @property
     def specialist_sub(self) -> str | None:
         return self.specialist.sub if self.specialist else None
+
+    @property
+    def organisations(self) -> set[str]:
+        """Whose supervisors oversee it: the referring organisation's, and while it
+        waits those it is routed to, once taken the specialist's."""
+        if self.specialist_organisation is not None:
+            return {self.organisation, self.specialist_organisation}
+        return {self.organisation, *self.routed_to}
 
     @property
     def queue_key(self) -> tuple[int, float, str]:
@@ -223,6 +234,12 @@ class Session(Record):
     interrupted_at: float | None = None
     media_started_at: float | None = None  # both participants' media first connected
     recording: RecordingSnapshot | None = None
+    organisation: str = "local"  # the referring organisation's
+    specialist_organisation: str = "local"
+
+    @property
+    def organisations(self) -> set[str]:
+        return {self.organisation, self.specialist_organisation}
 
 
 class NodeInfo(Record):
@@ -241,6 +258,7 @@ class PresenceInfo(Record):
     name: str
     specialties: list[str]
     at: float
+    organisation: str = "local"
 
 
 # events between nodes (Store.publish / subscribe) ------------------------------------

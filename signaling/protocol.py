@@ -23,7 +23,8 @@ class _Message(BaseModel):
 
 class Auth(_Message):
     type: Literal["auth"]
-    token: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+    # None: the page's sign-in session (its cookie came with the WebSocket upgrade)
+    token: Annotated[str, StringConstraints(min_length=1, max_length=8192)] | None = None
     batch: bool = False  # the client takes several messages in one frame, as a JSON array
 
 

@@ -35,6 +35,7 @@ class SessionRecording:
     session_id: str
     consult_id: str
     facility: str | None = None
+    organisations: list[str] = field(default_factory=list)  # whose overseers may play it
     state: str = "idle"  # idle | requested | recording | paused | stopped
     recording_id: str | None = None
     requested_by: Person | None = None
@@ -113,7 +114,9 @@ class RecordingService:
         rec = self.sessions.get(session.id)
         if rec is not None and rec.state in ACTIVE:
             raise ApiError(409, "invalid_state", f"recording is already {rec.state}")
-        rec = SessionRecording(session.id, session.consult_id, session.facility)
+        rec = SessionRecording(
+            session.id, session.consult_id, session.facility, sorted(session.organisations)
+        )
         self.sessions[session.id] = rec
         rec.state = "requested"
         rec.requested_by = who.person()
@@ -197,6 +200,7 @@ class RecordingService:
                 "started_at": rec.started_at,
                 "node": self.node_id,
                 "facility": rec.facility,
+                "organisations": rec.organisations,
             },
         )
         rec.recorder = SessionRecorder(
@@ -277,7 +281,8 @@ class RecordingService:
         if saved is None or saved.state not in ACTIVE or session.id in self.sessions:
             return None
         rec = SessionRecording(
-            session.id, session.consult_id, session.facility, state=saved.state,
+            session.id, session.consult_id, session.facility, sorted(session.organisations),
+            state=saved.state,
             recording_id=saved.recording_id, requested_by=saved.requested_by,
             consents=dict(saved.consents), names=dict(saved.names),
             history=list(saved.history), started_at=saved.started_at,

@@ -79,7 +79,7 @@ async def _visible_recording(request: web.Request, who: Principal) -> dict:
         raise key_unavailable() from None
     except TamperedError:
         raise recording_tampered() from None
-    if record is None or not may_play(who, record.get("participants", [])):
+    if record is None or not may_play(who, record):
         raise ApiError(404, "recording_not_found", "no such recording")
     return record
 
@@ -88,7 +88,7 @@ async def _visible_recording(request: web.Request, who: Principal) -> dict:
 async def list_recordings(request: web.Request) -> web.Response:
     who = await principal(request)
     records = await asyncio.to_thread(_vault(request).list)
-    visible = [_public_recording(r) for r in records if may_play(who, r.get("participants", []))]
+    visible = [_public_recording(r) for r in records if may_play(who, r)]
     visible.sort(key=lambda r: r.get("started_at") or 0, reverse=True)
     return respond({"recordings": visible})
 

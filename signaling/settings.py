@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .issuers import load_issuers
 from .model import Urgency
 from .ratelimit import parse_limits
 
@@ -49,6 +50,12 @@ class Settings(BaseSettings):
     jwt_audience: str = "jisr"
     jwt_issuer: str = "jisr-dev"
     jwt_leeway_s: float = Field(10, ge=0, le=300)
+    # The shorthand issuer's organisation (JISR_JWT_*: the demo's development tokens).
+    organisation: str = Field("local", pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
+    # Each organisation's identity provider: a TOML or JSON file (docs/identity.md).
+    issuers_file: Path | None = None
+    # An issuer's JWKS is fetched again for an unknown key id at most this often.
+    jwks_refetch_s: float = Field(30, gt=0, le=3600)
 
     # Addresses the media peers gather ICE host candidates on (empty: every interface
     # but loopback, aioice's default). Tests and single-host demos use 127.0.0.1.
@@ -96,6 +103,8 @@ class Settings(BaseSettings):
     max_attachments_per_consult: int = Field(50, ge=1, le=10_000)
     max_waiting_per_referrer: int = Field(20, ge=1, le=10_000)
     max_sessions_per_node: int = Field(200, ge=1, le=100_000)
+    # How long a sign-in on the pages lasts (its provider tokens refreshed meanwhile).
+    session_lifetime_s: int = Field(12 * 3600, ge=300, le=30 * 86400)
     # Tokens living longer than this are refused, whoever signed them.
     max_token_lifetime_s: int = Field(12 * 3600, ge=60, le=30 * 86400)
     request_body_timeout_s: float = Field(30, gt=0, le=3600)
@@ -183,6 +192,13 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value or None
 
+    @field_validator("issuers_file")
+    @classmethod
+    def _issuers(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            load_issuers(value)  # IssuersError: one line per bad entry
+        return value
+
     @field_validator("jwt_public_key_file", "recording_key")
     @classmethod
     def _readable_key(cls, value: Path | None) -> Path | None:
@@ -202,14 +218,15 @@ class Settings(BaseSettings):
     def _keys_for_algorithms(self) -> Settings:
         if any(u.startswith("turn") for u in self.turn_urls) and not self.turn_secret:
             raise ValueError("JISR_TURN_SECRET is required for turn: URLs")
-        if "HS256" in self.jwt_algorithms and not self.jwt_secret:
-            raise ValueError("JISR_JWT_SECRET is required for HS256")
+        shorthand = self.issuers_file is None or self.jwt_secret or self.jwt_public_key_file
+        if shorthand and "HS256" in self.jwt_algorithms and not self.jwt_secret:
+            raise ValueError("JISR_JWT_SECRET is required for HS256 (or give JISR_ISSUERS_FILE)")
         if self.jwt_secret is not None and len(self.jwt_secret) < 32:
             raise ValueError("JISR_JWT_SECRET must be at least 32 characters")
         asymmetric = {"RS256", "ES256"} & set(self.jwt_algorithms)
         if self.recording_old_keys and self.recording_key is None:
             raise ValueError("JISR_RECORDING_OLD_KEYS needs JISR_RECORDING_KEY, the current key")
-        if asymmetric and self.jwt_public_key_file is None:
+        if shorthand and asymmetric and self.jwt_public_key_file is None:
             raise ValueError(f"JISR_JWT_PUBLIC_KEY_FILE is required for {sorted(asymmetric)}")
         return self
 

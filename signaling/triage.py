@@ -82,8 +82,9 @@ class Triage:
     # presence -------------------------------------------------------------
     async def set_presence(self, who, status: str) -> None:
         info = PresenceInfo(
-            status=status, name=who.name, specialties=list(who.specialties), at=self.clock()
-        )
+            status=status, name=who.name, specialties=list(who.specialties), at=self.clock(),
+            organisation=who.organisation,
+        )  # fmt: skip
         await self.state.set_presence(who.sub, info, PRESENCE_TTL_S)
 
     # deadlines ------------------------------------------------------------

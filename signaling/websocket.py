@@ -18,6 +18,7 @@ from .keys import HUB, LIMITS, SETTINGS
 from .logs import get_logger
 from .middleware import error_response
 from .protocol import Reauth, parse_client_message, parse_json, ref_of
+from .signin import COOKIE, check_origin
 from .store import StoreUnavailable, TransitionRefused
 
 log = get_logger()
@@ -38,6 +39,8 @@ def error_message(error: ApiError, ref: str | None) -> dict:
 async def websocket(request: web.Request) -> web.StreamResponse:
     try:
         await request.app[LIMITS].hit("connection", address=request.remote)
+        if COOKIE in request.cookies:
+            check_origin(request)  # a session cookie rides only on Jisr's own pages
     except ApiError as exc:  # refused before the upgrade: an HTTP answer
         return error_response(exc)
     limit = request.app[SETTINGS].max_message_bytes
@@ -48,6 +51,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     conn = Connection(ws, abort=transport.abort if transport is not None else None)
     conn.address = request.remote
+    conn.session_cookie = request.cookies.get(COOKIE)
     writer = conn.writer = asyncio.ensure_future(conn.write_loop())
     try:
         await read_messages(request.app, conn, limit, writer)

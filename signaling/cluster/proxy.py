@@ -20,6 +20,7 @@ from aiohttp import (
 from ..errors import ApiError
 
 CONNECT_TIMEOUT_S = 5
+SESSION_COOKIE = "jisr_session"  # signin.COOKIE (cluster does not import the pages' sign-in)
 
 
 class Upstream:
@@ -43,15 +44,22 @@ class Upstream:
         await self.ws.close()
 
 
-async def open_upstream(http: ClientSession, internal_url: str, token: str) -> Upstream | None:
-    """Signed in on the host, or None when the host is dead (it refuses connections:
-    it died before its heartbeat expired)."""
+async def open_upstream(
+    http: ClientSession, internal_url: str, token: str | None, session_cookie: str | None = None
+) -> Upstream | None:
+    """Signed in on the host as the client is here (its token, or its sign-in
+    session's cookie); None when the host is dead (it refuses connections: it died
+    before its heartbeat expired)."""
+    headers = {}
+    if token is None and session_cookie:
+        headers = {"Cookie": f"{SESSION_COOKIE}={session_cookie}", "Origin": internal_url}
     try:
         ws = await asyncio.wait_for(
-            http.ws_connect(internal_url.replace("http", "ws", 1) + "/ws", heartbeat=20),
+            http.ws_connect(internal_url.replace("http", "ws", 1) + "/ws", heartbeat=20,
+                            headers=headers),  # fmt: skip
             CONNECT_TIMEOUT_S,
         )
-        await ws.send_json({"type": "auth", "token": token})
+        await ws.send_json({"type": "auth", "token": token} if token else {"type": "auth"})
         welcome = await ws.receive_json(timeout=CONNECT_TIMEOUT_S)
     except ClientConnectorError:
         return None

@@ -235,6 +235,17 @@ class Store(Protocol):
 
     async def list_revoked(self) -> list[str]: ...
 
+    # short-lived secrets: sign-ins under way, web sessions ----------------
+    async def put_secret(self, kind: str, entry: str, info: Record, ttl_s: float) -> None:
+        """Keep ``info`` under (kind, entry) for ``ttl_s`` (replacing any)."""
+
+    async def get_secret(self, kind: str, entry: str) -> Record | None: ...
+
+    async def take_secret(self, kind: str, entry: str) -> Record | None:
+        """Read and remove at once: exactly one caller gets it."""
+
+    async def drop_secret(self, kind: str, entry: str) -> None: ...
+
     # deadlines ----------------------------------------------------------
     async def schedule(self, item: str, due: float) -> None:
         """Remember that ``item`` falls due at ``due`` (replacing an earlier due

@@ -9,7 +9,7 @@ named transition of the table in ``signaling.model``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -26,6 +26,8 @@ from ..model import (
     to_json,
 )
 from .base import Conflict, Moved, Store
+
+T = TypeVar("T")
 
 _event = msgspec.convert  # typed events out of the dicts the backends deliver
 
@@ -167,6 +169,21 @@ class LiveState:
 
     async def list_revoked(self) -> list[str]:
         return await self.backend.list_revoked()
+
+    # short-lived secrets (sign-ins under way, web sessions) ------------------------
+    async def put_secret(self, kind: str, entry: str, info: Any, ttl_s: float) -> None:
+        await self.backend.put_secret(kind, entry, to_json(info), ttl_s)
+
+    async def get_secret(self, kind: str, entry: str, of: type[T]) -> T | None:
+        found = await self.backend.get_secret(kind, entry)
+        return None if found is None else msgspec.convert(found, of)
+
+    async def take_secret(self, kind: str, entry: str, of: type[T]) -> T | None:
+        found = await self.backend.take_secret(kind, entry)
+        return None if found is None else msgspec.convert(found, of)
+
+    async def drop_secret(self, kind: str, entry: str) -> None:
+        await self.backend.drop_secret(kind, entry)
 
     # deadlines -------------------------------------------------------------------
     async def schedule(self, item: str, due: float) -> None:

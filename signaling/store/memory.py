@@ -66,6 +66,7 @@ class MemoryStore:
         self._nodes: dict[str, tuple[float, Record]] = {}  # id -> (expires_at, info)
         self._presence: dict[str, tuple[float, Record]] = {}  # sub -> (expires_at, info)
         self._revoked: dict[str, tuple[float, Record]] = {}  # token id -> (expires_at, {})
+        self._secrets: dict[str, dict[str, tuple[float, Record]]] = {}  # kind -> entries
         self._due: dict[str, float] = {}  # scheduled item -> due time
         # Weak, so a subscription its consumer dropped without closing stops filling.
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
@@ -247,6 +248,22 @@ class MemoryStore:
 
     async def list_revoked(self) -> list[str]:
         return sorted(await self._list_expiring(self._revoked))
+
+    # short-lived secrets ------------------------------------------------
+    async def put_secret(self, kind: str, entry: str, info: Record, ttl_s: float) -> None:
+        await self._set_expiring(self._secrets.setdefault(kind, {}), entry, info, ttl_s)
+
+    async def get_secret(self, kind: str, entry: str) -> Record | None:
+        return (await self._list_expiring(self._secrets.get(kind, {}))).get(entry)
+
+    async def take_secret(self, kind: str, entry: str) -> Record | None:
+        async with self._lock:
+            held = self._secrets.get(kind, {}).pop(entry, None)
+        return None if held is None or held[0] <= self._clock() else _copy(held[1])
+
+    async def drop_secret(self, kind: str, entry: str) -> None:
+        async with self._lock:
+            self._secrets.get(kind, {}).pop(entry, None)
 
     # deadlines ----------------------------------------------------------
     async def schedule(self, item: str, due: float) -> None:

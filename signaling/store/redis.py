@@ -348,6 +348,27 @@ class RedisStore:
     async def list_revoked(self) -> list[str]:
         return sorted(await self._list_expiring("revoked", "revoked-index"))
 
+    # short-lived secrets ------------------------------------------------
+    async def put_secret(self, kind: str, entry: str, info: Record, ttl_s: float) -> None:
+        with _unavailable():
+            await self._client.set(
+                self._key("secret", kind, entry), encode(info), px=max(1, round(ttl_s * 1000))
+            )
+
+    async def get_secret(self, kind: str, entry: str) -> Record | None:
+        with _unavailable():
+            value = await self._client.get(self._key("secret", kind, entry))
+        return None if value is None else decode(value)
+
+    async def take_secret(self, kind: str, entry: str) -> Record | None:
+        with _unavailable():
+            value = await self._client.getdel(self._key("secret", kind, entry))
+        return None if value is None else decode(value)
+
+    async def drop_secret(self, kind: str, entry: str) -> None:
+        with _unavailable():
+            await self._client.delete(self._key("secret", kind, entry))
+
     # deadlines ----------------------------------------------------------
     async def schedule(self, item: str, due: float) -> None:
         with _unavailable():

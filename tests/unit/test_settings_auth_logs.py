@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 
@@ -69,11 +70,11 @@ def test_public_key_algorithms(tmp_path, algorithm, key):
     token = mint_token(
         settings, role="supervisor", sub="sup", private_key=private, algorithm=algorithm
     )
-    assert TokenVerifier(settings).verify(token).role == "supervisor"
+    assert asyncio.run(TokenVerifier(settings).verify(token)).role == "supervisor"
     # An HS256 token is refused when only the public-key algorithm is accepted.
     hs = jwt.encode({"sub": "x"}, SECRET, algorithm="HS256")
     with pytest.raises(ApiError) as caught:
-        TokenVerifier(settings).verify(hs)
+        asyncio.run(TokenVerifier(settings).verify(hs))
     assert caught.value.code == "token_invalid"
 
 
@@ -93,14 +94,14 @@ def test_claims_are_checked(settings, change, code):
     )
     token = jwt.encode({**claims, **change}, SECRET, algorithm="HS256")
     with pytest.raises(ApiError) as caught:
-        TokenVerifier(settings).verify(token)
+        asyncio.run(TokenVerifier(settings).verify(token))
     assert caught.value.code == code
 
 
 def test_unsigned_token_is_refused(settings):
     token = jwt.encode({"sub": "x", "role": "admin"}, key=None, algorithm="none")
     with pytest.raises(ApiError) as caught:
-        TokenVerifier(settings).verify(token)
+        asyncio.run(TokenVerifier(settings).verify(token))
     assert caught.value.code == "token_invalid"
 
 

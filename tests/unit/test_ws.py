@@ -407,7 +407,7 @@ async def test_supervisors_share_each_consult_change_in_the_order_it_was_pushed(
     writers.append(asyncio.ensure_future(c.write_loop()))
     hub.push_to_watchers('{"n": "u3"}')
     async with asyncio.timeout(5):
-        while hub.watch_pushes is not None or len(ws_b.frames) < 1:
+        while hub.shared_pushes.get("local") is not None or len(ws_b.frames) < 1:
             await asyncio.sleep(0.005)  # polling the sockets the write loops fill
         hub.push_to_watchers('{"n": "u4"}')  # the next linger
         while len(received(ws_c)) < 2 or len(received(ws_a)) < 5:
@@ -434,9 +434,9 @@ async def test_a_shared_list_closed_before_its_holders_wrote_it_is_still_sent():
     conn.principal, conn.batch = Principal("sup", "sup", "supervisor"), True
     hub.register(conn)
     hub.push_to_watchers('{"n": 1}')
-    hub.close_shared(hub.watch_pushes)
+    hub.close_shared(hub.shared_pushes["local"])
     hub.push_to_watchers('{"n": 2}')  # a new list, before the write loop ran
-    hub.close_shared(hub.watch_pushes)
+    hub.close_shared(hub.shared_pushes["local"])
     conn.close_outbox()
     await asyncio.wait_for(conn.write_loop(), 5)
     assert [m["n"] for frame in ws.frames for m in json.loads(frame)] == [1, 2]
