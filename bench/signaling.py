@@ -48,6 +48,10 @@ from .common import machine as common_machine
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STEP_TIMEOUT_S = 30.0
 GO_DELAY_S = 0.5  # between "everyone is connected" and the joins: lets the machine settle
+BENCH_LIMITS = (
+    "consult.address=100000/minute;connection.address=100000/minute;"
+    "offer.address=100000/minute;connection.user=100000/minute"
+)
 
 
 # -- the machine and its processes ------------------------------------------------------
@@ -124,6 +128,9 @@ def start_jisr(folder: Path, max_observers: int) -> Target:
         "JISR_ICE_ADDRESSES": "127.0.0.1",
         "JISR_MAX_OBSERVERS": str(max_observers),
         "JISR_NODE_ID": "n_bench",
+        # Every client of the benchmark shares one address and each referrer makes a
+        # consult: the per-address limits a hospital's NAT needs would stop the setup.
+        "JISR_RATE_LIMITS": BENCH_LIMITS,
     }
     env.pop("JISR_REDIS_URL", None)  # one node on the in-process store
     log_path = folder / "jisr.log"

@@ -36,16 +36,9 @@ VERBATIM = frozenset({
     "conn", "peer", "publisher", "kind", "part", "participant", "state", "reason", "outcome",
     "error", "error_type", "path", "method", "status", "from_node", "to_node", "segment",
     "sha256", "report_sha256", "old_key_id", "new_key_id", "keys_not_under_master",
-    "by_kind", "scope", "remote",
+    "by_kind", "scope", "remote", "organisation", "organisations",
 })  # fmt: skip
 HASH_CHARS = 16
-
-
-def _redact(_, __, event_dict: dict) -> dict:
-    for name in list(event_dict):
-        if name.lower() in SECRET_FIELDS:
-            event_dict[name] = "[redacted]"
-    return event_dict
 
 
 def digest(text: str) -> dict[str, Any]:
@@ -57,24 +50,33 @@ def digest(text: str) -> dict[str, Any]:
     }
 
 
+PLAIN = (type(None), bool, int, float)
+
+
 def _screen(name: str, value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float):
+    kind = value.__class__
+    if kind is str:  # the common case first: every line carries several
+        return value if name in VERBATIM else digest(value)
+    if kind in PLAIN:
         return value
     if isinstance(value, Mapping):
         return {k: _screen(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_screen(name, v) for v in value]
-    if name in VERBATIM:
-        return value if isinstance(value, str) else str(value)
-    return digest(str(value))
+    return str(value) if name in VERBATIM else digest(str(value))
 
 
 UNSCREENED = frozenset({"exception", "exc_info", "stack_info"})  # tracebacks: our code's
 
 
 def _allow_listed(_, __, event_dict: dict) -> dict:
-    for name, value in list(event_dict.items()):
-        if name not in UNSCREENED and name.lower() not in SECRET_FIELDS:  # secrets: redacted
+    """Secrets redacted, free text screened: one pass over the line's fields."""
+    for name, value in event_dict.items():  # values replaced in place: no key added
+        if name in VERBATIM and value.__class__ is str:
+            continue
+        if name.lower() in SECRET_FIELDS:
+            event_dict[name] = "[redacted]"
+        elif name not in UNSCREENED:
             event_dict[name] = _screen(name, value)
     return event_dict
 
@@ -111,7 +113,7 @@ def _stdlib_fields(_, __, event_dict: dict) -> dict:
 
 def configure_logging(level: str = "info", stream=None) -> None:
     numeric = logging.getLevelName(level.upper())
-    tail = [_redact, _allow_listed, structlog.processors.format_exc_info]
+    tail = [_allow_listed, structlog.processors.format_exc_info]
     renderer = structlog.processors.JSONRenderer(serializer=_dumps)
     structlog.configure(
         processors=[
