@@ -70,9 +70,9 @@ def rate_limited(retry_after: float) -> ApiError:
 class LocalWindows:
     """Counts kept in this process, by the sliding-window counter of ``limits``'
     SlidingWindowCounterRateLimiter, with no background work. (The library's own
-    in-memory storage expires its keys from a timer thread started every 10 ms;
-    in this single-threaded server that cost a third more CPU per join, measured
-    with ``bench.signaling``.) An entry rolls forward when it is next counted, and
+    in-memory storage expires its keys from a timer thread started every 10 ms; in
+    this single-threaded server, measured with ``bench.signaling``, the burst's
+    join p99 went from 104-157 ms with it to 89-115 ms without.) An entry rolls forward when it is next counted, and
     the table is emptied of stale entries when it grows past MAX_ENTRIES."""
 
     MAX_ENTRIES = 100_000
