@@ -72,8 +72,9 @@ class LocalWindows:
     SlidingWindowCounterRateLimiter, with no background work. (The library's own
     in-memory storage expires its keys from a timer thread started every 10 ms; in
     this single-threaded server, measured with ``bench.signaling``, the burst's
-    join p99 went from 104-157 ms with it to 89-115 ms without.) An entry rolls forward when it is next counted, and
-    the table is emptied of stale entries when it grows past MAX_ENTRIES."""
+    join p99 went from 104-157 ms with it to 89-115 ms without.) An entry rolls
+    forward when it is next counted, and the table is emptied of stale entries when
+    it grows past MAX_ENTRIES."""
 
     MAX_ENTRIES = 100_000
 
