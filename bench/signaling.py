@@ -131,6 +131,7 @@ def start_jisr(folder: Path, max_observers: int) -> Target:
         # Every client of the benchmark shares one address and each referrer makes a
         # consult: the per-address limits a hospital's NAT needs would stop the setup.
         "JISR_RATE_LIMITS": BENCH_LIMITS,
+        "JISR_MAX_SESSIONS_PER_NODE": "100000",  # rounds of sessions pile up on one node
     }
     env.pop("JISR_REDIS_URL", None)  # one node on the in-process store
     log_path = folder / "jisr.log"
