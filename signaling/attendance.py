@@ -45,7 +45,10 @@ class Attendance:
         self.rooms: dict[str, Room] = {}
 
     def room(self, session_id: str) -> Room:
-        return self.rooms.setdefault(session_id, Room())
+        room = self.rooms.get(session_id)
+        if room is None:
+            room = self.rooms[session_id] = Room()
+        return room
 
     def members(self, session_id: str) -> list[Connection]:
         room = self.rooms.get(session_id)
@@ -69,8 +72,11 @@ class Attendance:
         return live + [m for sub, (m, _) in room.away.items() if sub not in present]
 
     def broadcast(self, session_id: str, message: dict[str, Any]) -> None:
+        room = self.rooms.get(session_id)
+        if room is None:
+            return
         text = encode(message)  # once for everyone
-        for conn in self.members(session_id):
+        for conn in room.members.values():
             conn.send_text(text)
 
     def broadcast_roster(self, session_id: str) -> None:

@@ -201,9 +201,13 @@ class ConsultService:
             raise session_not_found()
         return session, session_part(who, session)
 
-    async def mark_live(self, consult_id: str) -> None:
+    async def mark_live(self, consult_id: str) -> Consult | None:
+        """The consult, live now (None if it had already moved on)."""
         with contextlib.suppress(TransitionRefused, NotFound):
-            await self._announce(await self.state.change_consult(consult_id, ConsultChange.GO_LIVE))
+            consult = await self.state.change_consult(consult_id, ConsultChange.GO_LIVE)
+            await self._announce(consult)
+            return consult
+        return None
 
     async def live_sessions(self, who: Principal) -> list[Session]:
         if not who.is_overseer:

@@ -32,7 +32,7 @@ from .keys import (
     STORE,
     TRIAGE,
 )
-from .model import Session, SessionState
+from .model import ConsultState, Session, SessionState
 from .protocol import (
     Auth,
     Candidate,
@@ -234,12 +234,13 @@ class SignalingHandler:
             "participant.joined" if part else "observer.joined")  # fmt: skip
         self.app[AUDIT].record(event, who.public(), session_id=session.id,
                                consult_id=session.consult_id, part=part)  # fmt: skip
+        consult = await self.app[STORE].get_consult(session.consult_id)
         if part is not None:
-            await self.consults.mark_live(session.consult_id)
+            if consult is not None and consult.state == ConsultState.ACCEPTED:
+                consult = await self.consults.mark_live(consult.id) or consult
             await self.publish_presence()
             recording.participant_joined(who, session.id, self.attendance.participants(session.id))
             await recording.persist(session.id)
-        consult = await self.app[STORE].get_consult(session.consult_id)
         self.conn.send({
             "type": "joined", "ref": message.ref, "session_id": session.id,
             "as": "observer" if part is None else "participant", "part": part,

@@ -53,11 +53,27 @@ def digest(text: str) -> dict[str, Any]:
 PLAIN = (type(None), bool, int, float)
 
 
+def _plain_record(value: dict) -> bool:
+    """A record of ids and codes only (an actor, say): written as it is, uncopied."""
+    for key, item in value.items():
+        if key not in VERBATIM:
+            return False
+        kind = item.__class__
+        if kind is list:
+            if any(element.__class__ is not str for element in item):
+                return False
+        elif kind is not str and kind not in PLAIN:
+            return False
+    return True
+
+
 def _screen(name: str, value: Any) -> Any:
     kind = value.__class__
     if kind is str:  # the common case first: every line carries several
         return value if name in VERBATIM else digest(value)
     if kind in PLAIN:
+        return value
+    if kind is dict and _plain_record(value):
         return value
     if isinstance(value, Mapping):
         return {k: _screen(str(k), v) for k, v in value.items()}

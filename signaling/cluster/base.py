@@ -37,6 +37,7 @@ class Lost:
 
 
 Location = Here | Remote | Lost
+HERE = Here()
 
 
 class Cluster(Protocol):

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from ..auth import Principal
 from ..model import Session
 from ..store import LiveState
-from .base import Here, Location, no_capacity
+from .base import HERE, Location, no_capacity
 
 
 class LocalCluster:
@@ -32,7 +32,7 @@ class LocalCluster:
         return None
 
     async def locate(self, session: Session) -> Location:
-        return Here()
+        return HERE
 
     async def take_over(self, session: Session, actor: Principal) -> Session:
         return session  # nothing to take over from: there is no other node

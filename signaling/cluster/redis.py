@@ -12,7 +12,7 @@ from ..errors import ApiError
 from ..logs import Audit, get_logger
 from ..model import NodeInfo, Session, SessionChange, SessionState
 from ..store import LiveState, Moved, NotFound, StoreUnavailable, TransitionRefused
-from .base import Here, Location, Lost, Remote, no_capacity
+from .base import HERE, Location, Lost, Remote, no_capacity
 
 log = get_logger()
 
@@ -93,7 +93,7 @@ class RedisCluster:
 
     async def locate(self, session: Session) -> Location:
         if session.node == self.node_id:
-            return Here()
+            return HERE
         info = (await self.state.list_nodes()).get(session.node or "")
         if info is None or not info.internal_url:
             return Lost(session.node)
