@@ -9,7 +9,7 @@
 //   #signin, #signin-form, #signin-token, #signin-submit, #signin-reason,
 //   #app (the page once signed in), #page-main (lists/forms), #session-view
 
-import { getToken, setToken, clearToken } from './auth.js';
+import { getToken, setToken, clearToken, setSessionSignIn, signedInBySession } from './auth.js';
 import { initI18n, toggleLang, onLangChange, setText, getLang } from './i18n.js';
 import { api } from './api.js';
 import { Signaling } from './signaling.js';
@@ -73,11 +73,51 @@ function waitForSignIn() {
   });
 }
 
+// Signed in already through an organisation (the server's session cookie)?
+async function sessionSignIn() {
+  try {
+    const me = await api.me();
+    setSessionSignIn(true);
+    return me;
+  } catch (err) {
+    return null;
+  }
+}
+
+// The organisations one may sign in with, as links to their sign-in pages.
+async function showOrganisations() {
+  const box = document.getElementById('signin-organisations');
+  if (!box || box.dataset.loaded) return;
+  box.dataset.loaded = '1';
+  let list = [];
+  try {
+    list = (await api.organisations()).organisations || [];
+  } catch (err) {
+    return;
+  }
+  const page = window.location.pathname;
+  for (const org of list) {
+    const link = document.createElement('a');
+    link.className = 'btn btn-primary signin-org';
+    link.dataset.organisation = org.organisation;
+    link.href = `/auth/login?organisation=${encodeURIComponent(org.organisation)}&next=${encodeURIComponent(page)}`;
+    setText(link, 'signin.withOrganisation', { name: org.name });
+    box.append(link);
+  }
+  box.hidden = list.length === 0;
+}
+
 async function signIn(roles, pageRole) {
   let reason = null;
   let args;
   for (;;) {
+    if (!getToken() && !reason) {
+      const me = await sessionSignIn();
+      if (me && (!roles || roles.includes(me.role))) return me;
+    }
     if (!getToken() || reason) {
+      setSessionSignIn(false);
+      showOrganisations();
       showSignIn(reason, args);
       await waitForSignIn();
       reason = null;
@@ -145,6 +185,18 @@ function showSignedIn(me) {
 function bindSignOut(sig) {
   document.getElementById('sign-out').addEventListener('click', async () => {
     sig.close();
+    if (signedInBySession()) {
+      // Ends the session here and, through the provider's page, there too.
+      let next = window.location.pathname;
+      try {
+        next = (await api.endSession()).redirect || next;
+      } catch (err) {
+        // The session had ended already.
+      }
+      setSessionSignIn(false);
+      window.location.assign(next);
+      return;
+    }
     try {
       await api.signOut();
     } catch (err) {

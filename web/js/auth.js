@@ -26,6 +26,17 @@ export function getToken() {
 }
 
 let memoryToken = null;
+// Signed in through an organisation's sign-in: the server holds the session (an
+// HttpOnly cookie the page never sees) and no token is kept here.
+let bySession = false;
+
+export function setSessionSignIn(on) {
+  bySession = on;
+}
+
+export function signedInBySession() {
+  return bySession && !getToken();
+}
 
 export function setToken(token) {
   memoryToken = token;

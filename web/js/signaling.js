@@ -11,7 +11,7 @@
 // Reconnects with backoff unless the server refused the token (close code 4401).
 // Every message received is passed to the outage notice (outage.js).
 
-import { getToken } from './auth.js';
+import { getToken, signedInBySession } from './auth.js';
 import { ApiError } from './api.js';
 import { noteAnswer } from './outage.js';
 
@@ -56,7 +56,7 @@ export class Signaling extends EventTarget {
     this.stopped = false;
     clearTimeout(this.reconnectTimer);
     const token = getToken();
-    if (!token) {
+    if (!token && !signedInBySession()) {
       this.authFailed('unauthenticated', '');
       return;
     }
@@ -74,7 +74,9 @@ export class Signaling extends EventTarget {
       if (ws !== this.ws) return;
       this.setState('authenticating');
       this.lastHeard = Date.now();
-      this.rawSend({ type: 'auth', token, ref: 'auth', batch: true });
+      // Signed in through an organisation: the session cookie came with the upgrade.
+      this.rawSend(token ? { type: 'auth', token, ref: 'auth', batch: true }
+        : { type: 'auth', ref: 'auth', batch: true });
     };
     ws.onmessage = (ev) => {
       if (ws === this.ws) this.onFrame(ev.data);
