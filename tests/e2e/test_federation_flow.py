@@ -162,3 +162,21 @@ def test_a_consult_between_two_organisations(federation, browsers):
     specialist.find_element(By.ID, "report-submit").click()
     wait_until(lambda: (r := state(referrer)["report"]) and r["consultId"] == consult_id
                and r["shown"], 15, "the report on the referrer's page")  # fmt: skip
+
+
+def test_a_provider_that_is_down_gets_a_clear_page(federation, browsers):
+    base, providers = federation
+    providers["org-c"].stop()
+    page = browsers()
+    page.get(f"{base}/supervisor.html")
+    button = wait_until(
+        lambda: page.find_elements(By.CSS_SELECTOR, "a.signin-org[data-organisation='org-c']"),
+        15, "org-c's sign-in offered",
+    )[0]  # fmt: skip
+    button.click()
+    wait_until(lambda: state(page).get("page") == "signin", 15, "the sign-in page")
+    assert state(page)["problem"] == "provider_unreachable"
+    problem = page.find_element(By.ID, "signin-problem")
+    assert (
+        problem.is_displayed() and "ORG-C" in problem.text and "cannot be reached" in problem.text
+    )

@@ -600,3 +600,24 @@ async def test_due_items_are_claimed_exactly_once(store: Store) -> None:
     claims = await asyncio.gather(*(store.claim_due(200.0) for _ in range(10)))
     assert sorted(item for claim in claims for item in claim) == ["escalate:c1", "escalate:c3"]
     assert await store.claim_due(1e12) == []
+
+
+# short-lived secrets (sign-ins under way, web sessions) ------------------------
+
+
+async def test_secrets_expire_and_are_taken_once(store: Store, backend: str, clock: FakeClock):
+    await store.put_secret("signin", "state-1", {"nonce": "n"}, 30)
+    await store.put_secret("signin", "state-2", {"nonce": "m"}, 0.3)
+    assert await store.get_secret("signin", "state-1") == {"nonce": "n"}
+    assert await store.get_secret("websession", "state-1") is None  # kinds apart
+    taken = await asyncio.gather(*(store.take_secret("signin", "state-1") for _ in range(5)))
+    assert [t for t in taken if t is not None] == [{"nonce": "n"}]  # exactly one caller
+    assert await store.get_secret("signin", "state-1") is None
+    if backend == "memory":
+        clock.advance(0.31)
+        assert await store.get_secret("signin", "state-2") is None
+    else:
+        await poll(lambda: store.get_secret("signin", "state-2"), lambda found: found is None)
+    await store.put_secret("websession", "s", {"a": 1}, 30)
+    await store.drop_secret("websession", "s")
+    assert await store.take_secret("websession", "s") is None
