@@ -41,6 +41,10 @@ REFRESH_AHEAD_S = 60  # provider tokens are refreshed this long before they expi
 PAGES = ("/referrer.html", "/specialist.html", "/supervisor.html", "/index.html")
 
 
+class ProviderUnavailable(ClientError):
+    """The provider's token endpoint failed without answering (5xx, not JSON)."""
+
+
 class PendingSignIn(Record):
     organisation: str
     nonce: str
@@ -183,9 +187,15 @@ async def token_request(
     basic = encode_basic_auth(issuer.config.client_id or "", client_secret(issuer))
     auth = {"Authorization": basic}
     async with signin.http().post(endpoint, data=form, headers=auth) as response:
-        body = await response.json(content_type=None)
-        if response.status != 200 or "id_token" not in body:
-            raise ValueError(f"the provider refused: {body.get('error', response.status)}")
+        if response.status >= 500:  # down or behind a failing proxy: not a refusal
+            raise ProviderUnavailable(response.status)
+        try:
+            body = await response.json(content_type=None)
+        except ValueError:
+            raise ProviderUnavailable(response.status) from None
+        if response.status != 200 or not isinstance(body, dict) or "id_token" not in body:
+            error = body.get("error") if isinstance(body, dict) else None
+            raise ValueError(f"the provider refused: {error or response.status}")
         return body
 
 
@@ -262,7 +272,11 @@ async def session_principal(app: web.Application, session_id: str) -> Principal:
         raise ApiError(401, "token_expired", "the session has ended; sign in again")
     who = principal_of(session.principal)
     if session.provider_expires_at - time.time() < REFRESH_AHEAD_S and session.refresh_token:
-        session = await refreshed(app, who, session)
+        try:
+            session = await refreshed(app, who, session)
+        except ApiError:
+            await state.drop_secret("websession", key)
+            raise
         await state.put_secret("websession", key, session, session.expires_at - time.time())
     return who
 
@@ -283,6 +297,7 @@ async def refreshed(app: web.Application, who: Principal, session: WebSession) -
     except (ValueError, ApiError):  # the provider no longer vouches for this user
         await app[IDENTITY].sign_out(who)
         raise ApiError(401, "token_expired", "the sign-in was ended at the provider") from None
+    log.info("signin.refreshed", organisation=who.organisation)
     return msgspec.structs.replace(
         session, provider_expires_at=fresh.expires_at,
         refresh_token=signin.seal(tokens.get("refresh_token")) or session.refresh_token,

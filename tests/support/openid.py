@@ -43,8 +43,9 @@ class OpenIdProvider:
     """One organisation's provider on a free port of 127.0.0.1."""
 
     def __init__(self, folder: Path, organisation: str, users: dict, redirect_uris: list[str],
-                 post_logout_uris: list[str]) -> None:  # fmt: skip
+                 post_logout_uris: list[str], id_token_ttl: int | None = None) -> None:  # fmt: skip
         node_ready()
+        self.id_token_ttl = id_token_ttl  # seconds; the provider's default is 600
         self.folder, self.organisation, self.users = folder, organisation, users
         self.port = free_port()
         self.issuer = f"http://127.0.0.1:{self.port}"
@@ -63,6 +64,7 @@ class OpenIdProvider:
                   "response_types": ["code"], "id_token_signed_response_alg": "ES256"}  # fmt: skip
         return {
             "issuer": self.issuer, "port": self.port, "users": self.users, "keys": self.keys,
+            "idTokenTtl": self.id_token_ttl,
             "clients": [
                 {**client, "client_id": "jisr", "client_secret": self.client_secret,
                  "redirect_uris": self.redirect_uris,
@@ -94,6 +96,14 @@ class OpenIdProvider:
         self.keys = [signing_key(f"{self.organisation}-{len(self.keys) + 1}"), *self.keys]
         self.stop()
         self.start()
+
+    async def revoke(self, token: str, client_id: str = "jisr") -> None:
+        """Revokes a token at the provider (RFC 7009), as its administrators would."""
+        auth = {"Authorization": aiohttp.encode_basic_auth(client_id, self.client_secret)}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{self.issuer}/token/revocation", data={"token": token},
+                                 headers=auth) as answer:  # fmt: skip
+                assert answer.status == 200, await answer.text()
 
     def issuer_entry(self, **extra) -> dict:
         """This organisation as Jisr's issuers file lists it."""

@@ -46,6 +46,7 @@ const provider = new Provider(config.issuer, {
   features: {
     devInteractions: { enabled: false },
     rpInitiatedLogout: { enabled: true },
+    revocation: { enabled: true }, // an administrator ending a user's grant
     resourceIndicators: {
       enabled: true,
       defaultResource: () => RESOURCE,
