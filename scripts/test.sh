@@ -12,6 +12,8 @@ command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v turnserver >/dev/null || missing+=(coturn)
 command -v nft >/dev/null || missing+=(nftables)
+command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
+command -v caddy >/dev/null || missing+=(caddy)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
