@@ -117,6 +117,7 @@ async def config(request: web.Request) -> web.Response:
             "specialties": settings.specialties,
             "urgencies": list(Urgency),
             "ice_servers": servers,
+            "ice_transport_policy": settings.ice_transport_policy,
         }
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     turn_urls: Annotated[list[str], NoDecode] = []
     turn_secret: str | None = Field(None, repr=False)
     turn_ttl_s: int = Field(600, ge=60, le=86400)
+    # "relay": pages send media only through the TURN servers above (a site that must
+    # not expose its addresses, or whose firewall lets only TURN over TLS out).
+    ice_transport_policy: Literal["all", "relay"] = "all"
     # Triage: how long each urgency may wait before escalation (half-way it is
     # announced again), and whom a specialty escalates to ("cardiology=dr-a|dr-b;...").
     deadline_critical_s: float = Field(Urgency.CRITICAL.default_deadline_s, gt=0)
@@ -218,6 +221,10 @@ class Settings(BaseSettings):
     def _keys_for_algorithms(self) -> Settings:
         if any(u.startswith("turn") for u in self.turn_urls) and not self.turn_secret:
             raise ValueError("JISR_TURN_SECRET is required for turn: URLs")
+        if self.ice_transport_policy == "relay" and not any(
+            u.startswith("turn") for u in self.turn_urls
+        ):
+            raise ValueError("JISR_ICE_TRANSPORT_POLICY=relay needs turn: or turns: URLs")
         shorthand = self.issuers_file is None or self.jwt_secret or self.jwt_public_key_file
         if shorthand and "HS256" in self.jwt_algorithms and not self.jwt_secret:
             raise ValueError("JISR_JWT_SECRET is required for HS256 (or give JISR_ISSUERS_FILE)")

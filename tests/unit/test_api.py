@@ -238,6 +238,7 @@ async def test_turn_credentials_only_for_signed_in_users(aiohttp_client, tokens)
     client = await aiohttp_client(create_app(settings, store=MemoryStore()))
     anonymous = await (await client.get("/api/config")).json()
     assert anonymous["ice_servers"] == []
+    assert anonymous["ice_transport_policy"] == "all"
     mine = await (await client.get("/api/config", headers=tokens.header(tokens.referrer))).json()
     turn = next(s for s in mine["ice_servers"] if s.get("username"))
     expiry, user = turn["username"].split(":")

@@ -42,6 +42,19 @@ def test_secrets_are_required_and_never_printed(monkeypatch):
     assert SECRET not in repr(load_settings(jwt_secret=SECRET))
 
 
+def test_relay_only_needs_turn_urls():
+    assert load_settings(jwt_secret=SECRET).ice_transport_policy == "all"
+    with pytest.raises(SettingsError, match="needs turn: or turns: URLs"):
+        load_settings(jwt_secret=SECRET, ice_transport_policy="relay", turn_urls="stun:a:3478")
+    with pytest.raises(SettingsError, match="JISR_ICE_TRANSPORT_POLICY"):
+        load_settings(jwt_secret=SECRET, ice_transport_policy="nat")
+    settings = load_settings(
+        jwt_secret=SECRET, ice_transport_policy="relay", turn_secret="s3cret",
+        turn_urls="turns:turn.example.org:5349?transport=tcp",
+    )  # fmt: skip
+    assert settings.turn_urls == ["turns:turn.example.org:5349?transport=tcp"]
+
+
 def _pem_pair(private_key) -> tuple[str, str]:
     private = private_key.private_bytes(
         serialization.Encoding.PEM,

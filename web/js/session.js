@@ -330,7 +330,10 @@ export class SessionView {
 
   /** A new peer connection, made the session's, with its state followed. */
   createPeer() {
-    const pc = new RTCPeerConnection({ iceServers: Array.isArray(this.config.ice_servers) ? this.config.ice_servers : [] });
+    const pc = new RTCPeerConnection({
+      iceServers: Array.isArray(this.config.ice_servers) ? this.config.ice_servers : [],
+      iceTransportPolicy: this.config.ice_transport_policy === 'relay' ? 'relay' : 'all',
+    });
     this.pc = pc;
     this.pcState = pc.connectionState || 'new';
     pc.addEventListener('connectionstatechange', () => {
