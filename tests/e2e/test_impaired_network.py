@@ -45,7 +45,9 @@ from selenium.common.exceptions import WebDriverException
 
 from signaling.turn import ice_servers
 from tests.e2e.test_consult_flow import wait_until
-from tests.support.netem import ImpairedUdpPath, coturn, missing_tools
+from tests.support.netem import ImpairedUdpPath
+from tests.support.netns import missing_tools
+from tests.support.turnserver import coturn
 
 pytestmark = pytest.mark.e2e
 

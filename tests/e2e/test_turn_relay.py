@@ -21,15 +21,15 @@ from aioice import stun
 from aioice.turn import create_turn_endpoint
 
 from signaling.turn import ice_servers, turn_credentials
-from tests.support.netem import Coturn
-from tests.support.netem import coturn as start_coturn
+from tests.support.turnserver import Coturn
+from tests.support.turnserver import coturn as start_coturn
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def coturn() -> Iterator[Coturn]:
-    """A real coturn on loopback with TURN REST credentials (tests/support/netem.py)."""
+    """A real coturn on loopback with TURN REST credentials (tests/support/turnserver.py)."""
     try:
         with start_coturn() as server:
             yield server

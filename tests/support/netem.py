@@ -27,11 +27,10 @@ test process dying: it asks the kernel for SIGKILL when its parent goes) the
 kernel removes them with their veth, qdiscs and nftables tables. There is nothing
 to clean up by hand, and nothing is left behind after a crash.
 
-``Coturn`` starts a TURN server on loopback with TURN REST credentials (the
-``use-auth-secret`` scheme of signaling/turn.py).
+The namespace primitives are in netns.py; coturn is started by turnserver.py.
 
 Needs, from Debian: ``iproute2`` (ip, tc), ``nftables`` (nft), ``util-linux``
-(nsenter), ``coturn`` (turnserver).
+(nsenter).
 """
 
 from __future__ import annotations
@@ -39,30 +38,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import contextlib
-import ctypes
 import json
 import os
-import secrets
-import select
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-# Which Debian package brings each tool the impaired-network tests run.
-TOOL_PACKAGES = {
-    "ip": "iproute2",
-    "tc": "iproute2",
-    "nft": "nftables",
-    "nsenter": "util-linux",
-    "turnserver": "coturn",
-}
+from tests.support.netns import (
+    HelperProcess,
+    helper_start,
+    new_namespace,
+    nft_counters,
+    run_in,
+    socket_in,
+)
 
 A_ADDRESS = "10.99.0.2"  # the impaired side's end of the veth (namespace A)
 B_ADDRESS = "10.99.0.1"  # the far end (namespace B)
@@ -71,61 +61,7 @@ A_IF, B_IF = "jisr-a", "jisr-b"
 NFT_TABLE = "jisr_impair"
 
 
-def missing_tools(names=tuple(TOOL_PACKAGES)) -> list[str]:
-    """``"tool (Debian package)"`` for each tool that is not on PATH (also looked
-    for in /usr/sbin and /sbin, which a non-login PATH may lack)."""
-    missing = []
-    for name in names:
-        if _which(name) is None:
-            missing.append(f"{name} (Debian package {TOOL_PACKAGES.get(name, name)})")
-    return missing
-
-
-def _which(name: str) -> str | None:
-    path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin"
-    return shutil.which(name, path=path)
-
-
 # -- the helper process ---------------------------------------------------------------
-
-CLONE_NEWNET = 0x40000000
-PR_SET_PDEATHSIG = 1
-
-
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc().setns(fd, CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"setns: {os.strerror(errno)}")
-
-
-def _new_namespace(home: int) -> int:
-    """A new network namespace; returns a descriptor holding it, and leaves the
-    calling thread in ``home``."""
-    libc = _libc()
-    if libc.unshare(CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"unshare(CLONE_NEWNET): {os.strerror(errno)}")
-    fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    _setns(home)
-    return fd
-
-
-def _run_in(ns_path: str, *argv: str, stdin: str | None = None) -> str:
-    tool = _which(argv[0]) or argv[0]
-    done = subprocess.run(
-        [_which("nsenter") or "nsenter", f"--net={ns_path}", tool, *argv[1:]],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
-    return done.stdout
 
 
 def _nft_rules(loss_percent: int) -> str:
@@ -189,30 +125,26 @@ class Helper:
         self.loss_percent = loss_percent
         self.delay = delay_ms / 1000
         self.home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        self.ns_a = _new_namespace(self.home)
-        self.ns_b = _new_namespace(self.home)
+        self.ns_a = new_namespace(self.home)
+        self.ns_b = new_namespace(self.home)
         self.path_a = f"/proc/{os.getpid()}/fd/{self.ns_a}"
         self.path_b = f"/proc/{os.getpid()}/fd/{self.ns_b}"
         self.counts = collections.Counter()
 
     def configure(self) -> None:
         a, b = self.path_a, self.path_b
-        _run_in(a, "ip", "link", "add", A_IF, "type", "veth", "peer", "name", B_IF, "netns", b)
+        run_in(a, "ip", "link", "add", A_IF, "type", "veth", "peer", "name", B_IF, "netns", b)
         for path, ifname, address in ((a, A_IF, A_ADDRESS), (b, B_IF, B_ADDRESS)):
-            _run_in(path, "ip", "link", "set", "lo", "up")
-            _run_in(path, "ip", "addr", "add", f"{address}/{PREFIX}", "dev", ifname)
-            _run_in(path, "ip", "link", "set", ifname, "up")
-            _run_in(path, "tc", "qdisc", "add", "dev", ifname, "root", "tbf", "rate", self.rate,
+            run_in(path, "ip", "link", "set", "lo", "up")
+            run_in(path, "ip", "addr", "add", f"{address}/{PREFIX}", "dev", ifname)
+            run_in(path, "ip", "link", "set", ifname, "up")
+            run_in(path, "tc", "qdisc", "add", "dev", ifname, "root", "tbf", "rate", self.rate,
                     "burst", self.burst, "latency", self.latency)  # fmt: skip
             if self.loss_percent > 0:
-                _run_in(path, "nft", "-f", "-", stdin=_nft_rules(self.loss_percent))
+                run_in(path, "nft", "-f", "-", stdin=_nft_rules(self.loss_percent))
 
     def _socket_in(self, ns: int, address: str) -> socket.socket:
-        _setns(ns)
-        try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        finally:
-            _setns(self.home)
+        sock = socket_in(self.home, ns)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         sock.bind((address, 0))
         sock.setblocking(False)
@@ -320,10 +252,7 @@ def _helper_main(argv: list[str]) -> None:
     parser.add_argument("--loss-percent", type=int, default=5)
     parser.add_argument("--delay-ms", type=float, default=150)
     args = parser.parse_args(argv)
-    _die_with_parent()
-    if os.getppid() == 1:  # the parent is already gone
-        sys.exit(1)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    helper_start(argv)
     try:
         helper = Helper(("127.0.0.1", args.target_port), args.rate, args.burst, args.latency,
                         args.loss_percent, args.delay_ms)  # fmt: skip
@@ -354,49 +283,26 @@ class ImpairedUdpPath:
         )
         self.log_path = log_path
         self.start_timeout = start_timeout
-        self.process: subprocess.Popen | None = None
+        self.helper: HelperProcess | None = None
         self.port = 0
         self.ns_a = self.ns_b = ""
 
     def __enter__(self) -> ImpairedUdpPath:
-        root = Path(__file__).resolve().parents[2]
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.support.netem", *self.args],
-                cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-            )  # fmt: skip
-        finally:
-            if self.log_path:
-                log.close()
-        try:
-            ready = self._read_line(self.start_timeout)
-            if ready is None or "error" in ready:
-                raise RuntimeError(f"the impaired-network helper did not start: {ready}")
-            self.port, self.ns_a, self.ns_b = ready["port"], ready["ns_a"], ready["ns_b"]
-        except BaseException:
-            self.close()
-            raise
+        self.helper = HelperProcess(
+            "tests.support.netem", self.args, self.log_path, self.start_timeout
+        )
+        ready = self.helper.ready
+        self.port, self.ns_a, self.ns_b = ready["port"], ready["ns_a"], ready["ns_b"]
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _read_line(self, timeout: float) -> dict | None:
-        assert self.process is not None and self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        if not ready:
-            return None
-        line = self.process.stdout.readline()
-        return json.loads(line) if line.strip() else None
-
     def stats(self) -> dict:
         """The proxy's datagram counts, and per direction what nftables dropped and
         passed and what tbf dropped (``up``: toward the target, ``down``: back)."""
-        assert self.process is not None and self.process.stdin is not None
-        self.process.stdin.write(b"stats\n")
-        self.process.stdin.flush()
-        stats = self._read_line(5) or {}
+        assert self.helper is not None
+        stats = self.helper.ask("stats")
         # Uplink loss is decided in B's input hook, its rate on A's egress; and back.
         for direction, nft_ns, tbf_ns, ifname in (
             ("up", self.ns_b, self.ns_a, A_IF),
@@ -406,22 +312,14 @@ class ImpairedUdpPath:
         return stats
 
     def _nft_counters(self, ns: str) -> dict:
-        try:
-            ruleset = json.loads(_run_in(ns, "nft", "-j", "list", "table", "inet", NFT_TABLE))
-        except (RuntimeError, ValueError):
-            return {}
-        packets = []
-        for item in ruleset.get("nftables", []):
-            for expr in item.get("rule", {}).get("expr", []):
-                if "counter" in expr:
-                    packets.append(expr["counter"]["packets"])
+        packets = nft_counters(ns, NFT_TABLE)
         if len(packets) != 2:
             return {}
         return {"random_drops": packets[0], "passed": packets[1]}
 
     def _tbf(self, ns: str, ifname: str) -> dict:
         try:
-            shown = json.loads(_run_in(ns, "tc", "-s", "-j", "qdisc", "show", "dev", ifname))
+            shown = json.loads(run_in(ns, "tc", "-s", "-j", "qdisc", "show", "dev", ifname))
         except (RuntimeError, ValueError):
             return {}
         for qdisc in shown:
@@ -431,114 +329,9 @@ class ImpairedUdpPath:
         return {}
 
     def close(self) -> None:
-        process, self.process = self.process, None
-        if process is None:
-            return
-        with contextlib.suppress(OSError):
-            process.stdin.close()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        if process.stdout is not None:
-            process.stdout.close()
-
-
-@dataclass
-class Coturn:
-    port: int
-    secret: str
-    realm: str
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"turn:127.0.0.1:{self.port}?transport=udp"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-
-def _stun_answered(port: int) -> bool:
-    from aioice import stun
-
-    request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.2)
-        try:
-            sock.sendto(bytes(request), ("127.0.0.1", port))
-            data, _ = sock.recvfrom(2048)
-            response = stun.parse_message(data)
-        except (OSError, ValueError):
-            return False
-    return response.transaction_id == request.transaction_id
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def coturn(realm: str = "jisr.test", start_timeout: float = 10.0):
-    """A coturn on 127.0.0.1 (listening and relaying), TURN REST credentials, in a
-    temporary folder; stopped and removed on exit."""
-    executable = _which("turnserver")
-    if executable is None:
-        raise RuntimeError("turnserver is not installed (Debian package coturn)")
-    folder = Path(tempfile.mkdtemp(prefix="jisr-coturn-"))
-    secret = secrets.token_urlsafe(32)
-    log_path = folder / "turnserver.log"
-    process = None
-    try:
-        for _ in range(5):  # a free port may be taken before coturn binds it
-            port = _free_udp_port()
-            config = folder / "turnserver.conf"
-            config.write_text("\n".join([
-                "listening-ip=127.0.0.1", "relay-ip=127.0.0.1", f"listening-port={port}",
-                "use-auth-secret", f"static-auth-secret={secret}", f"realm={realm}",
-                "fingerprint", "no-tls", "no-dtls", "no-tcp-relay", "allow-loopback-peers",
-                "no-multicast-peers", "no-cli", "log-file=stdout", "simple-log",
-                f"pidfile={folder / 'turnserver.pid'}", f"userdb={folder / 'turndb'}", "",
-            ]))  # fmt: skip
-            with open(log_path, "wb") as log:
-                process = subprocess.Popen(
-                    [executable, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent,
-                )  # fmt: skip
-            deadline = time.monotonic() + start_timeout
-            while process.poll() is None and time.monotonic() < deadline:
-                if _stun_answered(port):
-                    break
-            else:
-                _stop(process)
-                process = None
-                continue
-            break
-        if process is None:
-            raise RuntimeError("turnserver did not start:\n" + log_path.read_text(errors="replace"))
-        yield Coturn(port, secret, realm, log_path)
-    finally:
-        if process is not None:
-            _stop(process)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _die_with_parent() -> None:
-    """In a child before exec: SIGKILL when the test process goes, however it goes."""
-    _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        helper, self.helper = self.helper, None
+        if helper is not None:
+            helper.close()
 
 
 if __name__ == "__main__":
