@@ -8,6 +8,8 @@
 //     connected: bool            (the session's RTCPeerConnection is 'connected'),
 //     connectionState: 'connecting'|'connected'|'reconnecting'|'failed'|'ended'|null,
 //     pcState, mediaState (last server media.state), iceGatheringState,
+//     candidatePair: {state, local: {type, protocol, relayProtocol, address, port},
+//                     remote: {…}} | null  (the selected pair, from getStats()),
 //     inSession: bool, sessionId, as: 'participant'|'observer'|null, ended: reason|null,
 //     remote: [{label: 'remote'|'referrer'|'specialist', participant: 'referrer'|'specialist',
 //               name, sub, present, videoWidth, videoHeight, framesDecoded, bytesReceived,

@@ -112,3 +112,27 @@ export function readTraffic(byId, prevById, dt, cameras) {
   tr.availableKbps = pair && Number.isFinite(pair.availableOutgoingBitrate) ? pair.availableOutgoingBitrate / 1000 : null;
   return tr;
 }
+
+function candidateEnd(c) {
+  return {
+    type: c ? c.candidateType || null : null,
+    protocol: c ? c.protocol || null : null,
+    relayProtocol: c ? c.relayProtocol || null : null,
+    address: c ? c.address || c.ip || null : null,
+    port: c && Number.isFinite(c.port) ? c.port : null,
+  };
+}
+
+/** The selected candidate pair of a peer connection, for the test hook, or null. */
+export async function candidatePair(pc) {
+  if (!pc) return null;
+  const byId = new Map();
+  (await pc.getStats()).forEach((s) => byId.set(s.id, s));
+  const pair = selectedPair(byId);
+  if (!pair) return null;
+  return {
+    state: pair.state,
+    local: candidateEnd(byId.get(pair.localCandidateId)),
+    remote: candidateEnd(byId.get(pair.remoteCandidateId)),
+  };
+}

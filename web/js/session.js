@@ -16,6 +16,7 @@ import { waitForIceGathering, trickleCandidates, addCameraTransceiver, getLocalM
 import { RecordingPanel } from './sessionrecording.js';
 import { QualityMonitor } from './quality.js';
 import { ScreenShare } from './screenshare.js';
+import { candidatePair } from './qualitystats.js';
 
 const ICE_GATHER_TIMEOUT_MS = 3000;
 const FATAL_JOIN_CODES = new Set([
@@ -612,6 +613,7 @@ export class SessionView {
       connectionState: this.active ? this.connState() : null,
       pcState: this.pcState,
       iceGatheringState: this.pc ? this.pc.iceGatheringState : null,
+      candidatePair: await candidatePair(this.pc),
       mediaState: this.serverState,
       ended: this.ended ? this.ended.reason : null,
       consultId: this.consult ? this.consult.id || null : null,
