@@ -1,6 +1,10 @@
 """coturn for the e2e tests, with TURN REST credentials (the ``use-auth-secret``
-scheme of signaling/turn.py): ``coturn()``, TURN over UDP on 127.0.0.1, in the
-test's own namespace.
+scheme of signaling/turn.py):
+
+- ``coturn()``: TURN over UDP on 127.0.0.1, in the test's own namespace;
+- ``tls_coturn()``: TURN over TLS (``turns:``) in the server site of
+  tests/support/sites.py, run with deploy/coturn/turnserver.conf itself, only its
+  addresses, secret, certificate and file paths replaced.
 
 Needs Debian's ``coturn`` package (``turnserver``).
 """
@@ -8,16 +12,22 @@ Needs Debian's ``coturn`` package (``turnserver``).
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.netns import die_with_parent, stop, which
+from tests.support.certs import ServerCertificate
+from tests.support.netns import ROOT, die_with_parent, stop, which
+from tests.support.sites import Sites
+
+DEPLOY_CONFIG = ROOT / "deploy" / "coturn" / "turnserver.conf"
 
 
 @dataclass
@@ -98,4 +108,87 @@ def coturn(realm: str = "jisr.test", start_timeout: float = 10.0):
     finally:
         if process is not None:
             stop(process)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- TURN over TLS, as deployed --------------------------------------------------------
+
+
+def deploy_config(values: dict[str, str]) -> str:
+    """deploy/coturn/turnserver.conf with the value of each key in ``values``
+    replaced; every key must have exactly one line in the file."""
+    lines = DEPLOY_CONFIG.read_text().splitlines()
+    for key, value in values.items():
+        found = [i for i, line in enumerate(lines) if line.startswith(f"{key}=")]
+        if len(found) != 1:
+            raise AssertionError(f"{DEPLOY_CONFIG} has {len(found)} {key}= lines, not 1")
+        lines[found[0]] = f"{key}={value}"
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class TlsCoturn:
+    address: str
+    port: int  # tls-listening-port
+    secret: str
+    realm: str
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"turns:{self.address}:{self.port}?transport=tcp"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+
+def _tls_stun_answered(port: int, cert: ServerCertificate, address: str) -> bool:
+    """A STUN binding answered over TLS, the certificate checked against the test's
+    authority for ``address`` (through a relay on 127.0.0.1:``port``)."""
+    from aioice import stun
+
+    context = ssl.create_default_context(cafile=str(cert.ca_file))
+    request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as raw:
+            with context.wrap_socket(raw, server_hostname=address) as tls:
+                tls.sendall(bytes(request))
+                data = tls.recv(2048)
+        return stun.parse_message(data).transaction_id == request.transaction_id
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def tls_coturn(sites: Sites, cert: ServerCertificate, address: str, peer: str,
+               realm: str = "jisr.test", start_timeout: float = 10.0):  # fmt: skip
+    """coturn in ``sites``' server site, from the deploy file: listening and relaying
+    on ``address``, TLS on the file's port with ``cert``, allowed to relay to the
+    Jisr node at ``peer``. Stopped and its folder removed on exit."""
+    executable = which("turnserver")
+    if executable is None:
+        raise RuntimeError("turnserver is not installed (Debian package coturn)")
+    folder = Path(tempfile.mkdtemp(prefix="jisr-coturn-tls-"))
+    secret = secrets.token_urlsafe(32)
+    config = folder / "turnserver.conf"
+    config.write_text(deploy_config({
+        "listening-ip": address, "relay-ip": address, "static-auth-secret": secret,
+        "realm": realm, "cert": str(cert.cert_file), "pkey": str(cert.key_file),
+        "allowed-peer-ip": peer, "log-file": "stdout", "pidfile": str(folder / "turnserver.pid"),
+        "userdb": str(folder / "turndb"),
+    }))  # fmt: skip
+    port = int(re.search(r"^tls-listening-port=(\d+)$", config.read_text(), re.M).group(1))
+    log_path = folder / "turnserver.log"
+    with open(log_path, "wb") as log:
+        process = sites.popen("server", [executable, "-c", str(config)],
+                              stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        probe = sites.forward("server", port, host=address)
+        deadline = time.monotonic() + start_timeout
+        while not _tls_stun_answered(probe, cert, address):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("turnserver (TLS) did not start:\n" + log_path.read_text())
+        yield TlsCoturn(address, port, secret, realm, log_path)
+    finally:
+        stop(process)
         shutil.rmtree(folder, ignore_errors=True)
