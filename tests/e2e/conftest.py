@@ -204,8 +204,9 @@ def site_server(tmp_path, sites, site_cert, jisr_server_env, jisr_server_args) -
         scheme = "https"
         context = ssl.create_default_context(cafile=str(site_cert.ca_file))
         context.check_hostname = False  # probed through 127.0.0.1; the pages check the name
-    probe = f"{scheme}://127.0.0.1:{sites.forward('server', SITE_JISR_PORT, SERVER_ADDRESS)}"
-    base = f"{scheme}://{SERVER_ADDRESS}:{SITE_JISR_PORT}"
+    port = int(env["JISR_PORT"])
+    probe = f"{scheme}://127.0.0.1:{sites.forward('server', port, SERVER_ADDRESS)}"
+    base = f"{scheme}://{SERVER_ADDRESS}:{port}"
     enter = enter_and_die_with_parent(sites.paths["server"])
     with run_jisr(tmp_path, env, jisr_server_args, base=base, probe=probe,
                   ssl_context=context, preexec_fn=enter) as server:  # fmt: skip
