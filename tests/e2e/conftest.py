@@ -117,7 +117,8 @@ def run_jisr(tmp_path, extra_env: dict[str, str], args: list[str], *, base: str,
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            pytest.fail("jisr serve did not start:\n" + open(log_path).read()[-2000:])
+            pytest.fail(f"jisr serve did not answer {probe or base}/healthz:\n"
+                        + open(log_path).read()[-2000:])  # fmt: skip
         time.sleep(0.05)
     try:
         yield Server(base, Tokens(make_settings()), log_path, str(tmp_path / "recordings"))
