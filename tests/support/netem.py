@@ -252,7 +252,7 @@ def _helper_main(argv: list[str]) -> None:
     parser.add_argument("--loss-percent", type=int, default=5)
     parser.add_argument("--delay-ms", type=float, default=150)
     args = parser.parse_args(argv)
-    helper_start(argv)
+    helper_start()
     try:
         helper = Helper(("127.0.0.1", args.target_port), args.rate, args.burst, args.latency,
                         args.loss_percent, args.delay_ms)  # fmt: skip

@@ -146,7 +146,7 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def helper_start(argv: list[str]) -> None:
+def helper_start() -> None:
     """The helper's own first step: die with the test process."""
     die_with_parent()
     if os.getppid() == 1:  # the parent is already gone

@@ -127,8 +127,8 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.close()
 
 
-def _helper_main(argv: list[str]) -> None:
-    helper_start(argv)
+def _helper_main() -> None:
+    helper_start()
     try:
         helper = Helper()
         helper.configure()
@@ -201,4 +201,4 @@ class Sites:
 
 
 if __name__ == "__main__":
-    _helper_main(sys.argv[1:])
+    _helper_main()

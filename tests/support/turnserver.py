@@ -188,6 +188,7 @@ def tls_coturn(sites: Sites, cert: ServerCertificate, address: str, peer: str,
         while not _tls_stun_answered(probe, cert, address):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("turnserver (TLS) did not start:\n" + log_path.read_text())
+            time.sleep(0.05)  # refused at once while coturn starts: ask again shortly
         yield TlsCoturn(address, port, secret, realm, log_path)
     finally:
         stop(process)
