@@ -15,6 +15,7 @@ from recordings.cli import add_recordings_commands
 from .auth import ROLES, mint_token
 from .logs import AccessLog, configure_logging, get_logger
 from .settings import Settings, SettingsError, load_settings
+from .tls import server_context
 
 # After refusing a request early (too large, too slow), the rest of its body is read
 # and dropped this long, so the client can read the answer before the close.
@@ -100,6 +101,9 @@ def run_node(settings: Settings, node_id: str | None, reuse_port: bool) -> None:
     internal.bind((settings.internal_host, 0))
     internal_url = f"http://{settings.internal_host}:{internal.getsockname()[1]}"
     app = create_app(settings, node_id=node_id, internal_url=internal_url)
+    context = None  # HTTPS on the public listener; the internal one stays private HTTP
+    if settings.tls_cert_file and settings.tls_key_file:
+        context = server_context(settings.tls_cert_file, settings.tls_key_file)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -113,7 +117,8 @@ def run_node(settings: Settings, node_id: str | None, reuse_port: bool) -> None:
         )  # fmt: skip
         await runner.setup()
         try:
-            await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port).start()
+            await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port,
+                              ssl_context=context).start()  # fmt: skip
             await web.SockSite(runner, internal).start()
             await stop.wait()
         finally:
