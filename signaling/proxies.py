@@ -4,8 +4,8 @@ proxies named in ``JISR_TRUSTED_PROXIES``.
 
 A request from any other peer is taken as it came: whatever ``Forwarded`` or
 ``X-Forwarded-*`` it carries is ignored, and its address is the socket's. From a
-trusted proxy, the chain of addresses (RFC 7239 ``Forwarded``, else
-``X-Forwarded-For``) is read from the right, the nearest hop first, skipping
+trusted proxy, the chain of addresses (``X-Forwarded-For``, else RFC 7239
+``Forwarded``) is read from the right, the nearest hop first, skipping
 trusted proxies: the first address that is not one is the client. Its scheme and
 host are those the same hop reported (or the outermost reported, when a proxy
 kept only one), ``X-Forwarded-Proto``/``-Host`` for ``X-Forwarded-For``.
@@ -62,8 +62,10 @@ def node_address(value: str | None) -> Address | None:
 
 
 def _hops(request: web.BaseRequest) -> tuple[list[str], list[str], list[str]]:
-    """Addresses, schemes and hosts the proxies reported, outermost first."""
-    if "Forwarded" in request.headers:
+    """Addresses, schemes and hosts the proxies reported, outermost first: from
+    ``X-Forwarded-*`` when there is an ``X-Forwarded-For`` (what Caddy, nginx and
+    most proxies set, over what a client sent), else from ``Forwarded``."""
+    if "Forwarded" in request.headers and "X-Forwarded-For" not in request.headers:
         elements = request.forwarded
         return ([e.get("for", "") for e in elements], [e.get("proto", "") for e in elements],
                 [e.get("host", "") for e in elements])  # fmt: skip

@@ -94,8 +94,12 @@ async def through_caddy(site: str, context: ssl.SSLContext) -> None:
             assert (await ws.receive_json(timeout=10))["type"] == "welcome"
             await ws.send_json({"type": "ping", "ref": "through-caddy"})
             assert await ws.receive_json(timeout=10) == {"type": "pong", "ref": "through-caddy"}
-        # Refused tokens count against the client's address, whatever it claims.
+        # Refused tokens count against the client's address, whatever it claims (Caddy
+        # replaces X-Forwarded-*, and drops Forwarded).
         forged = [f"198.51.100.{i}" for i in range(5)]
         assert await refused_tokens(http, site, *forged) == [401, 401, 401, 429, 429]
+        async with http.get(site + "/api/me", headers={"Forwarded": "for=198.51.100.9",
+                            "Authorization": "Bearer not-a-token"}) as answer:  # fmt: skip
+            assert answer.status == 429
     async with browser("127.0.0.3", context) as neighbour:  # not Caddy's address: not held
         assert await refused_tokens(neighbour, site, "198.51.100.1") == [401]

@@ -114,7 +114,10 @@ async def test_a_trusted_proxy_is_believed(node):
         ({"X-Forwarded-For": "unknown, 10.1.2.3"}, "10.1.2.3"),  # unknown past a proxy
         ({"X-Forwarded-For": "garbage"}, "127.0.0.1"),
         ({"Forwarded": 'for="[2001:db8::7]:4711";proto=https;host=jisr.example'}, "2001:db8::7"),
-        ({"Forwarded": "for=192.0.2.1, for=10.0.0.4", "X-Forwarded-For": "6.6.6.6"}, "192.0.2.1"),
+        ({"Forwarded": "for=192.0.2.1, for=10.0.0.4"}, "192.0.2.1"),
+        # Both: X-Forwarded-For, which proxies such as Caddy set over the client's (a
+        # Forwarded they pass on as it came).
+        ({"Forwarded": "for=192.0.2.1", "X-Forwarded-For": "198.51.100.7"}, "198.51.100.7"),
         ({"X-Forwarded-Proto": "https"}, "127.0.0.1"),  # scheme alone
     ],
 )
