@@ -51,9 +51,9 @@ def check_key(path: Path) -> None:
 
 
 def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
-    """The server's TLS context: TLS 1.2 and 1.3 only, OpenSSL's default ciphers
-    (forward-secret AEAD suites). ValueError says plainly what is wrong with the
-    files: unreadable, not PEM, expired, or a key of another certificate."""
+    """The server's TLS context: TLS 1.2 and 1.3 only, Python's default ciphers
+    (forward-secret suites only, no SHA-1 MACs). ValueError says plainly what is
+    wrong with the files: unreadable, not PEM, expired, or another certificate's key."""
     check_certificate(cert_file)
     check_key(key_file)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -29,7 +29,7 @@ def pair(tmp_path):
 
 def bad_settings(tmp_path, pair) -> dict[str, tuple[dict, str]]:
     cert, key = pair
-    other_cert, other_key = self_signed(["127.0.0.1"])
+    other_key = self_signed(["127.0.0.1"])[1]
     (tmp_path / "other.pem").write_bytes(other_key)
     old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=40)
     (tmp_path / "expired.pem").write_bytes(self_signed(["127.0.0.1"], days=30, start=old)[0])
