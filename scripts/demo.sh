@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs Jisr into .venv and starts a single-node demo on http://127.0.0.1:8080
-# with the in-process store; prints a signed-in link for each kind of user.
+# with the in-process store; prints a signed-in link for each kind of user, and the
+# same over HTTPS on port 8443 of the machine's network addresses (another computer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv

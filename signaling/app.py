@@ -43,6 +43,7 @@ from .keys import (
 from .lifecycle import lifecycle
 from .logs import Audit
 from .middleware import errors_middleware
+from .proxies import forwarded_middleware, parse_networks
 from .ratelimit import RateLimits
 from .recording import RecordingService
 from .recordings_api import routes as recording_routes
@@ -50,6 +51,7 @@ from .settings import Settings
 from .signin import SignIn
 from .signin import routes as signin_routes
 from .store import LiveState, RedisStore, Store, make_store
+from .tls import strict_transport
 from .triage import Triage
 from .websocket import websocket
 
@@ -130,9 +132,11 @@ def create_app(
 ) -> web.Application:
     """One node. ``store``: the live-state backend (default from the settings);
     ``internal_url``: where other nodes reach it (default: its own host and port)."""
-    app = web.Application(
-        middlewares=[errors_middleware], client_max_size=settings.max_message_bytes
-    )
+    middlewares = [errors_middleware]
+    if settings.trusted_proxies:  # outermost: every handler sees the client's side
+        middlewares.insert(0, forwarded_middleware(parse_networks(settings.trusted_proxies)))
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_message_bytes)
+    app.on_response_prepare.append(strict_transport)
     node = node_id or settings.node_id or "n_" + secrets.token_hex(4)
     clock = clock or time.time
     retention_s = settings.state_retention_days * 86400

@@ -7,57 +7,25 @@ import os
 import secrets
 import socket
 import sys
+from collections.abc import Sequence
 
 from aiohttp import web
 
 from recordings.cli import add_recordings_commands
 
 from .auth import ROLES, mint_token
+from .demo import HTTPS_PORT, Listener, demo_environment, https_listeners, links
 from .logs import AccessLog, configure_logging, get_logger
 from .settings import Settings, SettingsError, load_settings
+from .tls import server_context
 
 # After refusing a request early (too large, too slow), the rest of its body is read
 # and dropped this long, so the client can read the answer before the close.
 LINGER_S = 2.0
 
-DEMO_USERS = (
-    ("referrer", {"sub": "dr-amal", "name": "Dr Amal Haddad", "facility": "hospital-a"}),
-    (
-        "specialist",
-        {
-            "sub": "dr-karim",
-            "name": "Dr Karim Nasser",
-            "facility": "heart-centre",
-            "specialties": ["cardiology", "cardiac-surgery"],
-        },
-    ),
-    ("supervisor", {"sub": "sup-leila", "name": "Dr Leila Mansour", "facility": "heart-centre"}),
-)
-
-
-def _demo_environment() -> None:
-    """A single-node demo needs no configuration: a random signing secret for this
-    run, a recording key in var/, and media reachable on loopback as well as the
-    machine's own addresses."""
-    os.environ.setdefault("JISR_JWT_SECRET", secrets.token_urlsafe(48))
-    if "JISR_RECORDING_KEY" not in os.environ:  # recording works out of the box
-        from recordings.crypto import generate_key_file
-
-        key = os.path.abspath("var/recording.key")
-        if not os.path.exists(key):
-            os.makedirs(os.path.dirname(key), mode=0o700, exist_ok=True)
-            generate_key_file(key)
-        os.environ["JISR_RECORDING_KEY"] = key
-    if "JISR_ICE_ADDRESSES" not in os.environ:
-        import aioice.ice
-
-        addresses = aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
-        os.environ["JISR_ICE_ADDRESSES"] = ",".join(["127.0.0.1", *addresses])
-
-
 def serve(args: argparse.Namespace) -> int:
     if args.demo:
-        _demo_environment()
+        demo_environment()
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     try:
         settings = load_settings(**overrides)
@@ -72,21 +40,22 @@ def serve(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     configure_logging(os.environ.get("JISR_LOG_LEVEL", "info"))
-    if args.demo:
-        base = f"http://{settings.host}:{settings.port}"
-        print("Jisr demo: open each link in its own browser window", flush=True)
-        for role, claims in DEMO_USERS:
-            token = mint_token(settings, role=role, **claims)
-            print(f"  {role:<11} {base}/{role}.html#token={token}", flush=True)
+    listeners = []
+    if args.demo:  # and HTTPS on the network addresses, for another computer
+        listeners = https_listeners(args.https_port)
+        print(links(settings, listeners), flush=True)
     if workers == 1:
-        run_node(settings, settings.node_id, reuse_port=False)
+        run_node(settings, settings.node_id, reuse_port=False, listeners=listeners)
         return 0
-    return supervise(settings, workers)
+    return supervise(settings, workers, listeners)
 
 
-def run_node(settings: Settings, node_id: str | None, reuse_port: bool) -> None:
+def run_node(
+    settings: Settings, node_id: str | None, reuse_port: bool, listeners: Sequence[Listener] = ()
+) -> None:
     """One node on uvloop: the public listener (shared between workers with
-    SO_REUSEPORT) and a private one other nodes reach it on."""
+    SO_REUSEPORT), the demo's HTTPS ``listeners``, and a private one other nodes
+    reach it on."""
     import asyncio
     import logging
     import signal
@@ -100,6 +69,9 @@ def run_node(settings: Settings, node_id: str | None, reuse_port: bool) -> None:
     internal.bind((settings.internal_host, 0))
     internal_url = f"http://{settings.internal_host}:{internal.getsockname()[1]}"
     app = create_app(settings, node_id=node_id, internal_url=internal_url)
+    context = None  # HTTPS on the public listener; the internal one stays private HTTP
+    if settings.tls_cert_file and settings.tls_key_file:
+        context = server_context(settings.tls_cert_file, settings.tls_key_file)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -113,7 +85,12 @@ def run_node(settings: Settings, node_id: str | None, reuse_port: bool) -> None:
         )  # fmt: skip
         await runner.setup()
         try:
-            await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port).start()
+            await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port,
+                              ssl_context=context).start()  # fmt: skip
+            for extra in listeners:
+                await web.TCPSite(runner, extra.host, extra.port, reuse_port=reuse_port,
+                                  ssl_context=server_context(extra.cert_file, extra.key_file),
+                                  ).start()  # fmt: skip
             await web.SockSite(runner, internal).start()
             await stop.wait()
         finally:
@@ -122,12 +99,14 @@ def run_node(settings: Settings, node_id: str | None, reuse_port: bool) -> None:
     uvloop.run(main())
 
 
-def _worker_main(settings: Settings, index: int, base_node_id: str) -> None:
+def _worker_main(
+    settings: Settings, index: int, base_node_id: str, listeners: Sequence[Listener]
+) -> None:
     configure_logging(os.environ.get("JISR_LOG_LEVEL", "info"))
-    run_node(settings, f"{base_node_id}-{index}", reuse_port=True)
+    run_node(settings, f"{base_node_id}-{index}", reuse_port=True, listeners=listeners)
 
 
-def supervise(settings: Settings, workers: int) -> int:
+def supervise(settings: Settings, workers: int, listeners: Sequence[Listener] = ()) -> int:
     """Run ``workers`` node processes on one port, restarting any that dies."""
     import multiprocessing
     import signal
@@ -138,7 +117,8 @@ def supervise(settings: Settings, workers: int) -> int:
     stopping = False
 
     def start(index: int):
-        process = context.Process(target=_worker_main, args=(settings, index, base), daemon=False)
+        process = context.Process(target=_worker_main, args=(settings, index, base, listeners),
+                                  daemon=False)  # fmt: skip
         process.start()
         return process
 
@@ -196,8 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument(
         "--demo",
         action="store_true",
-        help="print sign-in links for a referrer, a specialist and a supervisor",
+        help="print sign-in links for a referrer, a specialist and a supervisor, here and"
+        " (over HTTPS, with a certificate the demo makes) from other computers",
     )
+    p_serve.add_argument(
+        "--https-port", type=int, default=HTTPS_PORT,
+        help=f"with --demo: HTTPS port on the network addresses (default {HTTPS_PORT})",
+    )  # fmt: skip
     p_serve.add_argument(
         "--workers", type=int, help="node processes (default: one per core with Redis, else 1)"
     )

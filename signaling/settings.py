@@ -11,7 +11,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .issuers import load_issuers
 from .model import Urgency
+from .proxies import parse_networks
 from .ratelimit import parse_limits
+from .tls import check_certificate, check_key, server_context
 
 DEFAULT_SPECIALTIES = (
     "cardiology",
@@ -36,6 +38,13 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    # HTTPS served here: a PEM certificate (chain) and its unencrypted key, both or
+    # neither (without them: plain HTTP, for loopback or behind a reverse proxy).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Reverse proxies whose Forwarded / X-Forwarded-* headers are believed: addresses
+    # or networks (empty: none; every client is its socket's address).
+    trusted_proxies: Annotated[list[str], NoDecode] = []
     redis_url: str | None = None
     # Ended consults and sessions are forgotten by the store this long after they end.
     state_retention_days: float = Field(30, gt=0, le=3650)
@@ -119,8 +128,38 @@ class Settings(BaseSettings):
         "specialties",
         "turn_urls",
         "recording_old_keys",
+        "trusted_proxies",
         mode="before",
     )(_split_csv)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        parse_networks(value)
+        return value
+
+    @field_validator("tls_cert_file")
+    @classmethod
+    def _tls_certificate(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            check_certificate(value)
+        return value
+
+    @field_validator("tls_key_file")
+    @classmethod
+    def _tls_key(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            check_key(value)
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        cert, key = self.tls_cert_file, self.tls_key_file
+        if (cert is None) != (key is None):
+            raise ValueError("JISR_TLS_CERT_FILE and JISR_TLS_KEY_FILE go together: give both")
+        if cert is not None and key is not None:
+            server_context(cert, key)  # ValueError: the key is another certificate's
+        return self
 
     @field_validator("facility_video_bitrate", mode="before")
     @classmethod

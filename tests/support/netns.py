@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 # Which Debian package brings each tool the network tests run.
@@ -207,3 +208,48 @@ class HelperProcess:
             process.wait(5)
         if process.stdout is not None:
             process.stdout.close()
+
+
+class NetworkNamespace:
+    """A network namespace of a test's own, held by one descriptor of this process
+    (for addresses the machine does not have: the demo's "network address", say):
+    loopback up, and whatever the test adds. The kernel removes it, with its
+    interfaces, once the descriptor and the processes started in it are gone."""
+
+    def __init__(self) -> None:
+        self.home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        self.fd = new_namespace(self.home)
+        self.path = f"/proc/{os.getpid()}/fd/{self.fd}"
+        self.run("ip", "link", "set", "lo", "up")
+
+    def run(self, *argv: str) -> str:
+        """A command run in the namespace (``ip addr add …``); its output."""
+        return run_in(self.path, *argv)
+
+    def add_interface(self, name: str, address: str) -> None:
+        """An interface with ``address`` ("10.77.0.1/24"), up: one end of a veth
+        pair whose other end (``name``-peer) is up too, so that it has a carrier (a
+        ``dummy`` interface would do, but not every kernel has that module)."""
+        self.run("ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}-peer")
+        self.run("ip", "addr", "add", address, "dev", name)
+        self.run("ip", "link", "set", f"{name}-peer", "up")
+        self.run("ip", "link", "set", name, "up")
+
+    def popen(self, argv: list[str], **options) -> subprocess.Popen:
+        """A process in the namespace (and whatever it starts)."""
+        return subprocess.Popen([which("nsenter") or "nsenter", f"--net={self.path}", *argv],
+                                **options)  # fmt: skip
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        """This thread in the namespace meanwhile: the sockets it opens and the
+        processes it starts are there (and stay there after)."""
+        setns(self.fd)
+        try:
+            yield
+        finally:
+            setns(self.home)
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self.home)
