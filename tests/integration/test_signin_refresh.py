@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from recordings.crypto import generate_key_file
+from signaling import signin
 from signaling.app import create_app
 from signaling.keys import SIGNIN, STORE, VERIFIER
 from signaling.signin import COOKIE, WebSession, session_id_key
@@ -50,6 +51,15 @@ async def signed_in(aiohttp_server, tmp_path):
     provider.stop()
 
 
+@pytest.fixture
+def logs(monkeypatch) -> structlog.testing.LogCapture:
+    """What the sign-in module logs (its own logger, whatever configured logging
+    before and however it cached its loggers)."""
+    capture = structlog.testing.LogCapture()
+    monkeypatch.setattr(signin, "log", structlog.wrap_logger(None, processors=[capture]))
+    return capture
+
+
 async def sign_in(browser: aiohttp.ClientSession, base: str, login: str) -> None:
     url = f"{base}/auth/login?organisation=org-a&next=/referrer.html"
     for _ in range(12):
@@ -77,13 +87,12 @@ async def me(browser: aiohttp.ClientSession, base: str) -> tuple[int, dict]:
         return answer.status, await answer.json()
 
 
-async def test_tokens_are_refreshed_and_a_revoked_grant_ends_the_session(signed_in):
+async def test_tokens_are_refreshed_and_a_revoked_grant_ends_the_session(signed_in, logs):
     base, app, provider, browser = signed_in
     first = await session(app, browser)
-    with structlog.testing.capture_logs() as logs:
-        status, body = await me(browser, base)
+    status, body = await me(browser, base)
     assert status == 200 and body["sub"] == "org-a/amal"
-    assert [e["event"] for e in logs if e["event"].startswith("signin.")] == ["signin.refreshed"]
+    assert [e["event"] for e in logs.entries] == ["signin.refreshed"]
     second = await session(app, browser)
     assert second.id_token != first.id_token  # a new ID token, sealed again
     assert second.provider_expires_at >= first.provider_expires_at
@@ -99,17 +108,15 @@ async def test_tokens_are_refreshed_and_a_revoked_grant_ends_the_session(signed_
     assert status == 401 and body["error"]["code"] == "token_expired"
 
 
-async def test_a_provider_that_is_down_does_not_end_the_session(signed_in):
+async def test_a_provider_that_is_down_does_not_end_the_session(signed_in, logs):
     base, app, provider, browser = signed_in
     provider.stop()
-    with structlog.testing.capture_logs() as logs:
-        status, body = await me(browser, base)
+    status, body = await me(browser, base)
     assert status == 200 and body["sub"] == "org-a/amal"
-    events = [e["event"] for e in logs if e["event"].startswith("signin.")]
-    assert events == ["signin.refresh_unreachable"]
+    assert [e["event"] for e in logs.entries] == ["signin.refresh_unreachable"]
 
 
-async def test_a_failing_token_endpoint_is_not_a_refusal(signed_in, aiohttp_server):
+async def test_a_failing_token_endpoint_is_not_a_refusal(signed_in, aiohttp_server, logs):
     """A proxy in front of the provider answering 502 (HTML) leaves the user signed in."""
     base, app, provider, browser = signed_in
 
@@ -123,9 +130,7 @@ async def test_a_failing_token_endpoint_is_not_a_refusal(signed_in, aiohttp_serv
     issuer_keys = app[VERIFIER].by_organisation["org-a"].keys
     configuration = await issuer_keys.configuration()
     configuration["token_endpoint"] = str(failing.make_url("/token"))
-    with structlog.testing.capture_logs() as logs:
-        status, _ = await me(browser, base)
+    status, _ = await me(browser, base)
     assert status == 200
-    events = [e for e in logs if e["event"].startswith("signin.")]
-    assert [e["event"] for e in events] == ["signin.refresh_unreachable"]
-    assert events[0]["error_type"] == "ProviderUnavailable"
+    assert [e["event"] for e in logs.entries] == ["signin.refresh_unreachable"]
+    assert logs.entries[0]["error_type"] == "ProviderUnavailable"
