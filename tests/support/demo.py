@@ -17,8 +17,7 @@ import pytest
 from cryptography import x509
 
 from tests.redis_server import free_port
-from tests.support.netem import missing_tools
-from tests.support.netns import NetworkNamespace
+from tests.support.netns import NetworkNamespace, missing_tools
 from tests.support.processes import ROOT, stop
 
 ADDRESS = "10.77.0.1"
