@@ -66,9 +66,10 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     workers = args.workers
     if workers is None:  # one node per core; without Redis nodes cannot share state
-        workers = (os.cpu_count() or 1) if settings.redis_url else 1
-    if workers > 1 and not settings.redis_url:
-        print("--workers above 1 needs JISR_REDIS_URL: nodes share state through Redis",
+        workers = (os.cpu_count() or 1) if settings.uses_redis else 1
+    if workers > 1 and not settings.uses_redis:
+        print("--workers above 1 needs Redis (JISR_REDIS_URL or JISR_REDIS_SENTINELS): "
+              "nodes share state through it",
               file=sys.stderr)  # fmt: skip
         return 2
     configure_logging(os.environ.get("JISR_LOG_LEVEL", "info"))
@@ -79,14 +80,14 @@ def serve(args: argparse.Namespace) -> int:
             token = mint_token(settings, role=role, **claims)
             print(f"  {role:<11} {base}/{role}.html#token={token}", flush=True)
     if workers == 1:
-        run_node(settings, settings.node_id, reuse_port=False)
-        return 0
+        return run_node(settings, settings.node_id, reuse_port=False)
     return supervise(settings, workers)
 
 
-def run_node(settings: Settings, node_id: str | None, reuse_port: bool) -> None:
+def run_node(settings: Settings, node_id: str | None, reuse_port: bool) -> int:
     """One node on uvloop: the public listener (shared between workers with
-    SO_REUSEPORT) and a private one other nodes reach it on."""
+    SO_REUSEPORT) and a private one other nodes reach it on (TLS when it has a
+    certificate). 1 when it cannot start (its store refuses it or is down)."""
     import asyncio
     import logging
     import signal
@@ -94,14 +95,19 @@ def run_node(settings: Settings, node_id: str | None, reuse_port: bool) -> None:
     import uvloop
 
     from .app import create_app
+    from .cluster import server_ssl
+    from .store import StoreUnavailable
 
     internal = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     internal.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     internal.bind((settings.internal_host, 0))
-    internal_url = f"http://{settings.internal_host}:{internal.getsockname()[1]}"
-    app = create_app(settings, node_id=node_id, internal_url=internal_url)
+    internal_tls = server_ssl(settings)
+    scheme = "https" if internal_tls else "http"
+    internal_url = f"{scheme}://{settings.internal_host}:{internal.getsockname()[1]}"
+    app = create_app(settings, node_id=node_id, internal_url=internal_url,
+                     internal_address=internal.getsockname())  # fmt: skip
 
-    async def main() -> None:
+    async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -111,20 +117,25 @@ def run_node(settings: Settings, node_id: str | None, reuse_port: bool) -> None:
             access_log_class=AccessLog, keepalive_timeout=settings.http_idle_timeout_s,
             lingering_time=LINGER_S,
         )  # fmt: skip
-        await runner.setup()
+        try:
+            await runner.setup()
+        except StoreUnavailable as exc:  # the message names no password: see store.connect
+            get_logger().error("node.start_failed", reason=exc.code, error=str(exc))
+            return 1
         try:
             await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port).start()
-            await web.SockSite(runner, internal).start()
+            await web.SockSite(runner, internal, ssl_context=internal_tls).start()
             await stop.wait()
         finally:
             await runner.cleanup()  # closes media, leaves the node map
+        return 0
 
-    uvloop.run(main())
+    return uvloop.run(main())
 
 
 def _worker_main(settings: Settings, index: int, base_node_id: str) -> None:
     configure_logging(os.environ.get("JISR_LOG_LEVEL", "info"))
-    run_node(settings, f"{base_node_id}-{index}", reuse_port=True)
+    sys.exit(run_node(settings, f"{base_node_id}-{index}", reuse_port=True))
 
 
 def supervise(settings: Settings, workers: int) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import ClientSession
 
-from tests.conftest import SECRET
+from tests.conftest import CLUSTER_SECRET, SECRET
 from tests.integration.test_media_relay import start_consult
 from tests.integration.test_workers import wait_for_nodes
 from tests.redis_server import free_port
@@ -26,6 +26,7 @@ def start_node(
     """A node process; its JSON log lines go to ``log`` when given."""
     env = {**os.environ, "JISR_PORT": str(port), "JISR_JWT_SECRET": SECRET,
            "JISR_ICE_ADDRESSES": "127.0.0.1", "JISR_REDIS_URL": redis_url,
+           "JISR_CLUSTER_SECRET": CLUSTER_SECRET,
            "JISR_NODE_ID": name, "JISR_NODE_HEARTBEAT_S": "1", **extra_env}  # fmt: skip
     out = subprocess.DEVNULL if log is None else log.open("ab")
     return subprocess.Popen(
