@@ -28,8 +28,6 @@ from ..model import NodeInfo, replace
 if TYPE_CHECKING:
     from ..settings import Settings
 
-log = get_logger()
-
 HEADER = "X-Jisr-Cluster"
 REQUEST_WINDOW_S = 10.0  # a signed request is good this long either side of its time
 CLOCK_SKEW_S = 5.0  # a node-map entry is still trusted this long past its expiry
@@ -108,7 +106,7 @@ class Trust:
                 if len(self._logged) >= MAX_REMEMBERED:
                     self._logged.clear()
                 self._logged.add(key)
-                log.warning("cluster.forged_entry", node=key, reason=checked)
+                get_logger().warning("cluster.forged_entry", node=key, reason=checked)
         return nodes
 
     # node-to-node requests ----------------------------------------------------------
