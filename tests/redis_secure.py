@@ -190,8 +190,11 @@ class SentinelNode(Process):
 class SentinelGroup:
     """A primary, its replica and three Sentinels (a quorum of two)."""
 
-    def __init__(self, workdir: Path, pki: Pki, passwords: Passwords | None = None) -> None:
-        self.dir, self.pki = workdir, pki
+    def __init__(
+        self, workdir: Path, pki: Pki, passwords: Passwords | None = None,
+        down_after_ms: int = DOWN_AFTER_MS,
+    ) -> None:  # fmt: skip
+        self.dir, self.pki, self.down_after_ms = workdir, pki, down_after_ms
         self.passwords = passwords or Passwords()
         self.primary = DataNode("primary", workdir, pki, self.passwords)
         self.replica = DataNode("replica", workdir, pki, self.passwords)
@@ -202,7 +205,7 @@ class SentinelGroup:
         self.primary.start_node()
         self.replica.start_node(replica_of=self.primary.port)
         for sentinel in self.sentinels:
-            sentinel.start_sentinel(self.primary)
+            sentinel.start_sentinel(self.primary, self.down_after_ms)
         # Sentinels find the replica and each other through the primary (hello
         # messages every 2 s): nothing to wait on but their view.
         deadline = time.monotonic() + timeout
