@@ -35,14 +35,6 @@ class RedisConfig:
     def from_url(cls, url: str) -> RedisConfig:
         return cls(url=url, tls=urlsplit(url).scheme == "rediss")
 
-    def describe(self) -> str:
-        """Where it connects, for messages and logs: never a password."""
-        if self.sentinels:
-            where = ",".join(f"{host}:{port}" for host, port in self.sentinels)
-            return f"master {self.master!r} of the Sentinels {where}"
-        parts = urlsplit(self.url or "")
-        return f"{parts.scheme}://{parts.hostname or ''}:{parts.port or ''}{parts.path}"
-
 
 def _path(value: Path | None) -> str | None:
     return None if value is None else str(value)

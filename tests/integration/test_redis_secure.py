@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -103,17 +104,17 @@ async def test_without_a_client_certificate_or_with_another_ca_redis_is_unavaila
     stranger = make_pki(tmp_path / "other-pki")
     base = RedisConfig(url=node.url, password=node.passwords.jisr, tls=True)
     for config in (
-        RedisConfig(**{**base.__dict__, "ca_file": str(pki.ca)}),  # no client certificate
-        RedisConfig(**{**base.__dict__, "ca_file": str(stranger.ca),
-                       "cert_file": str(pki.client_cert), "key_file": str(pki.client_key)}),
+        replace(base, ca_file=str(pki.ca)),  # no client certificate
+        replace(base, ca_file=str(stranger.ca), cert_file=str(pki.client_cert),
+                key_file=str(pki.client_key)),
     ):  # fmt: skip
         store = RedisStore(config, connect_timeout=2)
         with pytest.raises(StoreUnavailable) as caught:
             await store.start()
         assert type(caught.value) is StoreUnavailable and caught.value.code == "store_unavailable"
         await store.close()
-    wrong = RedisConfig(**{**base.__dict__, "password": "wrong", "ca_file": str(pki.ca),
-                           "cert_file": str(pki.client_cert), "key_file": str(pki.client_key)})
+    wrong = replace(base, password="wrong", ca_file=str(pki.ca), cert_file=str(pki.client_cert),
+                    key_file=str(pki.client_key))  # fmt: skip
     store = RedisStore(wrong)
     with pytest.raises(StoreRefused) as refused:
         await store.start()

@@ -17,7 +17,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from aiohttp import ClientSession
 
-from tests.conftest import Tokens
+from tests.conftest import CLUSTER_SECRET, Tokens
 from tests.integration.test_media_relay import start_consult
 from tests.integration.test_node_loss import start_node
 from tests.redis_secure import DOWN_AFTER_MS, SentinelGroup
@@ -169,6 +169,9 @@ async def run_failover(
                 process.send_signal(signal.SIGTERM)
                 process.wait(20)
         group.stop()
+    logs = "".join(path.read_text(errors="replace") for path in workdir.glob("n_*.log"))
+    secrets = [*group.passwords.placeholders().values(), CLUSTER_SECRET]
+    assert "node.started" in logs and not [s for s in secrets if s in logs]  # none logged
     return figures
 
 
