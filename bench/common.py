@@ -306,8 +306,8 @@ def start_jisr(procs: Processes, redis_url: str | None = None) -> Server:
     port = free_port()
     secret = secrets.token_urlsafe(48)
     env = {"JISR_JWT_SECRET": secret, "JISR_ICE_ADDRESSES": "127.0.0.1", "JISR_HOST": "127.0.0.1"}
-    if redis_url:
-        env["JISR_REDIS_URL"] = redis_url
+    if redis_url:  # the workers sign their node-map entries and requests to each other
+        env |= {"JISR_REDIS_URL": redis_url, "JISR_CLUSTER_SECRET": secrets.token_urlsafe(48)}
     proc = procs.start(
         "jisr", [sys.executable, "-m", "signaling.cli", "serve", "--port", str(port)], env
     )

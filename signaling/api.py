@@ -30,6 +30,7 @@ from .keys import (
     SETTINGS,
     STORE,
     TRIAGE,
+    TRUST,
 )
 from .model import ConsultState, Urgency, to_json
 from .protocol import (
@@ -348,7 +349,11 @@ async def get_session(request: web.Request) -> web.Response:
         location = await request.app[CLUSTER].locate(session)
         if isinstance(location, Remote):
             http, authorization = request.app[HTTP_CLIENT], request.headers["Authorization"]
-            hosted = await ask_host(http, location.internal_url, request.path, authorization)
+            trust = request.app[TRUST]
+            assert trust is not None  # another node exists only with a cluster secret
+            hosted = await ask_host(
+                http, location.internal_url, request.path, authorization, trust
+            )
             if hosted is not None:
                 return respond(hosted)
     # Hosted here, or its host is dead: nobody is connected to it anywhere else.

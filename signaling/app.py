@@ -16,7 +16,7 @@ from recordings.vault import Vault
 from .api import routes
 from .attachments import CasePacket
 from .auth import TokenVerifier
-from .cluster import Cluster, LocalCluster, RedisCluster
+from .cluster import Cluster, LocalCluster, RedisCluster, open_trust
 from .consults import Clock, ConsultService
 from .errors import ApiError
 from .hub import Hub
@@ -28,6 +28,7 @@ from .keys import (
     CONSULTS,
     HUB,
     IDENTITY,
+    INTERNAL_ADDRESS,
     INTERNAL_URL,
     LIMITS,
     MEDIA,
@@ -37,12 +38,13 @@ from .keys import (
     SIGNIN,
     STORE,
     TRIAGE,
+    TRUST,
     VAULT,
     VERIFIER,
 )
 from .lifecycle import lifecycle
 from .logs import Audit
-from .middleware import errors_middleware
+from .middleware import cluster_middleware, errors_middleware
 from .proxies import forwarded_middleware, parse_networks
 from .ratelimit import RateLimits
 from .recording import RecordingService
@@ -51,6 +53,7 @@ from .settings import Settings
 from .signin import SignIn
 from .signin import routes as signin_routes
 from .store import LiveState, RedisStore, Store, make_store
+from .store.connect import from_settings as redis_config
 from .tls import strict_transport
 from .triage import Triage
 from .websocket import websocket
@@ -114,10 +117,13 @@ def open_cluster(app: web.Application, backend: Store, clock: Clock) -> Cluster:
     capacity = app[SETTINGS].max_sessions_per_node
     if not isinstance(backend, RedisStore):
         return LocalCluster(app[NODE_ID], app[STORE], hosted=hosted, capacity=capacity)
+    trust = app[TRUST]
+    if trust is None:  # settings with a Redis URL ask for it; a store given directly too
+        raise ValueError("nodes sharing Redis need a cluster secret (JISR_CLUSTER_SECRET_FILE)")
     return RedisCluster(
         app[STORE], app[AUDIT], node_id=app[NODE_ID], internal_url=app[INTERNAL_URL],
         hosted=hosted, capacity=capacity, heartbeat_s=app[SETTINGS].node_heartbeat_s,
-        clock=clock,
+        clock=clock, trust=trust,
     )  # fmt: skip
 
 
@@ -128,11 +134,14 @@ def create_app(
     clock: Clock | None = None,
     node_id: str | None = None,
     internal_url: str | None = None,
+    internal_address: tuple | None = None,
     vault: Vault | None = None,
 ) -> web.Application:
     """One node. ``store``: the live-state backend (default from the settings);
-    ``internal_url``: where other nodes reach it (default: its own host and port)."""
-    middlewares = [errors_middleware]
+    ``internal_url``: where other nodes reach it (default: its own host and port);
+    ``internal_address``: the socket address of its internal listener, where only
+    signed node-to-node requests are answered (None: no separate listener)."""
+    middlewares = [errors_middleware, cluster_middleware]
     if settings.trusted_proxies:  # outermost: every handler sees the client's side
         middlewares.insert(0, forwarded_middleware(parse_networks(settings.trusted_proxies)))
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_message_bytes)
@@ -140,12 +149,14 @@ def create_app(
     node = node_id or settings.node_id or "n_" + secrets.token_hex(4)
     clock = clock or time.time
     retention_s = settings.state_retention_days * 86400
-    backend = store if store is not None else make_store(settings.redis_url, retention_s)
+    redis = redis_config(settings)
+    backend = store if store is not None else make_store(redis, retention_s)
     app[SETTINGS], app[NODE_ID] = settings, node
     app[INTERNAL_URL] = internal_url or f"http://{settings.host}:{settings.port}"
+    app[INTERNAL_ADDRESS], app[TRUST] = internal_address, open_trust(settings, node)
     app[STORE] = LiveState(backend)
     app[VERIFIER] = TokenVerifier(settings)
-    app[LIMITS] = RateLimits.open(settings.rate_limits, settings.redis_url)
+    app[LIMITS] = RateLimits.open(settings.rate_limits, redis)
     app[IDENTITY] = Identity(app[VERIFIER], app[LIMITS], app[STORE])
     app[AUDIT] = Audit(node)
     app[CLUSTER] = open_cluster(app, backend, clock)

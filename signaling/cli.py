@@ -34,9 +34,10 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     workers = args.workers
     if workers is None:  # one node per core; without Redis nodes cannot share state
-        workers = (os.cpu_count() or 1) if settings.redis_url else 1
-    if workers > 1 and not settings.redis_url:
-        print("--workers above 1 needs JISR_REDIS_URL: nodes share state through Redis",
+        workers = (os.cpu_count() or 1) if settings.uses_redis else 1
+    if workers > 1 and not settings.uses_redis:
+        print("--workers above 1 needs Redis (JISR_REDIS_URL or JISR_REDIS_SENTINELS): "
+              "nodes share state through it",
               file=sys.stderr)  # fmt: skip
         return 2
     configure_logging(os.environ.get("JISR_LOG_LEVEL", "info"))
@@ -45,17 +46,17 @@ def serve(args: argparse.Namespace) -> int:
         listeners = https_listeners(args.https_port)
         print(links(settings, listeners), flush=True)
     if workers == 1:
-        run_node(settings, settings.node_id, reuse_port=False, listeners=listeners)
-        return 0
+        return run_node(settings, settings.node_id, reuse_port=False, listeners=listeners)
     return supervise(settings, workers, listeners)
 
 
 def run_node(
     settings: Settings, node_id: str | None, reuse_port: bool, listeners: Sequence[Listener] = ()
-) -> None:
+) -> int:
     """One node on uvloop: the public listener (shared between workers with
     SO_REUSEPORT), the demo's HTTPS ``listeners``, and a private one other nodes
-    reach it on."""
+    reach it on (TLS when it has a certificate). 1 when it cannot start (its store
+    refuses it or is down)."""
     import asyncio
     import logging
     import signal
@@ -63,17 +64,22 @@ def run_node(
     import uvloop
 
     from .app import create_app
+    from .cluster import server_ssl
+    from .store import StoreUnavailable
 
     internal = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     internal.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     internal.bind((settings.internal_host, 0))
-    internal_url = f"http://{settings.internal_host}:{internal.getsockname()[1]}"
-    app = create_app(settings, node_id=node_id, internal_url=internal_url)
-    context = None  # HTTPS on the public listener; the internal one stays private HTTP
+    internal_tls = server_ssl(settings)
+    scheme = "https" if internal_tls else "http"
+    internal_url = f"{scheme}://{settings.internal_host}:{internal.getsockname()[1]}"
+    app = create_app(settings, node_id=node_id, internal_url=internal_url,
+                     internal_address=internal.getsockname())  # fmt: skip
+    context = None  # HTTPS on the public listener
     if settings.tls_cert_file and settings.tls_key_file:
         context = server_context(settings.tls_cert_file, settings.tls_key_file)
 
-    async def main() -> None:
+    async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -83,7 +89,11 @@ def run_node(
             access_log_class=AccessLog, keepalive_timeout=settings.http_idle_timeout_s,
             lingering_time=LINGER_S,
         )  # fmt: skip
-        await runner.setup()
+        try:
+            await runner.setup()
+        except StoreUnavailable as exc:  # the message names no password: see store.connect
+            get_logger().error("node.start_failed", reason=exc.code, error=str(exc))
+            return 1
         try:
             await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port,
                               ssl_context=context).start()  # fmt: skip
@@ -91,19 +101,24 @@ def run_node(
                 await web.TCPSite(runner, extra.host, extra.port, reuse_port=reuse_port,
                                   ssl_context=server_context(extra.cert_file, extra.key_file),
                                   ).start()  # fmt: skip
-            await web.SockSite(runner, internal).start()
+            await web.SockSite(runner, internal, ssl_context=internal_tls).start()
             await stop.wait()
         finally:
             await runner.cleanup()  # closes media, leaves the node map
+        return 0
 
-    uvloop.run(main())
+    return uvloop.run(main())
+
+
+WORKER_START_FAILED = 78  # EX_CONFIG: the store refused or could not be reached at start
 
 
 def _worker_main(
     settings: Settings, index: int, base_node_id: str, listeners: Sequence[Listener]
 ) -> None:
     configure_logging(os.environ.get("JISR_LOG_LEVEL", "info"))
-    run_node(settings, f"{base_node_id}-{index}", reuse_port=True, listeners=listeners)
+    failed = run_node(settings, f"{base_node_id}-{index}", reuse_port=True, listeners=listeners)
+    sys.exit(WORKER_START_FAILED if failed else 0)
 
 
 def supervise(settings: Settings, workers: int, listeners: Sequence[Listener] = ()) -> int:
@@ -114,7 +129,7 @@ def supervise(settings: Settings, workers: int, listeners: Sequence[Listener] = 
 
     context = multiprocessing.get_context("spawn")
     base = settings.node_id or f"n_{secrets.token_hex(3)}"
-    stopping = False
+    stopping, outcome = False, 0
 
     def start(index: int):
         process = context.Process(target=_worker_main, args=(settings, index, base, listeners),
@@ -131,6 +146,10 @@ def supervise(settings: Settings, workers: int, listeners: Sequence[Listener] = 
     processes = [start(i) for i in range(workers)]
     while not stopping:
         for index, process in enumerate(processes):
+            if process.exitcode == WORKER_START_FAILED:  # restarting would fail the same way
+                get_logger().error("node.workers_stopped", worker=index, reason="start_failed")
+                stopping, outcome = True, 1
+                break
             if not process.is_alive() and not stopping:
                 get_logger().warning(
                     "node.worker_restarted", worker=index, exit_code=process.exitcode
@@ -143,7 +162,7 @@ def supervise(settings: Settings, workers: int, listeners: Sequence[Listener] = 
         process.join(10)
         if process.is_alive():
             process.kill()
-    return 0
+    return outcome
 
 
 def token(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ from .keys import (
     SETTINGS,
     STORE,
     TRIAGE,
+    TRUST,
 )
 from .model import ConsultState, Session, SessionState
 from .protocol import (
@@ -182,9 +183,11 @@ class SignalingHandler:
         if isinstance(location, Here):
             return session
         if isinstance(location, Remote):
+            trust = self.app[TRUST]
+            assert trust is not None  # another node exists only with a cluster secret
             upstream = await open_upstream(
                 self.app[HTTP_CLIENT], location.internal_url, self.conn.token,
-                self.conn.session_cookie,
+                self.conn.session_cookie, trust,
             )  # fmt: skip
             if upstream is not None:
                 self.conn.upstream = upstream

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from .attachments import CasePacket
     from .auth import TokenVerifier
-    from .cluster import Cluster
+    from .cluster import Cluster, Trust
     from .consults import ConsultService
     from .hub import Hub
     from .identity import Identity
@@ -42,4 +42,8 @@ VAULT: web.AppKey[Vault | None] = web.AppKey("vault")  # None: recording is not 
 NODE_ID: web.AppKey[str] = web.AppKey("node_id")
 # How other nodes reach this one (node-to-node signaling proxy).
 INTERNAL_URL: web.AppKey[str] = web.AppKey("internal_url")
+# The internal listener's socket address (None: the node has no separate one), and
+# the cluster secret's signer and checker (None: a node alone, without a secret).
+INTERNAL_ADDRESS: web.AppKey[tuple | None] = web.AppKey("internal_address")
+TRUST: web.AppKey[Trust | None] = web.AppKey("trust")
 HTTP_CLIENT: web.AppKey[ClientSession] = web.AppKey("http_client")

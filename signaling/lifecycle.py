@@ -14,6 +14,7 @@ from .keys import (
     HTTP_CLIENT,
     HUB,
     IDENTITY,
+    LIMITS,
     MEDIA,
     NODE_ID,
     RECORDING,
@@ -77,6 +78,7 @@ async def shut_down(app: web.Application) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(app[STORE].close(), SHUTDOWN_STEP_S)
     await app[HTTP_CLIENT].close()
+    await app[LIMITS].close()
     await app[VERIFIER].close()
     await app[SIGNIN].close()
     log.info("node.stopped", node=app[NODE_ID])
@@ -117,7 +119,7 @@ async def interrupted_recordings(app: web.Application) -> None:
     if vault is None:
         return
     try:
-        nodes = await app[STORE].list_nodes()
+        nodes = await app[CLUSTER].live_nodes()
     except StoreUnavailable:
         return
     live = {n for n in nodes if n != app[NODE_ID]}

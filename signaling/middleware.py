@@ -8,7 +8,9 @@ import secrets
 from aiohttp import web
 
 from .attachments import UploadCut
+from .cluster import FORWARDED, HEADER, ClusterAuthError, cluster_refused
 from .errors import ApiError, refused, store_unavailable
+from .keys import INTERNAL_ADDRESS, TRUST
 from .logs import get_logger
 from .store import StoreUnavailable, TransitionRefused
 
@@ -69,3 +71,32 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
     return response
 
 
+
+
+def on_internal_listener(request: web.Request) -> bool:
+    internal = request.app[INTERNAL_ADDRESS]
+    if internal is None:
+        return False
+    transport = request.transport
+    if transport is None:
+        return True  # the connection is gone: answer nothing
+    local = transport.get_extra_info("sockname")
+    return local is not None and tuple(local[:2]) == tuple(internal[:2])
+
+
+@web.middleware
+async def cluster_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """The internal listener answers only requests signed by a node (loopback
+    included); a request anywhere that says another node carried it must be signed
+    too. Refused: ``403 cluster_auth``."""
+    signed = HEADER in request.headers or FORWARDED in request.headers
+    if signed or on_internal_listener(request):
+        trust = request.app[TRUST]
+        try:
+            if trust is None:
+                raise ClusterAuthError("no_secret")  # a node alone takes no node's requests
+            trust.check_request(request.method, request.path, request.headers.get(HEADER))
+        except ClusterAuthError as exc:
+            log.warning("cluster.request_refused", reason=exc.reason, path=request.path)
+            raise cluster_refused() from None
+    return await handler(request)

@@ -249,6 +249,8 @@ class NodeInfo(Record):
     internal_url: str = ""  # where other nodes reach it
     sessions: int = 0
     capacity: int = 1 << 30  # sessions it may host (JISR_MAX_SESSIONS_PER_NODE)
+    expires: int = 0  # epoch ms: the entry is not to be trusted after this
+    signature: str = ""  # HMAC of the entry under the cluster secret (cluster.trust)
 
 
 class PresenceInfo(Record):

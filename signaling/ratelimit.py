@@ -19,9 +19,11 @@ import limits
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
+from redis.asyncio import ConnectionPool
 
 from .errors import ApiError
 from .logs import get_logger
+from .store.connect import RedisConfig, close_pool, connection_pool
 
 log = get_logger()
 
@@ -110,17 +112,26 @@ class RateLimits:
     shared: SlidingWindowCounterRateLimiter | LocalWindows  # Redis, when nodes share it
     local: LocalWindows
     blocked: dict[str, float] = field(default_factory=dict)  # address -> until (epoch s)
+    pool: ConnectionPool | None = None  # the shared counts' connections to Redis
 
     @classmethod
-    def open(cls, overrides: dict[str, str], redis_url: str | None) -> RateLimits:
+    def open(cls, overrides: dict[str, str], redis: RedisConfig | None) -> RateLimits:
+        """Counts shared through ``redis`` (connected as the store is: same user,
+        TLS, Sentinel) when given, else kept in this process."""
         local = LocalWindows()
         shared: SlidingWindowCounterRateLimiter | LocalWindows = local
-        if redis_url:
+        pool = None
+        if redis is not None:
+            pool = connection_pool(redis, socket_timeout=1.0, socket_connect_timeout=1.0)
             shared = SlidingWindowCounterRateLimiter(RedisStorage(
-                "async+" + redis_url, implementation="redispy", key_prefix="jisr:limits",
-                wrap_exceptions=True, socket_timeout=1.0, socket_connect_timeout=1.0,
+                "async+redis://", implementation="redispy", key_prefix="jisr:limits",
+                wrap_exceptions=True, connection_pool=pool,
             ))  # fmt: skip
-        return cls(parse_limits(overrides), shared, local)
+        return cls(parse_limits(overrides), shared, local, pool=pool)
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await close_pool(self.pool)
 
     async def hit(self, action: str, *, user: str | None = None, address: str | None = None):
         """Count one ``action``; raises ``429 rate_limited`` (with ``retry_after``)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -45,7 +46,28 @@ class Settings(BaseSettings):
     # Reverse proxies whose Forwarded / X-Forwarded-* headers are believed: addresses
     # or networks (empty: none; every client is its socket's address).
     trusted_proxies: Annotated[list[str], NoDecode] = []
-    redis_url: str | None = None
+    # Redis shared by the nodes: one server by URL, or the master Sentinel names
+    # (deploy/README.md). The password is best kept in a file (not in the URL).
+    redis_url: str | None = Field(None, repr=False)
+    redis_sentinels: Annotated[list[str], NoDecode] = []  # host:port,host:port
+    redis_sentinel_master: str = "jisr"
+    redis_username: str | None = None  # the ACL user (or user@ in the URL)
+    redis_password_file: Path | None = None
+    redis_tls: bool = False  # with Sentinel (a URL says rediss:// instead)
+    redis_ca_file: Path | None = None  # the CA that signed Redis's certificate
+    redis_cert_file: Path | None = None  # a client certificate, if Redis asks for one
+    redis_key_file: Path | None = None
+    redis_sentinel_username: str | None = None
+    redis_sentinel_password_file: Path | None = None
+    # Nodes sharing Redis sign their node-map entries and their requests to each
+    # other with this secret (required with Redis); the file form is preferred.
+    cluster_secret: str | None = Field(None, repr=False)
+    cluster_secret_file: Path | None = None
+    # The internal listener serves TLS with this certificate (internal URLs become
+    # https://); other nodes check it against JISR_INTERNAL_CA_FILE.
+    internal_tls_cert_file: Path | None = None
+    internal_tls_key_file: Path | None = None
+    internal_ca_file: Path | None = None
     # Ended consults and sessions are forgotten by the store this long after they end.
     state_retention_days: float = Field(30, gt=0, le=3650)
     # Where other nodes reach this one for signaling (a private, routable address).
@@ -129,6 +151,7 @@ class Settings(BaseSettings):
         "turn_urls",
         "recording_old_keys",
         "trusted_proxies",
+        "redis_sentinels",
         mode="before",
     )(_split_csv)
 
@@ -234,6 +257,22 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value or None
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _host_ports(cls, value: list[str]) -> list[str]:
+        for item in value:
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{item!r} is not host:port")
+        return value
+
+    @field_validator("redis_password_file", "redis_sentinel_password_file", "cluster_secret_file")
+    @classmethod
+    def _secret_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_secret_file(value)
+        return value
+
     @field_validator("issuers_file")
     @classmethod
     def _issuers(cls, value: Path | None) -> Path | None:
@@ -241,7 +280,10 @@ class Settings(BaseSettings):
             load_issuers(value)  # IssuersError: one line per bad entry
         return value
 
-    @field_validator("jwt_public_key_file", "recording_key")
+    @field_validator(
+        "jwt_public_key_file", "recording_key", "redis_ca_file", "redis_cert_file",
+        "redis_key_file", "internal_tls_cert_file", "internal_tls_key_file", "internal_ca_file",
+    )  # fmt: skip
     @classmethod
     def _readable_key(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -274,10 +316,69 @@ class Settings(BaseSettings):
             raise ValueError("JISR_RECORDING_OLD_KEYS needs JISR_RECORDING_KEY, the current key")
         if shorthand and asymmetric and self.jwt_public_key_file is None:
             raise ValueError(f"JISR_JWT_PUBLIC_KEY_FILE is required for {sorted(asymmetric)}")
+        check_redis(self)
+        check_cluster(self)
         return self
+
+    @property
+    def uses_redis(self) -> bool:
+        """Nodes share state through Redis (one server, or through Sentinel)."""
+        return bool(self.redis_url or self.redis_sentinels)
+
+    def cluster_secret_value(self) -> str | None:
+        if self.cluster_secret_file is not None:
+            return read_secret_file(self.cluster_secret_file)
+        return self.cluster_secret
 
     def public_key(self) -> str | None:
         return self.jwt_public_key_file.read_text() if self.jwt_public_key_file else None
+
+
+def read_secret_file(path: Path) -> str:
+    """A secret kept in a file (its one line, without the newline)."""
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    if not text:
+        raise ValueError(f"{path} is empty")
+    return text
+
+
+def check_redis(settings: Settings) -> None:
+    """Redis settings that only make sense together."""
+    url = urlsplit(settings.redis_url or "")
+    if settings.redis_url and settings.redis_sentinels:
+        raise ValueError("give JISR_REDIS_URL or JISR_REDIS_SENTINELS, not both")
+    tls = url.scheme == "rediss" or (settings.redis_tls and not settings.redis_url)
+    if settings.redis_tls and settings.redis_url and url.scheme != "rediss":
+        raise ValueError("JISR_REDIS_TLS with a URL: write it rediss://")
+    files = (settings.redis_ca_file, settings.redis_cert_file, settings.redis_key_file)
+    if any(files) and not tls:
+        raise ValueError("JISR_REDIS_CA/CERT/KEY_FILE need TLS (rediss://, or JISR_REDIS_TLS)")
+    if (settings.redis_cert_file is None) != (settings.redis_key_file is None):
+        raise ValueError("JISR_REDIS_CERT_FILE and JISR_REDIS_KEY_FILE go together")
+    if settings.redis_password_file and url.password:
+        raise ValueError("a password in JISR_REDIS_URL and JISR_REDIS_PASSWORD_FILE: give one")
+    if settings.redis_username and url.username:
+        raise ValueError("a user in JISR_REDIS_URL and JISR_REDIS_USERNAME: give one")
+
+
+def check_cluster(settings: Settings) -> None:
+    """Nodes sharing Redis must prove themselves to each other."""
+    if settings.cluster_secret and settings.cluster_secret_file:
+        raise ValueError("give JISR_CLUSTER_SECRET or JISR_CLUSTER_SECRET_FILE, not both")
+    secret = settings.cluster_secret_value()
+    if settings.uses_redis and secret is None:
+        raise ValueError(
+            "JISR_CLUSTER_SECRET_FILE (or JISR_CLUSTER_SECRET) is required with Redis: nodes "
+            "sign their node-map entries and their requests to each other with it"
+        )
+    if secret is not None and len(secret) < 32:
+        raise ValueError("the cluster secret must be at least 32 characters")
+    tls = (settings.internal_tls_cert_file, settings.internal_tls_key_file)
+    if (tls[0] is None) != (tls[1] is None):
+        raise ValueError("JISR_INTERNAL_TLS_CERT_FILE and JISR_INTERNAL_TLS_KEY_FILE go together")
 
 
 class SettingsError(Exception):

@@ -50,10 +50,12 @@ def no_unretrieved_task_exceptions():
 
 
 SECRET = "test-secret-" + "x" * 40
+CLUSTER_SECRET = "test-cluster-" + "y" * 40  # nodes sharing Redis sign with it
 
 
 def make_settings(**overrides) -> Settings:
-    values = {"jwt_secret": SECRET, "ice_addresses": "127.0.0.1", "port": 8080}
+    values = {"jwt_secret": SECRET, "ice_addresses": "127.0.0.1", "port": 8080,
+              "cluster_secret": CLUSTER_SECRET}  # fmt: skip
     values.update(overrides)
     return load_settings(**values)
 

@@ -10,17 +10,24 @@ from .base import Cluster, Here, Location, Lost, Remote
 from .local import LocalCluster
 from .proxy import FORWARDED, Upstream, ask_host, open_upstream
 from .redis import RedisCluster
+from .trust import HEADER, ClusterAuthError, Trust, cluster_refused, open_trust, server_ssl
 
 __all__ = [
     "FORWARDED",
+    "HEADER",
     "Cluster",
+    "ClusterAuthError",
     "Here",
     "LocalCluster",
     "Location",
     "Lost",
     "RedisCluster",
     "Remote",
+    "Trust",
     "Upstream",
     "ask_host",
+    "cluster_refused",
+    "open_trust",
     "open_upstream",
+    "server_ssl",
 ]

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from ..auth import Principal
 from ..errors import ApiError
-from ..model import Session
+from ..model import NodeInfo, Session
 
 
 def no_capacity() -> ApiError:
@@ -53,6 +53,10 @@ class Cluster(Protocol):
 
     async def leave(self) -> None:
         """This node is shutting down."""
+        ...
+
+    async def live_nodes(self) -> dict[str, NodeInfo]:
+        """The nodes alive (and, with several, proven by their signature)."""
         ...
 
     async def locate(self, session: Session) -> Location: ...

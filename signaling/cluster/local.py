@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..auth import Principal
-from ..model import Session
+from ..model import NodeInfo, Session
 from ..store import LiveState
 from .base import HERE, Location, no_capacity
 
@@ -30,6 +30,9 @@ class LocalCluster:
 
     async def leave(self) -> None:
         return None
+
+    async def live_nodes(self) -> dict[str, NodeInfo]:
+        return await self.state.list_nodes()
 
     async def locate(self, session: Session) -> Location:
         return HERE

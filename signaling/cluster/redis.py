@@ -1,5 +1,6 @@
 """Several nodes sharing a node map in Redis (through ``LiveState``): each node
-refreshes its entry with a heartbeat; a node whose entry expired is dead."""
+refreshes its signed entry with a heartbeat; a node whose entry expired is dead,
+and an entry whose signature does not hold (``trust``) is no node at all."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..logs import Audit, get_logger
 from ..model import NodeInfo, Session, SessionChange, SessionState
 from ..store import LiveState, Moved, NotFound, StoreUnavailable, TransitionRefused
 from .base import HERE, Location, Lost, Remote, no_capacity
+from .trust import Trust
 
 log = get_logger()
 
@@ -29,8 +31,11 @@ class RedisCluster:
         capacity: int,
         heartbeat_s: float,
         clock: Callable[[], float],
+        trust: Trust,
     ) -> None:
-        """``hosted``: how many sessions this node hosts now (its load)."""
+        """``hosted``: how many sessions this node hosts now (its load); ``trust``
+        signs this node's entry and checks the others'."""
+        self.trust = trust
         self.state = state
         self.audit = audit
         self.node_id = node_id
@@ -46,7 +51,7 @@ class RedisCluster:
         the larger of the sessions its media hosts (its heartbeat says) and the live
         sessions placed on it (whose media may not be up yet)."""
         try:
-            nodes = await self.state.list_nodes()
+            nodes = await self.live_nodes()
             placed = Counter(s.node for s in await self.state.list_sessions())
         except StoreUnavailable:
             nodes, placed = {}, Counter()
@@ -64,8 +69,13 @@ class RedisCluster:
             node=self.node_id, internal_url=self.internal_url, sessions=self.hosted(),
             capacity=self.capacity,
         )  # fmt: skip
-        await self.state.register_node(info, ttl_s=3 * self.heartbeat_s)
+        ttl_s = 3 * self.heartbeat_s
+        await self.state.register_node(self.trust.sign(info, ttl_s), ttl_s=ttl_s)
         await self.sweep()
+
+    async def live_nodes(self) -> dict[str, NodeInfo]:
+        """The nodes of the node map whose entries are signed with the secret."""
+        return self.trust.trusted(await self.state.node_entries())
 
     async def leave(self) -> None:
         await self.state.remove_node(self.node_id)
@@ -76,7 +86,7 @@ class RedisCluster:
         over; this node's own sessions, marked so while its heartbeat could not reach
         the store, are live again. Every node runs this; the store's compare-and-set
         makes each marking happen once."""
-        nodes = await self.state.list_nodes()
+        nodes = await self.live_nodes()
         for session in await self.state.list_sessions():
             mine, hosted = session.node == self.node_id, session.node in nodes
             if session.state == SessionState.LIVE and not hosted and not mine:
@@ -94,7 +104,7 @@ class RedisCluster:
     async def locate(self, session: Session) -> Location:
         if session.node == self.node_id:
             return HERE
-        info = (await self.state.list_nodes()).get(session.node or "")
+        info = (await self.live_nodes()).get(session.node or "")
         if info is None or not info.internal_url:
             return Lost(session.node)
         return Remote(info.node, info.internal_url)

@@ -14,10 +14,12 @@ from .base import (
     Record,
     Store,
     StoreError,
+    StoreRefused,
     StoreUnavailable,
     Subscription,
     queue_key,
 )
+from .connect import RedisConfig
 from .live import LiveState, TransitionRefused
 from .memory import MemoryStore
 from .redis import RedisStore
@@ -34,9 +36,11 @@ __all__ = [
     "Moved",
     "NotFound",
     "Record",
+    "RedisConfig",
     "RedisStore",
     "Store",
     "StoreError",
+    "StoreRefused",
     "StoreUnavailable",
     "Subscription",
     "TransitionRefused",
@@ -45,9 +49,9 @@ __all__ = [
 ]
 
 
-def make_store(redis_url: str | None, retention_s: float = DEFAULT_RETENTION_S) -> Store:
-    """A RedisStore for ``redis_url``, or a MemoryStore when it is None; ended
-    consults and sessions are forgotten ``retention_s`` after they ended."""
-    if redis_url is None:
+def make_store(redis: RedisConfig | str | None, retention_s: float = DEFAULT_RETENTION_S) -> Store:
+    """A RedisStore for ``redis``, or a MemoryStore when it is None; ended consults
+    and sessions are forgotten ``retention_s`` after they ended."""
+    if redis is None:
         return MemoryStore(retention_s=retention_s)
-    return RedisStore(redis_url, retention_s=retention_s)
+    return RedisStore(redis, retention_s=retention_s)

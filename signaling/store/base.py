@@ -47,6 +47,15 @@ class StoreError(Exception):
 class StoreUnavailable(StoreError):
     """The backend cannot be reached (Redis down, timeout)."""
 
+    code = "store_unavailable"
+
+
+class StoreRefused(StoreUnavailable):
+    """The backend answers but refuses this node: wrong credentials, or a user not
+    allowed what the store needs (a configuration error)."""
+
+    code = "store_auth_failed"
+
 
 class NotFound(StoreError):
     """No record with that id."""

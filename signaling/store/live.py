@@ -153,8 +153,21 @@ class LiveState:
         await self.backend.remove_node(node_id)
 
     async def list_nodes(self) -> dict[str, NodeInfo]:
-        nodes = await self.backend.list_nodes()
-        return {n: msgspec.convert({"node": n, **info}, NodeInfo) for n, info in nodes.items()}
+        """The node map as it is stored (entries not even shaped as one are left
+        out); only the cluster knows which entries to trust."""
+        nodes = {}
+        for node, info in (await self.backend.list_nodes()).items():
+            if not isinstance(info, dict):
+                continue
+            try:
+                nodes[node] = msgspec.convert({"node": node, **info}, NodeInfo)
+            except msgspec.ValidationError:
+                continue
+        return nodes
+
+    async def node_entries(self) -> dict[str, dict[str, Any]]:
+        """The node map's entries as stored, for the cluster to check."""
+        return await self.backend.list_nodes()
 
     async def set_presence(self, sub: str, info: PresenceInfo, ttl_s: float) -> None:
         await self.backend.set_presence(sub, to_json(info), ttl_s)

@@ -42,14 +42,19 @@ from .base import (
     NotFound,
     Record,
     StoreError,
+    StoreRefused,
     StoreUnavailable,
     Subscription,
     decode,
     encode,
     queue_key,
 )
+from .connect import RedisConfig, close_pool, connection_pool
 
 _UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError, OSError)
+# Redis answers, but refuses this client: wrong credentials, or an ACL that lacks a
+# command or key the store needs.
+_REFUSED = (rex.AuthenticationError, rex.NoPermissionError)
 
 # Queue score: urgency rank, then created_at. Only an ordering hint for the ZSET
 # (a double cannot hold both exactly); listings sort fetched records by queue_key.
@@ -60,6 +65,8 @@ _RANK_WEIGHT = 1e13
 def _unavailable() -> Iterator[None]:
     try:
         yield
+    except _REFUSED as exc:
+        raise StoreRefused(f"redis refused this node: {exc}") from exc
     except _UNAVAILABLE as exc:
         raise StoreUnavailable(f"redis unavailable: {exc}") from exc
 
@@ -73,6 +80,15 @@ def _pairs(record: Record) -> list[str]:
 
 def _record(flat: list[str]) -> Record:
     return {flat[i]: decode(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _entry(value: str) -> Any:
+    """An expiring entry as stored; one that is not JSON (not written by a node) is
+    kept as its text, for the reader to refuse."""
+    try:
+        return decode(value)
+    except ValueError:
+        return value
 
 
 def _queue_score(consult: Record) -> float:
@@ -93,7 +109,7 @@ def _result(reply: list[Any], record_id: str) -> Record:
 class RedisStore:
     def __init__(
         self,
-        url: str,
+        url: str | RedisConfig,
         prefix: str = "jisr:",
         *,
         socket_timeout: float = 2.0,
@@ -101,7 +117,8 @@ class RedisStore:
         retries: int = 1,
         retention_s: float = DEFAULT_RETENTION_S,
     ) -> None:
-        """``retries`` is how often a connection error is retried at once on a fresh
+        """``url``: a Redis URL, or the connection settings (``connect.from_settings``).
+        ``retries`` is how often a connection error is retried at once on a fresh
         connection (one: a socket left stale by a Redis restart is replaced, while a
         Redis that is down still fails within the timeouts). A subscription never
         reconnects by itself (it would silently miss events): its reader gets
@@ -110,8 +127,9 @@ class RedisStore:
         self.retention_s = retention_s  # ended consults and sessions expire (PEXPIRE)
         self._channel = f"{prefix}events"
         self._timeout = socket_timeout
-        self._client = aioredis.Redis.from_url(
-            url,
+        config = RedisConfig.from_url(url) if isinstance(url, str) else url
+        self._pool = connection_pool(
+            config,
             decode_responses=True,
             socket_timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
@@ -121,6 +139,9 @@ class RedisStore:
             # failing one request each.
             health_check_interval=1,
         )
+        self._client = aioredis.Redis(connection_pool=self._pool)
+        # Scripts are sent by their hash; a Redis that does not know one (restarted,
+        # or a replica promoted by Sentinel) answers NOSCRIPT and redis-py loads it.
         self._create = self._client.register_script(scripts.CREATE)
         self._transition = self._client.register_script(scripts.TRANSITION)
         self._accept = self._client.register_script(scripts.ACCEPT)
@@ -143,6 +164,8 @@ class RedisStore:
             await subscription.aclose()
         with suppress(*_UNAVAILABLE):
             await self._client.aclose()
+        with suppress(*_UNAVAILABLE):
+            await close_pool(self._pool)
 
     async def ping(self) -> None:
         with _unavailable():
@@ -319,7 +342,7 @@ class RedisStore:
             if gone:
                 keys = [self._key(index), *(self._key(kind, i) for i in gone)]
                 await self._prune_nodes(keys=keys, args=gone)
-        return {i: decode(v) for i, v in zip(ids, values, strict=True) if v is not None}
+        return {i: _entry(v) for i, v in zip(ids, values, strict=True) if v is not None}
 
     async def register_node(self, node_id: str, info: Record, ttl_s: float) -> None:
         await self._put_expiring("node", "nodes", node_id, info, ttl_s)
@@ -433,7 +456,7 @@ class RedisStore:
                 except ValueError:
                     continue  # not ours: every event we publish is JSON
                 subscription.put(event)
-        except _UNAVAILABLE as exc:
+        except (*_UNAVAILABLE, *_REFUSED) as exc:
             subscription.fail(StoreUnavailable(f"redis subscription lost: {exc}"))
             with suppress(*_UNAVAILABLE):
                 await pubsub.aclose()  # free the connection even if never closed

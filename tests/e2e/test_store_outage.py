@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 from selenium.webdriver.common.by import By
 
+from tests.conftest import CLUSTER_SECRET
 from tests.e2e.test_consult_flow import live_video, open_page, state, wait_until
 from tests.e2e.test_triage_flow import click, create_consult, png_bytes
 from tests.redis_server import RedisServer
@@ -34,7 +35,7 @@ def redis_store() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def jisr_server_env(redis_store) -> dict[str, str]:
-    return {"JISR_REDIS_URL": redis_store.url}
+    return {"JISR_REDIS_URL": redis_store.url, "JISR_CLUSTER_SECRET": CLUSTER_SECRET}
 
 
 @pytest.fixture

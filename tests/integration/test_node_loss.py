@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import ClientSession
 
-from tests.conftest import SECRET
+from tests.conftest import CLUSTER_SECRET, SECRET
 from tests.integration.test_media_relay import start_consult
 from tests.integration.test_workers import wait_for_nodes
 from tests.redis_server import free_port
@@ -21,12 +21,15 @@ from tests.support.peers import JisrClient
 
 
 def start_node(
-    name: str, port: int, redis_url: str, log: Path | None = None, **extra_env: str
+    name: str, port: int, redis_url: str | None, log: Path | None = None, **extra_env: str
 ) -> subprocess.Popen:
-    """A node process; its JSON log lines go to ``log`` when given."""
+    """A node process; its JSON log lines go to ``log`` when given. Without
+    ``redis_url``, ``extra_env`` says where Redis is (JISR_REDIS_SENTINELS)."""
     env = {**os.environ, "JISR_PORT": str(port), "JISR_JWT_SECRET": SECRET,
-           "JISR_ICE_ADDRESSES": "127.0.0.1", "JISR_REDIS_URL": redis_url,
+           "JISR_ICE_ADDRESSES": "127.0.0.1", "JISR_CLUSTER_SECRET": CLUSTER_SECRET,
            "JISR_NODE_ID": name, "JISR_NODE_HEARTBEAT_S": "1", **extra_env}  # fmt: skip
+    if redis_url is not None:
+        env["JISR_REDIS_URL"] = redis_url
     out = subprocess.DEVNULL if log is None else log.open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "signaling.cli", "serve", "--workers", "1"], env=env,

@@ -13,7 +13,7 @@ import time
 import redis.asyncio as aioredis
 from aiohttp import ClientSession
 
-from tests.conftest import SECRET
+from tests.conftest import CLUSTER_SECRET, SECRET
 from tests.integration.test_media_relay import start_consult
 from tests.redis_server import free_port
 from tests.support.peers import JisrClient
@@ -37,7 +37,8 @@ async def wait_for_nodes(url: str, count: int, process: subprocess.Popen) -> lis
 async def test_two_workers_serve_one_consult(redis_url, tokens):
     port = free_port()
     env = {**os.environ, "JISR_PORT": str(port), "JISR_JWT_SECRET": SECRET,
-           "JISR_ICE_ADDRESSES": "127.0.0.1", "JISR_REDIS_URL": redis_url}  # fmt: skip
+           "JISR_ICE_ADDRESSES": "127.0.0.1", "JISR_REDIS_URL": redis_url,
+           "JISR_CLUSTER_SECRET": CLUSTER_SECRET}  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, "-m", "signaling.cli", "serve", "--workers", "2"], env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
