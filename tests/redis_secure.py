@@ -1,14 +1,15 @@
 """Redis as ``deploy/redis/`` sets it up (TLS only, ACL users, a replica and three
 Sentinels), on free loopback ports, for tests and ``bench.failover``: the deploy
-files themselves, with the test's ports, paths and passwords put in, so every
-one of them is exercised. Files holding a secret are written with mode 0600."""
+files themselves, with the test's ports, paths and passwords put in, each started
+with the command of its systemd drop-in (``deploy/systemd/redis-server.service.d``,
+``redis-sentinel.service.d``), so every one of them is exercised. Files holding a
+secret are written with mode 0600."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import time
@@ -18,9 +19,11 @@ from pathlib import Path
 import redis
 
 from tests.redis_server import free_port
+from tests.support.deploy import DEPLOY, command, executable, unit
 from tests.support.tls import Pki
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "redis"
+SERVER_UNIT = "redis-server.service.d/jisr.conf"
+SENTINEL_UNIT = "redis-sentinel.service.d/jisr.conf"
 MASTER = "jisr"  # the name deploy/redis/sentinel.conf monitors
 # Test-friendly, yet realistic: a second of silence and the primary is down
 # (deploy/redis/sentinel.conf uses 5 s; docs/benchmarks.md says why).
@@ -60,8 +63,9 @@ def write_private(path: Path, text: str) -> Path:
 
 
 def render(name: str, passwords: Passwords, directives: dict[str, str], extra=()) -> str:
-    """deploy/redis/``name`` with its placeholders filled in and the named directives
-    set (a directive is a line's first word, or first two for ``sentinel`` lines)."""
+    """deploy/``name`` ("redis/redis.conf") with its placeholders filled in and the
+    named directives set (a directive is a line's first word, or first two for
+    ``sentinel`` lines)."""
     text = (DEPLOY / name).read_text()
     for placeholder, value in sorted(passwords.placeholders().items(), key=lambda p: -len(p[0])):
         text = text.replace(placeholder, value)
@@ -87,7 +91,7 @@ class Process:
         return {"tls-cert-file": str(self.pki.server_cert),
                 "tls-key-file": str(self.pki.server_key), "tls-ca-cert-file": str(self.pki.ca),
                 "bind": "127.0.0.1", "tls-port": str(self.port), "dir": str(self.dir),
-                "logfile": str(self.dir / "log")}  # fmt: skip
+                "logfile": str(self.dir / "log"), "pidfile": str(self.dir / "pid")}  # fmt: skip
 
     def client(self, **auth) -> redis.Redis:
         return redis.Redis(
@@ -96,8 +100,14 @@ class Process:
             socket_timeout=2, socket_connect_timeout=2, decode_responses=True, **auth,
         )  # fmt: skip
 
-    def start(self, argv: list[str], ready, timeout: float = 15.0) -> None:
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    def start(self, drop_in: str, conf: Path, ready, timeout: float = 15.0) -> None:
+        """The drop-in's command, this test's configuration file in it."""
+        argv = unit(drop_in).exec_start()
+        argv = command(argv, {argv[0]: executable(argv[0], Path(argv[0]).name),
+                              argv[1]: str(conf)})  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # no systemd here
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                     env=env)  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
@@ -126,17 +136,19 @@ class Process:
 
 
 class DataNode(Process):
-    """deploy/redis/redis.conf, users.acl and secrets.conf."""
+    """deploy/redis/redis.conf, users.acl and secrets.conf, run as
+    deploy/systemd/redis-server.service.d/jisr.conf runs them."""
 
     def start_node(self, replica_of: int | None = None) -> None:
-        acl = write_private(self.dir / "users.acl", render("users.acl", self.passwords, {}))
+        acl = write_private(self.dir / "users.acl",
+                            render("redis/users.acl", self.passwords, {}))  # fmt: skip
         secrets_conf = write_private(
-            self.dir / "secrets.conf", render("secrets.conf", self.passwords, {})
+            self.dir / "secrets.conf", render("redis/secrets.conf", self.passwords, {})
         )
         directives = {**self.tls_paths(), "aclfile": str(acl), "include": str(secrets_conf)}
         extra = [f"replicaof 127.0.0.1 {replica_of}"] if replica_of else []
-        conf = write_private(self.dir / "redis.conf",
-                             render("redis.conf", self.passwords, directives, extra))  # fmt: skip
+        text = render("redis/redis.conf", self.passwords, directives, extra)
+        conf = write_private(self.dir / "redis.conf", text)
         admin = self.admin()
 
         def ready() -> bool:
@@ -146,7 +158,7 @@ class DataNode(Process):
             return replica_of is None or info.get("master_link_status") == "up"
 
         try:
-            self.start([shutil.which("redis-server") or "redis-server", str(conf)], ready)
+            self.start(SERVER_UNIT, conf, ready)
         finally:
             admin.close()
 
@@ -160,7 +172,8 @@ class DataNode(Process):
 
 
 class SentinelNode(Process):
-    """deploy/redis/sentinel.conf, watching ``primary``."""
+    """deploy/redis/sentinel.conf, watching ``primary``, run as
+    deploy/systemd/redis-sentinel.service.d/jisr.conf runs it."""
 
     def start_sentinel(self, primary: DataNode, down_after_ms: int = DOWN_AFTER_MS) -> None:
         directives = {**self.tls_paths(),
@@ -168,11 +181,10 @@ class SentinelNode(Process):
                       "sentinel down-after-milliseconds": f"{MASTER} {down_after_ms}",
                       "sentinel failover-timeout": f"{MASTER} 10000"}  # fmt: skip
         conf = write_private(self.dir / "sentinel.conf",
-                             render("sentinel.conf", self.passwords, directives))  # fmt: skip
+                             render("redis/sentinel.conf", self.passwords, directives))  # fmt: skip
         sentinel = self.client(password=self.passwords.sentinel_client)
         try:
-            self.start([shutil.which("redis-sentinel") or "redis-sentinel", str(conf)],
-                       sentinel.ping)  # fmt: skip
+            self.start(SENTINEL_UNIT, conf, sentinel.ping)
         finally:
             sentinel.close()
 

@@ -4,7 +4,6 @@ each started with its own environment and waited for until it answers."""
 from __future__ import annotations
 
 import os
-import shutil
 import ssl
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SECRET
+from tests.support.deploy import command, executable, unit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,17 +67,18 @@ def jisr(folder: Path, env: dict[str, str], *args: str) -> Iterator[subprocess.P
 
 @contextmanager
 def caddy(folder: Path, caddyfile: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    """Caddy with ``caddyfile``, its data and configuration kept in folder."""
-    if shutil.which("caddy") is None:
-        pytest.fail("caddy is not installed (Debian: apt-get install caddy)", pytrace=False)
+    """Caddy with ``caddyfile`` (named Caddyfile), run with the command of
+    deploy/systemd/caddy.service.d/jisr.conf, its data and configuration kept in
+    folder."""
+    argv = command(unit("caddy.service.d/jisr.conf").exec_start(), {
+        "/usr/bin/caddy": executable("/usr/bin/caddy", "caddy"),
+        "/etc/caddy/Caddyfile": str(caddyfile),
+    })  # fmt: skip
     full = {**os.environ, "XDG_DATA_HOME": str(folder / "data"),
             "XDG_CONFIG_HOME": str(folder / "config"), "HOME": str(folder), **env}  # fmt: skip
     log = folder / "caddy.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            ["caddy", "run", "--adapter", "caddyfile", "--config", str(caddyfile)],
-            env=full, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        process = subprocess.Popen(argv, env=full, stdout=out, stderr=subprocess.STDOUT)
     try:
         yield process
     finally:

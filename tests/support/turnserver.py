@@ -4,7 +4,10 @@ scheme of signaling/turn.py):
 - ``coturn()``: TURN over UDP on 127.0.0.1, in the test's own namespace;
 - ``tls_coturn()``: TURN over TLS (``turns:``) in the server site of
   tests/support/sites.py, run with deploy/coturn/turnserver.conf itself, only its
-  addresses, secret, certificate and file paths replaced.
+  addresses, secret, certificate and file paths replaced;
+- ``deploy_coturn()``: the same file on 127.0.0.1, its ports free ones.
+
+Both run the command of deploy/systemd/coturn.service.d/jisr.conf.
 
 Needs Debian's ``coturn`` package (``turnserver``).
 """
@@ -24,10 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.certs import ServerCertificate
-from tests.support.netns import ROOT, die_with_parent, stop, which
+from tests.support.deploy import DEPLOY, command, unit
+from tests.support.netns import die_with_parent, stop, which
 from tests.support.sites import Sites
 
-DEPLOY_CONFIG = ROOT / "deploy" / "coturn" / "turnserver.conf"
+DEPLOY_CONFIG = DEPLOY / "coturn/turnserver.conf"
+UNIT = "coturn.service.d/jisr.conf"
 
 
 @dataclass
@@ -126,6 +131,16 @@ def deploy_config(values: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def deploy_command(executable: str, config: Path) -> list[str]:
+    """The drop-in's command, with this machine's turnserver and the test's file."""
+    return command(unit(UNIT).exec_start(), {"/usr/bin/turnserver": executable,
+                                             "/etc/coturn/turnserver.conf": str(config)})
+
+
+def config_value(text: str, key: str) -> str:
+    return re.search(rf"^{key}=(.*)$", text, re.M).group(1)
+
+
 @dataclass
 class TlsCoturn:
     address: str
@@ -177,10 +192,10 @@ def tls_coturn(sites: Sites, cert: ServerCertificate, address: str, peer: str,
         "allowed-peer-ip": peer, "log-file": "stdout", "pidfile": str(folder / "turnserver.pid"),
         "userdb": str(folder / "turndb"),
     }))  # fmt: skip
-    port = int(re.search(r"^tls-listening-port=(\d+)$", config.read_text(), re.M).group(1))
+    port = int(config_value(config.read_text(), "tls-listening-port"))
     log_path = folder / "turnserver.log"
     with open(log_path, "wb") as log:
-        process = sites.popen("server", [executable, "-c", str(config)],
+        process = sites.popen("server", deploy_command(executable, config),
                               stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         probe = sites.forward("server", port, host=address)
@@ -193,3 +208,76 @@ def tls_coturn(sites: Sites, cert: ServerCertificate, address: str, peer: str,
     finally:
         stop(process)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass
+class DeployCoturn:
+    port: int  # listening-port: TURN over UDP and TCP
+    tls_port: int  # tls-listening-port: TURN over TLS
+    secret: str
+    realm: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+
+@contextlib.contextmanager
+def deploy_coturn(cert_file: Path, key_file: Path, ca_file: Path, start_timeout: float = 10.0):
+    """coturn from deploy/coturn/turnserver.conf on 127.0.0.1: its listening and TLS
+    ports free ones, its realm, relay range and everything else as the file says,
+    the certificate ``cert_file`` (for 127.0.0.1, signed by ``ca_file``). Stopped
+    and its folder removed on exit."""
+    executable = which("turnserver")
+    if executable is None:
+        raise RuntimeError("turnserver is not installed (Debian package coturn)")
+    folder = Path(tempfile.mkdtemp(prefix="jisr-coturn-deploy-"))
+    secret = secrets.token_urlsafe(32)
+    config, log_path = folder / "turnserver.conf", folder / "turnserver.log"
+    process = None
+    try:
+        for _ in range(5):  # a free port may be taken before coturn binds it
+            port, tls_port = _free_udp_port(), _free_udp_port()
+            config.write_text(deploy_config({
+                "listening-ip": "127.0.0.1", "relay-ip": "127.0.0.1",
+                "listening-port": str(port), "tls-listening-port": str(tls_port),
+                "static-auth-secret": secret, "cert": str(cert_file), "pkey": str(key_file),
+                "allowed-peer-ip": "127.0.0.1", "log-file": "stdout",
+                "pidfile": str(folder / "turnserver.pid"), "userdb": str(folder / "turndb"),
+            }))  # fmt: skip
+            with open(log_path, "wb") as log:
+                process = subprocess.Popen(deploy_command(executable, config), stdout=log,
+                                           stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+            deadline = time.monotonic() + start_timeout
+            while process.poll() is None and time.monotonic() < deadline:
+                if _stun_answered(port) and _tls_stun_answered_at(tls_port, ca_file):
+                    break
+                time.sleep(0.05)  # refused at once while coturn starts: ask again shortly
+            else:
+                stop(process)
+                process = None
+                continue
+            break
+        if process is None:
+            raise RuntimeError("turnserver did not start:\n" + log_path.read_text(errors="replace"))
+        realm = config_value(config.read_text(), "realm")
+        yield DeployCoturn(port, tls_port, secret, realm, log_path)
+    finally:
+        if process is not None:
+            stop(process)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _tls_stun_answered_at(port: int, ca_file: Path) -> bool:
+    from aioice import stun
+
+    context = ssl.create_default_context(cafile=str(ca_file))
+    request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                tls.sendall(bytes(request))
+                data = tls.recv(2048)
+        return stun.parse_message(data).transaction_id == request.transaction_id
+    except (OSError, ValueError):
+        return False
