@@ -4,17 +4,22 @@
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-WORKDIR /app
+# The layout of a machine of deploy/README.md: the checkout in /opt/jisr, its
+# virtual environment in /opt/jisr/.venv (deploy/compose.yaml runs
+# /opt/jisr/.venv/bin/jisr, as deploy/systemd/jisr.service does).
+WORKDIR /opt/jisr
 COPY pyproject.toml README.md ./
 COPY signaling ./signaling
 COPY media ./media
 COPY recordings ./recordings
 COPY web ./web
-RUN pip install --no-cache-dir . \
+RUN python -m venv /opt/jisr/.venv \
+ && /opt/jisr/.venv/bin/pip install --no-cache-dir . \
  && useradd --system --uid 10001 --home-dir /nonexistent jisr
+ENV PATH=/opt/jisr/.venv/bin:$PATH
 
-ENV JISR_HOST=0.0.0.0 JISR_PORT=8080 JISR_WEB_DIR=/app/web
+ENV JISR_HOST=0.0.0.0 JISR_PORT=8080 JISR_WEB_DIR=/opt/jisr/web
 USER jisr
 EXPOSE 8080
-HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request,os;urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"JISR_PORT\"]}/healthz')"
+HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request,os;urllib.request.urlopen(f'http://{os.environ[\"JISR_HOST\"]}:{os.environ[\"JISR_PORT\"]}/healthz')"
 CMD ["jisr", "serve"]

@@ -17,6 +17,7 @@ command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
 command -v caddy >/dev/null || missing+=(caddy)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 if ((${#missing[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "installing ${missing[*]}"
