@@ -9,7 +9,8 @@
 - every path a unit, a configuration file or the Compose file names is a file of
   deploy/, installed where deploy/README.md says;
 - deploy/jisr.env reads the same to systemd, Compose and sh, and its addresses and
-  ports are the ones the Redis, Sentinel, coturn and Caddy files use.
+  ports are the ones the Redis, Sentinel, coturn and Caddy files use;
+- deploy/README.md's firewall table lists every port these files open.
 
 tests/integration/test_deploy.py runs the deployment itself."""
 
@@ -163,8 +164,10 @@ def test_the_compose_nodes_have_jisr_env_and_differ_only_per_node():
     a, b = services["jisr-a"]["environment"], services["jisr-b"]["environment"]
     assert a == {key: settings[key] for key in PER_NODE}  # node a: jisr.env's own values
     assert all(a[key] != b[key] for key in PER_NODE), (a, b)
-    # What jisr.env's head says differs per node.
+    # What deploy/README.md says differs per node (and jisr.env's head too).
+    readme = (DEPLOY / "README.md").read_text()
     for key in PER_NODE:
+        assert f"`{key}`" in readme, key
         assert key in (DEPLOY / "jisr.env").read_text().split("JISR_NODE_ID=a")[0], key
 
 
@@ -275,3 +278,42 @@ def test_jisr_env_points_at_the_redis_sentinel_coturn_and_caddy_files():
     for key, value in a.items():
         if value.startswith("/etc/jisr/") or value.startswith("/srv/"):
             assert any(PurePosixPath(value).is_relative_to(t) for t in targets), key
+
+
+# -- deploy/README.md -------------------------------------------------------------
+
+
+def readme_table(heading: str) -> list[list[str]]:
+    text = (DEPLOY / "README.md").read_text()
+    section = text.split(f"\n{heading}\n", 1)[1].split("\n#", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
+
+
+def test_the_readme_firewall_table_lists_every_port_the_files_open():
+    settings = env_file()
+    caddyfile = (DEPLOY / "Caddyfile").read_text()
+    media = int(settings["JISR_MEDIA_UDP_PORT"])
+    workers = unit("jisr.service").exec_start()
+    count = int(workers[workers.index("--workers") + 1])
+    turn = "coturn/turnserver.conf"
+    expected = [
+        (re.search(r"\{\$JISR_CADDY_HTTPS_PORT:(\d+)\}", caddyfile).group(1), "TCP"),
+        (re.search(r"\{\$JISR_CADDY_HTTP_PORT:(\d+)\}", caddyfile).group(1), "TCP"),
+        (settings["JISR_PORT"], "TCP"),
+        (f"{media}–{media + count - 1}", "UDP"),
+        (conf_value(turn, "listening-port"), "UDP"), (conf_value(turn, "listening-port"), "TCP"),
+        (conf_value(turn, "tls-listening-port"), "TCP"),
+        (f"{conf_value(turn, 'min-port')}–{conf_value(turn, 'max-port')}", "UDP"),
+        (conf_value("redis/redis.conf", "tls-port"), "TCP"),
+        (conf_value("redis/sentinel.conf", "tls-port"), "TCP"),
+    ]  # fmt: skip
+    rows = readme_table("## Firewall")
+    for port, protocol in expected:
+        assert any(row[0] == port and protocol in row[1] for row in rows), (port, protocol)
+
+
+def test_the_readme_says_where_each_file_goes():
+    rows = readme_table("### Where each file goes")
+    listed = {row[1].strip("`"): row[0].strip("`").removeprefix("deploy/") for row in rows}
+    assert listed == INSTALLED
