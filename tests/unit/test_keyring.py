@@ -96,3 +96,27 @@ def test_an_interrupted_rotation_is_finished_by_running_it_again(shelves, monkey
     report = during.rotate(new)
     assert report.count == 2 and report.already == {"recording": 2, "attachment": 1}
     assert Keyring(new, shelves).stale() == {"recording": 0, "attachment": 0}
+
+
+def test_a_rolling_rotation_keeps_every_key_open_on_every_node(shelves):
+    """deploy/README.md's runbook, two nodes sharing the folders: first each node
+    takes the new key as an accepted old key, then each swaps the two; whatever
+    one node wraps, the other opens at every step."""
+    old, new = MasterKey(os.urandom(32)), MasterKey(os.urandom(32))
+    keys = {("recording", "r_before"): Keyring(old, shelves).create("recording", "r_before")}
+    steps = [
+        (Keyring(old, shelves, retired=[new]), Keyring(old, shelves)),  # a restarted
+        (Keyring(old, shelves, retired=[new]), Keyring(old, shelves, retired=[new])),
+        (Keyring(new, shelves, retired=[old]), Keyring(old, shelves, retired=[new])),  # a swapped
+        (Keyring(new, shelves, retired=[old]), Keyring(new, shelves, retired=[old])),
+    ]
+    for step, (a, b) in enumerate(steps):
+        for name, node in (("a", a), ("b", b)):
+            keys[("attachment", f"{name}{step}")] = node.create("attachment", f"{name}{step}")
+        for node in (a, b):
+            for (kind, owner), key in keys.items():
+                assert node.data_key(kind, owner) == key, (step, owner)
+    # Then rotate-key: what either node wrapped with the old key, rewrapped once.
+    report = steps[-1][0].rotate(new)
+    assert (report.count, report.already["attachment"]) == (6, 3)  # a2, a3, b3: the new key
+    assert Keyring(new, shelves).stale() == {"recording": 0, "attachment": 0}
