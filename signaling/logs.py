@@ -179,14 +179,16 @@ class AccessLog(AbstractAccessLogger):
 
 
 def get_logger(**bound: object):
-    return structlog.get_logger("jisr").bind(**bound)
+    """A logger that takes the logging configuration when it first logs (binding on
+    the lazy proxy would freeze whatever was configured at import time)."""
+    return structlog.get_logger("jisr", **bound)
 
 
 class Audit:
     """The audit trail: who did what to which consult or session, and when."""
 
     def __init__(self, node_id: str) -> None:
-        self._log = structlog.get_logger("jisr.audit").bind(audit=True, node=node_id)
+        self._log = structlog.get_logger("jisr.audit", audit=True, node=node_id)
 
     def record(self, event: str, actor: dict | None = None, **fields: object) -> None:
         self._log.info(event, actor=actor, **fields)

@@ -8,6 +8,7 @@ import json
 
 import jwt
 import pytest
+import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -130,3 +131,18 @@ def test_logs_are_json_and_redact_secrets():
     assert lines[0]["event"] == "peer.offer" and lines[0]["session_id"] == "s1"
     assert "eyJsecret" not in stream.getvalue() and "secret sdp" not in stream.getvalue()
     assert lines[1]["audit"] is True and lines[1]["event"] == "consult.created"
+
+
+def test_a_logger_made_before_logging_is_configured_follows_the_configuration():
+    """Modules make their loggers at import, which in a worker process comes before
+    its logging is configured: their lines must still be JSON."""
+    structlog.reset_defaults()  # as a fresh process starts
+    made_at_import = get_logger(component="probe")
+    stream = io.StringIO()
+    configure_logging(stream=stream)
+    try:
+        made_at_import.info("probe.logged", session_id="s1")
+    finally:
+        configure_logging()
+    line = json.loads(stream.getvalue().splitlines()[-1])
+    assert line["event"] == "probe.logged" and line["session_id"] == "s1"
