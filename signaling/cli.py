@@ -71,6 +71,10 @@ def serve(args: argparse.Namespace) -> int:
         print("--workers above 1 needs JISR_REDIS_URL: nodes share state through Redis",
               file=sys.stderr)  # fmt: skip
         return 2
+    if settings.media_udp_port and settings.media_udp_port + workers - 1 > 65535:
+        print("JISR_MEDIA_UDP_PORT: each worker takes the next port; "
+              f"{workers} workers do not fit below 65536", file=sys.stderr)  # fmt: skip
+        return 2
     configure_logging(os.environ.get("JISR_LOG_LEVEL", "info"))
     if args.demo:
         base = f"http://{settings.host}:{settings.port}"
@@ -122,9 +126,17 @@ def run_node(settings: Settings, node_id: str | None, reuse_port: bool) -> None:
     uvloop.run(main())
 
 
+def worker_settings(settings: Settings, index: int) -> Settings:
+    """Worker ``index`` shares the HTTP port but takes a media UDP port of its own:
+    JISR_MEDIA_UDP_PORT plus its index (0 stays 0: each picks one)."""
+    if not settings.media_udp_port:
+        return settings
+    return settings.model_copy(update={"media_udp_port": settings.media_udp_port + index})
+
+
 def _worker_main(settings: Settings, index: int, base_node_id: str) -> None:
     configure_logging(os.environ.get("JISR_LOG_LEVEL", "info"))
-    run_node(settings, f"{base_node_id}-{index}", reuse_port=True)
+    run_node(worker_settings(settings, index), f"{base_node_id}-{index}", reuse_port=True)
 
 
 def supervise(settings: Settings, workers: int) -> int:
