@@ -1,6 +1,6 @@
-# One Jisr node. Media flows over UDP on ports aiortc picks at random, so run it
-# with host networking (docker run --network host …) or behind a TURN server, and
-# set JISR_ICE_ADDRESSES to the address clients reach it on.
+# One Jisr node. Media flows over one UDP port (JISR_MEDIA_UDP_PORT, 7882; worker i
+# of --workers N takes 7882+i): publish it (docker run -p 7882:7882/udp …) or use
+# host networking, and set JISR_ICE_ADDRESSES to the address clients reach it on.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -20,6 +20,6 @@ ENV PATH=/opt/jisr/.venv/bin:$PATH
 
 ENV JISR_HOST=0.0.0.0 JISR_PORT=8080 JISR_WEB_DIR=/opt/jisr/web
 USER jisr
-EXPOSE 8080
+EXPOSE 8080 7882/udp
 HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request,os;urllib.request.urlopen(f'http://{os.environ[\"JISR_HOST\"]}:{os.environ[\"JISR_PORT\"]}/healthz')"
 CMD ["jisr", "serve"]

@@ -306,6 +306,9 @@ def start_jisr(procs: Processes, redis_url: str | None = None) -> Server:
     port = free_port()
     secret = secrets.token_urlsafe(48)
     env = {"JISR_JWT_SECRET": secret, "JISR_ICE_ADDRESSES": "127.0.0.1", "JISR_HOST": "127.0.0.1"}
+    # Media on one shared socket as deployed, on a port the system picks (not 7882, which
+    # a server left running elsewhere on the machine may hold).
+    env["JISR_MEDIA_UDP_PORT"] = "0"
     if redis_url:  # the workers sign their node-map entries and requests to each other
         env |= {"JISR_REDIS_URL": redis_url, "JISR_CLUSTER_SECRET": secrets.token_urlsafe(48)}
     proc = procs.start(

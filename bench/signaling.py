@@ -126,6 +126,7 @@ def start_jisr(folder: Path, max_observers: int) -> Target:
         **os.environ,
         "JISR_JWT_SECRET": secret,
         "JISR_ICE_ADDRESSES": "127.0.0.1",
+        "JISR_MEDIA_UDP_PORT": "0",  # no media here; not 7882, which another server may hold
         "JISR_MAX_OBSERVERS": str(max_observers),
         "JISR_NODE_ID": "n_bench",
         # Every client of the benchmark shares one address and each referrer makes a

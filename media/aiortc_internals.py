@@ -14,9 +14,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
 
 import aioice.ice
 import pylibsrtp
+from aioice import stun
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aioice.utils import random_string
 from aiortc import RTCPeerConnection, RTCRtpCodecParameters, RTCRtpTransceiver
 from aiortc.codecs import CODECS, is_rtx
 from aiortc.rtcdtlstransport import X509_DIGEST_ALGORITHMS, RTCDtlsTransport, State
@@ -24,6 +29,9 @@ from aiortc.rtcpeerconnection import find_common_codecs
 from aiortc.sdp import MediaDescription
 
 from .rtp import RTP_FIRST_BYTES, is_rtcp
+
+if TYPE_CHECKING:
+    from .udp_mux import Address, SharedSocket, UdpMux
 
 _default_host_addresses = aioice.ice.get_host_addresses
 
@@ -202,3 +210,124 @@ def codecs_started(pc: RTCPeerConnection) -> bool:
         if receiver._RTCRtpReceiver__decoder_thread is not None:
             return True
     return False
+
+
+# -- one UDP port for every peer (media.udp_mux) ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StunView:
+    request: bool
+    ufrag: str | None  # of a binding request: the USERNAME part naming its receiver
+    message: stun.Message
+
+
+def read_stun(data: bytes) -> StunView | None:
+    """A STUN message as the shared socket needs it; None for anything else."""
+    try:
+        message = stun.parse_message(data)
+    except Exception:  # noqa: BLE001 - aioice raises ValueError, struct.error... on junk
+        return None
+    request = message.message_class == stun.Class.REQUEST
+    username = message.attributes.get("USERNAME")
+    ufrag = None
+    if request and message.message_method == stun.Method.BINDING and isinstance(username, str):
+        ufrag = username.partition(":")[0]
+    return StunView(request, ufrag, message)
+
+
+def host_addresses() -> list[str]:
+    """The addresses aioice gathers host candidates on (see restrict_host_addresses)."""
+    return aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True)
+
+
+def gather_on_shared_port(pc: RTCPeerConnection, mux: UdpMux) -> None:
+    """Make ``pc``'s ICE gather its host candidates on the node's shared sockets.
+
+    Call it after setRemoteDescription (which creates the ICE transports; with
+    max-bundle the extra ones are dropped there) and before setLocalDescription
+    (which gathers). aioice gathers through ``Connection.get_component_candidates``;
+    an instance attribute of that name takes the call.
+    """
+    for transport in pc._RTCPeerConnection__iceTransports:
+        share_port(transport._connection, mux)
+
+
+def share_port(connection: aioice.ice.Connection, mux: UdpMux) -> None:
+    """One aioice connection, before it gathers, onto the shared sockets."""
+    connection.get_component_candidates = partial(_shared_candidates, connection, mux)
+
+
+async def _shared_candidates(
+    connection: aioice.ice.Connection, mux: UdpMux, component: int, addresses: list[str],
+    timeout: int = 5,
+) -> list[Candidate]:  # fmt: skip
+    """Stands in for Connection.get_component_candidates: a host candidate on each
+    address's shared socket. Nothing server-reflexive or relayed: the node offers
+    host candidates only (JISR_ICE_ADDRESSES names its public ones)."""
+    if component != 1:
+        raise ValueError("a shared port needs RTP and RTCP on one component (rtcp-mux)")
+    sockets = [s for s in [await mux.socket_for(a) for a in addresses] if s is not None]
+    # The mux routes new addresses by ufrag: another peer's must not be repeated.
+    while mux.ufrag_taken(connection.local_username):
+        connection._local_username = random_string(8)
+    candidates = []
+    for shared in sockets:
+        protocol = aioice.ice.StunProtocol(connection)
+        route = SharedPortRoute(shared, protocol)
+        protocol.connection_made(route)
+        host, port = shared.sockname
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", host), component=component,
+            transport="udp", priority=candidate_priority(component, "host"), host=host,
+            port=port, type="host",
+        )  # fmt: skip
+        shared.add(route)
+        connection._protocols.append(protocol)
+        candidates.append(protocol.local_candidate)
+    return candidates
+
+
+def _closed(data: bytes, addr: object) -> None:
+    """Sending through a route whose connection has closed: nothing goes out."""
+
+
+class SharedPortRoute:
+    """One ICE connection on one shared socket: what its aioice StunProtocol takes
+    for its transport, and where the socket hands what arrives for it."""
+
+    def __init__(self, shared: SharedSocket, protocol: aioice.ice.StunProtocol) -> None:
+        self._shared = shared
+        self._protocol = protocol
+        self._connection = protocol.receiver
+        self.ufrag: str = self._connection.local_username
+        self.addresses: dict[Address, None] = {}
+        # The shared socket's own sendto, unwrapped: Tap.send goes through here.
+        self.sendto = shared.transport.sendto
+
+    # asyncio.DatagramTransport, as much of it as aioice uses
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self._shared.transport.get_extra_info(name, default)
+
+    def is_closing(self) -> bool:
+        return self.sendto is _closed
+
+    def close(self) -> None:
+        """The connection closes its protocols: only this route goes, not the socket."""
+        if self.sendto is _closed:
+            return
+        self.sendto = _closed
+        self._shared.remove(self)
+        self._protocol.connection_lost(None)
+
+    # what the shared socket hands over
+
+    def data_received(self, data: bytes) -> None:
+        self._connection.data_received(data, 1)  # Tap's hook, once a Tap is installed
+
+    def stun_received(self, data: bytes, addr: Address) -> None:
+        self._protocol.datagram_received(data, addr)
+
+    def authenticates(self, message: stun.Message) -> bool:
+        return message.check_message_integrity(self._connection.local_password.encode("utf8"))

@@ -21,7 +21,13 @@ from aiortc import (
 )
 from aiortc.sdp import SessionDescription
 
-from .aiortc_internals import Tap, guard_connection_task, negotiated
+from .aiortc_internals import (
+    Tap,
+    gather_on_shared_port,
+    guard_connection_task,
+    host_addresses,
+    negotiated,
+)
 from .bitrate import DEFAULT_MAX_BITRATE
 from .codecs import codecs_of
 from .errors import MediaError
@@ -41,6 +47,7 @@ from .room import SessionRoom
 from .sdp_checks import parse_candidate
 from .sink import Sink, sink_stream
 from .subscription import InternalSubscription, PacketCallback
+from .udp_mux import UdpMux
 
 log = structlog.get_logger("jisr.media")
 
@@ -50,7 +57,11 @@ StateCallback = Callable[[str, str, str], None]  # (session_id, peer_id, state)
 
 
 class MediaNode:
-    """The media side of one node: every session it hosts."""
+    """The media side of one node: every session it hosts.
+
+    ``udp_port``: every peer's ICE shares one UDP socket per host address on this
+    port (0: one the system picks; see media.udp_mux). None: each peer binds ports
+    of its own, as aioice does by itself."""
 
     def __init__(
         self,
@@ -58,8 +69,12 @@ class MediaNode:
         ice_servers: list[RTCIceServer] | None = None,
         on_state: StateCallback | None = None,
         max_bitrate: int = DEFAULT_MAX_BITRATE,
+        udp_port: int | None = None,
     ) -> None:
+        if ice_servers and udp_port is not None:
+            raise ValueError("on a shared UDP port the node gathers host candidates only")
         self._ice_servers = list(ice_servers or [])
+        self._mux = UdpMux(udp_port) if udp_port is not None else None
         self._on_state = on_state or (lambda *_: None)
         self._max_bitrate = max_bitrate
         self._rooms: dict[str, SessionRoom] = {}
@@ -69,6 +84,20 @@ class MediaNode:
 
     def stats(self) -> dict:
         return {"sessions": len(self._rooms), "peers": len(self._peers)}
+
+    async def listen(self) -> None:
+        """Bind the shared UDP port on the host addresses now (OSError if taken), not
+        at the first call."""
+        if self._mux is not None:
+            await self._mux.listen(host_addresses())
+
+    def udp_ports(self) -> dict[str, int]:
+        """Host address -> the shared media port bound on it (empty without one)."""
+        return self._mux.ports() if self._mux is not None else {}
+
+    def udp_stats(self) -> dict | None:
+        """The shared sockets: peers and addresses routed, datagrams dropped by reason."""
+        return self._mux.stats() if self._mux is not None else None
 
     def peer_connection(self, peer_id: str) -> RTCPeerConnection | None:
         peer = self._peers.get(peer_id)
@@ -159,14 +188,15 @@ class MediaNode:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error(failure_event, error=type(exc).__name__, detail=str(exc)[:200])
 
-    @staticmethod
     async def _answer(
-        pc: RTCPeerConnection, session_id: str, peer_id: str, offer_sdp: str,
+        self, pc: RTCPeerConnection, session_id: str, peer_id: str, offer_sdp: str,
         publish: str | None, receive: list[str],
     ) -> Outgoing:  # fmt: skip
         """Negotiate: which of the offer's m-lines carry which slot's stream back."""
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            if self._mux is not None:
+                gather_on_shared_port(pc, self._mux)
             outgoing = choose_outgoing(pc, publish, receive)
             await pc.setLocalDescription(await pc.createAnswer())
         except MediaError:
@@ -268,6 +298,8 @@ class MediaNode:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reports
             self._reports = None
+        if self._mux is not None:
+            self._mux.close()
 
 
 async def _close_quietly(pc: RTCPeerConnection) -> None:

@@ -40,6 +40,10 @@ def serve(args: argparse.Namespace) -> int:
               "nodes share state through it",
               file=sys.stderr)  # fmt: skip
         return 2
+    if settings.media_udp_port and settings.media_udp_port + workers - 1 > 65535:
+        print("JISR_MEDIA_UDP_PORT: each worker takes the next port; "
+              f"{workers} workers do not fit below 65536", file=sys.stderr)  # fmt: skip
+        return 2
     configure_logging(os.environ.get("JISR_LOG_LEVEL", "info"))
     listeners = []
     if args.demo:  # and HTTPS on the network addresses, for another computer
@@ -113,11 +117,22 @@ def run_node(
 WORKER_START_FAILED = 78  # EX_CONFIG: the store refused or could not be reached at start
 
 
+def worker_settings(settings: Settings, index: int) -> Settings:
+    """Worker ``index`` shares the HTTP port but takes a media UDP port of its own:
+    JISR_MEDIA_UDP_PORT plus its index (0 stays 0: each picks one)."""
+    if not settings.media_udp_port:
+        return settings
+    return settings.model_copy(update={"media_udp_port": settings.media_udp_port + index})
+
+
 def _worker_main(
     settings: Settings, index: int, base_node_id: str, listeners: Sequence[Listener]
 ) -> None:
     configure_logging(os.environ.get("JISR_LOG_LEVEL", "info"))
-    failed = run_node(settings, f"{base_node_id}-{index}", reuse_port=True, listeners=listeners)
+    failed = run_node(
+        worker_settings(settings, index), f"{base_node_id}-{index}", reuse_port=True,
+        listeners=listeners,
+    )  # fmt: skip
     sys.exit(WORKER_START_FAILED if failed else 0)
 
 

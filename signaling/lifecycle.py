@@ -44,6 +44,7 @@ async def heartbeat(app: web.Application) -> None:
 
 
 async def lifecycle(app: web.Application):
+    await app[MEDIA].listen()  # a media port already in use stops the node here
     store = app[STORE]
     await store.start()
     app[HTTP_CLIENT] = ClientSession()

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     # Addresses the media peers gather ICE host candidates on (empty: every interface
     # but loopback, aioice's default). Tests and single-host demos use 127.0.0.1.
     ice_addresses: Annotated[list[str], NoDecode] = []
+    # The one UDP port every media peer of a node shares, on each of those addresses
+    # (what a firewall opens). Workers of `jisr serve --workers N` take this port plus
+    # their index. 0: a port the system picks, for each node and each address.
+    media_udp_port: int = Field(7882, ge=0, le=65535)
     specialties: Annotated[list[str], NoDecode] = list(DEFAULT_SPECIALTIES)
 
     # Video bitrate ceilings (bits/s) the server asks publishers to stay under:

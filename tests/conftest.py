@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 
 import pytest
 
@@ -9,6 +10,11 @@ from signaling.auth import mint_token
 from signaling.settings import Settings, load_settings
 
 pytest_plugins = ["tests.fixtures_redis"]
+
+# Media on one shared UDP port, as deployed, but on a port the system picks for each
+# node: tests run nodes side by side (in this process and in servers it starts, which
+# inherit the environment). Tests of the fixed port set their own.
+os.environ.setdefault("JISR_MEDIA_UDP_PORT", "0")
 
 
 def pytest_report_header(config) -> str:

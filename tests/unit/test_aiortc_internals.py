@@ -130,3 +130,96 @@ async def test_tap_carries_rtp_and_rtcp_between_real_peers():
         await b.close()
     finally:
         restrict_host_addresses([])
+
+
+def test_what_the_shared_port_replaces_in_aioice():
+    """media.udp_mux: a peer's ICE gathers on the node's shared sockets through an
+    instance attribute standing in for get_component_candidates, with a
+    StunProtocol whose transport is a route on the shared socket."""
+    from aiortc import RTCPeerConnection
+    from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
+
+    source = inspect.getsource
+    Connection, StunProtocol = aioice.ice.Connection, aioice.ice.StunProtocol
+    # aiortc gathers on the transports in this set, each with its gatherer's connection,
+    # one component (RTP and RTCP muxed).
+    assert "self.__iceTransports" in source(RTCPeerConnection.__init__)
+    assert "t.iceGatherer.gather()" in source(RTCPeerConnection._RTCPeerConnection__gather)
+    assert "self.__iceTransports" in source(RTCPeerConnection._RTCPeerConnection__gather)
+    assert "self._connection = gatherer._connection" in source(RTCIceTransport.__init__)
+    assert "components" not in source(RTCIceGatherer.__init__)
+    assert inspect.signature(Connection).parameters["components"].default == 1
+    # gather_candidates asks for each component's candidates through the instance.
+    assert "self.get_component_candidates(component=component, addresses=addresses)" in source(
+        Connection.gather_candidates
+    )
+    assert list(inspect.signature(Connection.get_component_candidates).parameters) == [
+        "self", "component", "addresses", "timeout",
+    ]  # fmt: skip
+    # What the stand-in fills in and how aioice then uses it.
+    assert "self._local_username = local_username" in source(Connection.__init__)
+    assert "return self._local_username" in source(Connection.local_username.fget)
+    assert "self._protocols: list[StunProtocol] = []" in source(Connection.__init__)
+    assert "for protocol in self._protocols:" in source(Connection._pair_remote_candidate)
+    assert "await protocol.close()" in source(Connection.close)
+    assert "self.transport = cast(asyncio.DatagramTransport, transport)" in source(
+        StunProtocol.connection_made
+    )
+    assert "self.transport.close()" in source(StunProtocol.close)
+    assert "self.receiver.protocol_lost(self)" in source(StunProtocol.connection_lost)
+    assert "self.transport.sendto(bytes(message), addr)" in source(StunProtocol.send_stun)
+    assert "self.receiver.request_received(message, addr, self)" in source(
+        StunProtocol.datagram_received
+    )
+    assert "message.check_message_integrity(self.local_password" in source(
+        Connection.request_received
+    )
+
+
+async def test_shared_port_carries_a_real_peer_connection():
+    import asyncio
+
+    from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection
+    from aiortc.sdp import SessionDescription
+
+    from media.aiortc_internals import Tap, gather_on_shared_port, keep_codecs_off
+    from media.udp_mux import UdpMux
+
+    restrict_host_addresses(["127.0.0.1"])
+    mux = UdpMux(0)
+    try:
+        await mux.listen(["127.0.0.1"])
+        config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        client, server = RTCPeerConnection(config), RTCPeerConnection(config)
+        client.addTransceiver("audio", direction="sendrecv")
+        client.addTransceiver("video", direction="sendrecv")
+        await client.setLocalDescription(await client.createOffer())
+        await server.setRemoteDescription(client.localDescription)
+        gather_on_shared_port(server, mux)
+        for pc in (client, server):
+            for transceiver in pc.getTransceivers():
+                keep_codecs_off(transceiver)
+        await server.setLocalDescription(await server.createAnswer())
+        answer = SessionDescription.parse(server.localDescription.sdp)
+        ports = {c.port for m in answer.media for c in m.ice_candidates}
+        assert ports == {mux.ports()["127.0.0.1"]}
+        await client.setRemoteDescription(server.localDescription)
+        got: asyncio.Queue = asyncio.Queue()
+        tap_client = Tap(client, got.put_nowait, lambda p: None)
+        tap_server = Tap(server, got.put_nowait, lambda p: None)
+
+        async def until_ready() -> None:
+            while not (tap_client.ready and tap_server.ready):
+                await asyncio.sleep(0.01)  # polling the transport's state, bounded below
+
+        await asyncio.wait_for(until_ready(), 10)
+        packet = bytes([0x80, 96, 0, 1, 0, 0, 0, 9, 0, 0, 0, 42]) + b"payload"
+        assert tap_client.send(packet) and await asyncio.wait_for(got.get(), 5) == packet
+        assert tap_server.send(packet) and await asyncio.wait_for(got.get(), 5) == packet
+        assert mux.stats()["peers"] == 1
+        await client.close()
+        await server.close()
+        assert mux.stats()["peers"] == 0 and mux.stats()["addresses"] == 0
+    finally:
+        mux.close()
+        restrict_host_addresses([])

@@ -33,6 +33,23 @@ def test_each_bad_value_gets_its_own_message(monkeypatch):
     assert "not-an-ip" in message
 
 
+def test_media_port_one_per_worker(monkeypatch):
+    from signaling.cli import main, worker_settings
+
+    monkeypatch.delenv("JISR_MEDIA_UDP_PORT", raising=False)
+    settings = load_settings(jwt_secret=SECRET)
+    assert settings.media_udp_port == 7882
+    assert [worker_settings(settings, i).media_udp_port for i in range(3)] == [7882, 7883, 7884]
+    system_picks = load_settings(jwt_secret=SECRET, media_udp_port=0)
+    assert worker_settings(system_picks, 2).media_udp_port == 0
+    with pytest.raises(SettingsError, match="JISR_MEDIA_UDP_PORT"):
+        load_settings(jwt_secret=SECRET, media_udp_port=65536)
+    monkeypatch.setenv("JISR_JWT_SECRET", SECRET)
+    monkeypatch.setenv("JISR_REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("JISR_MEDIA_UDP_PORT", "65535")
+    assert main(["serve", "--workers", "2"]) == 2  # the second worker's port would not fit
+
+
 def test_secrets_are_required_and_never_printed(monkeypatch):
     with pytest.raises(SettingsError, match="JISR_JWT_SECRET is required"):
         load_settings(jwt_secret=None)
