@@ -10,6 +10,7 @@ from .errors import MediaError
 from .inbound import REPAIR_WINDOW_S
 from .node import MediaNode
 from .subscription import InternalSubscription, MediaSubscriptions, PacketCallback, SenderClock
+from .udp_mux import PortUnavailable
 
 __all__ = [
     "REPAIR_WINDOW_S",
@@ -19,6 +20,7 @@ __all__ = [
     "MediaNode",
     "MediaSubscriptions",
     "PacketCallback",
+    "PortUnavailable",
     "SenderClock",
     "restrict_host_addresses",
 ]

@@ -136,6 +136,10 @@ class SharedSocket(asyncio.DatagramProtocol):
         route.addresses.clear()
 
 
+class PortUnavailable(OSError):
+    """The media port cannot be bound at start (taken by another process, say)."""
+
+
 class UdpMux:
     """A node's shared media sockets: one per host address, all on ``port`` (0: a
     port the system picks, per address)."""
@@ -153,7 +157,7 @@ class UdpMux:
                 await self._bind(address)
             except OSError as exc:
                 if exc.errno != errno.EADDRNOTAVAIL:
-                    raise
+                    raise PortUnavailable(exc.errno, exc.strerror) from exc
                 log.warning("udp.bind_failed", port=self.port, error=type(exc).__name__)
 
     async def socket_for(self, address: str) -> SharedSocket | None:
@@ -172,14 +176,19 @@ class UdpMux:
         async with self._binding:
             if address in self._sockets:
                 return self._sockets[address]
-            loop = asyncio.get_running_loop()
-            transport, shared = await loop.create_datagram_endpoint(
-                SharedSocket, local_addr=(address, self.port)
-            )
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
+            # Bound here rather than by the event loop, which (uvloop) drops the errno.
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
+                sock.setblocking(False)
+                sock.bind((address, self.port))
+            except OSError:
+                sock.close()
+                raise
+            loop = asyncio.get_running_loop()
+            _, shared = await loop.create_datagram_endpoint(SharedSocket, sock=sock)
             self._sockets[address] = shared
             log.info("udp.listening", port=shared.sockname[1], sockets=len(self._sockets))
             return shared

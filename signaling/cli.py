@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import secrets
 import socket
@@ -40,10 +41,12 @@ def serve(args: argparse.Namespace) -> int:
               "nodes share state through it",
               file=sys.stderr)  # fmt: skip
         return 2
-    if settings.media_udp_port and settings.media_udp_port + workers - 1 > 65535:
-        print("JISR_MEDIA_UDP_PORT: each worker takes the next port; "
-              f"{workers} workers do not fit below 65536", file=sys.stderr)  # fmt: skip
-        return 2
+    for name, first in (("JISR_MEDIA_UDP_PORT", settings.media_udp_port),
+                        ("JISR_INTERNAL_PORT", settings.internal_port)):  # fmt: skip
+        if first and first + workers - 1 > 65535:
+            print(f"{name}: each worker takes the next port; "
+                  f"{workers} workers do not fit below 65536", file=sys.stderr)  # fmt: skip
+            return 2
     configure_logging(os.environ.get("JISR_LOG_LEVEL", "info"))
     listeners = []
     if args.demo:  # and HTTPS on the network addresses, for another computer
@@ -67,13 +70,19 @@ def run_node(
 
     import uvloop
 
+    from media import PortUnavailable
+
     from .app import create_app
     from .cluster import server_ssl
     from .store import StoreUnavailable
 
     internal = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     internal.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    internal.bind((settings.internal_host, 0))
+    try:
+        internal.bind((settings.internal_host, settings.internal_port))
+    except OSError as exc:
+        internal.close()
+        return start_failed("JISR_INTERNAL_PORT", settings.internal_port, exc)
     internal_tls = server_ssl(settings)
     scheme = "https" if internal_tls else "http"
     internal_url = f"{scheme}://{settings.internal_host}:{internal.getsockname()[1]}"
@@ -98,14 +107,23 @@ def run_node(
         except StoreUnavailable as exc:  # the message names no password: see store.connect
             get_logger().error("node.start_failed", reason=exc.code, error=str(exc))
             return 1
+        except PortUnavailable as exc:  # the media port, bound at start
+            return start_failed("JISR_MEDIA_UDP_PORT", settings.media_udp_port, exc)
         try:
-            await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port,
-                              ssl_context=context).start()  # fmt: skip
-            for extra in listeners:
-                await web.TCPSite(runner, extra.host, extra.port, reuse_port=reuse_port,
-                                  ssl_context=server_context(extra.cert_file, extra.key_file),
-                                  ).start()  # fmt: skip
-            await web.SockSite(runner, internal, ssl_context=internal_tls).start()
+            sites = [("JISR_PORT", settings.port, web.TCPSite(
+                runner, settings.host, settings.port, reuse_port=reuse_port,
+                ssl_context=context))]  # fmt: skip
+            sites += [("--https-port", extra.port, web.TCPSite(
+                runner, extra.host, extra.port, reuse_port=reuse_port,
+                ssl_context=server_context(extra.cert_file, extra.key_file),
+            )) for extra in listeners]  # fmt: skip
+            sites += [("JISR_INTERNAL_PORT", settings.internal_port,
+                       web.SockSite(runner, internal, ssl_context=internal_tls))]  # fmt: skip
+            for name, port, site in sites:
+                try:
+                    await site.start()
+                except OSError as exc:
+                    return start_failed(name, port, exc)
             await stop.wait()
         finally:
             await runner.cleanup()  # closes media, leaves the node map
@@ -114,15 +132,24 @@ def run_node(
     return uvloop.run(main())
 
 
+def start_failed(setting: str, port: int, exc: OSError) -> int:
+    """A port the node cannot bind (taken, or not allowed): one coded line, exit 1."""
+    reason = "port_in_use" if exc.errno == errno.EADDRINUSE else "port_unavailable"
+    get_logger().error("node.start_failed", reason=reason, setting=setting, port=port,
+                       error=exc.strerror or type(exc).__name__)  # fmt: skip
+    return 1
+
+
 WORKER_START_FAILED = 78  # EX_CONFIG: the store refused or could not be reached at start
 
 
 def worker_settings(settings: Settings, index: int) -> Settings:
-    """Worker ``index`` shares the HTTP port but takes a media UDP port of its own:
-    JISR_MEDIA_UDP_PORT plus its index (0 stays 0: each picks one)."""
-    if not settings.media_udp_port:
-        return settings
-    return settings.model_copy(update={"media_udp_port": settings.media_udp_port + index})
+    """Worker ``index`` shares the HTTP port but takes a media UDP port and an
+    internal port of its own: the configured ones plus its index (0 stays 0: each
+    picks one)."""
+    ports = ("media_udp_port", "internal_port")
+    update = {name: getattr(settings, name) + index for name in ports if getattr(settings, name)}
+    return settings.model_copy(update=update) if update else settings
 
 
 def _worker_main(

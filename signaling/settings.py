@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     state_retention_days: float = Field(30, gt=0, le=3650)
     # Where other nodes reach this one for signaling (a private, routable address).
     internal_host: str = "127.0.0.1"
+    # Its port (what the other node's firewall lets through). Workers of `jisr serve
+    # --workers N` take this port plus their index. 0: a port the system picks.
+    internal_port: int = Field(0, ge=0, le=65535)
     node_id: str | None = None
 
     # JWT verification: HS256 with a shared secret, or RS256/ES256 with a public key.

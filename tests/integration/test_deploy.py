@@ -16,7 +16,8 @@ and driven through its front door:
 
 Only this machine's values are put in: paths, loopback addresses, free ports, the
 test's secrets and certificates, Caddy's own CA instead of ACME, and media on a
-port the system picks (JISR_MEDIA_UDP_PORT=0: two nodes share this machine). Then
+port the system picks (JISR_MEDIA_UDP_PORT=0: two nodes share this machine), and
+internal listeners on free ports (JISR_INTERNAL_PORT). Then
 a referrer creates a consult and a specialist accepts it over HTTPS through Caddy,
 both join over wss:// through Caddy with real aiortc peers and each receives the
 other's video; the TURN credentials Jisr hands out open allocations on coturn
@@ -60,6 +61,7 @@ from tests.support.peers import JisrClient
 from tests.support.processes import ROOT, caddy, stop, wait_for
 from tests.support.tls import Pki, make_pki
 from tests.support.turnserver import config_value, deploy_coturn
+from tests.support.udp import free_tcp_ports
 
 USERS = {
     "amal": {"password": "a-pass", "claims": {"name": "Dr Amal", "jisr_role": "referrer",
@@ -96,7 +98,7 @@ def turn_urls(deployed: str, coturn) -> str:
 
 
 def node_settings(tmp: Path, pki: Pki, group: SentinelGroup, coturn, issuers: Path,
-                  node_b: bool) -> dict[str, str]:  # fmt: skip
+                  node_b: bool, internal_port: int) -> dict[str, str]:  # fmt: skip
     service = unit("jisr.service")
     base = env_file(DEPLOY / INSTALLED[service.value("EnvironmentFile")])
     if node_b:  # jisr-b of compose.yaml: node b's own values
@@ -107,7 +109,7 @@ def node_settings(tmp: Path, pki: Pki, group: SentinelGroup, coturn, issuers: Pa
     shared = tmp / "srv"  # the filesystem both nodes mount
     return settings(base, {
         "JISR_HOST": "127.0.0.1", "JISR_PORT": str(free_port()),
-        "JISR_INTERNAL_HOST": "127.0.0.1",
+        "JISR_INTERNAL_HOST": "127.0.0.1", "JISR_INTERNAL_PORT": str(internal_port),
         "JISR_INTERNAL_TLS_CERT_FILE": str(pki.server_cert),
         "JISR_INTERNAL_TLS_KEY_FILE": str(pki.server_key), "JISR_INTERNAL_CA_FILE": str(pki.ca),
         "JISR_TRUSTED_PROXIES": "127.0.0.1",  # Caddy connects from there
@@ -180,8 +182,10 @@ async def test_the_two_node_deployment_from_deploy(tmp_path):
         provider.start()
         stack.callback(provider.stop)
         coturn = stack.enter_context(deploy_coturn(pki.server_cert, pki.server_key, pki.ca))
-        envs = {name: node_settings(tmp_path, pki, group, coturn, issuers, name == "b")
-                for name in ("a", "b")}  # fmt: skip
+        internal = free_tcp_ports(2 * len(WORKERS))  # each node's workers: their own
+        envs = {name: node_settings(tmp_path, pki, group, coturn, issuers, name == "b",
+                                    internal + i * len(WORKERS))
+                for i, name in enumerate("ab")}  # fmt: skip
         nodes = {name: start_node(stack, env, tmp_path / f"jisr-{name}.log")
                  for name, env in envs.items()}  # fmt: skip
         direct = {name: f"http://127.0.0.1:{env['JISR_PORT']}" for name, env in envs.items()}

@@ -5,6 +5,7 @@ media on a UDP port of its own (JISR_MEDIA_UDP_PORT plus its index)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,13 @@ from tests.conftest import CLUSTER_SECRET, SECRET
 from tests.integration.test_media_relay import start_consult
 from tests.redis_server import free_port
 from tests.support.peers import JisrClient
-from tests.support.udp import candidate_ports, children_of, free_udp_ports, udp_ports_of
+from tests.support.udp import (
+    candidate_ports,
+    children_of,
+    free_tcp_ports,
+    free_udp_ports,
+    udp_ports_of,
+)
 
 
 async def wait_for_nodes(url: str, count: int, process: subprocess.Popen) -> list[str]:
@@ -36,12 +43,22 @@ async def wait_for_nodes(url: str, count: int, process: subprocess.Popen) -> lis
         await client.aclose()
 
 
+async def internal_ports(url: str, nodes: list[str]) -> list[int]:
+    client = aioredis.from_url(url)
+    try:
+        entries = [json.loads(await client.get(key)) for key in nodes]
+    finally:
+        await client.aclose()
+    return [int(entry["internal_url"].rsplit(":", 1)[1]) for entry in entries]
+
+
 async def test_two_workers_serve_one_consult(redis_url, tokens):
-    port, media_port = free_port(), free_udp_ports(2)
+    port, media_port, internal_port = free_port(), free_udp_ports(2), free_tcp_ports(2)
     env = {**os.environ, "JISR_PORT": str(port), "JISR_JWT_SECRET": SECRET,
            "JISR_ICE_ADDRESSES": "127.0.0.1", "JISR_REDIS_URL": redis_url,
            "JISR_CLUSTER_SECRET": CLUSTER_SECRET,
-           "JISR_MEDIA_UDP_PORT": str(media_port)}  # fmt: skip
+           "JISR_MEDIA_UDP_PORT": str(media_port),
+           "JISR_INTERNAL_PORT": str(internal_port)}  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, "-m", "signaling.cli", "serve", "--workers", "2"], env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -49,6 +66,8 @@ async def test_two_workers_serve_one_consult(redis_url, tokens):
     try:
         nodes = await wait_for_nodes(redis_url, 2, process)
         assert len(nodes) == 2
+        # what the other node's firewall opens: one internal port per worker
+        assert sorted(await internal_ports(redis_url, nodes)) == [internal_port, internal_port + 1]
         base = f"http://127.0.0.1:{port}"
         async with ClientSession() as http:
             session_id = await start_consult(http, base, tokens)

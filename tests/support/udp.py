@@ -1,5 +1,6 @@
-"""UDP ports for the tests of the shared media port: free ones to configure, and
-which ones a process holds (from /proc, Linux)."""
+"""Ports for the tests of a node's fixed ports (the shared media port, the internal
+listener): free ones to configure, and which UDP ports a process holds (from /proc,
+Linux)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,21 @@ import socket
 
 def free_udp_ports(count: int = 1) -> int:
     """The first of ``count`` consecutive UDP ports free on 127.0.0.1 just now."""
+    return consecutive_free_ports(count, socket.SOCK_DGRAM)
+
+
+def free_tcp_ports(count: int = 1) -> int:
+    """The first of ``count`` consecutive TCP ports free on 127.0.0.1 just now."""
+    return consecutive_free_ports(count, socket.SOCK_STREAM)
+
+
+def consecutive_free_ports(count: int, kind: socket.SocketKind) -> int:
     for _ in range(200):
         base = random.randrange(20000, 60000 - count)
         sockets = []
         try:
             for port in range(base, base + count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock = socket.socket(socket.AF_INET, kind)
                 sockets.append(sock)
                 sock.bind(("127.0.0.1", port))
             return base
@@ -25,7 +35,7 @@ def free_udp_ports(count: int = 1) -> int:
         finally:
             for sock in sockets:
                 sock.close()
-    raise RuntimeError(f"no {count} consecutive free UDP ports")
+    raise RuntimeError(f"no {count} consecutive free {kind.name} ports")
 
 
 def udp_ports_of(pid: int | str = "self") -> list[int]:

@@ -294,6 +294,7 @@ def test_the_readme_firewall_table_lists_every_port_the_files_open():
     settings = env_file()
     caddyfile = (DEPLOY / "Caddyfile").read_text()
     media = int(settings["JISR_MEDIA_UDP_PORT"])
+    internal = int(settings["JISR_INTERNAL_PORT"])
     workers = unit("jisr.service").exec_start()
     count = int(workers[workers.index("--workers") + 1])
     turn = "coturn/turnserver.conf"
@@ -302,6 +303,7 @@ def test_the_readme_firewall_table_lists_every_port_the_files_open():
         (re.search(r"\{\$JISR_CADDY_HTTP_PORT:(\d+)\}", caddyfile).group(1), "TCP"),
         (settings["JISR_PORT"], "TCP"),
         (f"{media}–{media + count - 1}", "UDP"),
+        (f"{internal}–{internal + count - 1}", "TCP"),
         (conf_value(turn, "listening-port"), "UDP"), (conf_value(turn, "listening-port"), "TCP"),
         (conf_value(turn, "tls-listening-port"), "TCP"),
         (f"{conf_value(turn, 'min-port')}–{conf_value(turn, 'max-port')}", "UDP"),
