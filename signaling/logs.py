@@ -127,7 +127,12 @@ def _stdlib_fields(_, __, event_dict: dict) -> dict:
     return event_dict
 
 
+_configured = 0  # how many times logging was configured: bound loggers follow it
+
+
 def configure_logging(level: str = "info", stream=None) -> None:
+    global _configured
+    _configured += 1
     numeric = logging.getLevelName(level.upper())
     tail = [_allow_listed, structlog.processors.format_exc_info]
     renderer = structlog.processors.JSONRenderer(serializer=_dumps)
@@ -188,7 +193,18 @@ class Audit:
     """The audit trail: who did what to which consult or session, and when."""
 
     def __init__(self, node_id: str) -> None:
-        self._log = structlog.get_logger("jisr.audit", audit=True, node=node_id)
+        self._node_id = node_id
+        self._bound_for = -1
+        self._bound = None
+
+    @property
+    def _log(self):
+        # Bound once per logging configuration, not per line (a lazy proxy rebinds
+        # at every call), and never before it (it would keep the defaults).
+        if self._bound_for != _configured:
+            self._bound = structlog.get_logger("jisr.audit").bind(audit=True, node=self._node_id)
+            self._bound_for = _configured
+        return self._bound
 
     def record(self, event: str, actor: dict | None = None, **fields: object) -> None:
         self._log.info(event, actor=actor, **fields)
