@@ -17,7 +17,9 @@ pytestmark = pytest.mark.e2e
 # that reads as a page not ready yet, not as an error.
 STATE_JS = (
     "const done = arguments[arguments.length - 1];"
-    "if (!window.jisr) { done({hookError: 'no hook in this document yet'}); }"
+    "if (!window.jisr) { done({hookError: 'no hook in this document', url: location.href,"
+    " title: document.title, text: document.body ? document.body.innerText.slice(0, 300)"
+    " : null}); }"
     "else { window.jisr.state().then(done, e => done({hookError: String(e)})); }"
 )
 
@@ -49,7 +51,10 @@ def live_video(page_state: dict, participant: str | None = None) -> dict | None:
 
 def open_page(driver, server, page: str, token: str) -> None:
     driver.get(f"{server.base}/{page}.html#token={token}")
-    wait_until(lambda: state(driver).get("ready"), 15, f"{page} page ready")
+    try:
+        wait_until(lambda: state(driver).get("ready"), 15, f"{page} page ready")
+    except AssertionError as failed:  # a page that never started: say what it shows
+        raise AssertionError(f"{failed}; the page: {state(driver)}") from None
     assert "#token" not in driver.current_url  # the token left the address bar
 
 
