@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from prometheus_client import CollectorRegistry
 
 from recordings.crypto import MasterKey, TamperedError, generate_key_file, segment_chunks
 from recordings.layout import RELAY_INBOX
@@ -18,6 +19,7 @@ from recordings.storage import FileStorage
 from recordings.trail import UNREADABLE
 from recordings.vault import Vault
 from recordings.verify import verify, verify_many
+from signaling.verification import RecordingChecks
 from tests.unit.test_recording_crypto import MARKER, encrypt
 from tests.unit.test_vault import (
     RID,
@@ -292,3 +294,35 @@ def test_cli_bad_ids_are_refused_and_nothing_is_verified(cli_env, capsys, argv, 
     assert run_cli(*argv) == 2
     assert message in capsys.readouterr().err
     assert files(cli_env) == before
+
+
+# the schedule ---------------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.recording_event = AuditLog()
+
+
+def test_a_scheduled_pass_verifies_what_is_due_and_counts_it(vault, root):
+    flip_byte(root, 3)
+    registry, clock, audit = CollectorRegistry(), Clock(T0), Recorder()
+    checks = RecordingChecks(vault, audit, registry, interval_s=3600, relay_s=1, clock=clock)
+
+    def figure(name: str, **labels) -> float:
+        return registry.get_sample_value(name, labels or None)
+
+    results = sorted((v.recording_id, v.result) for v in checks.verify_pass().verified)
+    assert results == [(RID, "tampered"), (CLEAN, "ok")]
+    assert figure("jisr_recordings_tampered") == 1
+    assert figure("jisr_recordings_verified_total", result="ok") == 1
+    assert figure("jisr_recording_verify_last_run_timestamp_seconds") == T0
+    clock.now = T0 + 60
+    assert checks.verify_pass().verified == []  # verified within the interval
+    clock.now = vault.clock.now = T0 + 3600
+    assert sorted(v.recording_id for v in checks.verify_pass().verified) == [RID, CLEAN]
+    # A tampered recording is audited at every pass; a clean one once, while it stays so.
+    audited = sorted((f["recording_id"], f["at"], f["result"]) for _, f in audit.recording_event)
+    assert audited == [(RID, T0, "tampered"), (RID, T0 + 3600, "tampered"), (CLEAN, T0, "ok")]
+    assert figure("jisr_recordings_verified_total", result="tampered") == 2
+    assert figure("jisr_recordings_tampered") == 1
