@@ -131,7 +131,10 @@ async def interrupted_recordings(app: web.Application) -> None:
     live = {n for n in nodes if n != app[NODE_ID]}
 
     def is_live(recording_id: str) -> bool:
-        return vault.get(recording_id).get("node") in live
+        try:
+            return vault.get(recording_id).get("node") in live
+        except Exception:  # noqa: BLE001 - unreadable: mark_interrupted_stale says why
+            return False
 
     try:
         marked = await asyncio.to_thread(

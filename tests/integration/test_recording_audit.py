@@ -159,21 +159,23 @@ async def test_exports_by_command_are_in_the_servers_trail(aiohttp_client, folde
 async def test_an_interrupted_recording_has_its_audit_event(aiohttp_client, folder, tokens,
                                                             audit_lines):  # fmt: skip
     vault = Vault(FileStorage(folder / "recordings"), load_master_key(folder / "master.key"))
-    handle = vault.create("r_cut01", {"participants": [{"sub": "dr-amal"}], "node": "n_gone"})
+    handle = vault.create("r_zcut01", {"participants": [{"sub": "dr-amal"}], "node": "n_gone"})
     writer = handle.open_segment(1)
     mux_segment(writer, 0, ("referrer",))
     writer.close()  # published; then its node died mid-recording
     del handle
 
+    # Another recording's verification record altered: it does not stop the check.
+    (folder / "recordings" / RID / "verify.enc").write_bytes(os.urandom(64))
     client = await serve(aiohttp_client, folder)  # a node starts and finds it
-    seen = await get(client, tokens.supervisor, "/api/recordings/r_cut01")
+    seen = await get(client, tokens.supervisor, "/api/recordings/r_zcut01")
     assert seen["state"] == "interrupted" and seen["segments"] == 1
     assert [(e["event"], e["origin"], e["reason"]) for e in seen["trail"]] == [
         ("recording.interrupted", "node", "writer_lost"),
     ]
     lines = [line for line in audit_lines() if line["event"] == "recording.interrupted"]
     assert [(line["recording_id"], line["reason"]) for line in lines] == [
-        ("r_cut01", "writer_lost")
+        ("r_zcut01", "writer_lost")
     ]
 
 
