@@ -1,9 +1,12 @@
-"""``jisr recordings …``: key management, listing, export and retention.
+"""``jisr recordings …``: key management, listing, export, verification, the audit
+journal and retention.
 
 Reads ``JISR_RECORDING_KEY`` (the master key file), ``JISR_RECORDING_OLD_KEYS``
 (retired keys still unwrapped during a rotation), ``JISR_RECORDINGS_DIR`` and, for a
-rotation, ``JISR_ATTACHMENTS_DIR``. Every export, deletion and rotation is written to
-the audit trail (structlog, ``jisr.audit``).
+rotation, ``JISR_ATTACHMENTS_DIR``. Every export, verification, deletion and rotation
+is written to the audit trail (structlog, ``jisr.audit``, on standard error); exports
+and verifications also to the recording's journal, which the server relays into its
+own audit log (recordings.trail).
 """
 
 from __future__ import annotations
@@ -15,14 +18,18 @@ import json
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from .crypto import MasterKeyError, TamperedError, generate_key_file, load_master_key
 from .keyring import Keyring, Shelf
+from .layout import check_id
 from .storage import FileStorage
-from .vault import RecordingNotFound, Vault
+from .tracks import RENDITIONS, SCREEN, media_participants, media_screens, rendition_tracks
+from .vault import NoMedia, RecordingNotFound, Vault
+from .verify import OK, TAMPERED, verify_many
 
 ATTACHMENTS_DIR = "var/attachments"  # the server's default JISR_ATTACHMENTS_DIR
 
@@ -65,7 +72,7 @@ def _vault(keyring: Keyring | None = None) -> Vault:
     root = os.environ.get("JISR_RECORDINGS_DIR")
     if not root:
         raise _ConfigError("JISR_RECORDINGS_DIR is not set: the directory recordings live in")
-    return Vault(FileStorage(root), keyring)
+    return Vault(FileStorage(root), keyring, origin="cli")
 
 
 def _signin_shelf() -> Shelf:
@@ -122,14 +129,100 @@ def list_recordings(args: argparse.Namespace) -> int:
         )
         if "error" in rec:
             print(f"  {rec['error']}")
+        if rec["state"] == TAMPERED:
+            check = rec["verification"]
+            print(f"  verified {_when(check['verified_at'])}: {_failures(check['failures'])}")
     return 0
 
 
+def _failures(failures: list[dict]) -> str:
+    return ", ".join(f"segment {f['segment']} {f['reason']}" for f in failures)
+
+
+def _renditions(vault: Vault, args: argparse.Namespace) -> list[str | None]:
+    """What to write: the whole recording (None), one rendition, or each
+    participant's camera and microphone and each shared screen."""
+    if args.participant:
+        return [args.participant]
+    if not args.per_participant:
+        return [None]
+    tracks = vault.tracks(args.recording_id)
+    screens = [f"{slot}-{SCREEN}" for slot in media_screens(tracks)]
+    renditions = [*media_participants(tracks), *screens]
+    if not renditions:
+        raise NoMedia(f"recording {args.recording_id} holds no participant's media")
+    return renditions
+
+
 def export(args: argparse.Namespace) -> int:
-    path = _vault().export(
-        args.recording_id, args.file, audit=_audit_log, actor=_actor(), reason=args.reason
+    """The whole recording as one multi-track file, or with ``--participant`` one
+    rendition, or with ``--per-participant`` one file per rendition, named after
+    FILE (``review.webm`` → ``review-referrer.webm``). Each file is audited."""
+    check_id(args.recording_id)
+    vault, target = _vault(), Path(args.file)
+    for rendition in _renditions(vault, args):
+        path = target
+        if rendition is not None and args.per_participant:
+            path = target.with_name(f"{target.stem}-{rendition}{target.suffix}")
+        written = _export_one(vault, args, path, rendition)
+        print(f"exported {args.recording_id}{f' ({rendition})' if rendition else ''} to {written}")
+    return 0
+
+
+def _export_one(vault: Vault, args: argparse.Namespace, path: Path, rendition: str | None) -> Path:
+    fields: dict[str, Any] = {"actor": _actor(), "reason": args.reason}
+    if rendition is None:
+        return vault.export(args.recording_id, path, audit=_audit_log, **fields)
+    try:
+        return vault.export(
+            args.recording_id, path, audit=_audit_log, tracks=rendition_tracks(rendition),
+            participant=rendition, **fields,
+        )  # fmt: skip
+    except NoMedia:
+        slot, _, screen = rendition.partition("-")
+        what = "shared screen" if screen else "media"
+        raise NoMedia(f"recording {args.recording_id} holds no {what} of the {slot}") from None
+
+
+def verify(args: argparse.Namespace) -> int:
+    """Check every segment's authentication, without writing any plaintext; mark
+    what fails as tampered. Exit 0: all verified; 1: something failed (or could not
+    be opened); 2: a bad or unknown id (then nothing is verified)."""
+    vault = _vault()
+    ids = [check_id(recording_id) for recording_id in args.recording_ids] or None
+    for recording_id in ids or ():
+        if not vault.keyring.has("recording", recording_id):
+            raise RecordingNotFound(f"recording {recording_id} does not exist (or was deleted)")
+    summary = verify_many(vault, ids, audit=_audit_log, actor=_actor())
+    for check in summary.verified:
+        line = f"{check.recording_id:<24} {check.result:<10}"
+        if check.result == OK:
+            print(f"{line} {check.segments} segment(s) authenticated")
+        elif check.result == TAMPERED:
+            print(f"{line} {_failures([f.public() for f in check.failures])}")
+        else:
+            print(f"{line} {check.error}")
+    print(
+        f"verified {len(summary.verified)} recording(s): {summary.count(OK)} ok, "
+        f"{summary.count(TAMPERED)} tampered, {summary.count('unreadable')} unreadable"
     )
-    print(f"exported {args.recording_id} to {path}")
+    return 0 if summary.clean else 1
+
+
+def trail(args: argparse.Namespace) -> int:
+    """The recording's audit journal, oldest first."""
+    events = _vault().trail.events(check_id(args.recording_id))
+    for entry in events:
+        if args.json:
+            print(json.dumps(entry, sort_keys=True, default=str))
+            continue
+        actor = entry.get("actor") or entry.get("by") or {}
+        who = actor.get("sub", "-") if isinstance(actor, dict) else str(actor)
+        extra = f" {entry['participant']}" if entry.get("participant") else ""
+        print(
+            f"{_when(entry.get('at')):<21} {entry['event']:<26} {entry.get('outcome', '-'):<7} "
+            f"{who}{extra} ({entry['origin'] if 'origin' in entry else '-'})"
+        )
     return 0
 
 
@@ -202,6 +295,26 @@ def add_recordings_commands(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("recording_id")
     p.add_argument("file")
     p.add_argument("--reason", default=None, help="why (kept in the audit trail)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--participant", choices=RENDITIONS,
+        help="only this participant's camera and microphone (or <slot>-screen: their "
+        "shared screen)",
+    )  # fmt: skip
+    which.add_argument(
+        "--per-participant", action="store_true",
+        help="one file per participant (camera and microphone) and per shared screen, "
+        "named FILE-<participant>",
+    )  # fmt: skip
+    p = command(
+        "verify", verify,
+        "check every segment's authentication (all recordings, or those named); mark "
+        "failures as tampered",
+    )  # fmt: skip
+    p.add_argument("recording_ids", nargs="*", metavar="ID")
+    p = command("trail", trail, "print a recording's audit journal")
+    p.add_argument("recording_id")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
     p = command("list", list_recordings, "list recordings")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p = command("purge", purge, "delete recordings older than the retention period")

@@ -26,7 +26,7 @@ import json
 import os
 import secrets
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -50,7 +50,15 @@ _SEALED_VERSION = b"\x01"
 
 class TamperedError(Exception):
     """Ciphertext failed verification: altered or missing bytes, chunks or segments
-    out of place, or a key that does not match. Nothing of it may be used."""
+    out of place, or a key that does not match. Nothing of it may be used.
+
+    ``reason`` says what was found, as a code: ``authentication_failed`` (altered
+    bytes, a chunk out of place, another key), ``truncated`` (it ends early),
+    ``malformed`` (not a segment of this format), ``missing`` (not there at all)."""
+
+    def __init__(self, message: str, reason: str = "authentication_failed") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class MasterKeyError(Exception):
@@ -339,40 +347,50 @@ class SegmentWriter:
 
 def decrypt_segment(data: bytes, data_key: bytes, recording_id: str, segment_index: int) -> bytes:
     """The whole plaintext of one segment, or :class:`TamperedError`; never a part."""
+    view = memoryview(data)
+
+    def read_at(offset: int, length: int) -> bytes:
+        return view[offset : offset + length]
+
+    chunks = segment_chunks(read_at, len(data), data_key, recording_id, segment_index)
+    return b"".join(chunks)
+
+
+def segment_chunks(
+    read_at: Callable[[int, int], bytes | memoryview],
+    size: int,
+    data_key: bytes,
+    recording_id: str,
+    segment_index: int,
+) -> Iterator[bytes]:
+    """The plaintext of one segment of ``size`` bytes, read with ``read_at(offset,
+    length)``, a chunk at a time, each authenticated before it is yielded; a
+    :class:`TamperedError` (with its ``reason``) at the first fault. Whether the
+    segment was whole is known only once the last chunk is out."""
     where = f"segment {segment_index} of recording {recording_id}"
-    if len(data) < _HEADER.size:
-        raise TamperedError(f"{where} is truncated: its header is incomplete")
-    magic, version, _flags, chunk_size, key_id = _HEADER.unpack_from(data)
-    if magic != SEGMENT_MAGIC:
-        raise TamperedError(f"{where} is not an encrypted Jisr segment")
-    if version != SEGMENT_VERSION:
-        raise TamperedError(f"{where} has unsupported format version {version}")
-    if not secrets.compare_digest(key_id, data_key_id(data_key)):
-        raise TamperedError(
-            f"{where} was encrypted under another data key (a segment of another "
-            "recording, or an altered header)"
-        )
-    if not 0 < chunk_size <= MAX_CHUNK_SIZE:
-        raise TamperedError(f"{where} declares an invalid chunk size")
-    aead = AESGCM(data_key)
-    prefix = _associated_prefix(data[: _HEADER.size], recording_id)
-    plaintext = bytearray()
+    header = _segment_header(read_at, size, data_key, where)
+    aead, chunk_size = AESGCM(data_key), _HEADER.unpack(header)[3]
+    prefix = _associated_prefix(header, recording_id)
     pos, index, last = _HEADER.size, 0, False
     while not last:
-        if pos == len(data):
-            raise TamperedError(f"{where} is truncated: its final chunk is missing")
-        if len(data) - pos < _CHUNK.size:
-            raise TamperedError(f"{where} is truncated inside chunk {index}")
-        flag, nonce, length = _CHUNK.unpack_from(data, pos)
+        if pos == size:
+            raise TamperedError(f"{where} is truncated: its final chunk is missing", "truncated")
+        if size - pos < _CHUNK.size:
+            raise TamperedError(f"{where} is truncated inside chunk {index}", "truncated")
+        frame = read_at(pos, _CHUNK.size)
+        if len(frame) < _CHUNK.size:  # the object shrank while it was read
+            raise TamperedError(f"{where} is truncated inside chunk {index}", "truncated")
+        flag, nonce, length = _CHUNK.unpack(frame)
         if flag not in (0, 1) or not TAG_BYTES <= length <= chunk_size + TAG_BYTES:
-            raise TamperedError(f"{where}: chunk {index} has an invalid frame")
+            raise TamperedError(f"{where}: chunk {index} has an invalid frame", "malformed")
         pos += _CHUNK.size
-        if len(data) - pos < length:
-            raise TamperedError(f"{where} is truncated inside chunk {index}")
+        ciphertext = read_at(pos, length)
+        if len(ciphertext) < length:
+            raise TamperedError(f"{where} is truncated inside chunk {index}", "truncated")
         last = flag == 1
         ad = prefix + _POSITION.pack(segment_index, index, last)
         try:
-            plaintext += aead.decrypt(nonce, data[pos : pos + length], ad)
+            yield aead.decrypt(nonce, ciphertext, ad)
         except InvalidTag:
             raise TamperedError(
                 f"{where}: chunk {index} failed authentication (altered bytes, chunks "
@@ -380,6 +398,29 @@ def decrypt_segment(data: bytes, data_key: bytes, recording_id: str, segment_ind
             ) from None
         pos += length
         index += 1
-    if pos != len(data):
-        raise TamperedError(f"{where} has {len(data) - pos} unexpected bytes after its end")
-    return bytes(plaintext)
+    if pos != size:
+        raise TamperedError(
+            f"{where} has {size - pos} unexpected bytes after its end", "malformed"
+        )
+
+
+def _segment_header(
+    read_at: Callable[[int, int], bytes | memoryview], size: int, data_key: bytes, where: str
+) -> bytes:
+    """A segment's header, checked: its format, and that ``data_key`` encrypted it."""
+    header = bytes(read_at(0, _HEADER.size)) if size >= _HEADER.size else b""
+    if len(header) < _HEADER.size:
+        raise TamperedError(f"{where} is truncated: its header is incomplete", "truncated")
+    magic, version, _flags, chunk_size, key_id = _HEADER.unpack(header)
+    if magic != SEGMENT_MAGIC:
+        raise TamperedError(f"{where} is not an encrypted Jisr segment", "malformed")
+    if version != SEGMENT_VERSION:
+        raise TamperedError(f"{where} has unsupported format version {version}", "malformed")
+    if not secrets.compare_digest(key_id, data_key_id(data_key)):
+        raise TamperedError(
+            f"{where} was encrypted under another data key (a segment of another "
+            "recording, or an altered header)"
+        )
+    if not 0 < chunk_size <= MAX_CHUNK_SIZE:
+        raise TamperedError(f"{where} declares an invalid chunk size", "malformed")
+    return header

@@ -36,6 +36,7 @@ from .keyring import KeyNotFound, Keyring, Shelf
 from .layout import (
     FINAL_STATES,
     KEY_OBJECT,
+    RECORDING_ID,
     SEGMENT,
     check_id,
     key_name,
@@ -47,6 +48,8 @@ from .playback import Playback, PlaybackCache
 from .plays import RecentPlays
 from .remux import Segments, remux, track_name
 from .storage import Storage
+from .trail import Trail
+from .verify import read_record, recorded_state, with_verification
 
 __all__ = [
     "Audit",
@@ -77,9 +80,11 @@ class Vault:
         clock: Callable[[], float] = time.time,
         *,
         chunk_size: int = CHUNK_SIZE,
+        origin: str = "node",
     ) -> None:
         """``keys``: the node's keyring (the vault adds its shelf to it), or just the
-        master key for a vault alone."""
+        master key for a vault alone. ``origin``: who journals what it audits (a
+        node, or a ``jisr recordings`` command: see recordings.trail)."""
         self.storage = storage
         self.clock = clock
         self.chunk_size = chunk_size
@@ -90,6 +95,7 @@ class Vault:
         )
         self.playbacks = PlaybackCache(storage, self._exists, chunk_size)
         self.plays = RecentPlays()  # which media requests start a playback (the API asks)
+        self.trail = Trail(storage, self._data_key, origin=origin)
 
     @property
     def master_key_id(self) -> str:
@@ -144,10 +150,14 @@ class Vault:
         self._live[recording_id] = handle
         return handle, meta
 
-    def mark_interrupted_stale(self, is_live: Callable[[str], bool] | None = None) -> list[str]:
+    def mark_interrupted_stale(
+        self, is_live: Callable[[str], bool] | None = None, *, audit: Audit | None = None,
+        **fields: Any,
+    ) -> list[str]:
         """Recordings still "recording" whose writer died become "interrupted"; every
         segment they closed stays readable. ``is_live`` tells which recordings another
-        node is still writing (this vault knows only its own)."""
+        node is still writing (this vault knows only its own). Each is audited as
+        ``recording.interrupted`` (always in its journal)."""
         marked = []
         for recording_id in self._ids():
             if recording_id in self._live or (is_live is not None and is_live(recording_id)):
@@ -171,6 +181,10 @@ class Vault:
             self.storage.discard_partials(f"{recording_id}/")
             self._write_meta(recording_id, data_key, meta)
             marked.append(recording_id)
+            self._audit(
+                _unaudited if audit is None else audit, "recording.interrupted", recording_id,
+                {"ended_at": ended, **fields},
+            )  # fmt: skip
         return marked
 
     # reading ---------------------------------------------------------------------
@@ -188,8 +202,9 @@ class Vault:
 
     def get(self, recording_id: str) -> dict:
         check_id(recording_id)
-        meta = self._read_meta(recording_id, self._data_key(recording_id))
-        return self._public(meta, self._segment_indices(recording_id))
+        data_key, meta = self._open(recording_id)
+        public = self._public(meta, self._segment_indices(recording_id))
+        return with_verification(public, read_record(self.storage, recording_id, data_key))
 
     def tracks(self, recording_id: str) -> list[str]:
         """The titles of the recording's tracks (e.g. ``referrer-video``), the union
@@ -330,7 +345,7 @@ class Vault:
         cutoff = self.clock() - days * _DAY
         purged = []
         for rec in self.list():
-            if rec["state"] in FINAL_STATES and rec["started_at"] < cutoff:
+            if recorded_state(rec) in FINAL_STATES and rec["started_at"] < cutoff:
                 self.delete(
                     rec["recording_id"],
                     audit=audit,
@@ -340,7 +355,8 @@ class Vault:
                 )
                 purged.append(rec["recording_id"])
         keyed = set(self._ids())
-        for recording_id in sorted({n.split("/", 1)[0] for n in self.storage.list()} - keyed):
+        folders = {n.split("/", 1)[0] for n in self.storage.list()}
+        for recording_id in sorted(f for f in folders - keyed if RECORDING_ID.fullmatch(f)):
             self.delete(recording_id, audit=audit, reason="interrupted_deletion", **fields)
         return purged
 
@@ -439,7 +455,9 @@ class Vault:
         error: BaseException | None = None,
     ) -> None:
         outcome = {"outcome": "ok"} if error is None else {"outcome": "failed", "error": str(error)}
-        audit(event, recording_id=recording_id, at=self.clock(), **outcome, **fields)
+        record = {"recording_id": recording_id, "at": self.clock(), **outcome, **fields}
+        audit(event, **record)
+        self.trail.record(recording_id, event, record)
 
     def _audited(
         self,
@@ -457,3 +475,7 @@ class Vault:
             raise
         self._audit(audit, event, recording_id, fields)
         return result
+
+
+def _unaudited(event: str, /, **fields: Any) -> None:
+    """No audit line (the journal still has the event)."""

@@ -34,6 +34,7 @@ from .keys import (
     MEDIA,
     NODE_ID,
     RECORDING,
+    RECORDING_CHECKS,
     SETTINGS,
     SIGNIN,
     STORE,
@@ -56,6 +57,7 @@ from .store import LiveState, RedisStore, Store, make_store
 from .store.connect import from_settings as redis_config
 from .tls import strict_transport
 from .triage import Triage
+from .verification import RecordingChecks
 from .websocket import websocket
 
 # The keyring's shelf for the web sessions' sealing key: <attachments>/signin/signin.key
@@ -207,6 +209,11 @@ def add_records(app: web.Application, settings: Settings, vault: Vault | None) -
         node_id=app[NODE_ID], store=app[STORE],
     )  # fmt: skip
     app[SIGNIN] = open_signin(settings, keyring, app[VERIFIER])
+    app[RECORDING_CHECKS] = RecordingChecks(
+        vault, app[AUDIT], app[TRIAGE].metrics.registry,
+        interval_s=settings.recording_verify_interval_s,
+        relay_s=settings.recording_trail_relay_s,
+    )  # fmt: skip
 
 
 def add_routes(app: web.Application, settings: Settings) -> None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .signin import SignIn
     from .store import LiveState
     from .triage import Triage
+    from .verification import RecordingChecks
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 STORE: web.AppKey[LiveState] = web.AppKey("store")
@@ -39,6 +40,7 @@ RECORDING: web.AppKey[RecordingService] = web.AppKey("recording")
 TRIAGE: web.AppKey[Triage] = web.AppKey("triage")
 CASE_PACKET: web.AppKey[CasePacket] = web.AppKey("case_packet")
 VAULT: web.AppKey[Vault | None] = web.AppKey("vault")  # None: recording is not configured
+RECORDING_CHECKS: web.AppKey[RecordingChecks] = web.AppKey("recording_checks")
 NODE_ID: web.AppKey[str] = web.AppKey("node_id")
 # How other nodes reach this one (node-to-node signaling proxy).
 INTERNAL_URL: web.AppKey[str] = web.AppKey("internal_url")

@@ -1,5 +1,6 @@
 """A node's life: what starts with it, the loops that run while it serves (event
-pump, heartbeat, retention, triage), and a bounded shutdown."""
+pump, heartbeat, retention, triage, verification of recordings and the relay of
+commands' audit events), and a bounded shutdown."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .keys import (
     MEDIA,
     NODE_ID,
     RECORDING,
+    RECORDING_CHECKS,
     SETTINGS,
     SIGNIN,
     STORE,
@@ -57,6 +59,8 @@ async def lifecycle(app: web.Application):
         asyncio.ensure_future(heartbeat(app)),
         asyncio.ensure_future(retention(app)),
         asyncio.ensure_future(app[TRIAGE].run()),
+        asyncio.ensure_future(app[RECORDING_CHECKS].verify_loop()),
+        asyncio.ensure_future(app[RECORDING_CHECKS].relay_loop()),
     ]
     log.info("node.started", node=app[NODE_ID])
     yield
@@ -115,7 +119,8 @@ async def check_keyring(app: web.Application) -> None:
 
 
 async def interrupted_recordings(app: web.Application) -> None:
-    """Recordings still marked as recording whose node is gone were cut short."""
+    """Recordings still marked as recording whose node is gone were cut short; each
+    is audited as ``recording.interrupted`` (and journalled with the recording)."""
     vault = app[VAULT]
     if vault is None:
         return
@@ -126,10 +131,16 @@ async def interrupted_recordings(app: web.Application) -> None:
     live = {n for n in nodes if n != app[NODE_ID]}
 
     def is_live(recording_id: str) -> bool:
-        return vault.get(recording_id).get("node") in live
+        try:
+            return vault.get(recording_id).get("node") in live
+        except Exception:  # noqa: BLE001 - unreadable: mark_interrupted_stale says why
+            return False
 
     try:
-        marked = await asyncio.to_thread(vault.mark_interrupted_stale, is_live)
+        marked = await asyncio.to_thread(
+            vault.mark_interrupted_stale, is_live, audit=app[AUDIT].recording_event,
+            reason="writer_lost",
+        )  # fmt: skip
     except Exception:  # noqa: BLE001 - an unreadable recording must not keep a node down
         log.exception("recordings.check_failed")
         return

@@ -1,6 +1,6 @@
-"""HTTP API of recordings (docs/protocol.md): list, read, play (whole or one
-participant's rendition, by byte ranges) and delete; every playback and deletion is
-audited."""
+"""HTTP API of recordings (docs/protocol.md): list, read (with its audit journal for
+supervisors and admins), play (whole or one participant's rendition, by byte ranges)
+and delete; every playback and deletion is audited."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 
 from recordings.crypto import MasterKeyError, TamperedError
+from recordings.layout import RECORDING_ID
 from recordings.ranges import ByteRange, parse_range, resolve, unsatisfiable
 from recordings.tracks import RENDITIONS, media_participants, media_screens, rendition_tracks
 from recordings.vault import NoMedia, Playback, RecordingNotFound, Vault
@@ -22,6 +23,7 @@ from .keys import AUDIT, VAULT
 
 routes = web.RouteTableDef()
 log = structlog.get_logger("jisr.recordings")
+TRAIL_SHOWN = 200  # the newest events of a recording's journal in its answer
 
 
 def _vault(request: web.Request) -> Vault:
@@ -69,11 +71,22 @@ def key_unavailable() -> ApiError:
     )  # fmt: skip
 
 
-async def _visible_recording(request: web.Request, who: Principal) -> dict:
+def _recording_id(request: web.Request) -> str:
+    recording_id = request.match_info["id"]
+    if not RECORDING_ID.fullmatch(recording_id):
+        raise ApiError(
+            400, "invalid_recording_id",
+            "a recording id is 1 to 128 letters, digits, '_' or '-', starting with a letter "
+            "or digit",
+        )  # fmt: skip
+    return recording_id
 
+
+async def _visible_recording(request: web.Request, who: Principal) -> dict:
+    recording_id = _recording_id(request)
     try:
-        record = await asyncio.to_thread(_vault(request).get, request.match_info["id"])
-    except (RecordingNotFound, ValueError):
+        record = await asyncio.to_thread(_vault(request).get, recording_id)
+    except RecordingNotFound:
         record = None
     except MasterKeyError:
         raise key_unavailable() from None
@@ -96,15 +109,25 @@ async def list_recordings(request: web.Request) -> web.Response:
 @routes.get("/api/recordings/{id}")
 async def get_recording(request: web.Request) -> web.Response:
     """One recording's metadata, with its tracks and which participants have media
-    (read from the segments, so not in the list: that would decrypt every recording)."""
+    (read from the segments, so not in the list: that would decrypt every recording);
+    for supervisors and admins, its audit journal (recordings.trail), newest last."""
 
     who = await principal(request)
     record = await _visible_recording(request, who)
+    vault = _vault(request)
     try:
-        tracks = await asyncio.to_thread(_vault(request).tracks, record["recording_id"])
+        tracks = await asyncio.to_thread(vault.tracks, record["recording_id"])
     except (TamperedError, MasterKeyError, RecordingNotFound):
         tracks = None  # the metadata still stands; playing it reports the failure
-    return respond(_public_recording(record, tracks))
+    public = _public_recording(record, tracks)
+    if who.is_overseer:
+        try:
+            trail = await asyncio.to_thread(vault.trail.events, record["recording_id"])
+        except (MasterKeyError, RecordingNotFound, TamperedError):
+            trail = None
+        if trail is not None:
+            public["trail"], public["trail_total"] = trail[-TRAIL_SHOWN:], len(trail)
+    return respond(public)
 
 
 @routes.get("/api/recordings/{id}/media")
@@ -137,7 +160,10 @@ async def play_recording(request: web.Request) -> web.StreamResponse:
         if request.method != "HEAD":
             viewer = (recording_id, participant, who.sub)
             if vault.plays.starts(viewer, from_first_byte=served.start == 0):
-                vault.played(recording_id, audit=request.app[AUDIT].recording_event, **fields)
+                await asyncio.to_thread(  # journalled with the recording: a file write
+                    vault.played, recording_id, audit=request.app[AUDIT].recording_event,
+                    **fields,
+                )  # fmt: skip
             vault.plays.served(viewer)
         return await _send(request, playback, served, partial=asked is not None)
     finally:

@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     recordings_dir: Path = Path("var/recordings")
     recording_segment_s: float = Field(10, ge=1, le=300)
     recording_retention_days: int = Field(365, ge=1, le=36500)
+    # Every recording's segments authenticated this often, in a worker thread (0: never;
+    # see docs/recordings.md); the events `jisr recordings` commands journalled go into
+    # this node's audit log this often.
+    recording_verify_interval_s: float = Field(86400, ge=0, le=366 * 86400)
+    recording_trail_relay_s: float = Field(10, gt=0, le=3600)
     attachments_dir: Path = Path("var/attachments")
     max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=1024, le=500 * 1024 * 1024)
     max_message_bytes: int = Field(65536, ge=1024, le=10 * 1024 * 1024)
