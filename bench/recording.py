@@ -72,9 +72,10 @@ from .common import (
 TARGET_OVERHEAD_PTS = 2.0  # recording adds at most this, in points of one core
 TARGET_RATIO_TO_STOCK = 1 / 20  # Jisr forward + record against MediaRecorder
 MIN_SHARE = 0.90  # of the nominal rates, for what the subscriber receives
-# Of the source's frame rate, for the video a recording file holds: each segment waits
-# for a keyframe, and the pre-encoded source cannot answer the recorder's request for
-# one, so up to one GOP (1 s) of video is missing at every segment start.
+# Of the source's frame rate, for the video a recording file holds. Nothing is missing
+# at segment boundaries (a segment rolls at each track's next keyframe, which the
+# pre-encoded source sends once a second rather than on request); the margin is for
+# the first keyframe of the recording and for loss.
 MIN_FILE_SHARE = 0.80
 GAP_S = 0.2  # a longer pause between two video frames of a file is counted as a gap
 NOMINAL = {"video": FPS, "audio": AUDIO_PACKETS_PER_S}

@@ -7,6 +7,29 @@ keyframe), so a crash loses at most the segment being written. Timestamps are
 milliseconds since the recording started, continuous across segments. Audio
 and video of a participant are placed on the publisher's own clock through its
 RTCP sender reports (RTP timestamp <-> wall clock), so they stay in sync.
+
+Segment boundaries follow the media, not the clock, so that no frame is dropped
+at one. ``KEYFRAME_LEAD_S`` before a segment reaches its nominal length (or as
+soon as a track it lacks shows up: a participant joining, a screen shared) every
+publishing video track is asked for a keyframe, and the segment *rolls*: a video
+track's frames keep going into it until that track's next keyframe, which with
+everything after it belongs to the next segment; audio follows the first video
+track over. What belongs to the next segment is held in memory until every video
+track has moved over; then the segment is closed and the next one opened with
+the held frames, so each track's timeline is continuous and never overlaps from
+one segment to the next, and each video track of the new segment starts on its
+keyframe. A segment with no publishing video rolls at its nominal length.
+
+Holding the next segment's first frames, rather than writing two containers at
+once, keeps one segment open at a time: a crash still loses the segment being
+written (and the few hundred milliseconds held for the next one, which the other
+way would lose with it as a second, unpublished file), and the vault's handle
+keeps publishing segments in order. A keyframe still missing ``ASK_AGAIN_S``
+after it was asked for is asked for again; ``ROLL_BOUND_S`` past the nominal
+length the segment waits no longer: it is closed, and the late track's frames
+are dropped until its keyframe (a hole, logged and counted in ``video_holes``).
+Pausing or stopping during a roll ends it at once: the held frames still make a
+(short) segment of their own.
 """
 
 from __future__ import annotations
@@ -15,6 +38,7 @@ import asyncio
 import fractions
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import av
 import structlog
@@ -32,6 +56,11 @@ RECORDED_CODECS = {"VP8": "vp8", "OPUS": "opus"}
 # Packets wait this long and are then handled together: one warm pass over a batch
 # costs a fraction of as many cold calls between other work, and a file has no hurry.
 BATCH_S = 0.1
+# Segment boundaries (see the module docstring). A keyframe asked for at the lead
+# arrives a round trip and an encode later: about when the segment is due.
+KEYFRAME_LEAD_S = 0.3
+ASK_AGAIN_S = 1.0
+ROLL_BOUND_S = 5.0
 
 
 class TrackRecorder:
@@ -95,6 +124,16 @@ class TrackRecorder:
         return by_sender
 
 
+@dataclass(slots=True)
+class _Roll:
+    """A segment handing over to the next one (see the module docstring)."""
+
+    due: int  # pts of the segment's nominal end, or of the track that started the roll
+    asked: int  # pts when keyframes were last asked for
+    moved: set[str] = field(default_factory=set)  # video tracks now in the next segment
+    held: list[tuple[TrackRecorder, int, bytes, bool]] = field(default_factory=list)
+
+
 class SessionRecorder:
     """Records every participant of one session into a vault recording."""
 
@@ -125,11 +164,14 @@ class SessionRecorder:
         self.segment_index = first_segment - 1
         self.segments_opened = 0
         self.segments_closed = 0
+        self.video_holes = 0  # video tracks left behind at a boundary (a keyframe too late)
         self._container = None
         self._sink = None
         self._streams: dict[str, object] = {}
         self._segment_started: float | None = None
         self._waiting_keyframe: set[str] = set()
+        self._roll: _Roll | None = None
+        self._holes: dict[str, list[int]] = {}  # left-behind track -> [last pts, dropped]
         self._offsets: dict[str, float] = {}
         self.last_pts = 0
         self._inbox: list[tuple[TrackRecorder, bytes, float]] = []
@@ -151,7 +193,7 @@ class SessionRecorder:
         )
 
     # segments --------------------------------------------------------------
-    def _open(self) -> None:
+    def _open(self, moved: set[str] = frozenset()) -> None:
         ready = [t for t in self.tracks if t.codec_name and (t.kind == "audio" or t.size)]
         if not ready:
             return
@@ -172,12 +214,27 @@ class SessionRecorder:
             self._streams[track.label] = stream
         self._container = container
         self._segment_started = None
-        self._waiting_keyframe = {t.label for t in ready if t.kind == "video"}
+        # Video tracks that did not move over in a roll start at their next keyframe.
+        self._waiting_keyframe = {t.label for t in ready if t.kind == "video"} - moved
         for track in ready:
-            if track.kind == "video":
+            if track.label in self._waiting_keyframe:
                 track.subscription.request_keyframe(urgent=True)
 
     def _close(self) -> None:
+        """End the current segment; a roll under way ends at once, nothing dropped."""
+        roll, self._roll = self._roll, None
+        if roll is not None and roll.held:
+            try:
+                self._switch(roll, ())
+            except Exception:  # noqa: BLE001 - e.g. deleted meanwhile: pausing must not fail
+                log.exception(
+                    "recording.segment_open_failed",
+                    session_id=self.session_id,
+                    segment=self.segment_index,
+                )
+        self._close_container()
+
+    def _close_container(self) -> None:
         if self._container is None:
             return
         container, self._container = self._container, None
@@ -233,11 +290,7 @@ class SessionRecorder:
                 return  # nothing decodable before this track's first keyframe
         when = track.seconds(frame.timestamp, track.clock_rate, frame.arrival)
         pts = max(int((when - self.started_at) * 1000), track.last_pts + 1)
-        if track.label not in self._streams or (
-            self._segment_started is not None
-            and pts - self._segment_started >= self.segment_s * 1000
-        ):
-            self._close()  # a new track, or a full segment: start the next one
+        track.last_pts = pts
         if self._container is None:
             if (
                 self.segments_opened == 0
@@ -248,10 +301,27 @@ class SessionRecorder:
             self._open()
             if self._container is None or track.label not in self._streams:
                 return
+        elif self._roll is None and (track.label not in self._streams or self._due(pts)):
+            self._begin_roll(pts, track.label in self._streams)
+        if self._roll is None:
+            self._write(track, pts, data, keyframe)
+        else:
+            self._roll_frame(track, pts, data, keyframe)
+
+    def _write(self, track: TrackRecorder, pts: int, data: bytes, keyframe: bool) -> None:
+        """Mux one frame into the current segment."""
         if track.label in self._waiting_keyframe:
             if not keyframe:
+                if track.label in self._holes:
+                    self._holes[track.label][1] += 1
                 return
             self._waiting_keyframe.discard(track.label)
+        if self._holes and (hole := self._holes.pop(track.label, None)) is not None:
+            log.warning(
+                "recording.segment_hole_closed", session_id=self.session_id,
+                segment=self.segment_index, track=track.label, hole_ms=pts - hole[0],
+                frames_dropped=hole[1],
+            )  # fmt: skip
         if self._segment_started is None:
             self._segment_started = pts
         packet = av.Packet(data)
@@ -260,9 +330,86 @@ class SessionRecorder:
         packet.pts = packet.dts = pts
         packet.is_keyframe = keyframe or track.kind == "audio"
         self._container.mux(packet)
-        track.last_pts = pts
         track.frames += 1
         self.last_pts = max(self.last_pts, pts)
+
+    # segment boundaries (see the module docstring) ----------------------------
+    def _due(self, pts: int) -> bool:
+        """Whether the current segment should start rolling at ``pts``."""
+        if self._segment_started is None:
+            return False
+        age, nominal = pts - self._segment_started, self.segment_s * 1000
+        if age >= nominal:
+            return True
+        lead = min(KEYFRAME_LEAD_S, self.segment_s / 4) * 1000
+        return age >= nominal - lead and bool(self._rolling_video(()))
+
+    def _rolling_video(self, moved: set[str] | tuple) -> list[TrackRecorder]:
+        """The current segment's video tracks that are published, have begun in it
+        (one still waiting for its keyframe loses nothing at the cut: it begins in the
+        next segment instead), and have not moved over."""
+        return [
+            t
+            for t in self.tracks
+            if t.kind == "video"
+            and t.label in self._streams
+            and t.label not in moved
+            and t.label not in self._waiting_keyframe
+            and t.subscription.publishing
+        ]
+
+    def _begin_roll(self, pts: int, nominal: bool) -> None:
+        due = self._segment_started + int(self.segment_s * 1000) if nominal else pts
+        self._roll = _Roll(due=due, asked=pts)
+        for track in self._rolling_video(()):
+            track.subscription.request_keyframe(urgent=True)
+
+    def _roll_frame(self, track: TrackRecorder, pts: int, data: bytes, keyframe: bool) -> None:
+        """One frame during a roll: into the current segment, or held for the next."""
+        roll = self._roll
+        label = track.label
+        if label not in self._streams or label in roll.moved:
+            moves = True
+        elif track.kind == "video":
+            moves = keyframe
+        else:  # audio follows the first video track over, or goes at once without video
+            moves = bool(roll.moved) or not self._rolling_video(roll.moved)
+        if moves:
+            if track.kind == "video":
+                roll.moved.add(label)
+            roll.held.append((track, pts, data, keyframe))
+        else:
+            self._write(track, pts, data, keyframe)
+        late = self._rolling_video(roll.moved)
+        if not late:
+            if roll.held:
+                self._roll = None
+                self._switch(roll, ())
+        elif pts - roll.due >= ROLL_BOUND_S * 1000:
+            self._roll = None
+            log.warning(
+                "recording.segment_hole", session_id=self.session_id, segment=self.segment_index,
+                tracks=[t.label for t in late], waited_ms=pts - roll.due,
+                holes=self.video_holes + len(late),
+            )  # fmt: skip
+            self._switch(roll, late)
+        elif pts - roll.asked >= ASK_AGAIN_S * 1000:
+            roll.asked = pts
+            for waiting in late:
+                waiting.subscription.request_keyframe(urgent=True)
+
+    def _switch(self, roll: _Roll, late: list[TrackRecorder] | tuple) -> None:
+        """Close the current segment and open the next with the frames held for it;
+        ``late`` video tracks start in it at their next keyframe (a hole)."""
+        self._close_container()
+        self._open(roll.moved)
+        self.video_holes += len(late)
+        for t in late:
+            self._holes[t.label] = [t.last_pts, 0]  # closed (and logged) by its keyframe
+        if self._container is None:
+            return
+        for track, pts, data, keyframe in roll.held:
+            self._write(track, pts, data, keyframe)
 
     def av_sync_ms(self) -> dict[str, float]:
         """Per participant: how far apart its audio and video are placed, relative to

@@ -117,13 +117,15 @@ class JisrClient:
         publish: bool,
         receive_pairs: int = 1,
         video=None,
+        audio=None,
         video_codecs: tuple[str, ...] | None = None,
         munge=None,
         screen=None,
         screen_slot: bool = False,
     ) -> dict:
         """``video_codecs`` limits what a publisher offers (e.g. ("video/H264",));
-        ``munge`` rewrites the offer's SDP text before it is sent."""
+        ``munge`` rewrites the offer's SDP text before it is sent; ``video`` and
+        ``audio`` are the tracks published (a pattern and silence by default)."""
         # Test peers live on loopback, like the servers they talk to (in this process
         # or another); in a fresh network namespace it is the only address anyway.
         restrict_host_addresses(["127.0.0.1"])
@@ -138,7 +140,7 @@ class JisrClient:
             self.tasks.append(asyncio.ensure_future(self._consume(track, received)))
 
         if publish:
-            self.pc.addTransceiver(AudioStreamTrack(), direction="sendrecv")
+            self.pc.addTransceiver(audio or AudioStreamTrack(), direction="sendrecv")
             transceiver = self.pc.addTransceiver(video or PatternVideoTrack(), direction="sendrecv")
             if video_codecs:
                 wanted = {*(c.lower() for c in video_codecs), "video/rtx"}
