@@ -115,12 +115,15 @@ def check_opus_head(data: bytes | None) -> None:
     )
 
 
-def check_declared(data: bytes, changing: frozenset[str] = frozenset()) -> dict[str, list]:
+def check_declared(
+    data: bytes, changing: frozenset[str] = frozenset(), *, allow_empty: bool = False
+) -> dict[str, list]:
     """Decode every track of a Matroska/WebM file with PyAV and check that what each
     declares, in its header and as PyAV reports it, is what it holds: its codec; for
     video the size of every frame; for Opus a valid OpusHead, 48 kHz and 2 channels
     in every frame. A track in ``changing`` changes size mid-stream: it declares the
-    size of its first frames. Returns, per track name, (width, height) per video
+    size of its first frames. A track may hold nothing only with ``allow_empty`` (a
+    segment closed before its keyframe came). Returns, per track name, (width, height) per video
     frame or (sample rate, channels) per audio frame."""
     _, tracks = header(data)
     result: dict[str, list] = {}
@@ -142,7 +145,9 @@ def check_declared(data: bytes, changing: frozenset[str] = frozenset()) -> dict[
             if track.codec_id == "V_MPEG4/ISO/AVC":
                 assert track.private and track.private[0] == 1  # an avcC record, version 1
             result[track.name] = held = decode(data, stream.index)
-            assert held, track.name
+            assert held or allow_empty, track.name
+            if not held:
+                continue
             if track.name in changing:
                 assert held[0] == declared, (track.name, declared, held[0])
             else:
