@@ -6,20 +6,23 @@ and no per-packet objects are built: the recorder sees every packet of every
 recorded stream, so this is on the hot path.
 
 Video frames come out in order and only when decodable: a frame is complete when
-its packets from the one that starts it (S=1, partition 0) to the one with the
+its packets from the one that starts it (VP8: S=1, partition 0) to the one with the
 marker bit are all here, and it follows the previous frame without a hole in the
 sequence numbers. A hole is waited for (a retransmission may fill it) for at most
 ``max_wait_s`` of media time; then the frames around it are given up and nothing
-is written until the next keyframe, which is asked for.
+is written until the next keyframe, which is asked for. `VideoFrames` does this for
+any codec; `Vp8Frames` and `recordings.h264.H264Frames` read their payloads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from media import REPAIR_WINDOW_S
 from media.rtp import (
+    HALF_SEQ,
     SEQ_MASK,
     packet_fields,
     ts_delta,
@@ -59,25 +62,30 @@ class OpusFrames:
 @dataclass(slots=True)
 class _Pending:
     arrival: float
-    parts: dict[int, bytes] = field(default_factory=dict)  # seq -> VP8 data
+    parts: dict[int, bytes] = field(default_factory=dict)  # seq -> the codec's data
     start: int = -1  # seq of the packet that starts the frame
     end: int = -1  # seq of the packet with the marker bit
     keyframe: bool = False
 
-    def assemble(self) -> bytes | None:
+    def assemble(self) -> list[bytes] | None:
+        """The frame's packets' data in order, None until they are all here."""
         if self.start < 0 or self.end < 0:
             return None
         count = ((self.end - self.start) & SEQ_MASK) + 1
         if len(self.parts) != count:
             return None
         try:
-            return b"".join(self.parts[(self.start + i) & SEQ_MASK] for i in range(count))
+            return [self.parts[(self.start + i) & SEQ_MASK] for i in range(count)]
         except KeyError:
             return None  # a stray packet with this timestamp stood in for a missing one
 
 
-class Vp8Frames:
-    """VP8 packets in, whole frames out, in order and decodable (see the module)."""
+class VideoFrames:
+    """Video packets in, whole frames out, in order and decodable (see the module).
+    A codec says what a payload holds (`_describe`) and how a frame's pieces make
+    one frame (`_join`)."""
+
+    codec: ClassVar[str] = "video"
 
     def __init__(
         self,
@@ -99,6 +107,15 @@ class Vp8Frames:
         self.next_seq = -1  # the seq that must start the next frame; -1: a keyframe must
         self.frames_lost = 0
 
+    def _describe(self, payload: bytes) -> tuple[bytes, bool, bool] | None:
+        """(the data to keep, whether the packet can start a frame, whether it shows
+        the frame is a keyframe), or None to ignore the packet."""
+        raise NotImplementedError
+
+    def _join(self, parts: list[bytes], keyframe: bool) -> bytes | None:
+        """One frame out of its packets' data; None if they do not make one."""
+        return b"".join(parts)
+
     def add(self, packet: bytes, now: float) -> list[Frame]:
         parsed = packet_fields(packet)
         if parsed is None:
@@ -106,18 +123,19 @@ class Vp8Frames:
         seq, ts, _, marker, payload = parsed
         if self.last_ts is not None and not ts_newer(ts, self.last_ts):
             return []  # a frame already given out or given up: too late
-        size = vp8_descriptor_size(payload)
-        if size < 0:
+        described = self._describe(payload)
+        if described is None:
             return []
+        data, starts, keyframe = described
         frame = self.pending.get(ts)
         if frame is None:
             frame = self.pending[ts] = _Pending(now)
             if self.newest_ts is None or ts_newer(ts, self.newest_ts):
                 self.newest_ts = ts
-        frame.parts[seq] = payload[size:]
-        if vp8_starts_frame(payload):
-            frame.start = seq
-            frame.keyframe = vp8_key_data(payload, size)
+        frame.parts[seq] = data
+        if starts and (frame.start < 0 or (frame.start - seq) & SEQ_MASK < HALF_SEQ):
+            frame.start = seq  # the earliest packet that may start it
+        frame.keyframe |= keyframe
         if marker:
             frame.end = seq
         return self._ready()
@@ -128,7 +146,8 @@ class Vp8Frames:
         while self.pending:
             ts = min(self.pending, key=lambda t: ts_delta(t, newest))  # the oldest
             frame = self.pending[ts]
-            data = frame.assemble()
+            parts = frame.assemble()
+            data = None if parts is None else self._join(parts, frame.keyframe)
             follows = data is not None and (
                 frame.start == self.next_seq or (self.next_seq < 0 and frame.keyframe)
             )
@@ -137,6 +156,8 @@ class Vp8Frames:
                 self.next_seq = (frame.end + 1) & SEQ_MASK
             elif data is not None and self.next_seq < 0:
                 pass  # complete, but it cannot be decoded without the frames lost before
+            elif parts is not None and data is None:
+                self._give_up()  # all here but malformed: as good as lost
             elif (
                 ts_distance(newest, ts) > self.max_wait_ticks
                 or len(self.pending) > self.max_pending
@@ -153,3 +174,17 @@ class Vp8Frames:
             self.frames_lost += 1
             self.next_seq = -1
         self.ask_keyframe()
+
+
+class Vp8Frames(VideoFrames):
+    """VP8 packets in (RFC 7741), whole frames out: the payload descriptor is
+    dropped, and the packet with S=1 in partition 0 starts a frame."""
+
+    codec = "VP8"
+
+    def _describe(self, payload: bytes) -> tuple[bytes, bool, bool] | None:
+        size = vp8_descriptor_size(payload)
+        if size < 0:
+            return None
+        starts = vp8_starts_frame(payload)
+        return payload[size:], starts, starts and vp8_key_data(payload, size)

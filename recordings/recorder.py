@@ -44,15 +44,23 @@ import av
 import structlog
 
 from media import InternalSubscription, MediaSubscriptions
-from media.rtp import RTP_HEADER_SIZE, rtp_payload_type, ts_delta, vp8_keyframe_size
+from media.rtp import RTP_HEADER_SIZE, rtp_payload_type, ts_delta
 
-from .reassembly import Frame, OpusFrames, Vp8Frames
+from .codecs import (
+    RECORDED_CODECS,
+    StreamConfig,
+    add_track,
+    container_format,
+    declares,
+    frames_for,
+    keyframe_config,
+)
+from .reassembly import Frame, OpusFrames, VideoFrames
 from .tracks import ROLES, SLOTS, track_title
 
 log = structlog.get_logger("jisr.recordings")
 
 MS = fractions.Fraction(1, 1000)
-RECORDED_CODECS = {"VP8": "vp8", "OPUS": "opus"}
 # Packets wait this long and are then handled together: one warm pass over a batch
 # costs a fraction of as many cold calls between other work, and a file has no hurry.
 BATCH_S = 0.1
@@ -72,13 +80,14 @@ class TrackRecorder:
         self.role = role  # "audio", "video" (the camera) or "screen"
         self.kind = "audio" if role == "audio" else "video"
         self.label = track_title(slot, role)
-        self.frames_in: OpusFrames | Vp8Frames | None = None  # for the codec in use
+        self.frames_in: OpusFrames | VideoFrames | None = None  # for the codec in use
         self.subscription: InternalSubscription = recorder.media.add_sink(
             recorder.session_id, slot, role, self.on_packet
         )
         self.codec_name: str | None = None
         self.clock_rate = 90000
         self.size: tuple[int, int] | None = None
+        self.config: StreamConfig | None = None  # video: size and CodecPrivate, by keyframe
         self.arrival_ref: tuple[int, float] | None = None  # (rtp ts, wall) of the first frame
         self.last_pts = -1
         self.frames = 0
@@ -97,8 +106,8 @@ class TrackRecorder:
         if codec.name != self.codec_name:
             self.codec_name = codec.name
             self.clock_rate = codec.clock_rate
-            ask_keyframe = self.subscription.request_keyframe
-            self.frames_in = OpusFrames() if codec.name == "OPUS" else Vp8Frames(ask_keyframe)
+            self.frames_in = frames_for(codec.name, self.subscription.request_keyframe)
+            self.size = self.config = None  # known again from the new codec's first keyframe
         for frame in self.frames_in.add(data, arrival):
             self.recorder.on_frame(self, frame)
 
@@ -201,14 +210,11 @@ class SessionRecorder:
         self.segments_opened += 1
         sink = self.open_segment(self.segment_index, [t.label for t in ready])
         self._sink = sink
-        container = av.open(sink, mode="w", format="webm", options={"live": "1"})
+        codecs = [RECORDED_CODECS[t.codec_name] for t in ready]
+        container = av.open(sink, mode="w", format=container_format(codecs), options={"live": "1"})
         self._streams = {}
-        for track in ready:
-            name = RECORDED_CODECS[track.codec_name]
-            if track.kind == "video":
-                stream = container.add_mux_stream(name, width=track.size[0], height=track.size[1])
-            else:
-                stream = container.add_mux_stream(name, rate=48000)
+        for track, name in zip(ready, codecs, strict=True):
+            stream = add_track(container, name, track.config)
             stream.time_base = MS
             stream.metadata["title"] = track.label
             self._streams[track.label] = stream
@@ -249,6 +255,13 @@ class SessionRecorder:
                 segment=self.segment_index,
             )
 
+    def _declared(self, track: TrackRecorder) -> bool:
+        """Whether the open segment's track for ``track`` declares its codec and config."""
+        if self._container is None or track.label not in self._streams:
+            return True  # the next segment will
+        codec = RECORDED_CODECS[track.codec_name]
+        return declares(self._streams[track.label], codec, track.config)
+
     def queue(self, track: TrackRecorder, data: bytes) -> None:
         self._inbox.append((track, data, self.wall()))
         if self._drain_timer is None:
@@ -282,10 +295,10 @@ class SessionRecorder:
         data = frame.data
         keyframe = False
         if track.kind == "video":
-            size = vp8_keyframe_size(data) if frame.keyframe else None
-            keyframe = size is not None
+            config = keyframe_config(track.codec_name, data) if frame.keyframe else None
+            keyframe = config is not None
             if keyframe:
-                track.size = size
+                track.config, track.size = config, config[0]
             elif track.size is None:
                 return  # nothing decodable before this track's first keyframe
         when = track.seconds(frame.timestamp, track.clock_rate, frame.arrival)
@@ -301,8 +314,13 @@ class SessionRecorder:
             self._open()
             if self._container is None or track.label not in self._streams:
                 return
-        elif self._roll is None and (track.label not in self._streams or self._due(pts)):
-            self._begin_roll(pts, track.label in self._streams)
+        elif self._roll is None:
+            # A new track, or a keyframe of a new size or codec parameters (a segment
+            # declares one of each), moves over at once; otherwise the clock decides.
+            if track.label not in self._streams or (keyframe and not self._declared(track)):
+                self._begin_roll(pts, nominal=False)
+            elif self._due(pts):
+                self._begin_roll(pts, nominal=True)
         if self._roll is None:
             self._write(track, pts, data, keyframe)
         else:

@@ -23,7 +23,9 @@ from media.leg import Leg
 from media.outbound import OutStream
 from media.rtp import RTP_HEADER_SIZE, build_nack, rtp_seq, rtp_ssrc, ts_newer
 from media.sink import sink_stream
-from recordings.reassembly import OpusFrames, Vp8Frames
+from recordings.avc import avcc_nals, stream_config
+from recordings.h264 import H264Frames
+from recordings.reassembly import OpusFrames, VideoFrames, Vp8Frames
 from tests.fuzz.packets import (
     H264_PT,
     H264_RTX_PT,
@@ -36,6 +38,7 @@ from tests.fuzz.packets import (
     VP8_RTX_PT,
     VP8_SSRC,
     datagrams,
+    h264_payload,
     media_packet,
     mutated,
     rtcp_packet,
@@ -125,7 +128,10 @@ class Session:
             out = OutStream(self.subscriber, "referrer", theirs, role)
             self.subscriber.outbound[out.ssrc] = out
             out.bind(stream, now)
-            frames = OpusFrames() if kind == "audio" else Vp8Frames(lambda: None)
+            if kind == "audio":
+                frames = OpusFrames()
+            else:
+                frames = (H264Frames if ssrc == H264_SSRC else Vp8Frames)(lambda: None)
             sink = sink_stream("referrer", role, partial(self._record, frames, role))
             sink.bind(stream, now)
         # The tap as the transport sees it: DTLS done, SRTP keyed.
@@ -134,7 +140,7 @@ class Session:
         self.tap._on_rtp, self.tap._on_rtcp = self.publisher.on_rtp, self.publisher.on_rtcp
         self.tap._original = lambda data, component: None  # DTLS: aiortc's, not fuzzed here
 
-    def _record(self, frames: OpusFrames | Vp8Frames, role: str, packet: bytes) -> None:
+    def _record(self, frames: OpusFrames | VideoFrames, role: str, packet: bytes) -> None:
         self.recorded.setdefault(role, []).extend(frames.add(packet, self.clock.now))
 
     def start_streams(self) -> None:
@@ -227,11 +233,41 @@ def vp8_frames(first_seq: int, first_ts: int, count_: int) -> list[bytes]:
     return packets
 
 
+# A real SPS (320x240, constrained baseline) and PPS, from libx264.
+H264_SPS = bytes.fromhex("6742c00dda0507e840000003004000000f03c50aa8")
+H264_PPS = bytes.fromhex("68ce0fc8")
+
+
+def h264_frames(first_seq: int, first_ts: int, count_: int) -> list[bytes]:
+    """H.264 access units: SPS and PPS in a STAP-A, then an IDR slice in FU-A
+    fragments; then P slices, in one packet or two slices."""
+    packets = []
+    seq = first_seq
+    for frame in range(count_):
+        if frame == 0:
+            idr = b"\x88" + b"i" * 30
+            stap = b"\x78" + b"".join(len(n).to_bytes(2, "big") + n for n in (H264_SPS, H264_PPS))
+            payloads = [stap, b"\x7c\x85" + idr[:15], b"\x7c\x05" + idr[15:25],
+                        b"\x7c\x45" + idr[25:]]  # fmt: skip
+        else:
+            payloads = [b"\x41\x9a" + b"p" * 8] + ([b"\x41\x1a" + b"q" * 8] if frame % 2 else [])
+        for part, payload in enumerate(payloads):
+            packets.append(rtp(seq, first_ts + 3000 * frame, H264_SSRC, H264_PT, payload,
+                               marker=part == len(payloads) - 1))  # fmt: skip
+            seq += 1
+    return packets
+
+
 @st.composite
-def recorded_stream(draw) -> list[bytes]:
+def recorded_stream(draw, codec: str = "vp8") -> list[bytes]:
     """A recorded stream as the recorder may get it: frames reordered, lost,
     duplicated and damaged, with stray packets among them."""
-    packets = vp8_frames(draw(st.integers(0, 0xFFFF)), draw(st.integers(0, 2**32 - 1)), 6)
+    frames, ssrc, pt, payload = (
+        (vp8_frames, VP8_SSRC, VP8_PT, vp8_payload)
+        if codec == "vp8"
+        else (h264_frames, H264_SSRC, H264_PT, h264_payload)
+    )
+    packets = frames(draw(st.integers(0, 0xFFFF)), draw(st.integers(0, 2**32 - 1)), 6)
     edits = draw(st.lists(st.tuples(st.sampled_from(["drop", "swap", "dup", "damage", "stray"]),
                                     st.integers(0, 64)), max_size=8))  # fmt: skip
     for how, at in edits:
@@ -247,8 +283,8 @@ def recorded_stream(draw) -> list[bytes]:
             packets[i] = draw(mutated(st.just(packets[i])))
         else:
             packets.insert(i, draw(datagrams(st.builds(
-                lambda seq, ts, payload: rtp(seq, ts, VP8_SSRC, VP8_PT, payload),
-                st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1), vp8_payload(),
+                lambda seq, ts, body: rtp(seq, ts, ssrc, pt, body),
+                st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1), payload(),
             ))))  # fmt: skip
     return packets
 
@@ -276,6 +312,22 @@ def test_recorder_reassembly(packets, opus):
     for packet in opus:
         for frame in opus_frames.add(packet, 0.0):
             assert isinstance(frame.data, bytes)
+
+
+@seed(SEED)
+@hypothesis_settings(max_examples=800)
+@given(packets=recorded_stream("h264"))
+def test_recorder_h264_reassembly(packets):
+    count("packets into the recorder's H.264 reassembly")
+    frames = H264Frames(lambda: None, max_pending=4)
+    out = []
+    for i, packet in enumerate(packets):
+        out += frames.add(packet, i / 100)
+    assert all(ts_newer(b.timestamp, a.timestamp) for a, b in zip(out, out[1:], strict=False))
+    assert not out or out[0].keyframe
+    for frame in out:  # whole AVCC samples; a keyframe with its parameter sets
+        assert avcc_nals(frame.data)
+        assert not frame.keyframe or stream_config(frame.data)[0] == (320, 240)
 
 
 def test_a_real_session_forwards_and_records():

@@ -24,6 +24,7 @@ from signaling.store import MemoryStore
 from tests.conftest import SECRET, make_settings
 from tests.integration.test_media_relay import start_consult
 from tests.redis_server import free_port
+from tests.support.matroska import check_declared
 from tests.support.peers import JisrClient, PatternVideoTrack
 
 SIZE = (320, 240)
@@ -181,6 +182,7 @@ def check_export(path: Path, expected_s: float, tolerance: float = 0.5) -> None:
         assert len(frames) >= 0.8 * 30 * (expected_s - 1)
         reader.close()
     container.close()
+    check_declared(path.read_bytes())  # every track as declared; Opus with its OpusHead
 
 
 async def test_segments_closed_before_a_crash_survive(tokens, tmp_path, recording_env):

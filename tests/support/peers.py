@@ -123,9 +123,10 @@ class JisrClient:
         screen=None,
         screen_slot: bool = False,
     ) -> dict:
-        """``video_codecs`` limits what a publisher offers (e.g. ("video/H264",));
-        ``munge`` rewrites the offer's SDP text before it is sent; ``video`` and
-        ``audio`` are the tracks published (a pattern and silence by default)."""
+        """``video_codecs`` limits what a publisher offers on its camera and screen
+        m-lines, first preferred (e.g. ("video/H264",)); ``munge`` rewrites the offer's
+        SDP text before it is sent; ``video`` and ``audio`` are the tracks published (a
+        pattern and silence by default)."""
         # Test peers live on loopback, like the servers they talk to (in this process
         # or another); in a fresh network namespace it is the only address anyway.
         restrict_host_addresses(["127.0.0.1"])
@@ -141,15 +142,18 @@ class JisrClient:
 
         if publish:
             self.pc.addTransceiver(audio or AudioStreamTrack(), direction="sendrecv")
-            transceiver = self.pc.addTransceiver(video or PatternVideoTrack(), direction="sendrecv")
-            if video_codecs:
-                wanted = {*(c.lower() for c in video_codecs), "video/rtx"}
-                transceiver.setCodecPreferences(
-                    [c for c in RTCRtpSender.getCapabilities("video").codecs
-                     if c.mimeType.lower() in wanted]
-                )  # fmt: skip
+            videos = [self.pc.addTransceiver(video or PatternVideoTrack(), direction="sendrecv")]
             if screen is not None or screen_slot:  # a third m-line: screen share
-                self.pc.addTransceiver(screen or "video", direction="sendrecv")
+                videos.append(self.pc.addTransceiver(screen or "video", direction="sendrecv"))
+            if video_codecs:  # on the camera's m-line and the screen's, in this order
+                order = [c.lower() for c in video_codecs] + ["video/rtx"]
+                offered = sorted(
+                    (c for c in RTCRtpSender.getCapabilities("video").codecs
+                     if c.mimeType.lower() in order),
+                    key=lambda c: order.index(c.mimeType.lower()),
+                )  # fmt: skip
+                for transceiver in videos:
+                    transceiver.setCodecPreferences(offered)
         else:
             for _ in range(receive_pairs):
                 self.pc.addTransceiver("audio", direction="recvonly")
