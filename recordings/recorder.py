@@ -64,6 +64,8 @@ MS = fractions.Fraction(1, 1000)
 # Packets wait this long and are then handled together: one warm pass over a batch
 # costs a fraction of as many cold calls between other work, and a file has no hurry.
 BATCH_S = 0.1
+# A sender report placing the stream a second or more later than before: a new clock.
+NEW_SENDER_CLOCK_S = 1.0
 # Segment boundaries (see the module docstring). A keyframe asked for at the lead
 # arrives a round trip and an encode later: about when the segment is due.
 KEYFRAME_LEAD_S = 0.3
@@ -92,6 +94,7 @@ class TrackRecorder:
         self.last_pts = -1
         self.frames = 0
         self.sync_samples: list[float] = []  # sender-clock placement minus arrival, seconds
+        self._sender_ref_best: float | None = None  # see _sender_ref
 
     def on_packet(self, data: bytes) -> None:
         if not self.recorder.paused:
@@ -112,25 +115,34 @@ class TrackRecorder:
             self.recorder.on_frame(self, frame)
 
     def seconds(self, timestamp: int, clock_rate: int, arrival: float) -> float:
-        """Wall-clock time of a frame: from the publisher's sender report when it has
+        """Wall-clock time of a frame: from the publisher's sender reports when it has
         sent one (audio and video then share its clock), else from arrival."""
         if self.arrival_ref is None:
             self.arrival_ref = (timestamp, arrival)
         ref_ts, ref_wall = self.arrival_ref
-        by_arrival = ref_wall + ts_delta(timestamp, ref_ts) / clock_rate
+        since_ref = ts_delta(timestamp, ref_ts) / clock_rate
         clock = self.subscription.sender_clock()
         if clock is None:
-            return by_arrival
-        sender_wall = clock.wall
-        delta = ts_delta(timestamp, clock.timestamp) / clock_rate
-        by_sender = (
-            sender_wall
-            + delta
-            + self.recorder.clock_offset(self.slot, sender_wall + delta, arrival)
-        )
+            return ref_wall + since_ref
+        sender_ref = self._sender_ref(clock.wall - ts_delta(clock.timestamp, ref_ts) / clock_rate)
+        sender_wall = sender_ref + since_ref
+        by_sender = sender_wall + self.recorder.clock_offset(self.slot, sender_wall, arrival)
         self.sync_samples.append(by_sender - arrival)  # per frame: how early it is placed
         del self.sync_samples[:-200]
         return by_sender
+
+    def _sender_ref(self, reported: float) -> float:
+        """When the publisher sampled the reference frame, on its clock. A sender
+        report stamps a packet's timestamp with the time it was *sent*, which a busy
+        publisher does late: each report places the reference a little later than
+        it was, by that report's delay. The earliest placement is the least delayed,
+        so it is kept (frames otherwise jump by the delay's changes, hundreds of
+        milliseconds under load); a placement a second or more later is a new
+        publisher's clock (it reconnected) and replaces it."""
+        best = self._sender_ref_best
+        if best is None or reported < best or reported - best >= NEW_SENDER_CLOCK_S:
+            self._sender_ref_best = best = reported
+        return best
 
 
 @dataclass(slots=True)

@@ -323,3 +323,28 @@ def test_a_participant_joining_starts_a_segment_without_a_hole():
     assert 3000 <= begun["specialist-audio"] <= 3020
     assert 3000 + 120 <= begun["referrer-video"] <= 3000 + 120 + 2 * VIDEO_MS
     assert sim.recorder.video_holes == 0
+
+
+def test_sender_reports_place_frames_by_their_least_delayed_report():
+    """A busy publisher stamps its sender reports late by varying amounts: frames
+    keep the earliest placement rather than jumping with each report; a report a
+    second or more later is a new publisher's clock and is taken."""
+    from media import SenderClock
+
+    sim = Sim(Publisher("referrer-video", period=1000 / 30))
+    track = sim.tracks["referrer-video"]
+    reports: list[SenderClock] = []
+    track.subscription.sender_clock = lambda: reports[-1]
+    rate = 90000
+
+    def place(ts: int, arrival: float) -> float:
+        return track.seconds(ts, rate, arrival)
+
+    reports.append(SenderClock(wall=100.0, timestamp=0))  # sent 0 s late
+    first = place(0, 5.0)
+    reports.append(SenderClock(wall=101.3, timestamp=rate))  # frame 1 s on, sent 0.3 s late
+    assert place(rate, 6.0) == pytest.approx(first + 1.0)  # where the clock puts it
+    reports.append(SenderClock(wall=101.9, timestamp=2 * rate))  # 0.9 s early: a better report
+    assert place(2 * rate, 7.0) == pytest.approx(first + 1.9)
+    reports.append(SenderClock(wall=105.0, timestamp=3 * rate))  # 2.1 s later: a new clock
+    assert place(3 * rate, 8.0) == pytest.approx(first + 5.0)
