@@ -7,8 +7,10 @@ import errno
 import os
 import secrets
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -63,18 +65,11 @@ def run_node(
     """One node on uvloop: the public listener (shared between workers with
     SO_REUSEPORT), the demo's HTTPS ``listeners``, and a private one other nodes
     reach it on (TLS when it has a certificate). 1 when it cannot start (its store
-    refuses it or is down)."""
-    import asyncio
-    import logging
-    import signal
-
+    refuses it or is down, or a port is taken)."""
     import uvloop
-
-    from media import PortUnavailable
 
     from .app import create_app
     from .cluster import server_ssl
-    from .store import StoreUnavailable
 
     internal = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     internal.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -93,45 +88,65 @@ def run_node(
         context = server_context(settings.tls_cert_file, settings.tls_key_file)
     if context is not None or listeners:
         static_files_without_sendfile()
+    public = [PublicSite("JISR_PORT", settings.host, settings.port, context)]
+    public += [PublicSite("--https-port", extra.host, extra.port,
+                          server_context(extra.cert_file, extra.key_file))
+               for extra in listeners]  # fmt: skip
+    return uvloop.run(serve_node(app, settings, public, internal, internal_tls, reuse_port))
 
-    async def main() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        runner = web.AppRunner(
-            app, handle_signals=False, access_log=logging.getLogger("aiohttp.access"),
-            access_log_class=AccessLog, keepalive_timeout=settings.http_idle_timeout_s,
-            lingering_time=LINGER_S,
-        )  # fmt: skip
-        try:
-            await runner.setup()
-        except StoreUnavailable as exc:  # the message names no password: see store.connect
-            get_logger().error("node.start_failed", reason=exc.code, error=str(exc))
-            return 1
-        except PortUnavailable as exc:  # the media port, bound at start
-            return start_failed("JISR_MEDIA_UDP_PORT", settings.media_udp_port, exc)
-        try:
-            sites = [("JISR_PORT", settings.port, web.TCPSite(
-                runner, settings.host, settings.port, reuse_port=reuse_port,
-                ssl_context=context))]  # fmt: skip
-            sites += [("--https-port", extra.port, web.TCPSite(
-                runner, extra.host, extra.port, reuse_port=reuse_port,
-                ssl_context=server_context(extra.cert_file, extra.key_file),
-            )) for extra in listeners]  # fmt: skip
-            sites += [("JISR_INTERNAL_PORT", settings.internal_port,
-                       web.SockSite(runner, internal, ssl_context=internal_tls))]  # fmt: skip
-            for name, port, site in sites:
-                try:
-                    await site.start()
-                except OSError as exc:
-                    return start_failed(name, port, exc)
-            await stop.wait()
-        finally:
-            await runner.cleanup()  # closes media, leaves the node map
-        return 0
 
-    return uvloop.run(main())
+@dataclass(frozen=True)
+class PublicSite:
+    setting: str  # what a start_failed line names when the port is taken
+    host: str
+    port: int
+    ssl_context: ssl.SSLContext | None
+
+
+async def serve_node(
+    app: web.Application, settings: Settings, public: list[PublicSite],
+    internal: socket.socket, internal_tls: ssl.SSLContext | None, reuse_port: bool,
+) -> int:  # fmt: skip
+    """Start the app and its listeners, serve until SIGTERM or SIGINT, clean up."""
+    import asyncio
+    import logging
+    import signal
+
+    from media import PortUnavailable
+
+    from .store import StoreUnavailable
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=logging.getLogger("aiohttp.access"),
+        access_log_class=AccessLog, keepalive_timeout=settings.http_idle_timeout_s,
+        lingering_time=LINGER_S,
+    )  # fmt: skip
+    try:
+        await runner.setup()
+    except StoreUnavailable as exc:  # the message names no password: see store.connect
+        get_logger().error("node.start_failed", reason=exc.code, error=str(exc))
+        return 1
+    except PortUnavailable as exc:  # the media port, bound at start
+        return start_failed("JISR_MEDIA_UDP_PORT", settings.media_udp_port, exc)
+    try:
+        sites = [(p.setting, p.port, web.TCPSite(runner, p.host, p.port, reuse_port=reuse_port,
+                                                 ssl_context=p.ssl_context))
+                 for p in public]  # fmt: skip
+        sites.append(("JISR_INTERNAL_PORT", settings.internal_port,
+                      web.SockSite(runner, internal, ssl_context=internal_tls)))  # fmt: skip
+        for name, port, site in sites:
+            try:
+                await site.start()
+            except OSError as exc:
+                return start_failed(name, port, exc)
+        await stop.wait()
+    finally:
+        await runner.cleanup()  # closes media, leaves the node map
+    return 0
 
 
 def start_failed(setting: str, port: int, exc: OSError) -> int:
