@@ -18,6 +18,8 @@ pytestmark = pytest.mark.e2e
 STATE_JS = (
     "const done = arguments[arguments.length - 1];"
     "if (!window.jisr) { done({hookError: 'no hook in this document', url: location.href,"
+    " failed: performance.getEntriesByType('resource').filter(e => e.responseStatus !== 200)"
+    ".map(e => [e.name.split('/').pop(), e.responseStatus, Math.round(e.duration)]),"
     " title: document.title, text: document.body ? document.body.innerText.slice(0, 300)"
     " : null}); }"
     "else { window.jisr.state().then(done, e => done({hookError: String(e)})); }"

@@ -49,7 +49,10 @@ def test_the_demo_page_over_https_is_a_secure_context(tmp_path, browsers):
                             f"{resolver}, EXCLUDE {ADDRESS}")  # fmt: skip
             try:
                 page.get(link)
-                wait_until(lambda: state(page).get("ready"), 20, "the referrer page ready")
+                try:
+                    wait_until(lambda: state(page).get("ready"), 20, "the referrer page ready")
+                except AssertionError as failed:  # a page that never started: what it shows
+                    raise AssertionError(f"{failed}; the page: {state(page)}") from None
                 assert page.execute_script("return window.isSecureContext") is True
                 assert page.execute_script("return location.origin") == f"https://{ADDRESS}:{port}"
                 assert page.execute_async_script(GET_USER_MEDIA_JS) == ["audio", "video"]
