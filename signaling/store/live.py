@@ -173,8 +173,15 @@ class LiveState:
         await self.backend.set_presence(sub, to_json(info), ttl_s)
 
     async def list_presence(self) -> dict[str, PresenceInfo]:
-        found = await self.backend.list_presence()
-        return {sub: msgspec.convert(info, PresenceInfo) for sub, info in found.items()}
+        """Who is on call. An entry not shaped as one (not written by a node) is left
+        out, so one bad entry does not hide everyone else's presence."""
+        presence = {}
+        for sub, info in (await self.backend.list_presence()).items():
+            try:
+                presence[sub] = msgspec.convert(info, PresenceInfo)
+            except msgspec.ValidationError:
+                continue
+        return presence
 
     # revoked tokens -----------------------------------------------------------------
     async def revoke_token(self, token_id: str, ttl_s: float) -> None:

@@ -159,3 +159,29 @@ async def test_client_on_any_node_reaches_the_session_host(
         finally:
             await referrer.close()
             await specialist.close()
+
+
+async def test_a_malformed_presence_entry_hides_nobody_else(
+    aiohttp_client, settings, tokens, redis_url
+):
+    """Entries written into Redis by anything but a node (not JSON, the wrong shape)
+    are left out: the supervisor still sees who is on call."""
+    import redis.asyncio as aioredis
+
+    node_a, _ = await two_nodes(aiohttp_client, settings, redis_url)
+    ws = await node_a.ws_connect("/ws")
+    await ws.send_json({"type": "auth", "token": tokens.specialist, "ref": "a"})
+    assert (await ws.receive_json(timeout=5))["type"] == "welcome"
+    await ws.send_json({"type": "presence", "status": "available", "ref": "p"})
+    assert (await ws.receive_json(timeout=5))["type"] == "presence.ok"
+    admin = aioredis.from_url(redis_url)
+    for sub, value in (("not-json", "{oops"), ("wrong-shape", '{"status": 7}'),
+                       ("a-list", "[1, 2]")):  # fmt: skip
+        await admin.set(f"jisr:presence:{sub}", value, px=60_000)
+        await admin.sadd("jisr:presence-index", sub)
+    await admin.aclose()
+    answer = await node_a.get("/api/oncall", headers=tokens.header(tokens.supervisor))
+    assert answer.status == 200, await answer.text()
+    on_call = (await answer.json())["presence"]
+    assert [(p["sub"], p["status"]) for p in on_call] == [("dr-karim", "available")]
+    await ws.close()
