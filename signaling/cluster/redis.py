@@ -98,7 +98,10 @@ class RedisCluster:
             with contextlib.suppress(TransitionRefused, NotFound):
                 await self.state.change_session(session.id, change, **fields)
                 self.audit.record(
-                    f"session.{change.target}", None, session_id=session.id, node=session.node
+                    f"session.{change.target}",
+                    None,
+                    session_id=session.id,
+                    session_node=session.node,  # "node" is the node writing the line
                 )
 
     async def locate(self, session: Session) -> Location:

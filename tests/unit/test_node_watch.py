@@ -1,8 +1,11 @@
 """Sessions of a dead node are marked interrupted; a node whose heartbeat merely
 lapsed takes its own back."""
 
+import io
+import json
+
 from signaling.cluster import RedisCluster, Trust
-from signaling.logs import Audit
+from signaling.logs import Audit, configure_logging
 from signaling.model import NodeInfo, to_json
 from signaling.store import LiveState, MemoryStore
 from tests.conftest import CLUSTER_SECRET
@@ -51,8 +54,20 @@ async def test_sessions_of_a_lost_node_are_interrupted_and_a_returning_node_recl
                      **PEOPLE},
         )  # fmt: skip
     watcher = cluster_node(store, "n_b")
-    await watcher.sweep()
+    lines = io.StringIO()
+    configure_logging(stream=lines)
+    try:
+        await watcher.sweep()
+    finally:
+        configure_logging()
     assert (await store.get_session("s1"))["state"] == "interrupted"  # n_a is not alive
+    # The audit line says which node wrote it and which node the session was on.
+    [line] = [json.loads(t) for t in lines.getvalue().splitlines() if t.startswith("{")]
+    assert (line["event"], line["node"], line["session_node"]) == (
+        "session.interrupted",
+        "n_b",
+        "n_a",
+    )
     assert "interrupted_at" in await store.get_session("s1")
     assert (await store.get_session("s2"))["state"] == "live"
 
