@@ -22,7 +22,7 @@ from .model import (
     SessionEnded,
     TokenRevoked,
 )
-from .protocol import encode
+from .protocol import compact, encode
 from .store import StoreUnavailable
 
 log = get_logger()
@@ -102,7 +102,7 @@ class Hub:
 
     # store events ---------------------------------------------------------------------
     def consult_updated(self, consult: Consult) -> None:
-        full = encode({"type": "consult.updated", "consult": consult})
+        full = encode({"type": "consult.updated", "consult": compact(consult)})
         brief = None  # each form encoded once for everyone
         for conn in self.concerned(consult, sharing_watchers=False):
             form = notification(conn, consult)
