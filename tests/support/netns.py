@@ -79,6 +79,21 @@ def new_namespace(home: int) -> int:
     return fd
 
 
+def without_ipv6(home: int, ns: int) -> None:
+    """No IPv6 in namespace ``ns`` (the tests' sites speak IPv4): otherwise each
+    interface brought up gets a link-local address that turns valid a second or two
+    later, and Chromium, seeing the network change, aborts whatever it was loading
+    (net::ERR_NETWORK_CHANGED: a page's scripts, now and then)."""
+    setns(ns)
+    try:
+        for scope in ("all", "default"):
+            with contextlib.suppress(FileNotFoundError):  # a kernel without IPv6
+                with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as knob:
+                    knob.write("1")
+    finally:
+        setns(home)
+
+
 def socket_in(home: int, ns: int, kind: int = socket.SOCK_DGRAM) -> socket.socket:
     """An unbound IPv4 socket that belongs to namespace ``ns`` for its whole life."""
     setns(ns)
@@ -219,6 +234,7 @@ class NetworkNamespace:
     def __init__(self) -> None:
         self.home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         self.fd = new_namespace(self.home)
+        without_ipv6(self.home, self.fd)
         self.path = f"/proc/{os.getpid()}/fd/{self.fd}"
         self.run("ip", "link", "set", "lo", "up")
 

@@ -46,6 +46,7 @@ from tests.support.netns import (
     nft_counters,
     run_in,
     socket_in,
+    without_ipv6,
 )
 
 SERVER_ADDRESS = "10.88.0.1"  # the server site's end of the veth
@@ -64,6 +65,8 @@ class Helper:
     def __init__(self) -> None:
         self.home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         self.namespaces = {"server": new_namespace(self.home), "site": new_namespace(self.home)}
+        for ns in self.namespaces.values():
+            without_ipv6(self.home, ns)
         self.paths = {name: f"/proc/{os.getpid()}/fd/{fd}" for name, fd in self.namespaces.items()}
         self.servers: list[asyncio.AbstractServer] = []
 
