@@ -327,7 +327,12 @@ def test_recorder_h264_reassembly(packets):
     assert not out or out[0].keyframe
     for frame in out:  # whole AVCC samples; a keyframe with its parameter sets
         assert avcc_nals(frame.data)
-        assert not frame.keyframe or stream_config(frame.data)[0] == (320, 240)
+        # A damaged SPS may still parse, to another size (the publisher's word, as
+        # for any SPS); what parses is a picture size, never nonsense.
+        config = stream_config(frame.data) if frame.keyframe else None
+        assert config is None or min(config[0]) > 0
+        if config is not None and config[0] != (320, 240):
+            count("damaged parameter sets parsed to another size")
 
 
 def test_a_real_session_forwards_and_records():
