@@ -20,7 +20,7 @@ from .auth import ROLES, mint_token
 from .demo import HTTPS_PORT, Listener, demo_environment, https_listeners, links
 from .logs import AccessLog, configure_logging, get_logger
 from .settings import Settings, SettingsError, load_settings
-from .tls import server_context, static_files_without_sendfile
+from .tls import server_context
 
 # After refusing a request early (too large, too slow), the rest of its body is read
 # and dropped this long, so the client can read the answer before the close.
@@ -86,8 +86,6 @@ def run_node(
     context = None  # HTTPS on the public listener
     if settings.tls_cert_file and settings.tls_key_file:
         context = server_context(settings.tls_cert_file, settings.tls_key_file)
-    if context is not None or listeners:
-        static_files_without_sendfile()
     public = [PublicSite("JISR_PORT", settings.host, settings.port, context)]
     public += [PublicSite("--https-port", extra.host, extra.port,
                           server_context(extra.cert_file, extra.key_file))

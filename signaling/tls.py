@@ -13,7 +13,7 @@ import ssl
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiohttp import web, web_fileresponse
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -65,16 +65,6 @@ def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
         raise ValueError(f"the key in {key_file} is not the key of the certificate in "
                          f"{cert_file}") from None  # fmt: skip
     return context
-
-
-def static_files_without_sendfile() -> None:
-    """Static files over TLS go out as plain writes, never through the event loop's
-    sendfile: kernel sendfile cannot encrypt, and uvloop then falls back to asyncio's
-    generic path, which swaps the connection's protocol while it copies and lost
-    some of the page's script responses when Chromium fetched many at once (the page
-    then never started). aiohttp's own fallback reads in a thread and writes through
-    the TLS transport like any answer. Process-wide: aiohttp has no per-site switch."""
-    web_fileresponse.NOSENDFILE = True  # what AIOHTTP_NOSENDFILE=1 sets at import
 
 
 async def strict_transport(request: web.BaseRequest, response: web.StreamResponse) -> None:
