@@ -51,6 +51,17 @@ def live_video(page_state: dict, participant: str | None = None) -> dict | None:
     return None
 
 
+def frames_advance(pages: dict, frames: int = 10, timeout: float = 10) -> None:
+    """Every page's remote video decodes ``frames`` more frames (video both ways)."""
+    before = {n: live_video(state(d))["framesDecoded"] for n, d in pages.items()}
+    wait_until(
+        lambda: all(live_video(state(d))["framesDecoded"] >= before[n] + frames
+                    for n, d in pages.items()),
+        timeout,
+        "frames advancing both ways",
+    )  # fmt: skip
+
+
 def open_page(driver, server, page: str, token: str) -> None:
     driver.get(f"{server.base}/{page}.html#token={token}")
     try:

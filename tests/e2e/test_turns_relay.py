@@ -43,7 +43,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.test_consult_flow import live_video, open_page, state, wait_until
+from tests.e2e.test_consult_flow import frames_advance, live_video, open_page, state, wait_until
 from tests.e2e.test_recording_playback import create_and_accept
 from tests.support.sites import SERVER_ADDRESS
 from tests.support.turnserver import TlsCoturn, tls_coturn
@@ -94,13 +94,7 @@ def test_consult_through_turns_from_a_site_without_udp(sites, turns, site_server
         )
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{_connection(pages)}\ncoturn: {turns.log()}") from None
-    before = {n: live_video(state(d))["framesDecoded"] for n, d in pages.items()}
-    wait_until(
-        lambda: all(live_video(state(d))["framesDecoded"] >= before[n] + 10
-                    for n, d in pages.items()),
-        10,
-        "frames advancing both ways",
-    )  # fmt: skip
+    frames_advance(pages)
 
     for name, driver in pages.items():
         pair = state(driver)["candidatePair"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.test_consult_flow import live_video, open_page, state, wait_until
+from tests.e2e.test_consult_flow import frames_advance, live_video, open_page, state, wait_until
 from tests.e2e.test_recording_playback import create_and_accept
 from tests.support.sites import SERVER_ADDRESS, SITE_ADDRESS
 
@@ -61,13 +61,7 @@ def test_consult_over_https_with_one_media_port(sites, site_server, site_browser
         30,
         "remote video on both participant pages",
     )
-    before = {n: live_video(state(d))["framesDecoded"] for n, d in pages.items()}
-    wait_until(
-        lambda: all(live_video(state(d))["framesDecoded"] >= before[n] + 10
-                    for n, d in pages.items()),
-        10,
-        "frames advancing both ways",
-    )  # fmt: skip
+    frames_advance(pages)
 
     for name, driver in pages.items():
         page = state(driver)
