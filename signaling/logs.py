@@ -139,7 +139,6 @@ def configure_logging(level: str = "info", stream=None) -> None:
     renderer = structlog.processors.JSONRenderer(serializer=_dumps)
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             *tail,
