@@ -28,6 +28,7 @@ from aiortc.sdp import SessionDescription
 
 from media.aiortc_internals import Tap, keep_codecs_off, restrict_host_addresses
 
+from . import janus
 from .common import die_with_parent
 
 READY_TIMEOUT_S = 30
@@ -186,9 +187,10 @@ def receive_without_decoding(transceiver) -> None:
 class Client:
     """One peer connection to a server. ``spec`` (from the orchestrator):
 
-    name, server ("jisr" | "stock"), base; publish: kinds sent ("", "video", "audio+video");
-    decode: bool; expect: {"audio": n, "video": n} streams that must arrive;
-    Jisr: token, session_id, part ("participant" | "observer"); stock: slot.
+    name, server ("jisr" | "stock" | "janus"), base; publish: kinds sent ("", "video",
+    "audio+video"); decode: bool; expect: {"audio": n, "video": n} streams that must arrive;
+    Jisr: token, session_id, part ("participant" | "observer"); stock: slot; Janus:
+    stream (its room and publisher).
     """
 
     spec: dict
@@ -199,6 +201,7 @@ class Client:
     tasks: list[asyncio.Task] = field(default_factory=list)
     pushed: list[str] = field(default_factory=list)  # the last few pushed messages, for a failure
     ws = None
+    janus: janus.JanusHandle | None = None
 
     async def start(self, http: ClientSession) -> None:
         spec = self.spec
@@ -207,6 +210,9 @@ class Client:
         )
         self.pc.on("track", self._on_track)
         publish = spec["publish"]
+        if spec["server"] == "janus" and not publish:
+            await self._janus_subscriber(http)  # Janus offers to its subscribers
+            return
         if spec["server"] == "jisr" and spec["part"] == "participant":
             for kind in ("audio", "video"):  # the protocol's layout, whatever is sent
                 self.pc.addTransceiver(
@@ -231,6 +237,10 @@ class Client:
         offer = self.pc.localDescription.sdp
         if spec["server"] == "jisr":
             answer = await self._jisr_signaling(http, offer)
+        elif spec["server"] == "janus":
+            self.janus = janus.JanusHandle(http, spec["base"])
+            answer = await janus.publish(self.janus, spec["stream"], offer)
+            self.tasks.append(asyncio.ensure_future(self.janus.keep_alive()))
         else:
             role = "publish" if publish else "subscribe"
             async with http.post(
@@ -242,6 +252,19 @@ class Client:
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         if not spec["decode"]:  # installed before the connection starts: no packet missed
             self.tap = CountingTap(self.pc, media_payload_types(answer))
+
+    async def _janus_subscriber(self, http: ClientSession) -> None:
+        self.janus = janus.JanusHandle(http, self.spec["base"])
+        offer = await janus.subscribe(self.janus, self.spec["stream"])
+        await self.pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        if not self.spec["decode"]:
+            for transceiver in self.pc.getTransceivers():
+                receive_without_decoding(transceiver)
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        if not self.spec["decode"]:  # before the connection starts: no packet missed
+            self.tap = CountingTap(self.pc, media_payload_types(offer))
+        await janus.start_subscription(self.janus, self.pc.localDescription.sdp)
+        self.tasks.append(asyncio.ensure_future(self.janus.keep_alive()))
 
     async def _jisr_signaling(self, http: ClientSession, offer: str) -> str:
         spec = self.spec
@@ -323,17 +346,19 @@ class Client:
 # -- the worker process ------------------------------------------------------------------
 
 
-def worker_main(conn, clip_path: str, deadline: float) -> None:
+def worker_main(conn, clip_path: str, deadline: float, address: str = "127.0.0.1") -> None:
     """Commands from the orchestrator, one at a time, each answered with
     ("ok", value) or ("error", message):
 
     ("add", [spec, ...]): connect these clients and wait until their media flows;
     ("snap",): {"t": monotonic, "clients": {name: {key: {"kind","frames","size"}}}};
     ("stop",): close everything and exit.
+
+    ``address``: the one address its peers gather candidates on (no STUN server).
     """
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the orchestrator decides when to stop
-    restrict_host_addresses(["127.0.0.1"])  # loopback only; no STUN server either
+    restrict_host_addresses([address])
     asyncio.run(_serve(conn, load_clip(clip_path), deadline))
 
 

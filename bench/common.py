@@ -444,14 +444,17 @@ def encode_clip(path: Path) -> None:
 class Worker:
     """One load generator process (bench.clients.worker_main) and its command pipe."""
 
-    def __init__(self, name: str, clip: Path, deadline: float) -> None:
+    def __init__(self, name: str, clip: Path, deadline: float, address: str = "127.0.0.1") -> None:
         from . import clients
 
         context = multiprocessing.get_context("spawn")  # no fork after threads
         self.name = name
         self._conn, child = context.Pipe()
         self.process = context.Process(
-            target=clients.worker_main, args=(child, str(clip), deadline), name=name, daemon=True
+            target=clients.worker_main,
+            args=(child, str(clip), deadline, address),
+            name=name,
+            daemon=True,
         )
         self.process.start()
         child.close()

@@ -17,6 +17,7 @@ import json
 import sys
 import time
 
+from . import janus
 from .common import (
     AUDIO_PACKETS_PER_S,
     FPS,
@@ -26,6 +27,7 @@ from .common import (
     Processes,
     Worker,
     clip_path,
+    free_port,
     jisr_session,
     log,
     machine,
@@ -58,7 +60,7 @@ CASES = [
 
 
 def client_specs(case: dict, server, session: dict | None) -> tuple[dict, list[dict]]:
-    common = {"server": server.name, "base": server.base, "slot": "a"}
+    common = {"server": server.name, "base": server.base, "slot": "a", "stream": 0}
     publisher = {
         **common,
         "name": "publisher",
@@ -131,15 +133,26 @@ def check_delivery(case: dict, server_name: str, received: dict) -> list[str]:
     return problems
 
 
+def start_server(procs: Processes, kind: str, streams: int):
+    if kind == "jisr":
+        return start_jisr(procs)
+    if kind == "stock":
+        return start_stock(procs)
+    server = janus.start_janus(procs, free_port())
+    janus.create_rooms(server.base, streams)
+    return server
+
+
 def run_one(case: dict, server_kind: str, clip, args, deadline: float) -> dict:
     procs = Processes()
     workers: list[Worker] = []
     try:
-        server = start_jisr(procs) if server_kind == "jisr" else start_stock(procs)
+        server = start_server(procs, server_kind, streams=1)
         session = jisr_session(server, 0) if server_kind == "jisr" else None
         publisher_spec, subscriber_specs = client_specs(case, server, session)
-        publisher = Worker("publisher", clip, deadline)
-        subscribers = Worker("subscribers", clip, deadline)
+        address = janus.ADDRESS if server_kind == "janus" else "127.0.0.1"
+        publisher = Worker("publisher", clip, deadline, address)
+        subscribers = Worker("subscribers", clip, deadline, address)
         workers = [subscribers, publisher]
         publisher.call("add", [publisher_spec])  # first: the stock server needs its tracks
         subscribers.call("add", subscriber_specs)
@@ -207,6 +220,12 @@ def main() -> int:
         help="run only this case (repeat for several)",
     )
     args = parser.parse_args()
+    # Janus needs a namespace of its own (no candidates on loopback): this re-runs the
+    # benchmark inside one when it can, and says why not when it cannot.
+    janus_missing = janus.ensure_installed() or janus.enter_namespace()
+    if janus_missing:
+        log(f"janus: not measured: {janus_missing}")
+    servers = ("stock", "jisr") if janus_missing else ("stock", "jisr", "janus")
     on_sigterm_exit()
     time_bound(args.timeout)
     deadline = time.time() + args.timeout + 30
@@ -216,18 +235,21 @@ def main() -> int:
     rows, cases, problems = [], [], []
     for case in [c for c in CASES if not args.case or c["name"] in args.case]:
         result = {}
-        for server_kind in ("stock", "jisr"):
+        for server_kind in servers:
             log(f"{case['name']}: {server_kind} ...")
             result[server_kind] = run_one(case, server_kind, clip, args, deadline)
             problems += result[server_kind]["problems"]
             rows.append(table_row(case, server_kind, result[server_kind]))
         stock, jisr = result["stock"]["cpu"]["server"], result["jisr"]["cpu"]["server"]
+        janus_cpu = result["janus"]["cpu"]["server"] if "janus" in result else None
         cases.append(
             {
                 "name": case["name"],
                 "stock_cpu_pct": round(stock, 2),
                 "jisr_cpu_pct": round(jisr, 2),
                 "ratio": round(jisr / stock, 4) if stock > 0 else None,
+                "janus_cpu_pct": None if janus_cpu is None else round(janus_cpu, 2),
+                "ratio_janus": round(jisr / janus_cpu, 3) if janus_cpu else None,
                 # A server that dropped frames also spent less CPU: no fair ratio then.
                 "valid": not any(r["problems"] for r in result.values()),
                 "publisher_cpu_pct": round(result["jisr"]["cpu"]["publisher"], 2),
@@ -248,6 +270,7 @@ def main() -> int:
                     "machine": info,
                     "window_s": args.window,
                     "target_ratio": TARGET_RATIO,
+                    "janus": janus_missing or "measured",
                     "problems": problems,
                 }
             )
@@ -273,14 +296,24 @@ def main() -> int:
         print()
         print(
             table(
-                ["case", "stock CPU %", "Jisr CPU %", "ratio", f"target <= {TARGET_RATIO}"],
+                [
+                    "case",
+                    "stock CPU %",
+                    "Jisr CPU %",
+                    "Janus CPU %",
+                    "Jisr/stock",
+                    f"target <= {TARGET_RATIO}",
+                    "Jisr/Janus",
+                ],  # fmt: skip
                 [
                     [
                         c["name"],
                         c["stock_cpu_pct"],
                         c["jisr_cpu_pct"],
+                        "-" if c["janus_cpu_pct"] is None else c["janus_cpu_pct"],
                         c["ratio"],
                         verdict(c),
+                        "-" if c["ratio_janus"] is None else c["ratio_janus"],
                     ]
                     for c in cases
                 ],
