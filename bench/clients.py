@@ -30,6 +30,7 @@ from media.aiortc_internals import Tap, keep_codecs_off, restrict_host_addresses
 
 from . import janus
 from .common import die_with_parent
+from .paced import FloorClient, Outlet, Pacer, vp8_frames
 
 READY_TIMEOUT_S = 30
 
@@ -173,6 +174,12 @@ def media_payload_types(sdp: str) -> dict[int, str]:
     return kinds
 
 
+def codec_names(sdp: str, kind: str) -> dict[int, str]:
+    """Payload type -> codec name (lower case) of the first m-line of ``kind``."""
+    media = next(m for m in SessionDescription.parse(sdp).media if m.kind == kind)
+    return {c.payloadType: c.mimeType.split("/")[1].lower() for c in media.rtp.codecs}
+
+
 def receive_without_decoding(transceiver) -> None:
     """keep_codecs_off, except that a publisher's sender still runs."""
     send = transceiver.sender.send
@@ -195,6 +202,7 @@ class Client:
 
     spec: dict
     clips: dict[str, Clip]
+    pacer: Pacer  # sends for light ("paced") publishers
     pc: RTCPeerConnection | None = None
     tap: CountingTap | None = None
     decoded: dict[str, Stream] = field(default_factory=dict)
@@ -229,7 +237,10 @@ class Client:
             for kind in ("audio", "video"):
                 if spec["expect"].get(kind):
                     self.pc.addTransceiver(kind, "recvonly")
-        if not spec["decode"]:
+        if spec.get("paced"):  # the process's Pacer sends instead of aiortc's senders
+            for transceiver in self.pc.getTransceivers():
+                keep_codecs_off(transceiver)
+        elif not spec["decode"]:
             for transceiver in self.pc.getTransceivers():
                 receive_without_decoding(transceiver)
 
@@ -250,8 +261,18 @@ class Client:
                     raise RuntimeError(f"{spec['name']}: offer refused: {await response.text()}")
                 answer = (await response.json())["sdp"]
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-        if not spec["decode"]:  # installed before the connection starts: no packet missed
+        if spec.get("paced"):
+            self._paced_video(answer)
+        elif not spec["decode"]:  # installed before the connection starts: no packet missed
             self.tap = CountingTap(self.pc, media_payload_types(answer))
+
+    def _paced_video(self, answer: str) -> None:
+        tap = Tap(self.pc, lambda _packet: None, lambda _packet: None)
+        video = next(t for t in self.pc.getTransceivers() if t.kind == "video")
+        payload_type = next(
+            pt for pt, name in codec_names(answer, "video").items() if name == "vp8"
+        )
+        self.pacer.add(Outlet(tap.send, video.sender._ssrc, payload_type))
 
     async def _janus_subscriber(self, http: ClientSession) -> None:
         self.janus = janus.JanusHandle(http, self.spec["base"])
@@ -322,6 +343,9 @@ class Client:
             for key, s in found.items()
         }
 
+    def state(self) -> str:
+        return self.pc.connectionState
+
     def missing(self) -> str | None:
         """What this client still waits for before it counts as ready, or None."""
         if self.pc.connectionState != "connected":
@@ -365,7 +389,8 @@ def worker_main(conn, clip_path: str, deadline: float, address: str = "127.0.0.1
 async def _serve(conn, clips: dict[str, Clip], deadline: float) -> None:
     loop = asyncio.get_running_loop()
     loop.call_at(loop.time() + max(0.0, deadline - time.time()), os._exit, 3)  # hard bound
-    clients: dict[str, Client] = {}
+    clients: dict[str, Client | FloorClient] = {}
+    pacer = Pacer(vp8_frames(clips["video"]))  # one paced loop for every light publisher
     async with ClientSession() as http:
         try:
             while True:
@@ -374,10 +399,10 @@ async def _serve(conn, clips: dict[str, Clip], deadline: float) -> None:
                     break
                 try:
                     if command == "add":
-                        conn.send(("ok", await _add(http, clients, clips, args[0])))
+                        conn.send(("ok", await _add(http, clients, clips, pacer, args[0])))
                     elif command == "snap":
                         snapshot = {n: c.streams() for n, c in clients.items()}
-                        status = {n: [c.pc.connectionState, *c.pushed] for n, c in clients.items()}
+                        status = {n: [c.state(), *c.pushed] for n, c in clients.items()}
                         conn.send(
                             ("ok", {"t": time.monotonic(), "clients": snapshot, "status": status})
                         )
@@ -392,8 +417,13 @@ async def _serve(conn, clips: dict[str, Clip], deadline: float) -> None:
         conn.send(("ok", None))
 
 
-async def _add(http: ClientSession, clients: dict, clips: dict, specs: list[dict]) -> int:
-    new = [Client(spec, clips) for spec in specs]
+async def _add(
+    http: ClientSession, clients: dict, clips: dict, pacer: Pacer, specs: list[dict]
+) -> int:
+    new = [
+        FloorClient(spec, pacer) if spec["server"] == "floor" else Client(spec, clips, pacer)
+        for spec in specs
+    ]
     for client in new:
         clients[client.spec["name"]] = client
     await asyncio.wait_for(asyncio.gather(*(c.start(http) for c in new)), READY_TIMEOUT_S)

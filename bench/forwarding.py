@@ -38,6 +38,7 @@ from .common import (
     table,
     time_bound,
 )
+from .scale import STEPS, run_scale
 
 TARGET_RATIO = 0.08
 MIN_SHARE = 0.90  # of the frames sent, for every subscriber
@@ -214,6 +215,13 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=10.0, help="seconds measured")
     parser.add_argument("--timeout", type=float, default=600.0, help="bound on the whole run")
     parser.add_argument(
+        "--scale-steps",
+        type=lambda text: [int(n) for n in text.split(",") if n],
+        default=list(STEPS),
+        help="concurrent streams of the scale case, comma-separated (empty: none)",
+    )
+    parser.add_argument("--scale-only", action="store_true", help="only the scale case")
+    parser.add_argument(
         "--case",
         action="append",
         choices=[c["name"] for c in CASES],
@@ -233,7 +241,10 @@ def main() -> int:
     clip = clip_path()
 
     rows, cases, problems = [], [], []
-    for case in [c for c in CASES if not args.case or c["name"] in args.case]:
+    chosen = [c for c in CASES if not args.case or c["name"] in args.case]
+    if args.scale_only:
+        chosen = []
+    for case in chosen:
         result = {}
         for server_kind in servers:
             log(f"{case['name']}: {server_kind} ...")
@@ -260,6 +271,10 @@ def main() -> int:
             }
         )
 
+    middles = ("floor", *servers[1:])  # the floor in the stock server's place
+    scale = run_scale(middles, clip, args, deadline) if args.scale_steps else []
+    problems += [p for step in scale for kind in middles for p in step[kind]["problems"]]
+
     for problem in problems:
         log("FAILED: " + problem)
     if args.json:
@@ -267,6 +282,7 @@ def main() -> int:
             json.dumps(
                 {
                     "cases": cases,
+                    "scale": scale,
                     "machine": info,
                     "window_s": args.window,
                     "target_ratio": TARGET_RATIO,
