@@ -18,8 +18,12 @@ import signal
 import pylibsrtp
 import uvloop
 
-FLOOR_UP_KEY = bytes(range(30))  # publishers -> relay (the relay's inbound key)
-FLOOR_DOWN_KEY = bytes(range(30, 60))  # relay -> subscribers
+# The SRTP profile aiortc (so Jisr) picks first with every client that offers it,
+# browsers included: the floor pays for the same cipher.
+PROFILE = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM
+KEY_BYTES = 32 + 12  # master key and salt
+FLOOR_UP_KEY = bytes(range(KEY_BYTES))  # publishers -> relay (the relay's inbound key)
+FLOOR_DOWN_KEY = bytes(range(KEY_BYTES, 2 * KEY_BYTES))  # relay -> subscribers
 FLOOR_SSRC_BASE = 0x4A000000
 
 
@@ -29,7 +33,7 @@ def floor_ssrc(stream: int) -> int:
 
 def srtp_session(key: bytes, inbound: bool) -> pylibsrtp.Session:
     kind = pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND
-    return pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=kind))
+    return pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=kind, srtp_profile=PROFILE))
 
 
 class Relay(asyncio.DatagramProtocol):
