@@ -20,6 +20,7 @@ import os
 import sys
 import time
 
+from . import isolation
 from .common import (
     AUDIO_PACKETS_PER_S,
     FPS,
@@ -138,7 +139,18 @@ def main() -> int:
         "--remeasure", type=int, default=1, choices=(0, 1), help="second window on a miss"
     )
     parser.add_argument("--time-limit", type=float, default=900.0, help="seconds, whole run")
+    parser.add_argument(
+        "--shared-machine",
+        action="store_true",
+        help="no namespace for the generators and no pinning (as before)",
+    )
     args = parser.parse_args()
+    # The generators in a namespace of their own, the server on one core and the
+    # generators on the other: the server's figure is then its own.
+    isolated = "not asked" if args.shared_machine else isolation.enter_namespace("bench.capacity")
+    pins = None if args.shared_machine else isolation.pinning()
+    if isolated:
+        log(f"generators share the server's namespace: {isolated}")
     on_sigterm_exit()
     time_bound(args.time_limit + 120)  # hard stop; the steps themselves stop at the limit
     started = time.monotonic()
@@ -150,12 +162,26 @@ def main() -> int:
     steps: list[dict] = []
     held, stopped = 0, "max_consults"
     try:
+        server_cpus, generator_cpus = pins or (None, None)
+        netns = None if isolated else isolation.GeneratorNamespace()
+        host = "127.0.0.1" if netns is None else isolation.SERVER_ADDRESS
+        address = "127.0.0.1" if netns is None else isolation.GENERATOR_ADDRESS
         several = jisr_has_workers()
-        redis_url = start_redis(procs) if several else None
-        server = start_jisr(procs, redis_url)
+        redis_url = start_redis(procs, server_cpus) if several else None
+        server = start_jisr(procs, redis_url, host, server_cpus)
         log(f"jisr: {'default --workers, Redis ' + redis_url if several else 'one process'}")
         deadline = time.time() + args.time_limit + 180
-        generators = [Worker(f"generator{i}", clip, deadline) for i in range(args.generators)]
+        generators = [
+            Worker(
+                f"generator{i}",
+                clip,
+                deadline,
+                address,
+                netns.path if netns else None,
+                generator_cpus,
+            )  # fmt: skip
+            for i in range(args.generators)
+        ]
         consults, target = 0, args.start
         while target <= args.max_consults:
             step_started = time.monotonic()
@@ -209,6 +235,11 @@ def main() -> int:
         "cores": info["cores"],
         "stopped": stopped,
         "machine_saturated": saturated,
+        "isolation": {
+            "generators_namespace": isolated or "own",
+            "server_cpus": sorted(pins[0]) if pins else None,
+            "generator_cpus": sorted(pins[1]) if pins else None,
+        },
         "machine": info,
         "steps": [
             {k: round(v, 2) if isinstance(v, float) else v for k, v in s.items()} for s in steps

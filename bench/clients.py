@@ -30,6 +30,7 @@ from media.aiortc_internals import Tap, keep_codecs_off, restrict_host_addresses
 
 from . import janus
 from .common import die_with_parent
+from .isolation import place_generator
 from .paced import FloorClient, Outlet, Pacer, vp8_frames
 
 READY_TIMEOUT_S = 30
@@ -370,7 +371,14 @@ class Client:
 # -- the worker process ------------------------------------------------------------------
 
 
-def worker_main(conn, clip_path: str, deadline: float, address: str = "127.0.0.1") -> None:
+def worker_main(
+    conn,
+    clip_path: str,
+    deadline: float,
+    address: str = "127.0.0.1",
+    netns_path: str | None = None,
+    cpus: set[int] | None = None,
+) -> None:
     """Commands from the orchestrator, one at a time, each answered with
     ("ok", value) or ("error", message):
 
@@ -378,8 +386,10 @@ def worker_main(conn, clip_path: str, deadline: float, address: str = "127.0.0.1
     ("snap",): {"t": monotonic, "clients": {name: {key: {"kind","frames","size"}}}};
     ("stop",): close everything and exit.
 
-    ``address``: the one address its peers gather candidates on (no STUN server).
+    ``address``: the one address its peers gather candidates on (no STUN server);
+    ``netns_path``, ``cpus``: where it runs (bench.isolation.place_generator).
     """
+    place_generator(netns_path, cpus)
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the orchestrator decides when to stop
     restrict_host_addresses([address])

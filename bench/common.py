@@ -180,7 +180,16 @@ class Processes:
         self.dir = Path(tempfile.mkdtemp(prefix="jisr-bench-"))
         self._procs: list[tuple[str, subprocess.Popen]] = []
 
-    def start(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
+    def start(
+        self, name: str, argv: list[str], env: dict | None = None, cpus: set[int] | None = None
+    ) -> subprocess.Popen:
+        """``cpus``: the cores it (and what it starts) may run on; any when None."""
+
+        def preexec() -> None:
+            die_with_parent()
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
         with open(self.dir / f"{name}.log", "wb") as logfile:
             proc = subprocess.Popen(
                 argv,
@@ -190,7 +199,7 @@ class Processes:
                 stdout=logfile,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
-                preexec_fn=die_with_parent,
+                preexec_fn=preexec,
             )
         self._procs.append((name, proc))
         return proc
@@ -267,7 +276,7 @@ def jisr_has_workers() -> bool:
     return "--workers" in out
 
 
-def start_redis(procs: Processes) -> str:
+def start_redis(procs: Processes, cpus: set[int] | None = None) -> str:
     path = shutil.which("redis-server")
     if path is None:
         raise RuntimeError("several Jisr workers need redis-server on PATH")
@@ -287,6 +296,7 @@ def start_redis(procs: Processes) -> str:
             "--dir",
             str(procs.dir),
         ],
+        cpus=cpus,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -302,19 +312,25 @@ def start_redis(procs: Processes) -> str:
     raise RuntimeError("redis-server did not start:\n" + procs.log_tail("redis"))
 
 
-def start_jisr(procs: Processes, redis_url: str | None = None) -> Server:
+def start_jisr(
+    procs: Processes,
+    redis_url: str | None = None,
+    host: str = "127.0.0.1",
+    cpus: set[int] | None = None,
+) -> Server:
+    """``host``: where it answers HTTP and gathers its media candidates."""
     port = free_port()
     secret = secrets.token_urlsafe(48)
-    env = {"JISR_JWT_SECRET": secret, "JISR_ICE_ADDRESSES": "127.0.0.1", "JISR_HOST": "127.0.0.1"}
+    env = {"JISR_JWT_SECRET": secret, "JISR_ICE_ADDRESSES": host, "JISR_HOST": host}
     # Media on one shared socket as deployed, on a port the system picks (not 7882, which
     # a server left running elsewhere on the machine may hold).
     env["JISR_MEDIA_UDP_PORT"] = "0"
     if redis_url:  # the workers sign their node-map entries and requests to each other
         env |= {"JISR_REDIS_URL": redis_url, "JISR_CLUSTER_SECRET": secrets.token_urlsafe(48)}
     proc = procs.start(
-        "jisr", [sys.executable, "-m", "signaling.cli", "serve", "--port", str(port)], env
+        "jisr", [sys.executable, "-m", "signaling.cli", "serve", "--port", str(port)], env, cpus
     )
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://{host}:{port}"
     try:
         wait_healthy(base, proc)
     except RuntimeError as exc:
@@ -444,7 +460,17 @@ def encode_clip(path: Path) -> None:
 class Worker:
     """One load generator process (bench.clients.worker_main) and its command pipe."""
 
-    def __init__(self, name: str, clip: Path, deadline: float, address: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        name: str,
+        clip: Path,
+        deadline: float,
+        address: str = "127.0.0.1",
+        netns_path: str | None = None,
+        cpus: set[int] | None = None,
+    ) -> None:
+        """``address``: its peers' one host address; ``netns_path``, ``cpus``: the
+        network namespace and cores it runs in (bench.isolation), else this one's."""
         from . import clients
 
         context = multiprocessing.get_context("spawn")  # no fork after threads
@@ -452,7 +478,7 @@ class Worker:
         self._conn, child = context.Pipe()
         self.process = context.Process(
             target=clients.worker_main,
-            args=(child, str(clip), deadline, address),
+            args=(child, str(clip), deadline, address, netns_path, cpus),
             name=name,
             daemon=True,
         )

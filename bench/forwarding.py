@@ -17,7 +17,7 @@ import json
 import sys
 import time
 
-from . import janus
+from . import isolation, janus
 from .common import (
     AUDIO_PACKETS_PER_S,
     FPS,
@@ -230,7 +230,7 @@ def main() -> int:
     args = parser.parse_args()
     # Janus needs a namespace of its own (no candidates on loopback): this re-runs the
     # benchmark inside one when it can, and says why not when it cannot.
-    janus_missing = janus.ensure_installed() or janus.enter_namespace()
+    janus_missing = janus.ensure_installed() or isolation.enter_namespace("bench.forwarding")
     if janus_missing:
         log(f"janus: not measured: {janus_missing}")
     servers = ("stock", "jisr") if janus_missing else ("stock", "jisr", "janus")

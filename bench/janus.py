@@ -5,8 +5,8 @@ processes, and its CPU is measured the same way.
 Janus is Debian's package (``apt-get install janus``; ``ensure_installed`` does it
 in the benchmark's own set-up, never in a test). It gathers no ICE candidate on a
 loopback interface, so the benchmark runs inside a network namespace of its own
-(``enter_namespace``) where a veth interface carries ``ADDRESS``; every packet
-stays inside that namespace.
+(``isolation.enter_namespace``) where a veth interface carries ``ADDRESS``; every
+packet stays inside that namespace.
 
 The orchestrator starts Janus and creates one room per forwarded stream over its
 HTTP API (``start_janus``, ``create_rooms``); the load generators publish and
@@ -19,15 +19,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-ADDRESS = "10.89.0.1"  # Janus's (and its clients') address inside the namespace
-INTERFACE = "jb0"
-NAMESPACE_FLAG = "JISR_BENCH_NETNS"
+from .isolation import INTERFACE, SERVER_ADDRESS
+
+ADDRESS = SERVER_ADDRESS  # Janus's (and its clients') address inside the namespace
 LIBRARIES = Path("/usr/lib/x86_64-linux-gnu/janus")
 ROOM_BASE = 5000  # room ids: ROOM_BASE + stream number; publisher ids likewise
 PUBLISHER_BASE = 9000
@@ -51,27 +50,6 @@ def ensure_installed() -> str | None:
         if done.returncode != 0:
             return f"apt-get could not install janus: {done.stderr.strip()[-300:]}"
     return None if shutil.which("janus") else "janus is still missing after apt-get"
-
-
-def enter_namespace() -> str | None:
-    """Re-run this benchmark inside a fresh network namespace holding ``ADDRESS``
-    (never returns when it can); None once inside, else why it cannot."""
-    if os.environ.get(NAMESPACE_FLAG) == "1":
-        return None
-    if not shutil.which("unshare") or not shutil.which("ip"):
-        return "unshare or ip (iproute2) is missing"
-    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
-    if probe.returncode != 0:
-        return "this user cannot make a network namespace (unshare -n)"
-    setup = (
-        f"ip link set lo up && ip link add {INTERFACE} type veth peer name {INTERFACE}p"
-        f" && ip addr add {ADDRESS}/24 dev {INTERFACE} && ip link set {INTERFACE} up"
-        f' && ip link set {INTERFACE}p up && exec "$@"'
-    )
-    os.environ[NAMESPACE_FLAG] = "1"
-    argv = [sys.executable, "-m", "bench.forwarding", *sys.argv[1:]]
-    os.execvp("unshare", ["unshare", "-n", "sh", "-c", setup, "sh", *argv])
-    return "exec failed"  # not reached
 
 
 def _config(folder: Path, port: int) -> None:
