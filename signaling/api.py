@@ -27,6 +27,7 @@ from .keys import (
     IDENTITY,
     LIMITS,
     RECORDING,
+    RECORDS,
     SETTINGS,
     STORE,
     TRIAGE,
@@ -99,7 +100,10 @@ async def readyz(request: web.Request) -> web.Response:
         await request.app[STORE].ping()
     except StoreUnavailable:
         raise store_unavailable() from None
-    return respond({"status": "ready"})
+    records = request.app[RECORDS]
+    if records is None:
+        return respond({"status": "ready"})
+    return respond({"status": "ready", "records": records.status()})
 
 
 @routes.get("/api/config")

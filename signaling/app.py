@@ -35,6 +35,7 @@ from .keys import (
     NODE_ID,
     RECORDING,
     RECORDING_CHECKS,
+    RECORDS,
     SETTINGS,
     SIGNIN,
     STORE,
@@ -50,6 +51,7 @@ from .proxies import forwarded_middleware, parse_networks
 from .ratelimit import RateLimits
 from .recording import RecordingService
 from .recordings_api import routes as recording_routes
+from .records.service import Records
 from .settings import Settings
 from .signin import SignIn
 from .signin import routes as signin_routes
@@ -203,6 +205,7 @@ def add_records(app: web.Application, settings: Settings, vault: Vault | None) -
     if vault is None and keyring is not None:
         vault = open_vault(settings, keyring)
     app[VAULT] = vault
+    app[RECORDS] = open_records(app, settings, keyring)
     app[CASE_PACKET] = open_case_packet(settings, app[STORE], app[AUDIT], keyring)
     app[RECORDING] = RecordingService(
         vault, app[MEDIA], app[AUDIT], segment_s=settings.recording_segment_s,
@@ -214,6 +217,22 @@ def add_records(app: web.Application, settings: Settings, vault: Vault | None) -
         interval_s=settings.recording_verify_interval_s,
         relay_s=settings.recording_trail_relay_s,
     )  # fmt: skip
+
+
+def open_records(app: web.Application, settings: Settings, keyring: Keyring | None
+                 ) -> Records | None:  # fmt: skip
+    """The record store, fed by every consult change and audit event of this node
+    (None without a master key: what people wrote is kept only sealed)."""
+    if keyring is None:
+        return None
+    records = Records(
+        settings.records_database(), keyring, node=app[NODE_ID],
+        outbox_dir=settings.data_dir / "outbox", clock=app[CONSULTS].clock,
+    )  # fmt: skip
+    app[STORE].consult_observers.append(records.consult_changed)
+    app[AUDIT].add_sink(records.audit)
+    records.register_metrics(app[TRIAGE].metrics.registry)
+    return records
 
 
 def add_routes(app: web.Application, settings: Settings) -> None:

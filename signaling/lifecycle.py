@@ -20,6 +20,7 @@ from .keys import (
     NODE_ID,
     RECORDING,
     RECORDING_CHECKS,
+    RECORDS,
     SETTINGS,
     SIGNIN,
     STORE,
@@ -49,6 +50,8 @@ async def lifecycle(app: web.Application):
     await app[MEDIA].listen()  # a media port already in use stops the node here
     store = app[STORE]
     await store.start()
+    if app[RECORDS] is not None:
+        app[RECORDS].start()
     app[HTTP_CLIENT] = ClientSession()
     with contextlib.suppress(StoreUnavailable):
         await app[IDENTITY].load()
@@ -82,6 +85,8 @@ async def shut_down(app: web.Application) -> None:
         await asyncio.wait_for(app[CLUSTER].leave(), SHUTDOWN_STEP_S)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(app[STORE].close(), SHUTDOWN_STEP_S)
+    if app[RECORDS] is not None:  # what it could not apply stays in its journal
+        await app[RECORDS].close(drain_s=SHUTDOWN_STEP_S / 2)
     await app[HTTP_CLIENT].close()
     await app[LIMITS].close()
     await app[VERIFIER].close()

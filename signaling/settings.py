@@ -134,6 +134,19 @@ class Settings(BaseSettings):
     recording_verify_interval_s: float = Field(86400, ge=0, le=366 * 86400)
     recording_trail_relay_s: float = Field(10, gt=0, le=3600)
     attachments_dir: Path = Path("var/attachments")
+    # The data folder: the embedded record store (records.db) and each node's outbox
+    # journal (outbox/) live under it.
+    data_dir: Path = Path("var")
+    # The record store (consults, reports, indexes, the audit trail): sqlite:///PATH
+    # or postgresql://USER@HOST:PORT/DB (several nodes); default the SQLite file
+    # under the data folder. It is on when the master key is (it seals what people
+    # wrote with data keys of the keyring).
+    records_url: str | None = Field(None, repr=False)
+    # How long records are kept after their consult ended: consults with their
+    # history and reports; case-packet files (attachments).
+    records_retention_days: int = Field(3650, ge=1, le=36500)
+    attachment_retention_days: int = Field(3650, ge=1, le=36500)
+    records_retention_check_s: float = Field(3600, gt=0, le=86400)
     max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=1024, le=500 * 1024 * 1024)
     max_message_bytes: int = Field(65536, ge=1024, le=10 * 1024 * 1024)
     max_observers: int = Field(8, ge=0, le=100)
@@ -261,6 +274,20 @@ class Settings(BaseSettings):
             if not url.startswith(("stun:", "turn:", "turns:")):
                 raise ValueError(f"{url!r} is not a stun:, turn: or turns: URL")
         return value
+
+    @field_validator("records_url")
+    @classmethod
+    def _records_url(cls, value: str | None) -> str | None:
+        from .records.database import database_url
+
+        if value:
+            database_url(value)  # ValueError: not a database Jisr can keep records in
+        return value or None
+
+    def records_database(self) -> str:
+        from .records.database import sqlite_url
+
+        return self.records_url or sqlite_url(self.data_dir.resolve() / "records.db")
 
     @field_validator("redis_url")
     @classmethod

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import gc
 import os
+import shutil
+import tempfile
 
 import pytest
 
 from signaling.auth import mint_token
 from signaling.settings import Settings, load_settings
 
-pytest_plugins = ["tests.fixtures_redis"]
+pytest_plugins = ["tests.fixtures_redis", "tests.fixtures_postgres"]
 
 # Media on one shared UDP port, as deployed, but on a port the system picks for each
 # node: tests run nodes side by side (in this process and in servers it starts, which
@@ -59,9 +62,15 @@ SECRET = "test-secret-" + "x" * 40
 CLUSTER_SECRET = "test-cluster-" + "y" * 40  # nodes sharing Redis sign with it
 
 
+# The data folder (records.db, the outbox journals) of nodes a test does not give one:
+# this run's own, never the working copy's var/.
+DATA_DIR = tempfile.mkdtemp(prefix="jisr-test-data-")
+atexit.register(shutil.rmtree, DATA_DIR, ignore_errors=True)
+
+
 def make_settings(**overrides) -> Settings:
     values = {"jwt_secret": SECRET, "ice_addresses": "127.0.0.1", "port": 8080,
-              "cluster_secret": CLUSTER_SECRET}  # fmt: skip
+              "cluster_secret": CLUSTER_SECRET, "data_dir": DATA_DIR}  # fmt: skip
     values.update(overrides)
     return load_settings(**values)
 

@@ -1,0 +1,67 @@
+"""Encryption of what people wrote, in the record store: each consult has its own
+data key, kept in the database wrapped by the master key (``record_keys``); the
+consult's record, every version of it and its report are sealed with it
+(AES-256-GCM, the consult id, the kind and the version as associated data).
+Destroying the wrapped key crypto-shreds all of them, in every copy and backup
+of the database alike."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from recordings.crypto import new_data_key, seal, unseal
+from recordings.keyring import Keyring
+
+from .schema import record_keys
+
+
+class KeyShredded(LookupError):
+    """The consult's data key is gone: what it sealed can never be read."""
+
+
+def _ad(owner_id: str, kind: str, version: int) -> bytes:
+    return f"jisr.record\0{owner_id}\0{kind}\0{version}".encode()
+
+
+class Sealing:
+    def __init__(self, keyring: Keyring) -> None:
+        self.keyring = keyring
+        self._cache: dict[str, bytes] = {}  # owner -> data key, while this node runs
+
+    async def key(self, conn: AsyncConnection, owner_id: str, *, create: bool) -> bytes:
+        cached = self._cache.get(owner_id)
+        if cached is not None:
+            return cached
+        row = (await conn.execute(
+            select(record_keys.c.wrapped).where(record_keys.c.owner_id == owner_id)
+        )).first()  # fmt: skip
+        if row is not None:
+            key = self.keyring.unwrap(owner_id, row.wrapped)
+            self._cache[owner_id] = key  # cached once committed by someone
+        elif create:  # not cached: this transaction may yet lose to another node's
+            key = new_data_key()
+            wrapped = self.keyring.wrap(owner_id, key)
+            await conn.execute(insert(record_keys).values(owner_id=owner_id, wrapped=wrapped))
+        else:
+            raise KeyShredded(owner_id)
+        return key
+
+    async def seal(self, conn: AsyncConnection, owner_id: str, kind: str, version: int,
+                   data: bytes) -> bytes:  # fmt: skip
+        key = await self.key(conn, owner_id, create=True)
+        return seal(key, data, _ad(owner_id, kind, version))
+
+    async def open(self, conn: AsyncConnection, owner_id: str, kind: str, version: int,
+                   blob: bytes) -> bytes:  # fmt: skip
+        """TamperedError if it was altered; KeyShredded once its key is destroyed."""
+        key = await self.key(conn, owner_id, create=False)
+        return unseal(key, blob, _ad(owner_id, kind, version), f"the {kind} of {owner_id}")
+
+    async def shred(self, conn: AsyncConnection, owner_id: str) -> None:
+        self._cache.pop(owner_id, None)
+        await conn.execute(delete(record_keys).where(record_keys.c.owner_id == owner_id))
+
+    def forget(self, owner_id: str) -> None:
+        """Drop a cached key (another node may have shredded it)."""
+        self._cache.pop(owner_id, None)

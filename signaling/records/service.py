@@ -1,0 +1,119 @@
+"""``Records``: a node's way to the record store. State changes and audit events
+go in through the durable outbox (``put`` is synchronous: the entry is in this
+node's journal when it returns); reads come straight from the database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from recordings.keyring import Keyring
+
+from ..logs import get_logger, screen_fields
+from ..model import Consult
+from . import chain
+from .database import DatabaseUnavailable, migrate, open_engine, transient
+from .entries import AuditEvent, ConsultChanged, Entry
+from .outbox import Outbox
+from .reader import RecordReader
+from .sealing import Sealing
+from .writer import RecordWriter
+
+log = get_logger()
+OUTBOX_LABEL = "outbox"
+
+
+class Records:
+    def __init__(self, url: str, keyring: Keyring, *, node: str, outbox_dir: Path,
+                 clock=time.time) -> None:  # fmt: skip
+        self.url = url
+        self.keyring = keyring
+        self.node = node
+        self.clock = clock
+        self.engine = open_engine(url)
+        self.sealing = Sealing(keyring)
+        self.writer = RecordWriter(self.engine, self.sealing, self.chain_key)
+        self.reader = RecordReader(self.engine, self.sealing)
+        self.outbox = Outbox(outbox_dir, node, self._outbox_key, self.writer.apply)
+        self.migrated = False
+        self._task: asyncio.Future | None = None
+
+    def chain_key(self, key_id: str | None) -> tuple[str, bytes]:
+        return key_id or self.keyring.master_key_id, self.keyring.derived(chain.LABEL, key_id)
+
+    def _outbox_key(self, key_id: str | None) -> tuple[str, bytes]:
+        return key_id or self.keyring.master_key_id, self.keyring.derived(OUTBOX_LABEL, key_id)
+
+    # in --------------------------------------------------------------------------
+    def put(self, entry: Entry) -> None:
+        self.outbox.put(entry)
+
+    def consult_changed(self, consult: Consult) -> None:
+        self.put(ConsultChanged(consult=consult, at=self.clock()))
+
+    def audit(self, event: str, actor: dict[str, Any] | None, fields: dict[str, Any]) -> None:
+        """An audit event, its free text screened as the log lines are."""
+        screened = screen_fields(fields)
+        actor_field = screened.pop("actor", None)
+        if actor is None and isinstance(screened.get("by"), dict):
+            actor = screened["by"]
+        self.put(AuditEvent(
+            id="e_" + secrets.token_hex(12), at=self.clock(), event=event, node=self.node,
+            actor=screen_fields(actor) if actor else actor_field, fields=screened,
+        ))  # fmt: skip
+
+    def register_metrics(self, registry) -> None:  # noqa: ANN001 - prometheus' registry
+        from prometheus_client import Counter, Gauge
+
+        backlog = Gauge("jisr_records_outbox_backlog",
+                        "entries in this node's outbox not yet in the record store",
+                        registry=registry)  # fmt: skip
+        backlog.set_function(lambda: self.outbox.backlog)
+        up = Gauge("jisr_records_database_up",
+                   "1 while the record store takes this node's writes", registry=registry)
+        up.set_function(lambda: 1.0 if self.outbox.database_up else 0.0)
+        rejected = Counter("jisr_records_outbox_rejected",
+                           "outbox entries that could never be applied", registry=registry)
+        self.outbox.on_reject = rejected.inc
+
+    def status(self) -> dict[str, Any]:
+        """What ``/readyz`` tells about the record store."""
+        up = self.outbox.database_up
+        return {"database": "up" if up else ("down" if up is False else "starting"),
+                "backlog": self.outbox.backlog}  # fmt: skip
+
+    # life --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self.run())
+
+    async def run(self) -> None:
+        """Migrate (waiting for the database if it is down), then apply the outbox."""
+        delay = 0.2
+        while not self.migrated:
+            try:
+                await migrate(self.engine)
+                self.migrated = True
+            except Exception as exc:
+                if not transient(exc) and not isinstance(exc, DatabaseUnavailable):
+                    raise
+                self.outbox.database_up = False
+                log.warning("records.migration_waiting", error_type=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+        await self.outbox.run()
+
+    async def close(self, drain_s: float = 2.0) -> None:
+        """Give the outbox ``drain_s`` to finish, then let go (what is left stays in
+        the journal for the next start)."""
+        if self.migrated and self._task is not None and not self._task.done():
+            await self.outbox.drained(drain_s)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self.outbox.close()
+        await self.engine.dispose()
