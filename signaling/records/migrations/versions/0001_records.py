@@ -16,7 +16,7 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade() -> None:
+def _attachments() -> None:
     op.create_table(
         "attachments",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -32,6 +32,8 @@ def upgrade() -> None:
     with op.batch_alter_table("attachments", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_attachments_consult_id"), ["consult_id"], unique=False)
 
+
+def _audit_entries() -> None:
     op.create_table(
         "audit_entries",
         sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
@@ -58,6 +60,8 @@ def upgrade() -> None:
         batch_op.create_index("audit_consult", ["consult_id", "seq"], unique=False)
         batch_op.create_index("audit_patient", ["patient_ref", "seq"], unique=False)
 
+
+def _audit_head() -> None:
     op.create_table(
         "audit_head",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
@@ -67,6 +71,9 @@ def upgrade() -> None:
         sa.Column("mark", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
+
+
+def _consult_history() -> None:
     op.create_table(
         "consult_history",
         sa.Column("consult_id", sa.String(length=64), nullable=False),
@@ -76,6 +83,9 @@ def upgrade() -> None:
         sa.Column("sealed", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("consult_id", "version"),
     )
+
+
+def _consults() -> None:
     op.create_table(
         "consults",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -101,12 +111,17 @@ def upgrade() -> None:
         batch_op.create_index("consults_patient", ["patient_ref"], unique=False)
         batch_op.create_index("consults_specialist", ["specialist_sub", "created_at"], unique=False)
 
+
+def _record_keys() -> None:
     op.create_table(
         "record_keys",
         sa.Column("owner_id", sa.String(length=64), nullable=False),
         sa.Column("wrapped", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("owner_id"),
     )
+
+
+def _recordings() -> None:
     op.create_table(
         "recordings",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -123,6 +138,8 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_recordings_consult_id"), ["consult_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_recordings_session_id"), ["session_id"], unique=False)
 
+
+def _reports() -> None:
     op.create_table(
         "reports",
         sa.Column("consult_id", sa.String(length=64), nullable=False),
@@ -132,6 +149,17 @@ def upgrade() -> None:
         sa.Column("sealed", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("consult_id"),
     )
+
+
+def upgrade() -> None:
+    _attachments()
+    _audit_entries()
+    _audit_head()
+    _consult_history()
+    _consults()
+    _record_keys()
+    _recordings()
+    _reports()
 
 
 def downgrade() -> None:
