@@ -166,12 +166,6 @@ async def list_consults(request: web.Request) -> web.Response:
     ]})  # fmt: skip
 
 
-@routes.get("/api/consults/{id}")
-async def get_consult(request: web.Request) -> web.Response:
-    who = await principal(request)
-    return respond(await request.app[CONSULTS].get(who, request.match_info["id"]))
-
-
 @routes.post("/api/consults/{id}/accept")
 async def accept_consult(request: web.Request) -> web.Response:
     who = await principal(request)
@@ -209,18 +203,6 @@ async def report_consult(request: web.Request) -> web.Response:
     body = parse_body(ConsultReport, await json_body(request))
     consult = await request.app[CONSULTS].report(who, request.match_info["id"], body)
     return respond(consult)
-
-
-@routes.get("/api/consults/{id}/report")
-async def export_report(request: web.Request) -> web.Response:
-    who = await principal(request)
-    consult = await request.app[CONSULTS].get(who, request.match_info["id"])
-    if consult.report is None:
-        raise ApiError(404, "report_not_found", "this consult has no report yet")
-    body = {"report": consult.report, "sha256": consult.report_sha256}
-    return respond(
-        body, headers={"Content-Disposition": f'attachment; filename="consult-{consult.id}.json"'}
-    )
 
 
 @routes.post("/api/consults/{id}/attachments")

@@ -19,6 +19,7 @@ from .auth import TokenVerifier
 from .cluster import Cluster, LocalCluster, RedisCluster, open_trust
 from .consults import Clock, ConsultService
 from .errors import ApiError
+from .fhir_api import routes as fhir_routes
 from .hub import Hub
 from .identity import Identity
 from .keys import (
@@ -52,6 +53,7 @@ from .ratelimit import RateLimits
 from .recording import RecordingService
 from .recordings_api import routes as recording_routes
 from .records.service import Records
+from .records_api import routes as records_routes
 from .settings import Settings
 from .signin import SignIn
 from .signin import routes as signin_routes
@@ -239,6 +241,8 @@ def add_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_routes(routes)
     app.router.add_routes(recording_routes)
     app.router.add_routes(signin_routes)
+    app.router.add_routes(records_routes)
+    app.router.add_routes(fhir_routes)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/", index)
     # never fall through to files, whatever the rest of the path holds (newlines too)

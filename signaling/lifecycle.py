@@ -51,7 +51,7 @@ async def lifecycle(app: web.Application):
     store = app[STORE]
     await store.start()
     if app[RECORDS] is not None:
-        app[RECORDS].start()
+        await app[RECORDS].start()
     app[HTTP_CLIENT] = ClientSession()
     with contextlib.suppress(StoreUnavailable):
         await app[IDENTITY].load()

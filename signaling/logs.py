@@ -37,7 +37,7 @@ VERBATIM = frozenset({
     "error", "error_type", "path", "method", "status", "from_node", "to_node", "segment",
     "sha256", "report_sha256", "old_key_id", "new_key_id", "keys_not_under_master",
     "by_kind", "scope", "remote", "organisation", "organisations", "setting", "session_node",
-    "result", "trail_id", "origin",
+    "result", "trail_id", "origin", "actor_sub",
 })  # fmt: skip
 HASH_CHARS = 16
 

@@ -103,6 +103,13 @@ class RecordReader:
             rows = (await conn.execute(query)).all()
         return [HistoryEntry(r.version, r.state, r.at) for r in rows]
 
+    async def recording_consult(self, recording_id: str) -> str | None:
+        query = select(recordings.c.consult_id).where(
+            recordings.c.id == recording_id, recordings.c.deleted_at.is_(None)
+        )
+        async with self.engine.connect() as conn:
+            return (await conn.execute(query)).scalar()
+
     async def recordings(self, consult_ids: Sequence[str]) -> dict[str, list[RecordingEntry]]:
         query = select(recordings).where(recordings.c.consult_id.in_(list(consult_ids)),
                                          recordings.c.deleted_at.is_(None))  # fmt: skip

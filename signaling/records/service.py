@@ -87,7 +87,12 @@ class Records:
                 "backlog": self.outbox.backlog}  # fmt: skip
 
     # life --------------------------------------------------------------------------
-    def start(self) -> None:
+    async def start(self, wait_s: float = 10.0) -> None:
+        """Migrate now when the database answers within ``wait_s`` (reads then work
+        from the first request); otherwise keep trying in the background."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(migrate(self.engine), wait_s)
+            self.migrated = True
         self._task = asyncio.ensure_future(self.run())
 
     async def run(self) -> None:

@@ -29,7 +29,7 @@ def database(request: pytest.FixtureRequest, tmp_path) -> str:
 @pytest.fixture
 async def records(database: str, tmp_path) -> AsyncIterator:
     records = open_records(database, tmp_path)
-    records.start()
+    await records.start()
     yield records
     await records.close()
 
