@@ -120,12 +120,13 @@ async def past_consult_detail(request: web.Request) -> web.Response:
     return respond({"consult": consult, "history": history, "recordings": recordings})
 
 
-def audit_read(request: web.Request, who: Principal, consult: Consult, source: str) -> None:
-    audit = request.app[AUDIT]
-    audit.record("consult.viewed", who.public(), consult_id=consult.id, origin=source)
+def audit_read(request: web.Request, who: Principal, consult: Consult, source: str | None) -> None:
+    """A consult was read (and its report with it, when it has one)."""
+    audit, where = request.app[AUDIT], {"origin": source} if source else {}
+    audit.record("consult.viewed", who.public(), consult_id=consult.id, **where)
     if consult.report is not None:
         audit.record("report.viewed", who.public(), consult_id=consult.id,
-                     report_sha256=consult.report_sha256, origin=source)  # fmt: skip
+                     report_sha256=consult.report_sha256, **where)  # fmt: skip
 
 
 async def live_or_recorded(request: web.Request, who: Principal, consult_id: str) -> Consult:
@@ -144,7 +145,7 @@ async def get_consult(request: web.Request) -> web.Response:
     has forgotten it; audited."""
     who = await principal(request)
     consult = await live_or_recorded(request, who, request.match_info["id"])
-    request.app[AUDIT].record("consult.viewed", who.public(), consult_id=consult.id)
+    audit_read(request, who, consult, None)
     return respond(consult)
 
 
