@@ -79,7 +79,7 @@ def resource_type(request: web.Request) -> str:
 @routes.get("/fhir/{type}/{id}")
 async def read(request: web.Request) -> web.Response:
     who = await principal(request)
-    kind, resource_id = resource_type(request), request.match_info["id"]
+    kind, resource_id = resource_type(request), fhir.jisr_id(request.match_info["id"])
     if kind == "DocumentReference":
         return await read_document(request, who, resource_id)
     consult = await past_consult(request, who, resource_id)
@@ -150,7 +150,7 @@ async def search_consults(request: web.Request, who: Principal) -> list[Consult]
     if identifier is None and by_id is None:
         raise ApiError(400, "bad_query", "search by patient:identifier or _id")
     if by_id is not None:
-        consults = [await past_consult(request, who, by_id)]
+        consults = [await past_consult(request, who, fhir.jisr_id(by_id))]
         if identifier is not None:
             consults = [c for c in consults if c.patient_ref == identifier[1]]
     else:

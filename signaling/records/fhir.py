@@ -34,6 +34,15 @@ SECTIONS = (  # report field, title, LOINC section code
 READS = ("viewed", "played", "read", "queried", "exported", "listed", "joined")
 
 
+def fhir_id(jisr_id: str) -> str:
+    """A FHIR id (letters, digits, '-' and '.') for a Jisr id (``c_…``, ``r_…``)."""
+    return jisr_id.replace("_", "-")
+
+
+def jisr_id(resource_id: str) -> str:
+    return resource_id.replace("-", "_")
+
+
 def instant(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
@@ -59,7 +68,7 @@ def person(who: Person, organisation: str) -> dict[str, Any]:
 
 def service_request(consult: Consult) -> dict[str, Any]:
     resource: dict[str, Any] = {
-        "resourceType": "ServiceRequest", "id": consult.id,
+        "resourceType": "ServiceRequest", "id": fhir_id(consult.id),
         "identifier": [{"system": CONSULT_SYSTEM, "value": consult.id}],
         "status": REQUEST_STATUS[consult.state], "intent": "order",
         "priority": PRIORITY[consult.urgency],
@@ -91,10 +100,11 @@ def encounter(consult: Consult) -> dict[str, Any]:
                                                    "display": "consultant"}]}],
                              "individual": person(consult.specialist, org)})  # fmt: skip
     return {
-        "resourceType": "Encounter", "id": consult.id, "status": ENCOUNTER_STATUS[consult.state],
+        "resourceType": "Encounter", "id": fhir_id(consult.id),
+        "status": ENCOUNTER_STATUS[consult.state],
         "class": {"system": ACT_CODE, "code": "VR", "display": "virtual"},
         "serviceType": {"text": consult.specialty}, "subject": patient(consult),
-        "basedOn": [{"reference": f"ServiceRequest/{consult.id}"}],
+        "basedOn": [{"reference": f"ServiceRequest/{fhir_id(consult.id)}"}],
         "participant": participants, "period": period,
     }  # fmt: skip
 
@@ -116,10 +126,10 @@ def composition(consult: Consult) -> dict[str, Any] | None:
                 for field, title, (code, display) in SECTIONS]  # fmt: skip
     sections.append({"title": "Follow-up", "text": _narrative(report.follow_up_urgency)})
     return {
-        "resourceType": "Composition", "id": consult.id, "status": "final",
+        "resourceType": "Composition", "id": fhir_id(consult.id), "status": "final",
         "identifier": {"system": CONSULT_SYSTEM + ":report", "value": consult.id},
         "type": {"coding": [{"system": LOINC, "code": "11488-4", "display": "Consult note"}]},
-        "subject": patient(consult), "encounter": {"reference": f"Encounter/{consult.id}"},
+        "subject": patient(consult), "encounter": {"reference": f"Encounter/{fhir_id(consult.id)}"},
         "date": instant(report.written_at), "author": [person(report.specialist, org)],
         "title": "Consult note", "section": sections,
     }  # fmt: skip
@@ -127,12 +137,12 @@ def composition(consult: Consult) -> dict[str, Any] | None:
 
 def document_reference(consult: Consult, recording: RecordingEntry) -> dict[str, Any]:
     resource: dict[str, Any] = {
-        "resourceType": "DocumentReference", "id": recording.id, "status": "current",
+        "resourceType": "DocumentReference", "id": fhir_id(recording.id), "status": "current",
         "type": {"text": "Consult session recording"}, "subject": patient(consult),
         "content": [{"attachment": {"contentType": "video/webm",
                                     "url": f"/api/recordings/{recording.id}",
                                     "title": f"Recording of consult {consult.id}"}}],
-        "context": {"encounter": [{"reference": f"Encounter/{consult.id}"}]},
+        "context": {"encounter": [{"reference": f"Encounter/{fhir_id(consult.id)}"}]},
     }  # fmt: skip
     if recording.started_at:
         resource["date"] = instant(recording.started_at)
@@ -151,7 +161,7 @@ def provenance(consult: Consult, targets: list[dict[str, Any]]) -> dict[str, Any
         consult.organisation)  # fmt: skip
     recorded = consult.report.written_at if consult.report else consult.created_at
     return {
-        "resourceType": "Provenance", "id": consult.id,
+        "resourceType": "Provenance", "id": fhir_id(consult.id),
         "target": [{"reference": f"{t['resourceType']}/{t['id']}"} for t in targets],
         "recorded": instant(recorded),
         "agent": [{"type": {"coding": [{
@@ -172,7 +182,7 @@ def resources(consult: Consult, recordings: list[RecordingEntry]) -> list[dict[s
 def bundle(consult: Consult, recordings: list[RecordingEntry], base: str) -> dict[str, Any]:
     """The consult as one Bundle (type ``collection``) of its resources."""
     return {
-        "resourceType": "Bundle", "id": consult.id, "type": "collection",
+        "resourceType": "Bundle", "id": fhir_id(consult.id), "type": "collection",
         "identifier": {"system": CONSULT_SYSTEM, "value": consult.id},
         "timestamp": instant(consult.ended_at or consult.created_at),
         "entry": [{"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r}
@@ -196,7 +206,7 @@ def audit_event(entry: TrailEntry) -> dict[str, Any]:
         who["identifier"] = {"system": person_system(org), "value": actor["sub"]}
     action = "R" if entry.event.rsplit(".", 1)[-1] in READS else "E"
     resource: dict[str, Any] = {
-        "resourceType": "AuditEvent", "id": entry.id,
+        "resourceType": "AuditEvent", "id": fhir_id(entry.id),
         "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
                  "code": "rest", "display": "RESTful Operation"},
         "subtype": [{"system": "urn:jisr:audit-event", "code": entry.event}],
@@ -207,7 +217,7 @@ def audit_event(entry: TrailEntry) -> dict[str, Any]:
     }  # fmt: skip
     entities = []
     if entry.consult_id:
-        entities.append({"what": {"reference": f"ServiceRequest/{entry.consult_id}"}})
+        entities.append({"what": {"reference": f"ServiceRequest/{fhir_id(entry.consult_id)}"}})
     if entry.patient_ref:
         entities.append({"what": {"identifier": {"value": entry.patient_ref}},
                          "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from fhir.resources.R4B.auditevent import AuditEvent
 
 from recordings.crypto import generate_key_file
 from signaling.app import create_app
@@ -122,7 +123,12 @@ async def test_reads_are_audited_and_admins_find_who_read(node, tokens) -> None:
                             headers=tokens.header(tokens.admin))  # fmt: skip
     assert export.status == 200 and export.content_type == "application/fhir+ndjson"
     lines = (await export.text()).splitlines()
-    assert len(lines) >= len(found["entries"]) and '"resourceType":"AuditEvent"' in lines[0]
+    assert len(lines) >= len(found["entries"])
+    events = [AuditEvent.model_validate_json(line) for line in lines]  # valid FHIR R4
+    viewed = [e for e in events if e.subtype[0].code == "consult.viewed"]
+    assert viewed and viewed[0].action == "R" and viewed[0].agent[0].who.identifier.value
+    assert any(x.what.identifier and x.what.identifier.value == "MRN-4711"
+               for x in viewed[0].entity)  # fmt: skip
     await settled(node)
     records = node.app[RECORDS]
     assert (await chain.verify(records.engine, records.chain_key)).ok
