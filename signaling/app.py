@@ -213,6 +213,8 @@ def add_records(app: web.Application, settings: Settings, vault: Vault | None) -
         vault, app[MEDIA], app[AUDIT], segment_s=settings.recording_segment_s,
         node_id=app[NODE_ID], store=app[STORE],
     )  # fmt: skip
+    if app[RECORDS] is not None:
+        app[RECORDING].indexer = app[RECORDS].recording_indexed
     app[SIGNIN] = open_signin(settings, keyring, app[VERIFIER])
     app[RECORDING_CHECKS] = RecordingChecks(
         vault, app[AUDIT], app[TRIAGE].metrics.registry,

@@ -17,7 +17,7 @@ from ..logs import get_logger, screen_fields
 from ..model import Consult
 from . import chain
 from .database import DatabaseUnavailable, migrate, open_engine, transient
-from .entries import AuditEvent, ConsultChanged, Entry
+from .entries import AuditEvent, ConsultChanged, Entry, RecordingIndexed
 from .outbox import Outbox
 from .reader import RecordReader
 from .sealing import Sealing
@@ -54,6 +54,9 @@ class Records:
 
     def consult_changed(self, consult: Consult) -> None:
         self.put(ConsultChanged(consult=consult, at=self.clock()))
+
+    def recording_indexed(self, **fields: Any) -> None:
+        self.put(RecordingIndexed(**fields))
 
     def audit(self, event: str, actor: dict[str, Any] | None, fields: dict[str, Any]) -> None:
         """An audit event, its free text screened as the log lines are."""

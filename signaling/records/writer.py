@@ -33,6 +33,9 @@ def consult_columns(consult: Consult) -> dict[str, Any]:
     }  # fmt: skip
 
 
+GONE = ("recording.deleted",)  # the vault's events after which a recording is no more
+
+
 class RecordWriter:
     def __init__(self, engine: AsyncEngine, sealing: Sealing, key_for: chain.KeyFor) -> None:
         self.engine = engine
@@ -115,6 +118,11 @@ class RecordWriter:
         consult_id, session_id = _text(fields.get("consult_id")), _text(fields.get("session_id"))
         patient_ref, consult_id = await self._patient(conn, consult_id, session_id)
         body = msgspec.json.encode({"actor": entry.actor, **fields}, order="sorted").decode()
+        if entry.event in GONE and _text(fields.get("recording_id")) and fields.get(
+            "outcome", "ok"
+        ) == "ok":
+            await conn.execute(update(recordings).where(recordings.c.id == fields["recording_id"])
+                               .values(deleted_at=entry.at))  # fmt: skip
         await chain.append(conn, self.key_for, {
             "entry_id": entry.id, "at": entry.at, "event": entry.event, "node": entry.node,
             "actor_sub": _text(actor.get("sub")), "actor_role": _text(actor.get("role")),
