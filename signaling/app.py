@@ -115,6 +115,11 @@ def consult_routing(verifier: TokenVerifier) -> dict[str, list[str]]:
     }
 
 
+def shifted(clock: Clock, offset_s: float) -> Clock:
+    """The consults' clock moved by ``offset_s`` (JISR_CLOCK_OFFSET_S)."""
+    return lambda: clock() + offset_s
+
+
 def open_cluster(app: web.Application, backend: Store, clock: Clock) -> Cluster:
     """Several nodes when they share Redis; otherwise this node alone."""
     def hosted() -> int:
@@ -154,6 +159,9 @@ def create_app(
     app.on_response_prepare.append(strict_transport)
     node = node_id or settings.node_id or "n_" + secrets.token_hex(4)
     clock = clock or time.time
+    wall = clock  # the cluster's heartbeats compare node clocks: never shifted
+    if settings.clock_offset_s:
+        clock = shifted(clock, settings.clock_offset_s)
     retention_s = settings.state_retention_days * 86400
     redis = redis_config(settings)
     backend = store if store is not None else make_store(redis, retention_s)
@@ -165,7 +173,7 @@ def create_app(
     app[LIMITS] = RateLimits.open(settings.rate_limits, redis)
     app[IDENTITY] = Identity(app[VERIFIER], app[LIMITS], app[STORE])
     app[AUDIT] = Audit(node)
-    app[CLUSTER] = open_cluster(app, backend, clock)
+    app[CLUSTER] = open_cluster(app, backend, wall)
     app[TRIAGE] = Triage(
         app[STORE], app[AUDIT], deadlines=settings.deadlines(), escalation=settings.escalation,
         tick_s=settings.triage_tick_s, clock=clock,

@@ -147,6 +147,10 @@ class Settings(BaseSettings):
     records_retention_days: int = Field(3650, ge=1, le=36500)
     attachment_retention_days: int = Field(3650, ge=1, le=36500)
     records_retention_check_s: float = Field(3600, gt=0, le=86400)
+    # Moves the clock consults, reports and audit entries are dated by (not the
+    # tokens', nor the cluster's): to show and test consults from the past. 0 in
+    # production.
+    clock_offset_s: float = Field(0, ge=-3650 * 86400, le=3650 * 86400)
     max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=1024, le=500 * 1024 * 1024)
     max_message_bytes: int = Field(65536, ge=1024, le=10 * 1024 * 1024)
     max_observers: int = Field(8, ge=0, le=100)
