@@ -54,7 +54,7 @@ from .recording import RecordingService
 from .recordings_api import routes as recording_routes
 from .records.service import Records
 from .records_api import routes as records_routes
-from .settings import Settings
+from .settings import Settings, read_secret_file
 from .signin import SignIn
 from .signin import routes as signin_routes
 from .store import LiveState, RedisStore, Store, make_store
@@ -237,9 +237,13 @@ def open_records(app: web.Application, settings: Settings, keyring: Keyring | No
     (None without a master key: what people wrote is kept only sealed)."""
     if keyring is None:
         return None
+    push = None
+    if settings.fhir_push_url:
+        token_file = settings.fhir_push_token_file
+        push = (settings.fhir_push_url, read_secret_file(token_file) if token_file else None)
     records = Records(
         settings.records_database(), keyring, node=app[NODE_ID],
-        outbox_dir=settings.data_dir / "outbox", clock=app[CONSULTS].clock,
+        outbox_dir=settings.data_dir / "outbox", clock=app[CONSULTS].clock, fhir_push=push,
     )  # fmt: skip
     app[STORE].consult_observers.append(records.consult_changed)
     app[AUDIT].add_sink(records.audit)

@@ -147,6 +147,10 @@ class Settings(BaseSettings):
     records_retention_days: int = Field(3650, ge=1, le=36500)
     attachment_retention_days: int = Field(3650, ge=1, le=36500)
     records_retention_check_s: float = Field(3600, gt=0, le=86400)
+    # The hospital's FHIR server: each finished consult's Bundle is PUT there (through
+    # a durable outbox), with the bearer token in the file, if given.
+    fhir_push_url: str | None = None
+    fhir_push_token_file: Path | None = None
     # Moves the clock consults, reports and audit entries are dated by (not the
     # tokens', nor the cluster's): to show and test consults from the past. 0 in
     # production.
@@ -293,6 +297,13 @@ class Settings(BaseSettings):
 
         return self.records_url or sqlite_url(self.data_dir.resolve() / "records.db")
 
+    @field_validator("fhir_push_url")
+    @classmethod
+    def _fhir_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be the http:// or https:// base URL of a FHIR server")
+        return value or None
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
@@ -309,7 +320,10 @@ class Settings(BaseSettings):
                 raise ValueError(f"{item!r} is not host:port")
         return value
 
-    @field_validator("redis_password_file", "redis_sentinel_password_file", "cluster_secret_file")
+    @field_validator(
+        "redis_password_file", "redis_sentinel_password_file", "cluster_secret_file",
+        "fhir_push_token_file",
+    )
     @classmethod
     def _secret_file(cls, value: Path | None) -> Path | None:
         if value is not None:

@@ -39,10 +39,12 @@ class RecordingIndexed(Record, tag="recording", tag_field="kind"):
 
 
 class FhirPush(Record, tag="fhir_push", tag_field="kind"):
-    """Send a consult's Bundle to the hospital's FHIR server."""
+    """Send a consult's Bundle to the hospital's FHIR server (``consult`` as it is
+    when it ends: the push needs nothing from the record store but its recordings)."""
 
     consult_id: str
     at: float
+    consult: Consult | None = None
 
 
 Entry = ConsultChanged | AuditEvent | RecordingIndexed | FhirPush

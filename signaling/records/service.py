@@ -14,11 +14,12 @@ from typing import Any
 from recordings.keyring import Keyring
 
 from ..logs import get_logger, screen_fields
-from ..model import Consult
+from ..model import Consult, ConsultState
 from . import chain
 from .database import DatabaseUnavailable, migrate, open_engine, transient
-from .entries import AuditEvent, ConsultChanged, Entry, RecordingIndexed
+from .entries import AuditEvent, ConsultChanged, Entry, FhirPush, RecordingIndexed
 from .outbox import Outbox
+from .push import FhirPusher
 from .reader import RecordReader
 from .sealing import Sealing
 from .writer import RecordWriter
@@ -28,8 +29,11 @@ OUTBOX_LABEL = "outbox"
 
 
 class Records:
-    def __init__(self, url: str, keyring: Keyring, *, node: str, outbox_dir: Path,
-                 clock=time.time) -> None:  # fmt: skip
+    def __init__(
+        self, url: str, keyring: Keyring, *, node: str, outbox_dir: Path, clock=time.time,
+        fhir_push: tuple[str, str | None] | None = None,
+    ) -> None:
+        """``fhir_push``: the hospital's FHIR server (base URL, bearer token or None)."""
         self.url = url
         self.keyring = keyring
         self.node = node
@@ -39,8 +43,14 @@ class Records:
         self.writer = RecordWriter(self.engine, self.sealing, self.chain_key)
         self.reader = RecordReader(self.engine, self.sealing)
         self.outbox = Outbox(outbox_dir, node, self._outbox_key, self.writer.apply)
+        self.pusher, self.push_outbox = None, None
+        if fhir_push is not None:  # the hospital's FHIR server: an outbox of its own
+            self.pusher = FhirPusher(fhir_push[0], fhir_push[1], self.reader)
+            self.push_outbox = Outbox(outbox_dir / "fhir", node, self._outbox_key,
+                                      self.pusher.apply)  # fmt: skip
         self.migrated = False
         self._task: asyncio.Future | None = None
+        self._push_task: asyncio.Future | None = None
 
     def chain_key(self, key_id: str | None) -> tuple[str, bytes]:
         return key_id or self.keyring.master_key_id, self.keyring.derived(chain.LABEL, key_id)
@@ -53,7 +63,11 @@ class Records:
         self.outbox.put(entry)
 
     def consult_changed(self, consult: Consult) -> None:
-        self.put(ConsultChanged(consult=consult, at=self.clock()))
+        now = self.clock()
+        self.put(ConsultChanged(consult=consult, at=now))
+        finished = consult.report is not None or consult.state == ConsultState.CANCELLED
+        if self.push_outbox is not None and finished:
+            self.push_outbox.put(FhirPush(consult_id=consult.id, at=now, consult=consult))
 
     def recording_indexed(self, **fields: Any) -> None:
         self.put(RecordingIndexed(**fields))
@@ -86,8 +100,11 @@ class Records:
     def status(self) -> dict[str, Any]:
         """What ``/readyz`` tells about the record store."""
         up = self.outbox.database_up
-        return {"database": "up" if up else ("down" if up is False else "starting"),
-                "backlog": self.outbox.backlog}  # fmt: skip
+        status = {"database": "up" if up else ("down" if up is False else "starting"),
+                  "backlog": self.outbox.backlog}  # fmt: skip
+        if self.push_outbox is not None:
+            status["fhir_push_backlog"] = self.push_outbox.backlog
+        return status
 
     # life --------------------------------------------------------------------------
     async def start(self, wait_s: float = 10.0) -> None:
@@ -97,6 +114,8 @@ class Records:
             await asyncio.wait_for(migrate(self.engine), wait_s)
             self.migrated = True
         self._task = asyncio.ensure_future(self.run())
+        if self.push_outbox is not None:
+            self._push_task = asyncio.ensure_future(self.push_outbox.run())
 
     async def run(self) -> None:
         """Migrate (waiting for the database if it is down), then apply the outbox."""
@@ -119,9 +138,12 @@ class Records:
         the journal for the next start)."""
         if self.migrated and self._task is not None and not self._task.done():
             await self.outbox.drained(drain_s)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        for task in (self._task, self._push_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         self.outbox.close()
+        if self.push_outbox is not None:
+            self.push_outbox.close()
         await self.engine.dispose()

@@ -16,6 +16,8 @@ from tests.conftest import make_settings
     ({"records_retention_days": 0}, "JISR_RECORDS_RETENTION_DAYS:"),
     ({"attachment_retention_days": -1}, "JISR_ATTACHMENT_RETENTION_DAYS:"),
     ({"clock_offset_s": 4000 * 86400}, "JISR_CLOCK_OFFSET_S:"),
+    ({"fhir_push_url": "ftp://ehr/fhir"}, "JISR_FHIR_PUSH_URL: must be the http:// or https://"),
+    ({"fhir_push_token_file": "/nonexistent/token"}, "JISR_FHIR_PUSH_TOKEN_FILE: cannot read"),
 ])  # fmt: skip
 def test_bad_record_settings_are_refused_by_name(overrides, message) -> None:
     with pytest.raises(SettingsError) as refused:
