@@ -7,6 +7,8 @@ of the database alike."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -24,14 +26,18 @@ def _ad(owner_id: str, kind: str, version: int) -> bytes:
     return f"jisr.record\0{owner_id}\0{kind}\0{version}".encode()
 
 
+CACHED_KEYS = 4096  # the most recently used consults' data keys, unwrapped
+
+
 class Sealing:
     def __init__(self, keyring: Keyring) -> None:
         self.keyring = keyring
-        self._cache: dict[str, bytes] = {}  # owner -> data key, while this node runs
+        self._cache: OrderedDict[str, bytes] = OrderedDict()  # owner -> data key
 
     async def key(self, conn: AsyncConnection, owner_id: str, *, create: bool) -> bytes:
         cached = self._cache.get(owner_id)
         if cached is not None:
+            self._cache.move_to_end(owner_id)
             return cached
         row = (await conn.execute(
             select(record_keys.c.wrapped).where(record_keys.c.owner_id == owner_id)
@@ -39,6 +45,8 @@ class Sealing:
         if row is not None:
             key = self.keyring.unwrap(owner_id, row.wrapped)
             self._cache[owner_id] = key  # cached once committed by someone
+            if len(self._cache) > CACHED_KEYS:
+                self._cache.popitem(last=False)
         elif create:  # not cached: this transaction may yet lose to another node's
             key = new_data_key()
             wrapped = self.keyring.wrap(owner_id, key)
