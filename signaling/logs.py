@@ -226,12 +226,12 @@ class Audit:
         return self._bound
 
     def record(self, event: str, actor: dict | None = None, **fields: object) -> None:
+        self._log.info(event, actor=actor, **fields)
         for sink in self._sinks:
             sink(event, actor, fields)
-        self._log.info(event, actor=actor, **fields)
 
     def recording_event(self, event: str, **fields: object) -> None:
         """The vault's audit callback (playback, export, deletion, purge)."""
+        self._log.info(event, **fields)
         for sink in self._sinks:
             sink(event, None, fields)
-        self._log.info(event, **fields)

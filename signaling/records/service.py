@@ -113,6 +113,7 @@ class Records:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(migrate(self.engine), wait_s)
             self.migrated = True
+            self.outbox.database_up = True
         self._task = asyncio.ensure_future(self.run())
         if self.push_outbox is not None:
             self._push_task = asyncio.ensure_future(self.push_outbox.run())
@@ -124,6 +125,7 @@ class Records:
             try:
                 await migrate(self.engine)
                 self.migrated = True
+                self.outbox.database_up = True
             except Exception as exc:
                 if not transient(exc) and not isinstance(exc, DatabaseUnavailable):
                     raise
