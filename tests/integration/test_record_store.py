@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 
 from signaling.auth import Principal
 from signaling.model import ConsultState
-from signaling.records import chain
+from signaling.records import chain, trail
 from signaling.records.entries import ConsultChanged
 from signaling.records.schema import consults, reports
 from tests.support.records import a_consult, its_versions, open_records
@@ -135,3 +135,26 @@ async def test_audit_events_form_a_verifiable_chain(records) -> None:
         bodies = (await conn.execute(text("SELECT body, patient_ref FROM audit_entries"))).all()
     assert all("free text" not in b.body for b in bodies)
     assert {b.patient_ref for b in bodies} == {"MRN-4711"}
+
+
+async def test_the_trail_is_searched_within_an_organisation(records) -> None:
+    records.consult_changed(its_versions(a_consult())[-1])
+    records.consult_changed(a_consult("c_9", organisation="other", patient_ref="MRN-9"))
+    local = {"sub": "dr-amal", "role": "referrer", "organisation": "local"}
+    other = {"sub": "dr-x", "role": "referrer", "organisation": "other"}
+    records.audit("consult.viewed", local, {"consult_id": "c_1"})
+    records.audit("consult.viewed", other, {"consult_id": "c_9"})
+    records.audit("user.signed_out", other, {})
+    await settled(records)
+
+    async def found(**query) -> list[tuple[str, str | None]]:
+        entries = await trail.search(records.engine, trail.TrailQuery(**query))
+        return [(e.event, e.consult_id) for e in entries]
+
+    assert await found(organisation="local") == [("consult.viewed", "c_1")]
+    assert await found(organisation="other") == [("consult.viewed", "c_9"),
+                                                 ("user.signed_out", None)]  # fmt: skip
+    assert await found(organisation="other", patient_ref="MRN-4711") == []
+    assert await found(organisation="local", patient_ref="MRN-4711") == [
+        ("consult.viewed", "c_1")]
+    assert await found(organisation="local", actor="dr-x") == []

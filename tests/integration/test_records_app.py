@@ -170,3 +170,14 @@ async def test_readyz_and_metrics_show_the_outbox(node, tokens) -> None:
     assert "jisr_records_outbox_backlog 0.0" in metrics
     assert "jisr_records_database_up 1.0" in metrics
     await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize(("path", "token"), [
+    ("/api/records/consults", "referrer"), ("/api/audit", "admin"),
+    ("/fhir/Bundle/c-1", "referrer"),
+])  # fmt: skip
+async def test_without_a_master_key_there_is_no_record_store(aiohttp_client, tokens, path,
+                                                              token) -> None:  # fmt: skip
+    node = await aiohttp_client(create_app(make_settings(), store=MemoryStore()))
+    body = await call(node, "GET", path, getattr(tokens, token), tokens, status=503)
+    assert body["error"]["code"] == "records_unavailable"

@@ -75,6 +75,9 @@ async def test_a_database_outage_loses_no_change(aiohttp_client, tmp_path, postg
         assert ready["records"]["database"] == "down"
         backlog = ready["records"]["backlog"]
         assert backlog >= 3 * (n - 1)  # every change (and its audit events) waits
+        read = await client.get("/api/records/consults", headers=tokens.header(tokens.referrer))
+        assert read.status == 503  # reads need the database; writes wait in the outbox
+        assert (await read.json())["error"]["code"] == "records_unavailable"
         metrics = await (await client.get("/metrics")).text()
         assert "jisr_records_database_up 0.0" in metrics
         assert f"jisr_records_outbox_backlog {float(backlog)}" in metrics
