@@ -1,10 +1,12 @@
 """The audit trail's hash chain. Entries are numbered without gaps (``seq``); each
-carries the hash of the one before it and its own hash, an HMAC-SHA256 under a key
-derived from the master key (``Keyring.derived``) over its number, its previous
-hash and every column it has. The head row names the last entry, marked under the
-same key. Whoever holds only the database can neither rebuild a hash after
-editing an entry nor move the head back after removing the last ones: ``verify``
-names every entry changed, removed or put out of place."""
+carries the hash of the one before it and its own hash, an HMAC-SHA256 over its
+number, its previous hash and every column it has, under the chain's key: a random
+key kept in ``record_keys`` wrapped by the master key (so only a holder of the
+master key can use it, and a rotation of the master key rewraps it). The head row
+names the last entry, marked under the same key. Whoever holds only the database
+can neither rebuild a hash after editing an entry nor move the head back after
+removing the last ones: ``verify`` names every entry changed, removed or put out of
+place."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from .schema import audit_entries, audit_head
 
 GENESIS = "0" * 64
-LABEL = "audit-chain"
+KEY_ID = "audit-chain"  # its row in record_keys, and every entry's key_id
 HASHED = ("seq", "entry_id", "at", "event", "node", "actor_sub", "actor_role", "organisation",
           "consult_id", "session_id", "patient_ref", "body", "key_id", "prev_hash")  # fmt: skip
 

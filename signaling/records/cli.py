@@ -1,6 +1,7 @@
 """``jisr audit verify``: check the audit trail's hash chain in the record store
 (every entry's number, link and keyed hash, and the head), naming each entry
-changed, removed or out of place; ``jisr audit export``: the trail as JSON lines.
+changed, removed or out of place; ``jisr audit export``: the trail as JSON lines;
+``jisr records rotate-key``: the record store's part of a master key rotation.
 
 Reads ``JISR_RECORDS_URL`` (or the SQLite file under ``JISR_DATA_DIR``),
 ``JISR_RECORDING_KEY`` and ``JISR_RECORDING_OLD_KEYS`` as the server does."""
@@ -21,6 +22,7 @@ from recordings.keyring import Keyring
 
 from . import chain
 from .database import DatabaseUnavailable, database_url, open_engine, sqlite_url, transient
+from .sealing import KeyShredded, Sealing
 from .trail import TrailQuery, search
 
 
@@ -50,12 +52,36 @@ def _url() -> str:
 async def _verify(url: str, keyring: Keyring) -> chain.ChainReport:
     engine = open_engine(url)
     try:
+        try:
+            async with engine.connect() as conn:
+                key: bytes | None = await Sealing(keyring).key(conn, chain.KEY_ID, create=False)
+        except KeyShredded:
+            key = None  # no trail yet (or its key is gone: every entry is unverifiable)
+
         def key_for(key_id: str | None) -> tuple[str, bytes]:
-            return key_id or keyring.master_key_id, keyring.derived(chain.LABEL, key_id)
+            if key is None or key_id not in (None, chain.KEY_ID):
+                raise LookupError(key_id)
+            return chain.KEY_ID, key
 
         return await chain.verify(engine, key_for)
     finally:
         await engine.dispose()
+
+
+async def _rotate(url: str, keyring: Keyring) -> tuple[int, int]:
+    engine = open_engine(url)
+    try:
+        return await Sealing(keyring).rewrap_all(engine)
+    finally:
+        await engine.dispose()
+
+
+def rotate_key(args: argparse.Namespace) -> int:
+    keyring = _keyring()
+    done, already = asyncio.run(_rotate(_url(), keyring))
+    print(f"record store: rewrapped {done} keys under master key {keyring.master_key_id} "
+          f"({already} were already)")  # fmt: skip
+    return 0
 
 
 def verify(args: argparse.Namespace) -> int:
@@ -106,6 +132,13 @@ def _run(action: Any, args: argparse.Namespace) -> int:
 
 
 def add_audit_commands(subparsers: Any) -> None:
+    records = subparsers.add_parser("records", help="the record store")
+    commands = records.add_subparsers(dest="records_command", required=True)
+    p = commands.add_parser("rotate-key", help="rewrap every key of the record store (consults' "
+                            "and the audit chain's) under JISR_RECORDING_KEY, opening them with "
+                            "it or JISR_RECORDING_OLD_KEYS")  # fmt: skip
+    p.set_defaults(func=lambda args: _run(rotate_key, args))
+
     parser = subparsers.add_parser("audit", help="the audit trail in the record store")
     commands = parser.add_subparsers(dest="audit_command", required=True)
     p = commands.add_parser("verify", help="check the hash chain; name every entry changed, "

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from sqlalchemy import delete, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from recordings.crypto import new_data_key, seal, unseal
+from recordings.crypto import new_data_key, seal, unseal, wrapping_key_id
 from recordings.keyring import Keyring
 
 from .schema import record_keys
@@ -69,6 +70,41 @@ class Sealing:
     async def shred(self, conn: AsyncConnection, owner_id: str) -> None:
         self._cache.pop(owner_id, None)
         await conn.execute(delete(record_keys).where(record_keys.c.owner_id == owner_id))
+
+    async def shared_key(self, engine: AsyncEngine, owner_id: str) -> bytes:
+        """A key every node shares (the audit chain's), made by whichever node asks
+        first: one more row of ``record_keys``, so a master key rotation rewraps it."""
+        for _ in range(3):
+            try:
+                async with engine.begin() as conn:
+                    return await self.key(conn, owner_id, create=True)
+            except IntegrityError:  # another node made it first: read theirs
+                continue
+        async with engine.connect() as conn:
+            return await self.key(conn, owner_id, create=False)
+
+    async def rewrap_all(self, engine: AsyncEngine) -> tuple[int, int]:
+        """Every key not wrapped by the current master key, rewrapped by it (one
+        row at a time; a run cut short is finished by running it again): (rewrapped,
+        already)."""
+        done = already = 0
+        async with engine.connect() as conn:
+            owners = list((await conn.execute(select(record_keys.c.owner_id))).scalars())
+        current = self.keyring.master_key_id
+        for owner_id in owners:
+            async with engine.begin() as conn:
+                query = select(record_keys.c.wrapped).where(record_keys.c.owner_id == owner_id)
+                row = (await conn.execute(query)).first()
+                if row is None:
+                    continue  # shredded meanwhile
+                if wrapping_key_id(owner_id, row.wrapped) == current:
+                    already += 1
+                    continue
+                key = self.keyring.unwrap(owner_id, row.wrapped)
+                await conn.execute(update(record_keys).where(record_keys.c.owner_id == owner_id)
+                                   .values(wrapped=self.keyring.wrap(owner_id, key)))  # fmt: skip
+                done += 1
+        return done, already
 
     def forget(self, owner_id: str) -> None:
         """Drop a cached key (another node may have shredded it)."""

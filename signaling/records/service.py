@@ -49,11 +49,24 @@ class Records:
             self.push_outbox = Outbox(outbox_dir / "fhir", node, self._outbox_key,
                                       self.pusher.apply)  # fmt: skip
         self.migrated = False
+        self._chain: bytes | None = None
         self._task: asyncio.Future | None = None
         self._push_task: asyncio.Future | None = None
 
     def chain_key(self, key_id: str | None) -> tuple[str, bytes]:
-        return key_id or self.keyring.master_key_id, self.keyring.derived(chain.LABEL, key_id)
+        """The audit chain's key (a random key kept wrapped in ``record_keys``, so
+        a rotation of the master key keeps every entry verifiable)."""
+        if self._chain is None:
+            raise DatabaseUnavailable("the audit chain's key is not loaded yet")
+        if key_id not in (None, chain.KEY_ID):
+            raise LookupError(f"no audit chain key {key_id}")
+        return chain.KEY_ID, self._chain
+
+    async def _ready(self) -> None:
+        await migrate(self.engine)
+        self._chain = await self.sealing.shared_key(self.engine, chain.KEY_ID)
+        self.migrated = True
+        self.outbox.database_up = True
 
     def _outbox_key(self, key_id: str | None) -> tuple[str, bytes]:
         return key_id or self.keyring.master_key_id, self.keyring.derived(OUTBOX_LABEL, key_id)
@@ -111,9 +124,7 @@ class Records:
         """Migrate now when the database answers within ``wait_s`` (reads then work
         from the first request); otherwise keep trying in the background."""
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(migrate(self.engine), wait_s)
-            self.migrated = True
-            self.outbox.database_up = True
+            await asyncio.wait_for(self._ready(), wait_s)
         self._task = asyncio.ensure_future(self.run())
         if self.push_outbox is not None:
             self._push_task = asyncio.ensure_future(self.push_outbox.run())
@@ -123,9 +134,7 @@ class Records:
         delay = 0.2
         while not self.migrated:
             try:
-                await migrate(self.engine)
-                self.migrated = True
-                self.outbox.database_up = True
+                await self._ready()
             except Exception as exc:
                 if not transient(exc) and not isinstance(exc, DatabaseUnavailable):
                     raise

@@ -116,3 +116,26 @@ async def test_a_rebuilt_hash_without_the_key_does_not_pass(trail) -> None:
                  "WHERE seq = 8", f"UPDATE audit_head SET hash = '{fake}'")  # fmt: skip
     status, output = verify(env)
     assert status == 1 and "FAILED entry 8: altered" in output and "head" in output
+
+
+def run(env: dict[str, str], *args: str) -> tuple[int, str]:
+    done = subprocess.run([sys.executable, "-m", "signaling.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return done.returncode, done.stdout + done.stderr
+
+
+async def test_a_master_key_rotation_keeps_the_trail_verifiable(trail, tmp_path) -> None:
+    """The chain's key and every consult's key are rewrapped: once the old master key
+    is gone, the trail still verifies."""
+    engine, env = trail
+    new_key = tmp_path / "new.key"
+    generate_key_file(new_key)
+    rotating = {**env, "JISR_RECORDING_KEY": str(new_key),
+                "JISR_RECORDING_OLD_KEYS": env["JISR_RECORDING_KEY"]}  # fmt: skip
+    status, output = run(rotating, "records", "rotate-key")
+    assert status == 0 and "rewrapped 2 keys" in output, output  # the consult's, the chain's
+    assert "rewrapped 0 keys" in run(rotating, "records", "rotate-key")[1]  # nothing left
+    status, output = run({**env, "JISR_RECORDING_KEY": str(new_key)}, "audit", "verify")
+    assert status == 0 and "audit trail ok: 8 entries" in output, output
+    status, output = run(env, "audit", "verify")  # the old key alone opens nothing now
+    assert status == 2 and "error" in output

@@ -70,9 +70,11 @@ async def test_records_and_files_are_kept_their_time_then_shredded(aiohttp_clien
     assert third.consults == [consult["id"]]
     assert await records.reader.consult(consult["id"]) is None
     async with records.engine.connect() as conn:
-        for table in ("consults", "consult_history", "reports", "record_keys"):
+        for table in ("consults", "consult_history", "reports"):
             count = await conn.execute(text(f"SELECT count(*) FROM {table}"))
             assert count.scalar() == 0, table
+        keys = await conn.execute(text("SELECT owner_id FROM record_keys"))
+        assert list(keys.scalars()) == ["audit-chain"]  # the consult's key is destroyed
         events = list((await conn.execute(text(
             "SELECT event FROM audit_entries WHERE event LIKE '%.purged' ORDER BY seq"
         ))).scalars())  # fmt: skip
