@@ -43,6 +43,7 @@ from .protocol import (
     parse_body,
     parse_json,
 )
+from .reads import audit_listed_reports
 from .signin import COOKIE, check_origin, session_principal
 from .store import StoreUnavailable
 from .triage import Triage
@@ -157,6 +158,7 @@ async def list_consults(request: web.Request) -> web.Response:
     who = await principal(request)
     service = request.app[CONSULTS]
     consults = await service.visible(who)
+    audit_listed_reports(request, who, consults)
     if who.role != "referrer":
         return respond({"consults": consults})
     places = await service.positions(consults)

@@ -34,6 +34,7 @@ from .keys import (
     LIMITS,
     MEDIA,
     NODE_ID,
+    READS,
     RECORDING,
     RECORDING_CHECKS,
     RECORDS,
@@ -50,6 +51,7 @@ from .logs import Audit
 from .middleware import cluster_middleware, errors_middleware
 from .proxies import forwarded_middleware, parse_networks
 from .ratelimit import RateLimits
+from .reads import ReadLedger
 from .recording import RecordingService
 from .recordings_api import routes as recording_routes
 from .records.service import Records
@@ -173,6 +175,7 @@ def create_app(
     app[LIMITS] = RateLimits.open(settings.rate_limits, redis)
     app[IDENTITY] = Identity(app[VERIFIER], app[LIMITS], app[STORE])
     app[AUDIT] = Audit(node)
+    app[READS] = ReadLedger()
     app[CLUSTER] = open_cluster(app, backend, wall)
     app[TRIAGE] = Triage(
         app[STORE], app[AUDIT], deadlines=settings.deadlines(), escalation=settings.escalation,

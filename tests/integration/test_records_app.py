@@ -181,3 +181,15 @@ async def test_without_a_master_key_there_is_no_record_store(aiohttp_client, tok
     node = await aiohttp_client(create_app(make_settings(), store=MemoryStore()))
     body = await call(node, "GET", path, getattr(tokens, token), tokens, status=503)
     assert body["error"]["code"] == "records_unavailable"
+
+
+async def test_a_report_shown_in_a_list_is_audited_once(node, tokens) -> None:
+    """The referrer's list carries ended consults' reports: shown is read."""
+    consult_id = await a_reported_consult(node, tokens)
+    for _ in range(3):  # a page refreshing its list
+        await call(node, "GET", "/api/consults", tokens.referrer, tokens)
+    await settled(node)
+    found = await call(node, "GET", f"/api/audit?consult={consult_id}&actor=dr-amal",
+                       tokens.admin, tokens)  # fmt: skip
+    listed = [e for e in found["entries"] if e["event"] == "report.viewed"]
+    assert len(listed) == 1 and listed[0]["fields"]["origin"] == "list"
