@@ -4,6 +4,7 @@ deleted, or two are swapped directly in the database."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -139,3 +140,12 @@ async def test_a_master_key_rotation_keeps_the_trail_verifiable(trail, tmp_path)
     assert status == 0 and "audit trail ok: 8 entries" in output, output
     status, output = run(env, "audit", "verify")  # the old key alone opens nothing now
     assert status == 2 and "error" in output
+
+
+async def test_the_trail_exports_as_json_lines(trail) -> None:
+    _, env = trail
+    status, output = run(env, "audit", "export", "--actor", "sup-leila")
+    assert status == 0, output
+    lines = [json.loads(line) for line in output.splitlines()]
+    assert [e["event"] for e in lines] == ["report.viewed", "consult.viewed", "report.viewed"]
+    assert [e["seq"] for e in lines] == sorted(e["seq"] for e in lines)
