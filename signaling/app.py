@@ -240,13 +240,14 @@ def open_records(app: web.Application, settings: Settings, keyring: Keyring | No
     (None without a master key: what people wrote is kept only sealed)."""
     if keyring is None:
         return None
-    push = None
+    push, password_file = None, settings.records_password_file
     if settings.fhir_push_url:
         token_file = settings.fhir_push_token_file
         push = (settings.fhir_push_url, read_secret_file(token_file) if token_file else None)
     records = Records(
         settings.records_database(), keyring, node=app[NODE_ID],
         outbox_dir=settings.data_dir / "outbox", clock=app[CONSULTS].clock, fhir_push=push,
+        password=read_secret_file(password_file) if password_file else None,
     )  # fmt: skip
     app[STORE].consult_observers.append(records.consult_changed)
     app[AUDIT].add_sink(records.audit)

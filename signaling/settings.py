@@ -142,6 +142,7 @@ class Settings(BaseSettings):
     # under the data folder. It is on when the master key is (it seals what people
     # wrote with data keys of the keyring).
     records_url: str | None = Field(None, repr=False)
+    records_password_file: Path | None = None  # PostgreSQL's password, kept out of the URL
     # How long records are kept after their consult ended: consults with their
     # history and reports; case-packet files (attachments).
     records_retention_days: int = Field(3650, ge=1, le=36500)
@@ -322,7 +323,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "redis_password_file", "redis_sentinel_password_file", "cluster_secret_file",
-        "fhir_push_token_file",
+        "fhir_push_token_file", "records_password_file",
     )
     @classmethod
     def _secret_file(cls, value: Path | None) -> Path | None:

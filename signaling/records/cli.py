@@ -38,6 +38,11 @@ def _keyring() -> Keyring:
     return Keyring(load_master_key(key), retired=[load_master_key(p) for p in old])
 
 
+def _password() -> str | None:
+    path = os.environ.get("JISR_RECORDS_PASSWORD_FILE")
+    return Path(path).read_text().strip() if path else None
+
+
 def _url() -> str:
     url = os.environ.get("JISR_RECORDS_URL")
     if url:
@@ -50,7 +55,7 @@ def _url() -> str:
 
 
 async def _verify(url: str, keyring: Keyring) -> chain.ChainReport:
-    engine = open_engine(url)
+    engine = open_engine(url, password=_password())
     try:
         try:
             async with engine.connect() as conn:
@@ -69,7 +74,7 @@ async def _verify(url: str, keyring: Keyring) -> chain.ChainReport:
 
 
 async def _rotate(url: str, keyring: Keyring) -> tuple[int, int]:
-    engine = open_engine(url)
+    engine = open_engine(url, password=_password())
     try:
         return await Sealing(keyring).rewrap_all(engine)
     finally:
@@ -96,7 +101,7 @@ def verify(args: argparse.Namespace) -> int:
 
 
 async def _export(url: str, query: TrailQuery) -> int:
-    engine = open_engine(url)
+    engine = open_engine(url, password=_password())
     count = 0
     try:
         while True:

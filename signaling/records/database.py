@@ -50,9 +50,11 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - a driv
     cursor.close()
 
 
-def open_engine(url: str, *, connect_timeout_s: float = 3.0) -> AsyncEngine:
-    """An engine for ``url`` (as ``database_url`` takes it). A SQLite file's folder
-    is created (mode 0700) and the file kept to its owner."""
+def open_engine(url: str, *, connect_timeout_s: float = 3.0,
+                password: str | None = None) -> AsyncEngine:  # fmt: skip
+    """An engine for ``url`` (as ``database_url`` takes it; PostgreSQL's
+    ``password`` apart from it). A SQLite file's folder is created (mode 0700) and
+    the file kept to its owner."""
     full = make_url(database_url(url))
     if full.get_backend_name() == "sqlite":
         path = Path(full.database or "")
@@ -61,10 +63,11 @@ def open_engine(url: str, *, connect_timeout_s: float = 3.0) -> AsyncEngine:
         engine = create_async_engine(full)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(
-        full, pool_pre_ping=True, pool_size=5, max_overflow=5,
-        connect_args={"timeout": connect_timeout_s, "command_timeout": 30},
-    )  # fmt: skip
+    connect = {"timeout": connect_timeout_s, "command_timeout": 30}
+    if password:
+        connect["password"] = password
+    return create_async_engine(full, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                               connect_args=connect)  # fmt: skip
 
 
 def _upgrade(connection: Connection) -> None:

@@ -31,14 +31,14 @@ OUTBOX_LABEL = "outbox"
 class Records:
     def __init__(
         self, url: str, keyring: Keyring, *, node: str, outbox_dir: Path, clock=time.time,
-        fhir_push: tuple[str, str | None] | None = None,
+        fhir_push: tuple[str, str | None] | None = None, password: str | None = None,
     ) -> None:
         """``fhir_push``: the hospital's FHIR server (base URL, bearer token or None)."""
         self.url = url
         self.keyring = keyring
         self.node = node
         self.clock = clock
-        self.engine = open_engine(url)
+        self.engine = open_engine(url, password=password)
         self.sealing = Sealing(keyring)
         self.writer = RecordWriter(self.engine, self.sealing, self.chain_key)
         self.reader = RecordReader(self.engine, self.sealing)
@@ -137,6 +137,8 @@ class Records:
                 await self._ready()
             except Exception as exc:
                 if not transient(exc) and not isinstance(exc, DatabaseUnavailable):
+                    # a master key that does not open the record store's keys, say
+                    log.error("records.unavailable", error_type=type(exc).__name__)
                     raise
                 self.outbox.database_up = False
                 log.warning("records.migration_waiting", error_type=type(exc).__name__)
