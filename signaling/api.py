@@ -242,25 +242,6 @@ async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
         raise UploadCut(type(exc).__name__) from None
 
 
-@routes.get("/api/consults/{id}/attachments/{attachment}")
-async def get_attachment(request: web.Request) -> web.Response:
-    who = await principal(request)
-    consult = await request.app[STORE].get_consult(request.match_info["id"])
-    if consult is None:
-        raise ApiError(404, "attachment_not_found", "no such attachment")
-    entry, data = await asyncio.to_thread(
-        request.app[CASE_PACKET].read, who, consult, request.match_info["attachment"]
-    )
-    return web.Response(
-        body=data,
-        headers={
-            "Content-Type": entry.content_type,
-            "Content-Disposition": "inline",
-            "Cache-Control": "no-store",
-        },
-    )
-
-
 @routes.get("/api/oncall")
 async def on_call(request: web.Request) -> web.Response:
     who = await principal(request)

@@ -4,6 +4,7 @@ live state has forgotten them (each read audited), and the audit trail for admin
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from .access import can_see_consult
 from .api import principal, respond
 from .auth import Principal
 from .errors import ApiError
-from .keys import AUDIT, RECORDS, STORE
+from .keys import AUDIT, CASE_PACKET, RECORDS, STORE
 from .logs import get_logger
 from .model import Consult
 from .records import fhir
@@ -161,6 +162,26 @@ async def export_report(request: web.Request) -> web.Response:
     return respond(
         body, headers={"Content-Disposition": f'attachment; filename="consult-{consult.id}.json"'}
     )
+
+
+@routes.get("/api/consults/{id}/attachments/{attachment}")
+async def get_attachment(request: web.Request) -> web.Response:
+    """A case-packet file, of a live consult or (its index in the record store) of a
+    past one, while its retention lasts; audited as ``attachment.viewed``."""
+    who = await principal(request)
+    try:
+        consult = await live_or_recorded(request, who, request.match_info["id"])
+    except ApiError as exc:
+        if exc.code != "consult_not_found":
+            raise
+        raise ApiError(404, "attachment_not_found", "no such attachment") from None
+    entry, data = await asyncio.to_thread(
+        request.app[CASE_PACKET].read, who, consult, request.match_info["attachment"]
+    )
+    return web.Response(body=data, headers={
+        "Content-Type": entry.content_type, "Content-Disposition": "inline",
+        "Cache-Control": "no-store",
+    })  # fmt: skip
 
 
 # the audit trail ------------------------------------------------------------------

@@ -193,3 +193,21 @@ async def test_a_report_shown_in_a_list_is_audited_once(node, tokens) -> None:
                        tokens.admin, tokens)  # fmt: skip
     listed = [e for e in found["entries"] if e["event"] == "report.viewed"]
     assert len(listed) == 1 and listed[0]["fields"]["origin"] == "list"
+
+
+async def test_a_past_consults_file_is_still_served(node, tokens) -> None:
+    pdf = b"%PDF-1.7\n" + b"echo report " * 30 + b"\n%%EOF"
+    consult = await call(node, "POST", "/api/consults", tokens.referrer, tokens, NEW, 201)
+    added = await node.post(f"/api/consults/{consult['id']}/attachments", data=pdf, headers={
+        **tokens.header(tokens.referrer), "Content-Type": "application/pdf"})  # fmt: skip
+    attachment_id = (await added.json())["id"]
+    await call(node, "POST", f"/api/consults/{consult['id']}/accept", tokens.specialist, tokens)
+    await call(node, "POST", f"/api/consults/{consult['id']}/report", tokens.specialist,
+               tokens, REPORT)  # fmt: skip
+    await settled(node)
+    node.clock.now += 2 * DAY  # the live state forgets the consult
+    path = f"/api/consults/{consult['id']}/attachments/{attachment_id}"
+    served = await node.get(path, headers=tokens.header(tokens.referrer))
+    assert served.status == 200 and await served.read() == pdf
+    other = await node.get(path, headers=tokens.header(tokens.other_referrer))
+    assert other.status == 404 and (await other.json())["error"]["code"] == "attachment_not_found"
