@@ -34,7 +34,13 @@ class Outbox:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.folder = folder
         self._key_for = key_for
-        self.journal = Journal(folder / f"{node}.journal", key_for)
+        try:
+            self.journal = Journal(folder / f"{node}.journal", key_for)
+        except BlockingIOError:
+            raise RuntimeError(
+                f"another running node holds {folder / node}.journal: two nodes with the "
+                f"node id {node!r} share the data folder {folder.parent}"
+            ) from None
         self._adopted: list[Journal] = adopt(folder, key_for, self.journal.path)
         self._apply = apply
         self._wake = asyncio.Event()

@@ -116,3 +116,13 @@ async def test_an_entry_the_store_refuses_is_counted_and_the_rest_applied(tmp_pa
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     outbox.close()
+
+
+def test_two_nodes_of_one_id_cannot_share_a_data_folder(tmp_path) -> None:
+    async def apply(entries) -> None:
+        return None
+
+    first = Outbox(tmp_path, "n1", key_for, apply)
+    with pytest.raises(RuntimeError, match="two nodes with the node id 'n1'"):
+        Outbox(tmp_path, "n1", key_for, apply)
+    first.close()
