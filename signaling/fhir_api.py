@@ -150,7 +150,12 @@ async def search_consults(request: web.Request, who: Principal) -> list[Consult]
     if identifier is None and by_id is None:
         raise ApiError(400, "bad_query", "search by patient:identifier or _id")
     if by_id is not None:
-        consults = [await past_consult(request, who, fhir.jisr_id(by_id))]
+        try:
+            consults = [await past_consult(request, who, fhir.jisr_id(by_id))]
+        except ApiError as exc:
+            if exc.code != "consult_not_found":
+                raise
+            consults = []  # a search finds nothing; it is not an error
         if identifier is not None:
             consults = [c for c in consults if c.patient_ref == identifier[1]]
     else:

@@ -107,6 +107,9 @@ async def test_a_fhir_client_reads_it_by_id_and_finds_it_by_patient(finished, to
         **{"patient:identifier": f"{PATIENT_SYSTEM}|MRN-4711"}).fetch_all()  # fmt: skip
     assert [r["id"] for r in notes] == [consult_id]
     assert await ehr.resources("Encounter").search(patient__identifier="MRN-0000").fetch() == []
+    assert await ehr.resources("Encounter").search(_id="c-unknown").fetch() == []
+    found = await ehr.resources("Encounter").search(_id=consult_id).fetch()
+    assert [r["class"]["code"] for r in found] == ["VR"]
     recordings = await ehr.resources("DocumentReference").search(
         patient__identifier="MRN-4711").fetch()  # fmt: skip
     assert [r["id"] for r in recordings] == ["r-1"]

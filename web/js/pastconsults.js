@@ -13,7 +13,6 @@
 //   #past-close, #past-refresh, #past-count, #past-empty, #past-unavailable
 // Hook: adds `past` ({ids, status, opened, report: {findings, assessment, recommendation}}).
 
-import { setText } from './i18n.js';
 import { request } from './api.js';
 import { registerHookSource } from './hook.js';
 import { h, showError, consultCard, stateBadge, timeEl } from './ui.js';
