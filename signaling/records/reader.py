@@ -45,8 +45,9 @@ def scope(who: Principal) -> Any:
     if who.role == "referrer":
         return and_(consults.c.facility == (who.facility or ""),
                     consults.c.organisation == who.organisation)  # fmt: skip
-    if who.role == "specialist":
-        return consults.c.specialist_sub == who.sub
+    if who.role == "specialist":  # a sub is its organisation's: both must match
+        return and_(consults.c.specialist_sub == who.sub,
+                    consults.c.specialist_organisation == who.organisation)  # fmt: skip
     if who.is_overseer:
         return or_(consults.c.organisation == who.organisation,
                    consults.c.specialist_organisation == who.organisation)  # fmt: skip

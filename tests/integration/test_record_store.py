@@ -109,6 +109,8 @@ async def test_each_reads_only_what_is_theirs(records) -> None:
     assert await ids(who("referrer", "dr-omar", facility="hospital-b")) == {"c_2"}
     assert await ids(who("specialist", "dr-karim", specialties=("cardiology",))) == {"c_1"}
     assert await ids(who("specialist", "dr-sara", specialties=("cardiology",))) == set()
+    namesake = who("specialist", "dr-karim", specialties=("cardiology",), organisation="other")
+    assert await ids(namesake) == set()  # the same sub at another organisation
     assert await ids(who("supervisor", "sup-leila")) == {"c_1", "c_2"}
     assert await ids(who("admin", "adm-x", organisation="other")) == {"c_3"}
     assert await records.reader.consult("c_3", who("supervisor", "sup-leila")) is None
