@@ -12,6 +12,8 @@ one or a retired one still being rotated away from (``JISR_RECORDING_OLD_KEYS``)
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -110,6 +112,27 @@ class Keyring:
         except FileNotFoundError:
             raise KeyNotFound(f"{kind} {owner_id} has no data key") from None
         return unwrap_data_key(self._unwrapping_key(owner_id, blob), owner_id, blob)
+
+    def wrap(self, owner_id: str, data_key: bytes) -> bytes:
+        """A data key wrapped by the current master key, for a holder that keeps it
+        elsewhere than on a shelf (the record store keeps its keys in its database)."""
+        return wrap_data_key(self._master, owner_id, data_key)
+
+    def unwrap(self, owner_id: str, blob: bytes) -> bytes:
+        """The data key ``wrap`` gave (by the current or a retired master key)."""
+        return unwrap_data_key(self._unwrapping_key(owner_id, blob), owner_id, blob)
+
+    def derived(self, label: str, key_id: str | None = None) -> bytes:
+        """A key derived from the master key ``key_id`` names (default: the current
+        one) for one purpose, ``label``: whoever lacks the master key cannot compute
+        it. MasterKeyError for a master key this keyring does not hold."""
+        if key_id is None or key_id == self._master.key_id:
+            master = self._master
+        elif key_id in self._retired:
+            master = self._retired[key_id]
+        else:
+            raise MasterKeyError(f"no master key {key_id} is held to derive the {label} key")
+        return hmac.new(master.key, b"jisr.derived\0" + label.encode(), hashlib.sha256).digest()
 
     def shred(self, kind: str, owner_id: str) -> None:
         """Destroy the wrapped key: whatever it encrypted can never be opened again."""

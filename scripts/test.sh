@@ -18,6 +18,8 @@ command -v caddy >/dev/null || missing+=(caddy)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+# The record store's tests start their own PostgreSQL cluster with Debian's binaries.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if ((${#missing[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "installing ${missing[*]}"

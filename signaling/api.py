@@ -27,6 +27,7 @@ from .keys import (
     IDENTITY,
     LIMITS,
     RECORDING,
+    RECORDS,
     SETTINGS,
     STORE,
     TRIAGE,
@@ -42,6 +43,7 @@ from .protocol import (
     parse_body,
     parse_json,
 )
+from .reads import audit_listed_reports
 from .signin import COOKIE, check_origin, session_principal
 from .store import StoreUnavailable
 from .triage import Triage
@@ -99,7 +101,10 @@ async def readyz(request: web.Request) -> web.Response:
         await request.app[STORE].ping()
     except StoreUnavailable:
         raise store_unavailable() from None
-    return respond({"status": "ready"})
+    records = request.app[RECORDS]
+    if records is None:
+        return respond({"status": "ready"})
+    return respond({"status": "ready", "records": records.status()})
 
 
 @routes.get("/api/config")
@@ -153,6 +158,7 @@ async def list_consults(request: web.Request) -> web.Response:
     who = await principal(request)
     service = request.app[CONSULTS]
     consults = await service.visible(who)
+    audit_listed_reports(request, who, consults)
     if who.role != "referrer":
         return respond({"consults": consults})
     places = await service.positions(consults)
@@ -160,12 +166,6 @@ async def list_consults(request: web.Request) -> web.Response:
         {**to_json(c), "position": places.get(c.id)} if c.state == ConsultState.WAITING else c
         for c in consults
     ]})  # fmt: skip
-
-
-@routes.get("/api/consults/{id}")
-async def get_consult(request: web.Request) -> web.Response:
-    who = await principal(request)
-    return respond(await request.app[CONSULTS].get(who, request.match_info["id"]))
 
 
 @routes.post("/api/consults/{id}/accept")
@@ -207,18 +207,6 @@ async def report_consult(request: web.Request) -> web.Response:
     return respond(consult)
 
 
-@routes.get("/api/consults/{id}/report")
-async def export_report(request: web.Request) -> web.Response:
-    who = await principal(request)
-    consult = await request.app[CONSULTS].get(who, request.match_info["id"])
-    if consult.report is None:
-        raise ApiError(404, "report_not_found", "this consult has no report yet")
-    body = {"report": consult.report, "sha256": consult.report_sha256}
-    return respond(
-        body, headers={"Content-Disposition": f'attachment; filename="consult-{consult.id}.json"'}
-    )
-
-
 @routes.post("/api/consults/{id}/attachments")
 async def add_attachment(request: web.Request) -> web.Response:
     """The file is the raw body (``Content-Length`` or chunked); its name travels
@@ -252,25 +240,6 @@ async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
         raise request_timeout() from None
     except (ConnectionError, ClientPayloadError, HttpProcessingError) as exc:
         raise UploadCut(type(exc).__name__) from None
-
-
-@routes.get("/api/consults/{id}/attachments/{attachment}")
-async def get_attachment(request: web.Request) -> web.Response:
-    who = await principal(request)
-    consult = await request.app[STORE].get_consult(request.match_info["id"])
-    if consult is None:
-        raise ApiError(404, "attachment_not_found", "no such attachment")
-    entry, data = await asyncio.to_thread(
-        request.app[CASE_PACKET].read, who, consult, request.match_info["attachment"]
-    )
-    return web.Response(
-        body=data,
-        headers={
-            "Content-Type": entry.content_type,
-            "Content-Disposition": "inline",
-            "Cache-Control": "no-store",
-        },
-    )
 
 
 @routes.get("/api/oncall")

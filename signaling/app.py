@@ -19,6 +19,7 @@ from .auth import TokenVerifier
 from .cluster import Cluster, LocalCluster, RedisCluster, open_trust
 from .consults import Clock, ConsultService
 from .errors import ApiError
+from .fhir_api import routes as fhir_routes
 from .hub import Hub
 from .identity import Identity
 from .keys import (
@@ -33,8 +34,10 @@ from .keys import (
     LIMITS,
     MEDIA,
     NODE_ID,
+    READS,
     RECORDING,
     RECORDING_CHECKS,
+    RECORDS,
     SETTINGS,
     SIGNIN,
     STORE,
@@ -48,9 +51,12 @@ from .logs import Audit
 from .middleware import cluster_middleware, errors_middleware
 from .proxies import forwarded_middleware, parse_networks
 from .ratelimit import RateLimits
+from .reads import ReadLedger
 from .recording import RecordingService
 from .recordings_api import routes as recording_routes
-from .settings import Settings
+from .records.service import Records
+from .records_api import routes as records_routes
+from .settings import Settings, read_secret_file
 from .signin import SignIn
 from .signin import routes as signin_routes
 from .store import LiveState, RedisStore, Store, make_store
@@ -111,6 +117,11 @@ def consult_routing(verifier: TokenVerifier) -> dict[str, list[str]]:
     }
 
 
+def shifted(clock: Clock, offset_s: float) -> Clock:
+    """The consults' clock moved by ``offset_s`` (JISR_CLOCK_OFFSET_S)."""
+    return lambda: clock() + offset_s
+
+
 def open_cluster(app: web.Application, backend: Store, clock: Clock) -> Cluster:
     """Several nodes when they share Redis; otherwise this node alone."""
     def hosted() -> int:
@@ -150,6 +161,9 @@ def create_app(
     app.on_response_prepare.append(strict_transport)
     node = node_id or settings.node_id or "n_" + secrets.token_hex(4)
     clock = clock or time.time
+    wall = clock  # the cluster's heartbeats compare node clocks: never shifted
+    if settings.clock_offset_s:
+        clock = shifted(clock, settings.clock_offset_s)
     retention_s = settings.state_retention_days * 86400
     redis = redis_config(settings)
     backend = store if store is not None else make_store(redis, retention_s)
@@ -161,7 +175,8 @@ def create_app(
     app[LIMITS] = RateLimits.open(settings.rate_limits, redis)
     app[IDENTITY] = Identity(app[VERIFIER], app[LIMITS], app[STORE])
     app[AUDIT] = Audit(node)
-    app[CLUSTER] = open_cluster(app, backend, clock)
+    app[READS] = ReadLedger()
+    app[CLUSTER] = open_cluster(app, backend, wall)
     app[TRIAGE] = Triage(
         app[STORE], app[AUDIT], deadlines=settings.deadlines(), escalation=settings.escalation,
         tick_s=settings.triage_tick_s, clock=clock,
@@ -203,11 +218,14 @@ def add_records(app: web.Application, settings: Settings, vault: Vault | None) -
     if vault is None and keyring is not None:
         vault = open_vault(settings, keyring)
     app[VAULT] = vault
+    app[RECORDS] = open_records(app, settings, keyring)
     app[CASE_PACKET] = open_case_packet(settings, app[STORE], app[AUDIT], keyring)
     app[RECORDING] = RecordingService(
         vault, app[MEDIA], app[AUDIT], segment_s=settings.recording_segment_s,
         node_id=app[NODE_ID], store=app[STORE],
     )  # fmt: skip
+    if app[RECORDS] is not None:
+        app[RECORDING].indexer = app[RECORDS].recording_indexed
     app[SIGNIN] = open_signin(settings, keyring, app[VERIFIER])
     app[RECORDING_CHECKS] = RecordingChecks(
         vault, app[AUDIT], app[TRIAGE].metrics.registry,
@@ -216,10 +234,33 @@ def add_records(app: web.Application, settings: Settings, vault: Vault | None) -
     )  # fmt: skip
 
 
+def open_records(app: web.Application, settings: Settings, keyring: Keyring | None
+                 ) -> Records | None:  # fmt: skip
+    """The record store, fed by every consult change and audit event of this node
+    (None without a master key: what people wrote is kept only sealed)."""
+    if keyring is None:
+        return None
+    push, password_file = None, settings.records_password_file
+    if settings.fhir_push_url:
+        token_file = settings.fhir_push_token_file
+        push = (settings.fhir_push_url, read_secret_file(token_file) if token_file else None)
+    records = Records(
+        settings.records_database(), keyring, node=app[NODE_ID],
+        outbox_dir=settings.data_dir / "outbox", clock=app[CONSULTS].clock, fhir_push=push,
+        password=read_secret_file(password_file) if password_file else None,
+    )  # fmt: skip
+    app[STORE].consult_observers.append(records.consult_changed)
+    app[AUDIT].add_sink(records.audit)
+    records.register_metrics(app[TRIAGE].metrics.registry)
+    return records
+
+
 def add_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_routes(routes)
     app.router.add_routes(recording_routes)
     app.router.add_routes(signin_routes)
+    app.router.add_routes(records_routes)
+    app.router.add_routes(fhir_routes)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/", index)
     # never fall through to files, whatever the rest of the path holds (newlines too)

@@ -148,6 +148,10 @@ class CasePacket:
         await self.state.publish(ConsultUpdated(consult=updated))
         return entry
 
+    def shred(self, attachment_id: str) -> None:
+        """Destroy a stored file and its key (retention): it can never be read again."""
+        self._discard(attachment_id, None)
+
     def _discard(self, attachment_id: str, writer: SegmentWriter | None) -> None:
         """Nothing half-stored: the key is shredded, the partial file dropped."""
         storage, keyring = self._available()

@@ -1,4 +1,5 @@
-"""The ``jisr`` command: ``jisr serve`` and ``jisr token``."""
+"""The ``jisr`` command: ``jisr serve``, ``jisr token``, ``jisr recordings …`` and
+``jisr audit …``."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from recordings.cli import add_recordings_commands
 from .auth import ROLES, mint_token
 from .demo import HTTPS_PORT, Listener, demo_environment, https_listeners, links
 from .logs import AccessLog, configure_logging, get_logger
+from .records.cli import add_audit_commands
 from .settings import Settings, SettingsError, load_settings
 from .tls import server_context
 
@@ -265,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.set_defaults(func=serve)
 
     add_recordings_commands(commands)
+    add_audit_commands(commands)
 
     p_token = commands.add_parser("token", help="mint a development token (HS256)")
     p_token.add_argument("--role", required=True, choices=ROLES)

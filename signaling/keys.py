@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from .identity import Identity
     from .logs import Audit
     from .ratelimit import RateLimits
+    from .reads import ReadLedger
     from .recording import RecordingService
+    from .records.service import Records
     from .settings import Settings
     from .signin import SignIn
     from .store import LiveState
@@ -41,6 +43,9 @@ TRIAGE: web.AppKey[Triage] = web.AppKey("triage")
 CASE_PACKET: web.AppKey[CasePacket] = web.AppKey("case_packet")
 VAULT: web.AppKey[Vault | None] = web.AppKey("vault")  # None: recording is not configured
 RECORDING_CHECKS: web.AppKey[RecordingChecks] = web.AppKey("recording_checks")
+# The record store (None: no master key, so no records kept beyond the live state).
+RECORDS: web.AppKey[Records | None] = web.AppKey("records")
+READS: web.AppKey[ReadLedger] = web.AppKey("reads")  # reads a list carries, audited once
 NODE_ID: web.AppKey[str] = web.AppKey("node_id")
 # How other nodes reach this one (node-to-node signaling proxy).
 INTERNAL_URL: web.AppKey[str] = web.AppKey("internal_url")

@@ -11,7 +11,9 @@ from aiohttp import ClientSession, web
 
 from .keys import (
     AUDIT,
+    CASE_PACKET,
     CLUSTER,
+    CONSULTS,
     HTTP_CLIENT,
     HUB,
     IDENTITY,
@@ -20,6 +22,7 @@ from .keys import (
     NODE_ID,
     RECORDING,
     RECORDING_CHECKS,
+    RECORDS,
     SETTINGS,
     SIGNIN,
     STORE,
@@ -28,6 +31,7 @@ from .keys import (
     VERIFIER,
 )
 from .logs import get_logger
+from .records.retention import purge
 from .store import StoreError, StoreUnavailable
 
 log = get_logger()
@@ -49,6 +53,8 @@ async def lifecycle(app: web.Application):
     await app[MEDIA].listen()  # a media port already in use stops the node here
     store = app[STORE]
     await store.start()
+    if app[RECORDS] is not None:
+        await app[RECORDS].start()
     app[HTTP_CLIENT] = ClientSession()
     with contextlib.suppress(StoreUnavailable):
         await app[IDENTITY].load()
@@ -58,6 +64,7 @@ async def lifecycle(app: web.Application):
         asyncio.ensure_future(app[HUB].pump()),
         asyncio.ensure_future(heartbeat(app)),
         asyncio.ensure_future(retention(app)),
+        asyncio.ensure_future(records_retention(app)),
         asyncio.ensure_future(app[TRIAGE].run()),
         asyncio.ensure_future(app[RECORDING_CHECKS].verify_loop()),
         asyncio.ensure_future(app[RECORDING_CHECKS].relay_loop()),
@@ -82,6 +89,8 @@ async def shut_down(app: web.Application) -> None:
         await asyncio.wait_for(app[CLUSTER].leave(), SHUTDOWN_STEP_S)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(app[STORE].close(), SHUTDOWN_STEP_S)
+    if app[RECORDS] is not None:  # what it could not apply stays in its journal
+        await app[RECORDS].close(drain_s=SHUTDOWN_STEP_S / 2)
     await app[HTTP_CLIENT].close()
     await app[LIMITS].close()
     await app[VERIFIER].close()
@@ -101,6 +110,26 @@ async def retention(app: web.Application) -> None:
         except Exception:  # noqa: BLE001 - retention must never take the node down
             log.exception("recordings.purge_failed")
         await asyncio.sleep(3600)
+
+
+async def records_retention(app: web.Application) -> None:
+    """Records past their retention are deleted and crypto-shredded (by kind)."""
+    records, settings = app[RECORDS], app[SETTINGS]
+    packet = app[CASE_PACKET]
+    shred = packet.shred if packet.storage is not None else None
+    while records is not None:
+        await asyncio.sleep(settings.records_retention_check_s)
+        try:
+            purged = await purge(
+                records, now=app[CONSULTS].clock(), records_days=settings.records_retention_days,
+                attachment_days=settings.attachment_retention_days, shred_attachment=shred,
+            )  # fmt: skip
+        except Exception:  # noqa: BLE001 - retention must never take the node down
+            log.exception("records.purge_failed")
+            continue
+        if purged.consults or purged.attachments:
+            log.info("records.purged", count=len(purged.consults),
+                     attachments=len(purged.attachments))  # fmt: skip
 
 
 async def check_keyring(app: web.Application) -> None:

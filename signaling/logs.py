@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -37,7 +37,7 @@ VERBATIM = frozenset({
     "error", "error_type", "path", "method", "status", "from_node", "to_node", "segment",
     "sha256", "report_sha256", "old_key_id", "new_key_id", "keys_not_under_master",
     "by_kind", "scope", "remote", "organisation", "organisations", "setting", "session_node",
-    "result", "trail_id", "origin",
+    "result", "trail_id", "origin", "actor_sub",
 })  # fmt: skip
 HASH_CHARS = 16
 
@@ -96,6 +96,15 @@ def _allow_listed(_, __, event_dict: dict) -> dict:
         elif name not in UNSCREENED:
             event_dict[name] = _screen(name, value)
     return event_dict
+
+
+def screen_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Fields as a log line (or the audit trail) may keep them: secrets redacted,
+    free text as its length and hash."""
+    return {
+        name: "[redacted]" if name.lower() in SECRET_FIELDS else _screen(name, value)
+        for name, value in fields.items()
+    }
 
 
 def _dumps(event_dict: dict, **options) -> str:
@@ -189,13 +198,22 @@ def get_logger(**bound: object):
     return structlog.get_logger("jisr", **bound)
 
 
+AuditSink = Callable[[str, "dict | None", dict[str, Any]], None]
+
+
 class Audit:
-    """The audit trail: who did what to which consult or session, and when."""
+    """The audit trail: who did what to which consult or session, and when. Each
+    event is a log line and goes to every sink (the record store's chained trail,
+    ``signaling.records``), synchronously."""
 
     def __init__(self, node_id: str) -> None:
         self._node_id = node_id
         self._bound_for = -1
         self._bound = None
+        self._sinks: list[AuditSink] = []
+
+    def add_sink(self, sink: AuditSink) -> None:
+        self._sinks.append(sink)
 
     @property
     def _log(self):
@@ -208,7 +226,11 @@ class Audit:
 
     def record(self, event: str, actor: dict | None = None, **fields: object) -> None:
         self._log.info(event, actor=actor, **fields)
+        for sink in self._sinks:
+            sink(event, actor, fields)
 
     def recording_event(self, event: str, **fields: object) -> None:
         """The vault's audit callback (playback, export, deletion, purge)."""
         self._log.info(event, **fields)
+        for sink in self._sinks:
+            sink(event, None, fields)

@@ -187,6 +187,9 @@ class Consult(Record):
     organisation: str = "local"  # the referring organisation's
     routed_to: list[str] = []  # organisations whose specialists may take it
     specialist_organisation: str | None = None  # once accepted
+    # Counts its changes (the stores add one at each): the record store keeps a
+    # consult's history in this order, whichever node's outbox delivers it first.
+    version: int = 0
 
     @property
     def specialist_sub(self) -> str | None:

@@ -90,6 +90,14 @@ class RecordingService:
         self.wall = wall
         self.sessions: dict[str, SessionRecording] = {}
         self.unsaved: set[str] = set()  # sessions whose latest state the store missed
+        # Told of each recording started and finished (the record store's index).
+        self.indexer: Callable[..., None] | None = None
+
+    def _index(self, rec: SessionRecording, state: str, **times: float | None) -> None:
+        if self.indexer is not None and rec.recording_id is not None:
+            self.indexer(id=rec.recording_id, session_id=rec.session_id,
+                         consult_id=rec.consult_id, state=state,
+                         started_at=rec.started_at, **times)  # fmt: skip
 
     def state(self, session_id: str) -> dict:
         rec = self.sessions.get(session_id)
@@ -210,6 +218,7 @@ class RecordingService:
         rec.recorder.start()
         rec.state = "recording"
         self._record(rec, "recording.started", None)
+        self._index(rec, "recording")
 
     def stop(self, rec: SessionRecording, reason: str, who: Principal | None = None) -> None:
         if rec.recorder is not None:
@@ -223,10 +232,12 @@ class RecordingService:
             # Everyone who consented at any point, late joiners included, may play it.
             consented = {e["by"]["sub"] for e in rec.history if e["event"] == "recording.consented"}
             participants = [{"sub": sub, "name": rec.names.get(sub, sub)} for sub in consented]
+            ended_at = self.wall()
             rec.handle.finish(
-                state="complete", ended_at=self.wall(), duration_s=duration,
+                state="complete", ended_at=ended_at, duration_s=duration,
                 consent_record=list(rec.history), participants=participants,
             )  # fmt: skip
+            self._index(rec, "complete", ended_at=ended_at, duration_s=duration)
         else:
             rec.state = "idle"
             self._record(rec, "recording.cancelled", who, reason=reason)

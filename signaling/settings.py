@@ -134,6 +134,28 @@ class Settings(BaseSettings):
     recording_verify_interval_s: float = Field(86400, ge=0, le=366 * 86400)
     recording_trail_relay_s: float = Field(10, gt=0, le=3600)
     attachments_dir: Path = Path("var/attachments")
+    # The data folder: the embedded record store (records.db) and each node's outbox
+    # journal (outbox/) live under it.
+    data_dir: Path = Path("var")
+    # The record store (consults, reports, indexes, the audit trail): sqlite:///PATH
+    # or postgresql://USER@HOST:PORT/DB (several nodes); default the SQLite file
+    # under the data folder. It is on when the master key is (it seals what people
+    # wrote with data keys of the keyring).
+    records_url: str | None = Field(None, repr=False)
+    records_password_file: Path | None = None  # PostgreSQL's password, kept out of the URL
+    # How long records are kept after their consult ended: consults with their
+    # history and reports; case-packet files (attachments).
+    records_retention_days: int = Field(3650, ge=1, le=36500)
+    attachment_retention_days: int = Field(3650, ge=1, le=36500)
+    records_retention_check_s: float = Field(3600, gt=0, le=86400)
+    # The hospital's FHIR server: each finished consult's Bundle is PUT there (through
+    # a durable outbox), with the bearer token in the file, if given.
+    fhir_push_url: str | None = None
+    fhir_push_token_file: Path | None = None
+    # Moves the clock consults, reports and audit entries are dated by (not the
+    # tokens', nor the cluster's): to show and test consults from the past. 0 in
+    # production.
+    clock_offset_s: float = Field(0, ge=-3650 * 86400, le=3650 * 86400)
     max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=1024, le=500 * 1024 * 1024)
     max_message_bytes: int = Field(65536, ge=1024, le=10 * 1024 * 1024)
     max_observers: int = Field(8, ge=0, le=100)
@@ -262,6 +284,27 @@ class Settings(BaseSettings):
                 raise ValueError(f"{url!r} is not a stun:, turn: or turns: URL")
         return value
 
+    @field_validator("records_url")
+    @classmethod
+    def _records_url(cls, value: str | None) -> str | None:
+        from .records.database import database_url
+
+        if value:
+            database_url(value)  # ValueError: not a database Jisr can keep records in
+        return value or None
+
+    def records_database(self) -> str:
+        from .records.database import sqlite_url
+
+        return self.records_url or sqlite_url(self.data_dir.resolve() / "records.db")
+
+    @field_validator("fhir_push_url")
+    @classmethod
+    def _fhir_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be the http:// or https:// base URL of a FHIR server")
+        return value or None
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
@@ -278,7 +321,10 @@ class Settings(BaseSettings):
                 raise ValueError(f"{item!r} is not host:port")
         return value
 
-    @field_validator("redis_password_file", "redis_sentinel_password_file", "cluster_secret_file")
+    @field_validator(
+        "redis_password_file", "redis_sentinel_password_file", "cluster_secret_file",
+        "fhir_push_token_file", "records_password_file",
+    )
     @classmethod
     def _secret_file(cls, value: Path | None) -> Path | None:
         if value is not None:

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import gc
 import os
+import shutil
+import tempfile
 
 import pytest
 
 from signaling.auth import mint_token
 from signaling.settings import Settings, load_settings
 
-pytest_plugins = ["tests.fixtures_redis"]
+pytest_plugins = ["tests.fixtures_redis", "tests.fixtures_postgres"]
 
 # Media on one shared UDP port, as deployed, but on a port the system picks for each
 # node: tests run nodes side by side (in this process and in servers it starts, which
@@ -55,14 +58,30 @@ def no_unretrieved_task_exceptions():
     assert UNRETRIEVED[before:] == [], "a task died and nobody retrieved its exception"
 
 
+@pytest.fixture(autouse=True)
+def data_dir_env(monkeypatch, tmp_path_factory) -> None:
+    """Servers a test starts (which inherit the environment) keep their record store
+    and outbox in a folder of the test's own, never in the working copy's var/."""
+    monkeypatch.setenv("JISR_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+
+
 SECRET = "test-secret-" + "x" * 40
 CLUSTER_SECRET = "test-cluster-" + "y" * 40  # nodes sharing Redis sign with it
+
+
+# The data folder (records.db, the outbox journals) of nodes a test does not give one:
+# a new one under this run's own for each settings made, never the working copy's var/
+# (each test's master key is its own, and a record store opens only under its key).
+DATA_DIR = tempfile.mkdtemp(prefix="jisr-test-data-")
+atexit.register(shutil.rmtree, DATA_DIR, ignore_errors=True)
 
 
 def make_settings(**overrides) -> Settings:
     values = {"jwt_secret": SECRET, "ice_addresses": "127.0.0.1", "port": 8080,
               "cluster_secret": CLUSTER_SECRET}  # fmt: skip
     values.update(overrides)
+    if "data_dir" not in values:
+        values["data_dir"] = tempfile.mkdtemp(dir=DATA_DIR)
     return load_settings(**values)
 
 

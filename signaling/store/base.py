@@ -189,12 +189,13 @@ class Store(Protocol):
         fields: Record,
     ) -> Record:
         """Atomically: if the consult's state is in ``from_states``, set ``state`` to
-        ``to_state`` (None: leave it as it is) and merge ``fields``; return the new
-        record. Raises NotFound, or Conflict with the current state."""
+        ``to_state`` (None: leave it as it is), merge ``fields`` and add one to its
+        ``version`` (0 when created); return the new record. Raises NotFound, or
+        Conflict with the current state."""
 
     async def accept_consult(self, consult_id: str, *, fields: Record, session: Record) -> Record:
         """Atomically: ``ConsultChange.ACCEPT`` (``waiting`` → ``accepted``) with
-        ``fields`` merged, and create
+        ``fields`` merged and one added to its ``version``, and create
         ``session`` (which has an ``id``). Exactly one of any number of concurrent
         callers wins; the others get Conflict. Returns the new consult.
         Raises StoreError (and changes nothing) if the session id is taken."""

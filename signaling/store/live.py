@@ -8,7 +8,7 @@ named transition of the table in ``signaling.model``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
 import msgspec
@@ -56,6 +56,14 @@ def _fields(changes: dict[str, Any]) -> dict[str, Any]:
 class LiveState:
     def __init__(self, store: Store) -> None:
         self.backend = store
+        # Told every consult this node changes, as it is after the change (the
+        # record store's outbox: ``signaling.records``); synchronous.
+        self.consult_observers: list[Callable[[Consult], None]] = []
+
+    def _changed(self, consult: Consult) -> Consult:
+        for observer in self.consult_observers:
+            observer(consult)
+        return consult
 
     async def start(self) -> None:
         await self.backend.start()
@@ -69,6 +77,7 @@ class LiveState:
     # consults ------------------------------------------------------------------
     async def create_consult(self, consult: Consult) -> None:
         await self.backend.create_consult(to_json(consult))
+        self._changed(consult)
 
     async def get_consult(self, consult_id: str) -> Consult | None:
         record = await self.backend.get_consult(consult_id)
@@ -99,7 +108,7 @@ class LiveState:
             )  # fmt: skip
         except Conflict as exc:
             raise TransitionRefused("consult", transition, exc.current_state) from None
-        return _consult(record)
+        return self._changed(_consult(record))
 
     async def accept_consult(self, consult_id: str, session: Session, **changes: Any) -> Consult:
         """``ConsultChange.ACCEPT`` and the session's creation, atomically."""
@@ -109,7 +118,7 @@ class LiveState:
             )
         except Conflict as exc:
             raise TransitionRefused("consult", ConsultChange.ACCEPT, exc.current_state) from None
-        return _consult(record)
+        return self._changed(_consult(record))
 
     # sessions ------------------------------------------------------------------
     async def get_session(self, session_id: str) -> Session | None:

@@ -47,6 +47,7 @@ def _cas(
         raise Conflict(state)
     record.update(_copy(fields))
     record["state"] = state if to_state is None else to_state
+    record["version"] = record.get("version", 0) + 1
     return _copy(record)
 
 

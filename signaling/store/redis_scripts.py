@@ -62,6 +62,7 @@ for i = 5, 4 + n do
 end
 if not allowed then return {'conflict', cur} end
 if #ARGV > 4 + n then redis.call('HSET', KEYS[1], unpack(ARGV, 5 + n)) end
+redis.call('HINCRBY', KEYS[1], 'version', 1)
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'state', ARGV[2]) end
 if KEYS[2] then
   if ARGV[3] == '1' then
@@ -113,6 +114,7 @@ if redis.call('EXISTS', KEYS[3]) == 1 then return {'session_exists'} end
 local n = tonumber(ARGV[4])
 if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 5, 4 + n)) end
 redis.call('HSET', KEYS[1], 'state', TARGET)
+redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('ZADD', KEYS[2], queue_score(KEYS[1]), ARGV[1])
 redis.call('HSET', KEYS[3], unpack(ARGV, 5 + n))
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])

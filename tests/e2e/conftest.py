@@ -96,6 +96,7 @@ def run_jisr(tmp_path, extra_env: dict[str, str], args: list[str], *, base: str,
         "JISR_RECORDING_SEGMENT_S": "2",
         "JISR_JWT_SECRET": SECRET,
         "JISR_NODE_ID": "n_e2e",
+        "JISR_DATA_DIR": str(tmp_path / "data"),  # the record store and its outbox
     }
     env.pop("JISR_REDIS_URL", None)
     env.update(extra_env)

@@ -98,7 +98,8 @@ def turn_urls(deployed: str, coturn) -> str:
 
 
 def node_settings(tmp: Path, pki: Pki, group: SentinelGroup, coturn, issuers: Path,
-                  node_b: bool, internal_port: int) -> dict[str, str]:  # fmt: skip
+                  node_b: bool, internal_port: int,
+                  records_url: str) -> dict[str, str]:  # fmt: skip
     service = unit("jisr.service")
     base = env_file(DEPLOY / INSTALLED[service.value("EnvironmentFile")])
     if node_b:  # jisr-b of compose.yaml: node b's own values
@@ -126,7 +127,16 @@ def node_settings(tmp: Path, pki: Pki, group: SentinelGroup, coturn, issuers: Pa
         "JISR_RECORDING_KEY": str(tmp / "recording.key"),
         "JISR_RECORDINGS_DIR": str(shared / "recordings"),
         "JISR_ATTACHMENTS_DIR": str(shared / "attachments"),
+        "JISR_RECORDS_URL": records_url,  # the tests' PostgreSQL (trust: any password)
+        "JISR_RECORDS_PASSWORD_FILE": str(records_password(tmp)),
+        "JISR_DATA_DIR": str(tmp / ("data-b" if node_b else "data-a")),  # each node's own
     })  # fmt: skip
+
+
+def records_password(tmp: Path) -> Path:
+    path = tmp / "records.password"
+    path.write_text("not-checked-by-the-tests-postgres\n")
+    return path
 
 
 def start_node(stack: ExitStack, env: dict[str, str], log: Path):
@@ -165,7 +175,7 @@ async def allocate(server: dict, context: ssl.SSLContext) -> list[str]:
     return opened
 
 
-async def test_the_two_node_deployment_from_deploy(tmp_path):
+async def test_the_two_node_deployment_from_deploy(tmp_path, postgres_url):
     pki = make_pki(tmp_path / "pki")
     group = SentinelGroup(tmp_path / "redis", pki)
     caddy_port = free_port()
@@ -184,7 +194,7 @@ async def test_the_two_node_deployment_from_deploy(tmp_path):
         coturn = stack.enter_context(deploy_coturn(pki.server_cert, pki.server_key, pki.ca))
         internal = free_tcp_ports(2 * len(WORKERS))  # each node's workers: their own
         envs = {name: node_settings(tmp_path, pki, group, coturn, issuers, name == "b",
-                                    internal + i * len(WORKERS))
+                                    internal + i * len(WORKERS), postgres_url)
                 for i, name in enumerate("ab")}  # fmt: skip
         nodes = {name: start_node(stack, env, tmp_path / f"jisr-{name}.log")
                  for name, env in envs.items()}  # fmt: skip

@@ -19,7 +19,7 @@ from recordings.crypto import generate_key_file, load_master_key
 from recordings.storage import FileStorage
 from recordings.vault import Vault
 from signaling.app import create_app
-from signaling.keys import RECORDING
+from signaling.keys import RECORDING, RECORDS, STORE
 from signaling.store import MemoryStore
 from tests.conftest import SECRET, make_settings
 from tests.integration.test_media_relay import start_consult
@@ -148,6 +148,13 @@ async def test_consented_recording_is_encrypted_and_exports(
             )
             assert played.status == 200 and played.headers["Content-Type"].startswith("video/")
             assert (await played.read())[:4] == b"\x1a\x45\xdf\xa3"
+            # The record store indexes it with its consult (FHIR: a DocumentReference).
+            records = server.app[RECORDS]
+            assert await records.outbox.drained(10)
+            consult_id = (await server.app[STORE].get_session(session_id)).consult_id
+            indexed = (await records.reader.recordings([consult_id]))[consult_id]
+            assert [(r.id, r.state) for r in indexed] == [(recording_id, "complete")]
+            assert indexed[0].duration_s > 4 and indexed[0].ended_at > indexed[0].started_at
         finally:
             for client in (referrer, specialist, observer):
                 await client.close()

@@ -244,7 +244,8 @@ async def test_transition_compare_and_set(store: Store) -> None:
     moved = await store.transition_consult(
         "c1", from_states=["accepted", "waiting"], to_state="cancelled", fields={"by": "dr-a"}
     )
-    assert moved == {**consult("c1", state="cancelled"), "by": "dr-a"}
+    # every change adds one to the record's version (the record store's order)
+    assert moved == {**consult("c1", state="cancelled"), "by": "dr-a", "version": 1}
     assert await store.get_consult("c1") == moved
 
     with pytest.raises(Conflict) as err:
@@ -292,7 +293,9 @@ async def test_accept_creates_session_once(store: Store) -> None:
     accepted = await store.accept_consult(
         "c1", fields={"specialist": "dr-k", "session_id": "s1"}, session=session("s1")
     )
-    assert accepted == {**consult("c1", state="accepted"), "specialist": "dr-k", "session_id": "s1"}
+    assert accepted == {
+        **consult("c1", state="accepted"), "specialist": "dr-k", "session_id": "s1", "version": 1
+    }
     assert await store.get_consult("c1") == accepted
     assert await store.get_session("s1") == session("s1")
 
@@ -407,7 +410,9 @@ async def test_sessions_get_transition_list(store: Store) -> None:
     interrupted = await store.transition_session(
         "s-new", from_states=["live"], to_state="interrupted", fields={"node": None}
     )
-    assert interrupted == {**session("s-new", created_at=30, state="interrupted"), "node": None}
+    assert interrupted == {
+        **session("s-new", created_at=30, state="interrupted"), "node": None, "version": 1
+    }
     assert await store.get_session("s-new") == interrupted
     await store.transition_session("s-old", from_states=["live"], to_state="ended", fields={})
 

@@ -34,6 +34,7 @@
 // joins its session unless the user left that session in this tab before.
 
 import { startPage } from './app.js';
+import { setupPastConsults } from './pastconsults.js';
 import { setText } from './i18n.js';
 import { api } from './api.js';
 import { registerHookSource } from './hook.js';
@@ -276,6 +277,7 @@ startPage({
     });
     ctx.sig.addEventListener('ready', () => refresh());
     const library = setupRecordings(ctx, { hideWhenEmpty: true });
+    setupPastConsults();
     ctx.onSessionExit = ({ sessionId, reason }) => {
       if (['left', 'replaced', 'error'].includes(reason) && sessionId) rememberLeft(sessionId);
       render();

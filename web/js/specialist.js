@@ -33,6 +33,7 @@
 //   `attachments`, `viewer`, `chat`, `reportForm`, `recording` (session), `recordings`, `player`.
 
 import { startPage } from './app.js';
+import { setupPastConsults } from './pastconsults.js';
 import { t, setText, onLangChange } from './i18n.js';
 import { api } from './api.js';
 import { registerHookSource } from './hook.js';
@@ -265,6 +266,7 @@ startPage({
     setupSessionPanels(ctx);
     ctx.sig.addEventListener('ready', () => refresh());
     const library = setupRecordings(ctx, { hideWhenEmpty: true });
+    setupPastConsults();
     ctx.onSessionExit = () => {
       render();
       refresh();

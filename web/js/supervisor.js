@@ -28,6 +28,7 @@
 //   `recordings` (ids), `recordingList`, `recordingsStatus` and `player`.
 
 import { startPage } from './app.js';
+import { setupPastConsults } from './pastconsults.js';
 import { setText } from './i18n.js';
 import { api } from './api.js';
 import { registerHookSource } from './hook.js';
@@ -159,6 +160,8 @@ startPage({
     document.getElementById('refresh-sessions').addEventListener('click', () => refresh());
     setInterval(() => { if (document.visibilityState === 'visible') refresh(); }, 15000);
     library = setupRecordings(ctx, { pollMs: 30000 });
+    setupPastConsults();
+    document.getElementById('audit-link').hidden = ctx.me.role !== 'admin';
     setupDashboard(ctx);
     setupSessionPanels(ctx);
     ctx.onSessionExit = () => {

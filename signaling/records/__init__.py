@@ -1,0 +1,1 @@
+"""The record store: consults, reports, indexes and the audit trail, kept for years."""
