@@ -8,8 +8,8 @@ the journal longer. The file is locked while its node lives, and a node adopts t
 journals of nodes that are gone (a restart under a new id) and finishes them.
 
 What survives: a crash of the process (each line is written with one ``write``
-before the answer); a power cut may lose what the kernel had not yet flushed, as
-Redis with ``appendfsync everysec``.
+before the answer); a power cut loses at most the last second, as Redis with
+``appendfsync everysec`` (the outbox calls ``sync`` each second, off the loop).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class Journal:
         done = self._read_done()
         self._offset = done if done <= size else 0  # larger: emptied after it was applied
         self.backlog = self._count_from(self._offset)
+        self.unsynced = False  # appended since the last sync
 
     @property
     def ad(self) -> bytes:
@@ -78,6 +79,12 @@ class Journal:
         line = key_id.encode() + SEP + base64.b64encode(seal(key, data, self.ad)) + b"\n"
         os.write(self._fd, line)  # O_APPEND: one write, one whole line
         self.backlog += 1
+        self.unsynced = True
+
+    def sync(self) -> None:
+        """Everything appended so far on the disk itself (blocks: call it off the loop)."""
+        self.unsynced = False
+        os.fsync(self._fd)
 
     def read(self, limit: int) -> list[tuple[int, bytes | None]]:
         """Up to ``limit`` entries after the last applied one, each with the offset

@@ -24,6 +24,7 @@ log = get_logger()
 BATCH = 200
 MIN_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 2.0
+SYNC_INTERVAL_S = 1.0
 
 Apply = Callable[[list[Entry]], Awaitable[None]]
 KeyFor = Callable[[str | None], tuple[str, bytes]]
@@ -59,6 +60,22 @@ class Outbox:
         self._wake.set()
 
     async def run(self) -> None:
+        syncing = asyncio.ensure_future(self._sync_each_second())
+        try:
+            await self._apply_forever()
+        finally:
+            syncing.cancel()
+
+    async def _sync_each_second(self) -> None:
+        """What was journalled is on the disk within a second: a power cut loses at
+        most that (a crash of the process loses nothing)."""
+        while True:
+            await asyncio.sleep(SYNC_INTERVAL_S)
+            if self.journal.unsynced:
+                with contextlib.suppress(OSError):  # closed meanwhile: nothing to keep
+                    await asyncio.to_thread(self.journal.sync)
+
+    async def _apply_forever(self) -> None:
         backoff = MIN_BACKOFF_S
         while True:
             journal = self._adopted[0] if self._adopted else self.journal

@@ -126,3 +126,30 @@ def test_two_nodes_of_one_id_cannot_share_a_data_folder(tmp_path) -> None:
     with pytest.raises(RuntimeError, match="two nodes with the node id 'n1'"):
         Outbox(tmp_path, "n1", key_for, apply)
     first.close()
+
+
+async def test_what_was_journalled_reaches_the_disk_within_a_second(tmp_path) -> None:
+    """While the database is down (nothing applied), the journal is still synced to
+    the disk each second: a power cut loses at most the last second."""
+    synced = asyncio.Event()
+
+    async def refuse(_entries) -> None:
+        raise DatabaseUnavailable("down")
+
+    outbox = Outbox(tmp_path, "n1", key_for, refuse)
+    real_sync = outbox.journal.sync
+
+    def sync() -> None:
+        real_sync()
+        synced.set()
+
+    outbox.journal.sync = sync
+    task = asyncio.ensure_future(outbox.run())
+    try:
+        outbox.put(FhirPush(consult_id="c_1", at=1.0))
+        assert outbox.journal.unsynced
+        await asyncio.wait_for(synced.wait(), 3.0)
+        assert not outbox.journal.unsynced and outbox.backlog == 1
+    finally:
+        task.cancel()
+        outbox.close()
