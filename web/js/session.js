@@ -8,10 +8,11 @@
 // data-state (connecting | connected | reconnecting | failed | ended), data-pc-state and
 // data-server-state.
 
-import { has, setText, onLangChange } from './i18n.js';
+import { setText, onLangChange } from './i18n.js';
 import { api, ApiError } from './api.js';
 import { showError, showNotice } from './ui.js';
-import { buildViewElements, buildStageTiles, renderConsultInfo, renderRosterList, renderTileOverlays } from './sessionlayout.js';
+import { buildViewElements, buildStageTiles, renderConsultInfo, renderRosterList, renderTileOverlays, fitStage, fitTargets } from './sessionlayout.js';
+import { renderEnded } from './sessionended.js';
 import { waitForIceGathering, trickleCandidates, addCameraTransceiver, getLocalMedia, receivedTotals, sentTotals } from './webrtc.js';
 import { RecordingPanel } from './sessionrecording.js';
 import { QualityMonitor } from './quality.js';
@@ -49,6 +50,22 @@ export class SessionView {
     onLangChange(() => {
       if (this.active) this.rerender();
     });
+    this.followWindow();
+  }
+
+  /** Keep the picture sized to the window (resize, rotation, full screen, a bar that wraps). */
+  followWindow() {
+    const fit = () => { if (this.active) fitStage(this); };
+    window.addEventListener('resize', fit);
+    document.addEventListener('fullscreenchange', () => {
+      const on = !!document.fullscreenElement;
+      if (this.el.fullscreen) {
+        this.el.fullscreen.setAttribute('aria-pressed', String(on));
+        setText(this.el.fullscreen, on ? 'session.fullscreenExit' : 'session.fullscreen');
+      }
+      fit();
+    });
+    this.barObserver = typeof ResizeObserver === 'undefined' ? null : new ResizeObserver(fit);
   }
 
   /** A push about this session (not one ended or left). */
@@ -62,7 +79,7 @@ export class SessionView {
       if (this.isMine(e.detail)) this.setRoster(e.detail.roster);
     });
     sig.addEventListener('session.ended', (e) => {
-      if (this.isMine(e.detail)) this.handleEnded(e.detail.reason || 'ended');
+      if (this.isMine(e.detail)) this.handleEnded(e.detail.reason || 'ended', e.detail);
     });
     sig.addEventListener('session.replaced', (e) => {
       // The same participant joined from another window or device: media moved there.
@@ -93,9 +110,14 @@ export class SessionView {
   }
 
   onConsultUpdated(c) {
-    if (!this.active || this.ended || !c) return;
+    if (!this.active || !c) return;
     if (c.session_id !== this.sessionId && !(this.consult && c.id === this.consult.id)) return;
     this.consult = { ...(this.consult || {}), ...c };
+    // The ended view follows its consult: a report sent after the end shows there.
+    if (this.ended) {
+      renderEnded(this);
+      return;
+    }
     if (!['ended', 'cancelled', 'expired'].includes(c.state)) return;
     // session.ended (with its reason) normally follows at once; this is the fallback.
     const sid = this.sessionId;
@@ -106,6 +128,7 @@ export class SessionView {
 
   /** The language changed: everything with translated text again. */
   rerender() {
+    if (this.ended) renderEnded(this);
     this.renderRoster();
     this.updateConnState();
     this.recording.render();
@@ -147,6 +170,10 @@ export class SessionView {
     this.el = {};
     Object.assign(this.el, buildViewElements(this));
     this.screen.build();
+    if (this.barObserver) {
+      this.barObserver.disconnect();
+      for (const el of fitTargets(this)) this.barObserver.observe(el);
+    }
   }
 
   buildStage() {
@@ -158,6 +185,7 @@ export class SessionView {
     this.screen.buildStage();
     this.quality.render();
     this.renderInfo();
+    fitStage(this);
   }
 
   myPart() {
@@ -213,9 +241,10 @@ export class SessionView {
     this.root.dataset.sessionId = sessionId;
     this.root.dataset.state = 'joining';
     this.root.hidden = false;
-    // The call opens at its top, wherever the page was scrolled to before (the
-    // referrer's form, a long queue): its controls are never left under the top bar.
-    this.root.scrollIntoView({ block: 'start' });
+    // The call opens at the top of the page, wherever it was scrolled to before (the
+    // referrer's form, a long queue): the picture is first, sized to the window.
+    window.scrollTo(0, 0);
+    fitStage(this);
     this.overlayTimer = setInterval(() => this.updateOverlays(), 1000);
     this.updateConnState();
     await this.attempt();
@@ -535,24 +564,22 @@ export class SessionView {
     this.exit('left');
   }
 
-  handleEnded(reason) {
+  handleEnded(reason, detail = null) {
     if (this.ended) return;
-    this.ended = { reason };
+    const by = detail && detail.by ? detail.by : reason === 'ended_by_you' ? { sub: this.me.sub, name: this.me.name } : null;
+    this.ended = { reason, by, part: detail ? detail.part || null : this.part };
     this.gen += 1;
     clearTimeout(this.recoveryTimer);
     this.closePeer();
     this.stopLocal();
     this.root.dataset.state = 'ended';
-    const box = this.el.ended;
-    box.dataset.reason = reason;
-    const reasonKey = has(`endReason.${reason}`) ? `endReason.${reason}` : 'endReason.other';
-    if (reason === 'replaced') setText(box.querySelector('.session-ended-text'), 'session.replaced');
-    else setText(box.querySelector('.session-ended-text'), 'session.ended', { reason: { t: reasonKey } });
-    box.hidden = false;
+    renderEnded(this);
+    if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
     this.setRoster([]);
     this.el.end.hidden = true;
     this.el.endConfirm.hidden = true;
     this.el.endCancel.hidden = true;
+    this.el.fullscreen.hidden = true;
     this.recording.ended();
     this.quality.stop();
     this.quality.render();
@@ -616,6 +643,8 @@ export class SessionView {
       candidatePair: await candidatePair(this.pc),
       mediaState: this.serverState,
       ended: this.ended ? this.ended.reason : null,
+      endedBy: this.ended && this.ended.by ? { sub: this.ended.by.sub, part: this.ended.part } : null,
+      endedReport: this.ended ? this.el.ended.dataset.report || null : null,
       consultId: this.consult ? this.consult.id || null : null,
       roster: this.roster.map((p) => ({ sub: p.sub, name: p.name, role: p.role, as: p.as })),
       observers: this.roster.filter((p) => p.as === 'observer').map((p) => p.sub),
