@@ -39,7 +39,7 @@ import { registerHookSource } from './hook.js';
 import { setupRecordings } from './recordings.js';
 import * as triage from './triage.js';
 import { setupSessionPanels } from './sessionpanels.js';
-import { h, showError, clearError, showNotice, consultCard, sortQueue, specialtyLabel, rememberFocus } from './ui.js';
+import { h, showError, clearError, showNotice, announce, consultCard, sortQueue, specialtyLabel, rememberFocus } from './ui.js';
 
 const STATE_RANK = { waiting: 0, accepted: 1, live: 2, ended: 3, cancelled: 3, expired: 3 };
 const TAKEN_SHOW_MS = 6000;
@@ -212,7 +212,9 @@ function onUpdate(c) {
     const item = document.querySelector(`#queue .consult-item[data-consult-id="${CSS.escape(merged.id)}"]`);
     if (item) item.classList.add('new-arrival');
     triage.arrived(merged);
-    showNotice(merged.urgency === 'critical' ? 'specialist.newCritical' : 'specialist.newConsult', { specialty: specialtyLabel(merged.specialty) });
+    const key = merged.urgency === 'critical' ? 'specialist.newCritical' : 'specialist.newConsult';
+    showNotice(key, { specialty: specialtyLabel(merged.specialty) });
+    announce(key, { specialty: specialtyLabel(merged.specialty) }, { assertive: merged.urgency === 'critical' });
   }
 }
 
