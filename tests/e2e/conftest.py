@@ -139,11 +139,12 @@ def browsers() -> Iterator:
     started: list[webdriver.Chrome] = []
     folders: list[tempfile.TemporaryDirectory] = []
 
-    def start(*extra_flags: str) -> webdriver.Chrome:
+    def start(*extra_flags: str, binary: str | None = None) -> webdriver.Chrome:
+        """``binary``: a wrapper that starts Chromium in some other way (busier, say)."""
         folder = tempfile.TemporaryDirectory(prefix="jisr-chromium-")
         folders.append(folder)
         options = webdriver.ChromeOptions()
-        options.binary_location = shutil.which("chromium")
+        options.binary_location = binary or shutil.which("chromium")
         for flag in (*CHROMIUM_FLAGS, *extra_flags, f"--user-data-dir={folder.name}"):
             options.add_argument(flag)
         driver = webdriver.Chrome(
