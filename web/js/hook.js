@@ -11,6 +11,8 @@
 //     candidatePair: {state, local: {type, protocol, relayProtocol, address, port},
 //                     remote: {…}} | null  (the selected pair, from getStats()),
 //     inSession: bool, sessionId, as: 'participant'|'observer'|null, ended: reason|null,
+//     endedBy: {sub, part}|null, endedReport: 'arrived'|'may_follow'|'write_now'|'none'|null,
+//     timeline: {mark: epoch ms} (timeline.js: accept click to first frame),
 //     remote: [{label: 'remote'|'referrer'|'specialist', participant: 'referrer'|'specialist',
 //               name, sub, present, videoWidth, videoHeight, framesDecoded, bytesReceived,
 //               audioPacketsReceived, audioBytesReceived,
@@ -48,7 +50,7 @@
 //     attachmentviewer.js, chat.js, report.js, sessionpanels.js, referrercase.js,
 //     dashboard.js; fields listed in each):
 //     presence: {choice, effective, shown: 'available'|'busy'|'off'|'in_session'|'pending',
-//               inSession, confirmedAt, sent}                           (specialist)
+//               pressed: [choices shown pressed], inSession, confirmedAt, sent}                           (specialist)
 //     queue: [{id, state, urgency, specialty, reannounced, escalated, offeredToMe, declines,
 //              transfers, attachments, shownAt (ms epoch first rendered)}], queueIds (specialist)
 //     attachments: [{id, consult_id, filename, content_type, size}], uploads {consultId: {state,

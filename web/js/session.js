@@ -18,6 +18,7 @@ import { RecordingPanel } from './sessionrecording.js';
 import { QualityMonitor } from './quality.js';
 import { ScreenShare } from './screenshare.js';
 import { candidatePair } from './qualitystats.js';
+import { mark } from './timeline.js';
 
 const ICE_GATHER_TIMEOUT_MS = 3000;
 const FATAL_JOIN_CODES = new Set([
@@ -268,10 +269,15 @@ export class SessionView {
     }
     this.needsJoin = false;
     try {
+      // A participant's camera, peer connection and offer are made while the join is
+      // in flight; the offer goes out once the join is answered.
+      const early = this.startEarly(gen);
+      mark('join.sent');
       const joined = await this.sig.request('join', { session_id: this.sessionId });
+      mark('join.answered');
       if (gen !== this.gen || !this.active) return;
       this.showJoined(joined);
-      await this.negotiate(gen);
+      await this.negotiate(gen, this.as === 'participant' ? early : null);
       this.recoveryAttempt = 0;
       this.notHereAttempts = 0;
     } catch (err) {
@@ -335,13 +341,47 @@ export class SessionView {
     this.scheduleRecovery('join');
   }
 
-  async negotiate(gen) {
+  /**
+   * Pages that publish (referrer, specialist) start their peer before the join is
+   * answered: returns the promise of startPeer(), or null (observers).
+   */
+  startEarly(gen) {
+    if (!['referrer', 'specialist'].includes(this.me.role) || typeof RTCPeerConnection === 'undefined') return null;
+    this.as = 'participant';
+    if (!this.remote.length || this.el.stage.dataset.as !== 'participant') this.buildStage();
+    const early = this.startPeer(gen);
+    early.catch(() => {}); // the join's own failure is the one reported
+    return early;
+  }
+
+  /** Offer and answer on the peer from startPeer() (made now unless `early` was). */
+  async negotiate(gen, early = null) {
+    const started = early ? await early : null;
+    if (gen !== this.gen || !this.active) return;
+    const pc = started && started === this.pc ? started : await this.startPeer(gen);
+    if (!pc) return;
+    const current = () => gen === this.gen && pc === this.pc;
+    // Low-bandwidth mode: the caps (known from the join) before the first frame is sent.
+    if (this.as === 'participant') await this.quality.applyLimits();
+    if (!current() || !(await this.sendOffer(pc, current))) return;
+    this.root.dataset.state = 'negotiated';
+    this.updateConnState();
+    if (this.as === 'participant') await this.quality.applyLimits();
+    if (!current()) return;
+    this.quality.start();
+  }
+
+  /**
+   * A new peer connection, made the session's, with its transceivers (camera and
+   * microphone out for participants), its local offer set and its candidates gathered;
+   * null once this attempt is over.
+   */
+  async startPeer(gen) {
     if (typeof RTCPeerConnection === 'undefined') throw new ApiError('webrtc_unsupported', '');
     this.closePeer();
     const pc = this.createPeer();
-    const current = () => gen === this.gen && pc === this.pc;
     if (this.as === 'observer') this.addObserverTransceivers(pc);
-    else if (!(await this.addParticipantMedia(pc, gen))) return;
+    else if (!(await this.addParticipantMedia(pc, gen))) return null;
     // Screen share m-line(s) after the cameras' (docs/protocol.md): always negotiated.
     this.screen.addTransceivers(pc);
     for (const r of this.remote) this.attachRemote(r);
@@ -350,12 +390,8 @@ export class SessionView {
       const r = this.remote.find((x) => x.transceivers.includes(e.transceiver));
       if (r) this.attachRemote(r);
     });
-    if (!(await this.exchangeOffer(pc, current))) return;
-    this.root.dataset.state = 'negotiated';
-    this.updateConnState();
-    if (this.as === 'participant') await this.quality.applyLimits();
-    if (!current()) return;
-    this.quality.start();
+    await this.prepareOffer(pc);
+    return gen === this.gen && pc === this.pc ? pc : null;
   }
 
   /** A new peer connection, made the session's, with its state followed. */
@@ -367,7 +403,12 @@ export class SessionView {
     this.pc = pc;
     this.pcState = pc.connectionState || 'new';
     pc.addEventListener('connectionstatechange', () => {
-      if (pc === this.pc) this.onPeerState(pc.connectionState);
+      if (pc !== this.pc) return;
+      if (pc.connectionState === 'connected') mark('dtls.connected');
+      this.onPeerState(pc.connectionState);
+    });
+    pc.addEventListener('iceconnectionstatechange', () => {
+      if (pc === this.pc && ['connected', 'completed'].includes(pc.iceConnectionState)) mark('ice.connected');
     });
     if (!('connectionState' in pc)) {
       pc.addEventListener('iceconnectionstatechange', () => {
@@ -400,10 +441,32 @@ export class SessionView {
     this.remote[1].transceivers = [tr[2], tr[3]];
   }
 
+  /**
+   * The camera and microphone asked for ahead of the join (the specialist's accept
+   * click): addParticipantMedia() takes them. unprepare() lets them go (accept refused).
+   */
+  prepare() {
+    if (this.localStream || this.preparing || this.active) return;
+    mark('media.asked');
+    this.preparing = getLocalMedia();
+  }
+
+  unprepare() {
+    const pending = this.preparing;
+    this.preparing = null;
+    if (pending && !this.active) {
+      pending.then((s) => { if (s) for (const tr of s.getTracks()) tr.stop(); }).catch(() => {});
+    }
+  }
+
   /** Camera and microphone out, the other participant in; false once this attempt is over. */
   async addParticipantMedia(pc, gen) {
     if (!this.localStream) {
-      this.localStream = await getLocalMedia();
+      mark('media.asked');
+      const asked = this.preparing || getLocalMedia();
+      this.preparing = null;
+      this.localStream = await asked;
+      mark('media.ready');
       if (gen !== this.gen || !this.active) {
         this.stopLocal();
         return false;
@@ -416,7 +479,8 @@ export class SessionView {
     const ta = pc.addTransceiver(audio || 'audio', { direction: 'sendrecv', streams });
     const tv = addCameraTransceiver(pc, video || 'video', streams);
     this.remote[0].transceivers = [ta, tv];
-    // Low-bandwidth mode: cap the video and put audio first from the first frame on.
+    // Low-bandwidth mode: cap the video and put audio first from the first frame on
+    // (again once the join gave the caps, before the offer goes out).
     await this.quality.applyLimits();
     if (gen !== this.gen || pc !== this.pc) return false;
     if (this.el.local) {
@@ -427,22 +491,30 @@ export class SessionView {
     return true;
   }
 
-  /**
-   * Offer (sent once ICE gathering completes or times out) and answer; candidates
-   * gathered later are trickled once the answer is in. False once this attempt is over.
-   */
-  async exchangeOffer(pc, current) {
-    const trickle = trickleCandidates(pc, () => pc === this.pc, (c) => this.sendCandidate(c));
+  /** The local offer, with its candidates gathered (or ICE_GATHER_TIMEOUT_MS passed). */
+  async prepareOffer(pc) {
+    pc.trickle = trickleCandidates(pc, () => pc === this.pc, (c) => this.sendCandidate(c));
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
-    const complete = await waitForIceGathering(pc, ICE_GATHER_TIMEOUT_MS);
-    if (!current()) return false;
-    trickle.offerSent(complete);
+    mark('offer.created');
+    pc.gathered = await waitForIceGathering(pc, ICE_GATHER_TIMEOUT_MS);
+    mark('ice.gathered');
+  }
+
+  /**
+   * The offer out (candidates gathered later are trickled once the answer is in) and
+   * the answer applied. False once this attempt is over.
+   */
+  async sendOffer(pc, current) {
+    pc.trickle.offerSent(pc.gathered);
+    // The offer as it stands now (the caps set since do not change the SDP).
     const sdp = pc.localDescription.sdp;
+    mark('offer.sent');
     const answer = await this.sig.request('offer', { sdp });
     if (!current()) return false;
     await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
-    trickle.answered();
+    mark('answer.applied');
+    pc.trickle.answered();
     return true;
   }
 
@@ -457,7 +529,10 @@ export class SessionView {
     if (!tracks.length) return;
     const current = r.video.srcObject;
     const same = current && tracks.every((tr) => current.getTracks().includes(tr)) && current.getTracks().length === tracks.length;
-    if (!same) r.video.srcObject = new MediaStream(tracks);
+    if (!same) {
+      r.video.srcObject = new MediaStream(tracks);
+      if (r.video.requestVideoFrameCallback) r.video.requestVideoFrameCallback(() => mark('frame.first'));
+    }
     this.play(r.video);
   }
 

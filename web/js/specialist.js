@@ -35,6 +35,7 @@
 import { startPage } from './app.js';
 import { t, setText, onLangChange } from './i18n.js';
 import { api } from './api.js';
+import { startTimeline, mark } from './timeline.js';
 import { registerHookSource } from './hook.js';
 import { setupRecordings } from './recordings.js';
 import * as triage from './triage.js';
@@ -82,8 +83,12 @@ async function accept(c, button) {
   button.disabled = true;
   button.setAttribute('aria-busy', 'true');
   setText(button, 'specialist.accepting');
+  // The camera starts while the accept is in flight (the first picture comes sooner).
+  startTimeline('accept.click');
+  ctx.session.prepare();
   try {
     const res = await api.acceptConsult(c.id);
+    mark('accept.answered');
     clearError();
     const consult = merge(res.consult) || res.consult;
     const session = res.session || {};
@@ -91,6 +96,7 @@ async function accept(c, button) {
     render();
     if (sessionId) await ctx.joinSession(sessionId, consult);
   } catch (err) {
+    if (!ctx.session.active) ctx.session.unprepare();
     showError(err);
     if (err.code === 'already_accepted') {
       const cur = consults.get(c.id) || c;
