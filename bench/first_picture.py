@@ -113,15 +113,16 @@ def machine() -> dict:
     return info
 
 
-def reexec_in_namespace() -> None:
-    """Run again inside a fresh network namespace (only loopback), as the tests do."""
+def reexec_in_namespace(module: str = "bench.first_picture") -> None:
+    """Run ``python -m module`` again inside a fresh network namespace (only loopback),
+    as the tests do."""
     if os.environ.get(IN_NAMESPACE) or shutil.which("unshare") is None:
         return
     if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
         log("unshare -n refused: running in this network namespace")
         return
     env = {**os.environ, IN_NAMESPACE: "1"}
-    argv = [sys.executable, "-m", "bench.first_picture", *sys.argv[1:]]
+    argv = [sys.executable, "-m", module, *sys.argv[1:]]
     script = 'ip link set lo up && exec "$@"'
     os.execvpe("unshare", ["unshare", "-n", "sh", "-c", script, "sh", *argv], env)
 
