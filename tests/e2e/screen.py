@@ -49,9 +49,19 @@ if (bar) {
 }
 const box = (el) => { const r = el.getBoundingClientRect();
   return {x: r.left, y: r.top, w: r.width, h: r.height, right: r.right, bottom: r.bottom}; };
-const inside = (r) => {
-  const w = Math.max(0, Math.min(r.right, innerWidth) - Math.max(r.x, 0));
-  const h = Math.max(0, Math.min(r.bottom, innerHeight) - Math.max(r.y, top));
+// The part of an element left to see: inside the window, below a sticky top bar, and
+// inside every ancestor that clips what overflows it (a scrolled control bar, say).
+const inside = (r, el) => {
+  let [x0, y0, x1, y1] = [Math.max(r.x, 0), Math.max(r.y, top), Math.min(r.right, innerWidth),
+    Math.min(r.bottom, innerHeight)];
+  for (let a = el.parentElement; a && a !== document.body; a = a.parentElement) {
+    const cs = getComputedStyle(a);
+    if (cs.overflowX === 'visible' && cs.overflowY === 'visible') continue;
+    const c = a.getBoundingClientRect();
+    [x0, y0, x1, y1] = [Math.max(x0, c.left), Math.max(y0, c.top), Math.min(x1, c.right),
+      Math.min(y1, c.bottom)];
+  }
+  const w = Math.max(0, x1 - x0), h = Math.max(0, y1 - y0);
   return r.w * r.h > 0 ? (w * h) / (r.w * r.h) : 0;
 };
 const overlap = (a, b) => a.x < b.right && b.x < a.right && a.y < b.bottom && b.y < a.bottom;
@@ -60,14 +70,14 @@ for (const sel of selectors) {
   const el = document.querySelector(sel);
   if (!el || el.getClientRects().length === 0) { out[sel] = null; continue; }
   const r = box(el);
-  out[sel] = {visible: Math.round(inside(r) * 1000) / 1000, box: r};
+  out[sel] = {visible: Math.round(inside(r, el) * 1000) / 1000, box: r};
 }
 const ctl = {};
 for (const sel of controls) {
   const el = document.querySelector(sel);
   if (!el || el.getClientRects().length === 0) { ctl[sel] = null; continue; }
   const r = box(el);
-  ctl[sel] = {visible: Math.round(inside(r) * 1000) / 1000,
+  ctl[sel] = {visible: Math.round(inside(r, el) * 1000) / 1000,
               overlapsPicture: selectors.some(
                 (s) => out[s] && !s.includes('local') && overlap(r, out[s].box))};
 }

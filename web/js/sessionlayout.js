@@ -140,7 +140,8 @@ export function fitStage(view) {
 
 /** What can move the stage or the bar: observed so the picture is refitted. */
 export function fitTargets(view) {
-  return [view.el.bar, ...document.querySelectorAll('.topbar, .page-alerts, #notice, #escalation-alert')];
+  const consent = view.root.querySelector('#recording-consent');
+  return [view.el.bar, ...(consent ? [consent] : []), ...document.querySelectorAll('.topbar, .page-alerts, #notice, #escalation-alert')];
 }
 
 function remoteTile(view, { id, waitingId, captionKey, person, role }) {
