@@ -175,6 +175,7 @@ def test_every_page_in_every_state_at_every_size(jisr_server, browsers, record_p
         for size in SIZES:
             for driver in pages.values():
                 set_viewport(driver, *size)
+                driver.execute_script("window.scrollTo(0, 0)")  # the call opens at the top
             heights[f"{size[0]}x{size[1]} {lang}"] = check_layout(pages, size, lang)
         for name, driver in pages.items():
             set_viewport(driver, 1280, 720)
