@@ -91,11 +91,22 @@ def test_every_page_in_every_state_at_every_size(jisr_server, browsers, record_p
     server, tokens = jisr_server, jisr_server.tokens
     referrer, specialist, supervisor = browsers(), browsers(), browsers()
     pages = {"referrer": referrer, "specialist": specialist, "supervisor": supervisor}
+    axe = Axe()
+    # The landing page and the sign-in page, before anyone signs in.
+    for page in ("index", "signin"):
+        supervisor.get(f"{server.base}/{page}.html")
+        wait_until(
+            lambda: supervisor.execute_script(
+                "return !document.documentElement.classList.contains('i18n-pending')"
+            ),
+            10,
+            f"{page}.html translated",
+        )
+        axe.both_languages({page: supervisor}, "page")
     for name, driver in pages.items():
         set_viewport(driver, 1280, 720)
         open_page(driver, server, name, getattr(tokens, name))
         wait_until(lambda d=driver: state(d)["signaling"] == "ready", 15, f"{name} signaling")
-    axe = Axe()
     axe.both_languages(pages, "list")
 
     # A critical consult waits: the specialist and the supervisor hear of it at once.
