@@ -672,6 +672,7 @@ export class SessionView {
     this.root.hidden = true;
     this.root.dataset.state = 'closed';
     this.reset();
+    this.unprepare(); // a camera asked for ahead of a join that never used it
     this.build();
     this.onExit({ sessionId, reason });
     if (reason === 'left') showNotice('session.leftNotice');
