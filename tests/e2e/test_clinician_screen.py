@@ -145,6 +145,19 @@ def test_every_page_in_every_state_at_every_size(jisr_server, browsers, record_p
     record_property("critical_count_contrast", round(ratio, 2))
     axe.both_languages(pages, "waiting")
 
+    # The waiting critical consult pulses, unless the clinician asked for less motion.
+    pulse = (
+        'const el = document.querySelector("#queue .consult-item[data-consult-id=\'"'
+        ' + arguments[0] + "\']"); return el && getComputedStyle(el).animationName;'
+    )
+    assert specialist.execute_script(pulse, consult["id"]) == "critical-pulse"
+    specialist.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia",
+        {"features": [{"name": "prefers-reduced-motion", "value": "reduce"}]},
+    )
+    wait_until(lambda: specialist.execute_script(pulse, consult["id"]) == "none", 5, "no pulse")
+    specialist.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
     # The call: the specialist accepts, the supervisor observes.
     accept.click()
     participants = {"referrer": referrer, "specialist": specialist}

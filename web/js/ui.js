@@ -27,6 +27,11 @@ export function h(spec, opts = {}, ...children) {
   return el;
 }
 
+/** 'smooth', or 'auto' for someone who asked for less motion (prefers-reduced-motion). */
+export function scrollBehavior() {
+  return window.matchMedia && window.matchMedia('(prefers-reduced-motion: reduce)').matches ? 'auto' : 'smooth';
+}
+
 export function $(sel, root = document) {
   return root.querySelector(sel);
 }
