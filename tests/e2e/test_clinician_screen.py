@@ -166,6 +166,17 @@ def test_every_page_in_every_state_at_every_size(jisr_server, browsers, record_p
         30,
         "remote video on both participant pages",
     )
+    # Where the time to the first picture went is marked on both pages (bench.first_picture).
+    for name, first in (("specialist", "accept.click"), ("referrer", "accepted.push")):
+        marks = wait_until(
+            lambda n=name: "frame.first" in (t := state(participants[n])["timeline"]) and t,
+            10,
+            f"the first frame marked on the {name} page",
+        )
+        order = [first, "join.sent", "join.answered", "offer.sent", "answer.applied",
+                 "dtls.connected", "frame.first"]  # fmt: skip
+        assert all(m in marks for m in [*order, "media.ready", "ice.gathered"]), (name, marks)
+        assert [marks[m] for m in order] == sorted(marks[m] for m in order), (name, marks)
     wait_until(
         lambda: supervisor.find_elements(By.CSS_SELECTOR, ".observe-button[data-session-id]"),
         10,
