@@ -139,7 +139,7 @@ def test_referrer_shares_screen_and_specialist_sees_it(jisr_server, browsers):
             lambda d=driver, p=pictures: (
                 (g := layout(d, p, ["#leave"]))
                 and all(
-                    e and e["visible"] == 1 and e["box"]["h"] >= 150 for e in g["elements"].values()
+                    e and e["visible"] == 1 and e["box"]["h"] >= 100 for e in g["elements"].values()
                 )
                 and g
             ),
