@@ -19,7 +19,9 @@
 //               videoStalled: null|'videoPaused'|'mediaStalled', muted, element}],
 //     local: {audio, video, videoWidth, videoHeight,
 //             sent: {audioPackets, videoFrames, frameWidth, frameHeight, scalabilityMode}} | null,
-//     quality: {level: 'good'|'fair'|'poor'|null, rttMs, lossPct, sendKbps, recvKbps,
+//     quality: {level: 'good'|'fair'|'poor'|null, cause ('none'|'loss'|'delay'|'bandwidth'|
+//               'local_cpu'|'local_camera'|'local_decoder'|'remote_sender', qualitycause.js),
+//               label (the badge's i18n key), detailOpen, rttMs, lossPct, sendKbps, recvKbps,
 //               sentHeight, recvHeight, recvFps,
 //               (also: raw (this sample's level), downLossPct, upLossPct, availableKbps,
 //                sentWidth, sentFps, limitation (qualityLimitationReason), recvWidth, at)}
