@@ -77,14 +77,31 @@ export function buildViewElements(view) {
   r.replaceChildren();
   r.hidden = true;
   r.classList.add('session-view');
+  const rec = view.recording.build();
+  const qual = view.quality.build();
+  const stage = h('div#stage.stage', { attrs: { role: 'region' }, i18nAttrs: { 'aria-label': 'session.picture' } });
+  const controls = controlBar(view, rec, qual, stage);
+  // Over the picture (a chip at its top), never a banner pushing the picture down.
+  const observerNotice = h('div#observer-notice.observer-notice', { attrs: { hidden: true, role: 'status', 'aria-live': 'polite' } },
+    eyeIcon(), h('span.observer-notice-text'));
+  const enableAudio = h('button#enable-audio.btn.btn-primary.btn-large', { attrs: { type: 'button', hidden: true }, i18n: ['session.enableAudio'], on: { click: () => view.enableAudio() } });
+  const { roster, side } = sideColumn();
+  const ended = endedBox(view);
+  // The picture leads: the stage (sized to the window by fitStage), then the controls
+  // right under it; notices that need no decision come after them.
+  r.append(ended, rec.consent, rec.announce,
+    h('div.session-body', {}, h('div.stage-wrap', {}, stage, rec.badge, observerNotice, enableAudio, controls.bar, qual.notice, rec.bar), side));
+  return { ...controls, observerNotice, stage, enableAudio, roster, side, ended };
+}
+
+/** The bar under the picture: the consult, the call's state, and its buttons. */
+function controlBar(view, rec, qual, stage) {
   const conn = h('div#connection-state.conn-badge', { dataset: { state: 'connecting' }, attrs: { role: 'status', 'aria-live': 'polite' } },
     h('span.dot', { attrs: { 'aria-hidden': 'true' } }), h('span.conn-label', { i18n: ['media.connecting'] }));
   const detail = h('span#connection-detail.conn-detail');
   const buttons = sessionButtons(view);
   const info = h('div.session-info');
   const duration = h('span#session-duration.session-duration');
-  const rec = view.recording.build();
-  const qual = view.quality.build();
   const fullscreen = h('button#fullscreen.btn.btn-secondary', {
     attrs: { type: 'button', 'aria-pressed': 'false' }, i18n: ['session.fullscreen'],
     on: { click: () => toggleFullscreen(stage) },
@@ -93,22 +110,14 @@ export function buildViewElements(view) {
     info,
     h('div.session-status', {}, conn, qual.badge, detail, duration, qual.detail),
     h('div.session-actions', {}, qual.audioOnly, rec.request, fullscreen, buttons.leave, buttons.end, buttons.endConfirm, buttons.endCancel));
+  return { conn, detail, ...buttons, fullscreen, bar, info, duration };
+}
 
-  // Over the picture (a chip at its top), never a banner pushing the picture down.
-  const observerNotice = h('div#observer-notice.observer-notice', { attrs: { hidden: true, role: 'status', 'aria-live': 'polite' } },
-    eyeIcon(), h('span.observer-notice-text'));
-  const stage = h('div#stage.stage', { attrs: { role: 'region' }, i18nAttrs: { 'aria-label': 'session.picture' } });
-  const enableAudio = h('button#enable-audio.btn.btn-primary.btn-large', { attrs: { type: 'button', hidden: true }, i18n: ['session.enableAudio'], on: { click: () => view.enableAudio() } });
-  const { roster, side } = sideColumn();
-  const ended = h('div#session-ended.session-ended', { attrs: { hidden: true, role: 'alert' } },
+/** After the end: who ended it, where the report stands (sessionended.js), back. */
+function endedBox(view) {
+  return h('div#session-ended.session-ended', { attrs: { hidden: true, role: 'alert' } },
     h('div.session-ended-body', {}, h('p.session-ended-text'), h('p#session-ended-report.session-ended-report', { attrs: { hidden: true } })),
     h('button#session-back.btn.btn-primary.btn-large', { attrs: { type: 'button' }, i18n: ['session.back'], on: { click: () => view.exit(view.ended ? view.ended.reason : 'ended') } }));
-
-  // The picture leads: the stage (sized to the window by fitStage), then the controls
-  // right under it; notices that need no decision come after them.
-  r.append(ended, rec.consent, rec.announce,
-    h('div.session-body', {}, h('div.stage-wrap', {}, stage, rec.badge, observerNotice, enableAudio, bar, qual.notice, rec.bar), side));
-  return { conn, detail, ...buttons, fullscreen, bar, info, duration, observerNotice, stage, enableAudio, roster, side, ended };
 }
 
 /** Full screen for the stage (imaging), and back. */
