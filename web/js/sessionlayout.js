@@ -16,7 +16,11 @@
 //   observers:    #remote-video-referrer, #remote-video-specialist,
 //                 #remote-waiting-referrer, #remote-waiting-specialist
 //   #enable-audio             shown when the browser blocked autoplay with sound
-//   #session-ended[data-reason], #session-back   after session.ended / end / session.replaced
+//   #session-ended[data-reason][data-report], #session-ended-report, #session-back   after
+//        session.ended / end / session.replaced: who ended it and where the report stands
+//        (sessionended.js)
+//   #stage (the pictures, sized to the window by fitStage), #fullscreen (the stage full
+//        screen), .session-bar (under the stage, or beside it on a short landscape screen)
 //   #session-duration
 //   Low-bandwidth mode and quality (quality.js): #connection-quality[data-quality],
 //   #connection-quality-detail, #audio-only[data-audio-only], #quality-notice,
