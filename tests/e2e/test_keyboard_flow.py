@@ -101,7 +101,7 @@ def test_the_whole_consult_by_keyboard(jisr_server, browsers):
     press(specialist, Keys.ENTER)
     for name, driver in pages.items():
         wait_until(lambda d=driver: state(d)["ended"], 10, f"the end on the {name} page")
-    assert state(referrer)["endedReport"] == "may_follow"
+    wait_until(lambda: state(referrer)["endedReport"] == "may_follow", 5, "a report may follow")
 
     # The report, after the end.
     for field, words in (("findings", "Effusion, RV collapse."), ("assessment", "Tamponade."),
