@@ -44,6 +44,7 @@ export const SAMPLE_MS = 2000;
 const POOR_SAMPLES_FOR_NOTICE = 3; // ~6 s
 const BETTER_SAMPLES_TO_RISE = 2;
 const STALL_SAMPLES = 2; // remote video without a new frame for ~4 s: say so over the tile
+const SETTLE_SAMPLES = 2; // frame rates count from the third sample of a connection (~6 s)
 const LOW_BANDWIDTH_BPS = 1000000; // caps below this are shown as low-bandwidth mode
 const RANK = { good: 0, fair: 1, poor: 2 };
 
@@ -101,6 +102,7 @@ export class QualityMonitor {
   /** A new peer connection (or none): stats deltas start over. */
   resetMeasure() {
     this.prev = null; // {pc, at, byId: Map}
+    this.samples = 0;
     this.quality = null;
     this.level = null;
     this.cause = 'none';
@@ -326,7 +328,14 @@ export class QualityMonitor {
     const lossPct = Math.max(downLoss, tr.upstreamLoss || 0);
     const sent = tr.sent;
     const sendingVideo = this.view.as === 'participant' && !this.audioOnly && sent && sent.active && sent.fps > 0;
-    const judged = judge({ lossPct, rttMs: tr.rttMs, sent: sendingVideo ? sent : null, incoming: tr.incoming });
+    // Frame rates are judged once video has settled (the first seconds of a call ramp up).
+    this.samples = (this.samples || 0) + 1;
+    const settled = this.samples > SETTLE_SAMPLES;
+    const judged = judge({
+      lossPct, rttMs: tr.rttMs,
+      sent: sendingVideo ? (settled ? sent : { ...sent, fps: null }) : null,
+      incoming: settled ? tr.incoming : [],
+    });
     const raw = judged.level;
     this.updateLevel(judged);
     const slowest = tr.incoming.reduce((a, b) => (a === null || b.fps < a.fps ? b : a), null);
