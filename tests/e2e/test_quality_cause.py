@@ -1,19 +1,23 @@
 """The quality badge blames the right thing, in real browsers: the referrer's browser
-is a busy machine — its camera gives 1080p (an HD camera; the page's request is
-widened before the page loads) and its Chromium shares one processor with programs
-that keep it busy — while the network is loopback (no loss, a round trip of a few
-milliseconds). Its encoder reports it is held back by the processor
-(qualityLimitationReason "cpu"), and the page says so: "This device is busy", never
-"Poor connection". The specialist's page, whose own machine and network are fine,
-does not blame its connection either."""
+is CPU-limited — its encoder finds the processor overloaded — while the network is
+loopback (no loss, a round trip of a few milliseconds). Its encoder
+reports it is held back by the processor (qualityLimitationReason "cpu") and lowers
+the resolution, and the page says so: "This device is busy", never "Poor
+connection". The specialist's page does not blame the connection either.
+
+The overload is WebRTC's own simulation of an overloaded processor
+(``WebRTC-ForceSimulatedOveruseIntervalMs``: the encoder's CPU-overuse detector
+reports overuse, as it does when encoding takes too long): on this two-core machine a
+Chromium pinned to one processor shared with busy programs (down to about a fifth of
+that processor) with a 1080p camera still encoded 720p at 20 fps and reported no
+limitation, and starving it further stopped the browser itself from starting. With the
+simulated overload and a 1080p camera the encoder reported "bandwidth" (the start-up
+bitrate limits a 1080p picture first), so the camera is the usual 640x480.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -24,45 +28,8 @@ from tests.e2e.test_consult_flow import live_video, open_page, state, wait_until
 pytestmark = pytest.mark.e2e
 
 WEB = Path(__file__).resolve().parents[2] / "web"
-HD_CAMERA_JS = """
-(() => {
-  const md = navigator.mediaDevices;
-  const ask = md.getUserMedia.bind(md);
-  md.getUserMedia = (c) => ask(c && c.video
-    ? {...c, video: {width: {exact: 1920}, height: {exact: 1080}, frameRate: {ideal: 30}}}
-    : c);
-})();
-"""
-BUSY = "while True:\n    pass\n"
-
-
-def busy_cpu() -> int:
-    """The processor the busy browser and the busy programs share (the last one)."""
-    return (os.cpu_count() or 1) - 1
-
-
-@pytest.fixture
-def busy_machine(tmp_path):
-    """A Chromium started through this wrapper runs on one processor at a lower
-    priority, and two programs keep that processor busy while the test runs."""
-    for tool in ("taskset", "nice"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is missing (apt-get install util-linux coreutils)")
-    cpu = busy_cpu()
-    wrapper = tmp_path / "busy-chromium"
-    wrapper.write_text(
-        f'#!/bin/sh\nexec taskset -c {cpu} nice -n 5 {shutil.which("chromium")} "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    loops = [
-        subprocess.Popen(["taskset", "-c", str(cpu), sys.executable, "-c", BUSY]) for _ in range(2)
-    ]
-    try:
-        yield wrapper
-    finally:
-        for loop in loops:
-            loop.kill()
-            loop.wait(5)
+# Normal for 1 ms, then overloaded for a minute (the test is over well before).
+OVERLOADED = "--force-fieldtrials=WebRTC-ForceSimulatedOveruseIntervalMs/1-60000-60000/"
 
 
 def post(server, path: str, token: str, body: dict) -> dict:
@@ -83,14 +50,13 @@ def badge(driver) -> dict:
 
 
 def test_a_busy_sender_is_told_its_device_is_busy_not_its_connection(
-    jisr_server, browsers, busy_machine, record_property
+    jisr_server, browsers, record_property
 ):
     server, tokens = jisr_server, jisr_server.tokens
     words = json.loads((WEB / "i18n" / "en.json").read_text())["quality"]
     poor_connection = {words["level"]["poor"], words["level"]["fair"]}
-    referrer = browsers(binary=str(busy_machine))
+    referrer = browsers(OVERLOADED)
     specialist = browsers()
-    referrer.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HD_CAMERA_JS})
     open_page(referrer, server, "referrer", tokens.referrer)
     open_page(specialist, server, "specialist", tokens.specialist)
     for name, driver in (("referrer", referrer), ("specialist", specialist)):
@@ -111,7 +77,6 @@ def test_a_busy_sender_is_told_its_device_is_busy_not_its_connection(
         45,
         "video both ways",
     )
-    assert state(referrer)["local"]["videoHeight"] == 1080, state(referrer)["local"]
 
     # The busy sender: its encoder is held back by the processor; the page says so.
     seen: list[dict] = []
@@ -122,7 +87,10 @@ def test_a_busy_sender_is_told_its_device_is_busy_not_its_connection(
                                            "sentHeight", "sentFps")})  # fmt: skip
         return q if q.get("cause") == "local_cpu" else None
 
-    q = wait_until(told_busy, 60, "the busy device named as the cause")
+    try:
+        q = wait_until(told_busy, 60, "the busy device named as the cause")
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}; the last samples: {seen[-4:]}") from None
     record_property("busy_sender_samples", json.dumps(seen[-6:]))
     assert q["limitation"] == "cpu", q
     assert q["rttMs"] is not None and q["rttMs"] < 150 and (q["lossPct"] or 0) <= 1, q
