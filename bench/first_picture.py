@@ -254,8 +254,12 @@ def report(runs: list[dict], base_times: list[float], info: dict) -> dict:
         print(f"\n{page} page, median time after the accept click")
         print(table(["mark", "after click (s)", "step"],
                     [[r["mark"], r["median_s"], r["step"]] for r in rows_]))  # fmt: skip
-    return {"runs": len(runs), **medians, "specialist_s": spec, "referrer_s": ref,
-            "baseline_s": base_times, "breakdown": steps, "machine": info,
+    click = [r["specialist"]["accept.click"] for r in runs]
+    per_run = [{page: {m: round((t - c) / 1000, 3) for m, t in r[page].items()}
+                for page in ("specialist", "referrer")}
+               for r, c in zip(runs, click, strict=True)]  # fmt: skip
+    return {"runs": len(runs), **medians, "per_run": per_run, "specialist_s": spec,
+            "referrer_s": ref, "baseline_s": base_times, "breakdown": steps, "machine": info,
             "load_average_end": os.getloadavg()[0]}  # fmt: skip
 
 
