@@ -96,6 +96,7 @@ def run_jisr(tmp_path, extra_env: dict[str, str], args: list[str], *, base: str,
         "JISR_RECORDING_SEGMENT_S": "2",
         "JISR_JWT_SECRET": SECRET,
         "JISR_NODE_ID": "n_e2e",
+        "JISR_DATA_DIR": str(tmp_path / "data"),  # the record store and its outbox
     }
     env.pop("JISR_REDIS_URL", None)
     env.update(extra_env)
@@ -139,12 +140,11 @@ def browsers() -> Iterator:
     started: list[webdriver.Chrome] = []
     folders: list[tempfile.TemporaryDirectory] = []
 
-    def start(*extra_flags: str, binary: str | None = None) -> webdriver.Chrome:
-        """``binary``: a wrapper that starts Chromium in some other way (busier, say)."""
+    def start(*extra_flags: str) -> webdriver.Chrome:
         folder = tempfile.TemporaryDirectory(prefix="jisr-chromium-")
         folders.append(folder)
         options = webdriver.ChromeOptions()
-        options.binary_location = binary or shutil.which("chromium")
+        options.binary_location = shutil.which("chromium")
         for flag in (*CHROMIUM_FLAGS, *extra_flags, f"--user-data-dir={folder.name}"):
             options.add_argument(flag)
         driver = webdriver.Chrome(

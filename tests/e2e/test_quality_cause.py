@@ -28,8 +28,8 @@ from tests.e2e.test_consult_flow import live_video, open_page, state, wait_until
 pytestmark = pytest.mark.e2e
 
 WEB = Path(__file__).resolve().parents[2] / "web"
-# Normal for 1 ms, then overloaded for a minute (the test is over well before).
-OVERLOADED = "--force-fieldtrials=WebRTC-ForceSimulatedOveruseIntervalMs/1-60000-60000/"
+# Normal for 1 ms, then overloaded for ten minutes (the test is over well before).
+OVERLOADED = "--force-fieldtrials=WebRTC-ForceSimulatedOveruseIntervalMs/1-600000-60000/"
 
 
 def post(server, path: str, token: str, body: dict) -> dict:
