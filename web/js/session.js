@@ -13,7 +13,7 @@ import { api, ApiError } from './api.js';
 import { showError, showNotice } from './ui.js';
 import { buildViewElements, buildStageTiles, renderConsultInfo, renderRosterList, renderTileOverlays, fitStage, fitTargets } from './sessionlayout.js';
 import { renderEnded } from './sessionended.js';
-import { waitForIceGathering, trickleCandidates, addCameraTransceiver, getLocalMedia, receivedTotals, sentTotals } from './webrtc.js';
+import { waitForFirstCandidates, trickleCandidates, addCameraTransceiver, getLocalMedia, receivedTotals, sentTotals } from './webrtc.js';
 import { RecordingPanel } from './sessionrecording.js';
 import { QualityMonitor } from './quality.js';
 import { ScreenShare } from './screenshare.js';
@@ -21,6 +21,9 @@ import { candidatePair } from './qualitystats.js';
 import { mark } from './timeline.js';
 
 const ICE_GATHER_TIMEOUT_MS = 3000;
+// The offer goes out this long after the first candidate (or at once when gathering is
+// complete); candidates found later are trickled.
+const ICE_FIRST_GRACE_MS = 20;
 const FATAL_JOIN_CODES = new Set([
   'session_not_found', 'consult_not_found', 'invalid_state', 'forbidden', 'too_many_observers',
   'bad_sdp', 'observer_cannot_send', 'token_expired', 'token_invalid', 'webrtc_unsupported',
@@ -491,13 +494,13 @@ export class SessionView {
     return true;
   }
 
-  /** The local offer, with its candidates gathered (or ICE_GATHER_TIMEOUT_MS passed). */
+  /** The local offer, with its first candidates (the rest trickle, see sendOffer). */
   async prepareOffer(pc) {
     pc.trickle = trickleCandidates(pc, () => pc === this.pc, (c) => this.sendCandidate(c));
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
     mark('offer.created');
-    pc.gathered = await waitForIceGathering(pc, ICE_GATHER_TIMEOUT_MS);
+    pc.gathered = await waitForFirstCandidates(pc, ICE_FIRST_GRACE_MS, ICE_GATHER_TIMEOUT_MS);
     mark('ice.gathered');
   }
 

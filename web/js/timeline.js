@@ -4,7 +4,8 @@
 // two pages on one machine compare), also left as performance marks ("jisr:NAME").
 //
 // Marks: accept.click, accept.answered (specialist), accepted.push (referrer),
-// join.sent, join.answered, media.asked, media.ready, offer.created, ice.gathered,
+// join.sent, join.answered, media.asked, media.ready, offer.created, ice.gathered (the
+// first candidates: the offer goes with them, the rest trickle),
 // offer.sent, answer.applied, ice.connected, dtls.connected, frame.first.
 
 let marks = {};
