@@ -33,6 +33,9 @@ fi
 # The tests' OpenID providers (oidc-provider from the npm registry, on this Node.js).
 [ -d tests/support/oidc/node_modules/oidc-provider ] \
   || (cd tests/support/oidc && npm ci --no-audit --no-fund --loglevel=error)
+# axe-core (npm registry), injected into the pages by the browser tests to check accessibility.
+[ -f tests/support/axe/node_modules/axe-core/axe.min.js ] \
+  || (cd tests/support/axe && npm ci --no-audit --no-fund --loglevel=error)
 
 # Keep every test packet on loopback: run in a fresh network namespace when the
 # kernel allows it, otherwise in the normal one (the tests use 127.0.0.1 only).

@@ -229,7 +229,9 @@ class ConsultService:
             )
             await self._announce(consult)
         self.audit.record("session.ended", who.public(), session_id=session_id, reason=reason)
-        await self.state.publish(SessionEnded(session_id=session_id, reason=reason))
+        await self.state.publish(
+            SessionEnded(session_id=session_id, reason=reason, by=who.person(), part=part)
+        )
         return session
 
     async def _waiting_for(self, who: Principal, consult_id: str) -> Consult:
@@ -302,6 +304,9 @@ class ConsultService:
                     consult.session_id, SessionChange.END, ended_at=now, ended_by=who.person()
                 )
                 await self.state.publish(
-                    SessionEnded(session_id=consult.session_id, reason="reported")
+                    SessionEnded(
+                        session_id=consult.session_id, reason="reported", by=who.person(),
+                        part="specialist",
+                    )  # fmt: skip
                 )
         return consult

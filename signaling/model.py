@@ -284,6 +284,10 @@ class ConsultEscalated(Record, tag="consult.escalated", tag_field="type"):
 class SessionEnded(Record, tag="session.ended", tag_field="type"):
     session_id: str
     reason: str
+    # Who ended it and in which part ("referrer", "specialist"; None: an admin), so
+    # every page can say who ended the session; None when no one did (e.g. expiry).
+    by: Person | None = None
+    part: str | None = None
 
 
 class TokenRevoked(Record, tag="token.revoked", tag_field="type"):

@@ -13,6 +13,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
+from tests.e2e.screen import layout, set_viewport
 from tests.e2e.test_consult_flow import live_video, open_page, state, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -123,6 +124,29 @@ def test_referrer_shares_screen_and_specialist_sees_it(jisr_server, browsers):
     wait_until(lambda: screen_live(supervisor, "referrer"), 30, "the screen on the supervisor page")
     assert visible(supervisor, "#remote-screen-referrer")
     assert not visible(supervisor, "#remote-screen-specialist")
+    # The supervisor's grid holds both cameras and the screen whole in a 1280x720
+    # window; the specialist's picture holds the camera and the screen side by side.
+    for driver, pictures in (
+        (
+            supervisor,
+            ["#remote-video-referrer", "#remote-video-specialist", "#remote-screen-referrer"],
+        ),
+        (specialist, ["#remote-video", "#remote-screen", "#local-video"]),
+    ):
+        set_viewport(driver, 1280, 720)
+        driver.execute_script("window.scrollTo(0, 0)")
+        got = wait_until(
+            lambda d=driver, p=pictures: (
+                (g := layout(d, p, ["#leave"]))
+                and all(
+                    e and e["visible"] == 1 and e["box"]["h"] >= 100 for e in g["elements"].values()
+                )
+                and g
+            ),
+            5,
+            f"every picture whole in the window: {pictures}",
+        )
+        assert got["controls"]["#leave"]["visible"] == 1, got
     # Frames keep arriving.
     wait_until(
         lambda: (

@@ -440,3 +440,35 @@ async def test_a_shared_list_closed_before_its_holders_wrote_it_is_still_sent():
     conn.close_outbox()
     await asyncio.wait_for(conn.write_loop(), 5)
     assert [m["n"] for frame in ws.frames for m in json.loads(frame)] == [1, 2]
+
+
+async def test_session_ended_says_who_ended_it_and_a_later_report_reaches_the_referrer(
+    client, tokens
+):
+    session_id = await accepted_session(client, tokens)
+    referrer = await connect(client, tokens.referrer)
+    joined = await referrer.ask({"type": "join", "session_id": session_id, "ref": "j"})
+    assert joined["type"] == "joined"
+    consult_id = joined["consult"]["id"]
+    ended = await client.post(
+        f"/api/sessions/{session_id}/end", headers=tokens.header(tokens.specialist)
+    )
+    assert ended.status == 200, await ended.text()
+    pushed = await referrer.next(lambda m: m["type"] == "session.ended")
+    assert pushed["reason"] == "ended_by_participant"
+    assert pushed["part"] == "specialist" and pushed["by"]["sub"] == "dr-karim"
+    # The report written after the end still reaches the referrer's page.
+    report = {
+        "findings": "effusion",
+        "assessment": "tamponade",
+        "recommendation": "drain now",
+        "follow_up_urgency": "critical",
+    }
+    sent = await client.post(
+        f"/api/consults/{consult_id}/report", json=report, headers=tokens.header(tokens.specialist)
+    )
+    assert sent.status == 200, await sent.text()
+    update = await referrer.next(
+        lambda m: m["type"] == "consult.updated" and (m["consult"].get("report") or {})
+    )
+    assert update["consult"]["report"]["findings"] == "effusion"

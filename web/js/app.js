@@ -16,7 +16,8 @@ import { Signaling } from './signaling.js';
 import { SessionView } from './session.js';
 import { setHookBase, registerHookSource } from './hook.js';
 import { setupOutageNotice, setCallRole, renderOutageNotice, outageSnapshot } from './outage.js';
-import { showError, clearError, setupErrorBanner, startWaitingTicker, refreshTimes } from './ui.js';
+import { showError, clearError, setupErrorBanner, startWaitingTicker, refreshTimes, setupAnnouncer } from './ui.js';
+import { timelineSnapshot } from './timeline.js';
 
 const AUTH_CODES = new Set(['unauthenticated', 'token_expired', 'token_invalid', 'token_revoked']);
 const PAGE_FOR_ROLE = { referrer: 'referrer.html', specialist: 'specialist.html', supervisor: 'supervisor.html', admin: 'supervisor.html' };
@@ -39,6 +40,7 @@ export async function setupChrome() {
   }
   onLangChange(() => refreshTimes());
   setupErrorBanner();
+  setupAnnouncer();
 }
 
 function showSignIn(reason, args) {
@@ -280,6 +282,7 @@ export async function startPage({ page, roles, init }) {
   await setupChrome();
   setupOutageNotice(page);
   registerHookSource('outage', outageSnapshot);
+  registerHookSource('timeline', () => ({ timeline: timelineSnapshot() }));
   startWaitingTicker();
 
   const me = await signIn(roles, page);

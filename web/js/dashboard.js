@@ -22,7 +22,7 @@ import { setText, onLangChange, getLang } from './i18n.js';
 import { request, serverNow } from './api.js';
 import { registerHookSource } from './hook.js';
 import { playAlert, soundToggle } from './alertsound.js';
-import { h, showError, urgencyBadge, specialtyEl, specialtyLabel, stateBadge, ltr, timeEl, waitingEl, durationArgs } from './ui.js';
+import { h, showError, urgencyBadge, specialtyEl, specialtyLabel, stateBadge, ltr, timeEl, waitingEl, durationArgs, scrollBehavior } from './ui.js';
 
 const POLL_MS = 5000;
 const URGENCIES = ['critical', 'urgent', 'routine'];
@@ -91,7 +91,7 @@ function showEscalations() {
   const id = alerting[alerting.length - 1];
   const item = id && document.querySelector(`#escalations .escalation-item[data-consult-id="${CSS.escape(id)}"]`);
   const target = item || document.getElementById('escalations');
-  target.scrollIntoView({ behavior: 'smooth', block: 'center' });
+  target.scrollIntoView({ behavior: scrollBehavior(), block: 'center' });
   if (item) {
     item.classList.add('pulse');
     item.focus({ preventScroll: true });

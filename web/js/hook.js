@@ -11,13 +11,17 @@
 //     candidatePair: {state, local: {type, protocol, relayProtocol, address, port},
 //                     remote: {…}} | null  (the selected pair, from getStats()),
 //     inSession: bool, sessionId, as: 'participant'|'observer'|null, ended: reason|null,
+//     endedBy: {sub, part}|null, endedReport: 'arrived'|'may_follow'|'write_now'|'none'|null,
+//     timeline: {mark: epoch ms} (timeline.js: accept click to first frame),
 //     remote: [{label: 'remote'|'referrer'|'specialist', participant: 'referrer'|'specialist',
 //               name, sub, present, videoWidth, videoHeight, framesDecoded, bytesReceived,
 //               audioPacketsReceived, audioBytesReceived,
 //               videoStalled: null|'videoPaused'|'mediaStalled', muted, element}],
 //     local: {audio, video, videoWidth, videoHeight,
 //             sent: {audioPackets, videoFrames, frameWidth, frameHeight, scalabilityMode}} | null,
-//     quality: {level: 'good'|'fair'|'poor'|null, rttMs, lossPct, sendKbps, recvKbps,
+//     quality: {level: 'good'|'fair'|'poor'|null, cause ('none'|'loss'|'delay'|'bandwidth'|
+//               'local_cpu'|'local_camera'|'local_decoder'|'remote_sender', qualitycause.js),
+//               label (the badge's i18n key), detailOpen, rttMs, lossPct, sendKbps, recvKbps,
 //               sentHeight, recvHeight, recvFps,
 //               (also: raw (this sample's level), downLossPct, upLossPct, availableKbps,
 //                sentWidth, sentFps, limitation (qualityLimitationReason), recvWidth, at)}
@@ -48,7 +52,7 @@
 //     attachmentviewer.js, chat.js, report.js, sessionpanels.js, referrercase.js,
 //     dashboard.js; fields listed in each):
 //     presence: {choice, effective, shown: 'available'|'busy'|'off'|'in_session'|'pending',
-//               inSession, confirmedAt, sent}                           (specialist)
+//               pressed: [choices shown pressed], inSession, confirmedAt, sent}                           (specialist)
 //     queue: [{id, state, urgency, specialty, reannounced, escalated, offeredToMe, declines,
 //              transfers, attachments, shownAt (ms epoch first rendered)}], queueIds (specialist)
 //     attachments: [{id, consult_id, filename, content_type, size}], uploads {consultId: {state,

@@ -8,10 +8,13 @@
 // escalated to this specialist personally are still shown).
 //
 // Elements:
-//   #presence-bar                          the bar (specialist.html), visible in sessions too
+//   #presence-bar                          the bar (specialist.html); hidden during a call
+//                                          (app.css), where the picture comes first
 //   #presence[data-choice][data-effective] group of three buttons[aria-pressed]:
 //     #presence-available, #presence-busy, #presence-off
 //   #presence-status[data-effective]       available | busy | off | in_session | pending
+//   One state shows at a time: in a session no choice is shown pressed (the buttons
+//   are hidden) and the status says "Busy — in session"; the choice returns after.
 //   #alert-sound                           checkbox: alert sounds on/off (alertsound.js)
 //   #queue-paused                          shown instead of the queue while busy or off
 // Hook (through triage.js): presence {choice, effective, shown, inSession, confirmedAt, sent}.
@@ -132,9 +135,11 @@ function buildPresence() {
 function renderPresence() {
   if (!el.group) return;
   const shown = shownStatus();
+  const busyInSession = shown === 'in_session';
   el.group.dataset.choice = choice;
   el.group.dataset.effective = shown;
-  for (const value of CHOICES) el[value].setAttribute('aria-pressed', value === choice ? 'true' : 'false');
+  el.group.hidden = busyInSession;
+  for (const value of CHOICES) el[value].setAttribute('aria-pressed', value === choice && !busyInSession ? 'true' : 'false');
   el.status.dataset.effective = shown;
   setText(el.status, `presence.status.${shown}`);
   const paused = document.getElementById('queue-paused');
@@ -177,5 +182,6 @@ export function setupPresence(pageCtx, { render, refresh }) {
 }
 
 export function presenceSnapshot() {
-  return { choice, effective, shown: shownStatus(), inSession: inSession(), confirmedAt: confirmedAt || null, sent };
+  const pressed = CHOICES.filter((v) => el[v] && el[v].getAttribute('aria-pressed') === 'true' && !el.group.hidden);
+  return { choice, effective, shown: shownStatus(), pressed, inSession: inSession(), confirmedAt: confirmedAt || null, sent };
 }

@@ -10,10 +10,11 @@
 // 2. Quality: every 2 s from pc.getStats() (read by qualitystats.js) — round-trip time
 //    (selected candidate pair, else RTCP), packet loss (inbound packetsLost/packetsReceived
 //    deltas, and what the server reports about ours), send/receive bitrate, sent/received
-//    resolution and frame rate, the encoder's qualityLimitationReason:
-//      poor  loss > 5 % or RTT > 400 ms or video < 10 fps
-//      fair  loss > 1 % or RTT > 150 ms or video < 20 fps or the encoder is bandwidth-limited
-//      good  otherwise
+//    resolution and frame rate, the decoder's work, the encoder's qualityLimitationReason.
+//    qualitycause.js judges a level (good | fair | poor) and its cause — the network
+//    (loss, delay, bandwidth), this device's processor or camera, this device's decoder,
+//    or the other side's device — and the badge says the cause in words; the figures are
+//    one click on the badge away (#connection-quality-detail).
 //    Video frame rates count only for video that is flowing (a remote in audio-only mode
 //    sends none; that is not a bad link). A worse level shows at once; a better one after
 //    two samples in a row, so the badge does not flicker.
@@ -22,35 +23,30 @@
 //    by the #audio-only toggle. Kept across reconnects of the same session.
 //
 // Elements (built here, placed by sessionlayout.js):
-//   #connection-quality[data-quality=good|fair|poor]   badge (hidden until measured);
-//        .quality-label (translated), title = the detail line
-//   #connection-quality-detail   RTT · loss · send/receive kbit/s · sent/received video
+//   #connection-quality[data-quality=good|fair|poor][data-cause][aria-expanded]   the
+//        badge, a button (hidden until measured); .quality-label (translated: the level
+//        for the network, the cause otherwise), title = the detail line; a press shows
+//        or hides the detail
+//   #connection-quality-detail   why (a sentence), then RTT · loss · available bandwidth ·
+//        send/receive kbit/s · sent/received video · decode time
 //   #audio-only[data-audio-only=true|false]    participants: the toggle; its label says
 //        what a press does ("Audio only" / "Turn video back on")
 //   #quality-notice              participants, after ~6 s poor: suggests audio only;
 //        #quality-notice-audio-only, #quality-notice-dismiss
 //   #local-video-off             (sessionlayout.js) over the local preview while audio only
 
-import { t, setText } from './i18n.js';
-import { h } from './ui.js';
+import { t, has, setText } from './i18n.js';
+import { h, announce } from './ui.js';
 import { readTraffic, cameraMids } from './qualitystats.js';
+import { judge, labelKey } from './qualitycause.js';
 
 export const SAMPLE_MS = 2000;
 const POOR_SAMPLES_FOR_NOTICE = 3; // ~6 s
 const BETTER_SAMPLES_TO_RISE = 2;
 const STALL_SAMPLES = 2; // remote video without a new frame for ~4 s: say so over the tile
+const SETTLE_SAMPLES = 2; // frame rates count from the third sample of a connection (~6 s)
 const LOW_BANDWIDTH_BPS = 1000000; // caps below this are shown as low-bandwidth mode
 const RANK = { good: 0, fair: 1, poor: 2 };
-
-/** The level for one sample (thresholds above). `fps` is the lowest flowing video rate. */
-export function classify({ lossPct, rttMs, fps, bandwidthLimited }) {
-  const loss = lossPct || 0;
-  const rtt = rttMs ?? 0;
-  const f = fps === null || fps === undefined ? null : Math.round(fps);
-  if (loss > 5 || rtt > 400 || (f !== null && f < 10)) return 'poor';
-  if (loss > 1 || rtt > 150 || (f !== null && f < 20) || bandwidthLimited) return 'fair';
-  return 'good';
-}
 
 /** getParameters → change → setParameters; false (and no change) when refused. */
 async function tweak(sender, change) {
@@ -106,8 +102,10 @@ export class QualityMonitor {
   /** A new peer connection (or none): stats deltas start over. */
   resetMeasure() {
     this.prev = null; // {pc, at, byId: Map}
+    this.samples = 0;
     this.quality = null;
     this.level = null;
+    this.cause = 'none';
     this.better = 0;
     this.poorRun = 0;
     this.noticeShown = false;
@@ -117,9 +115,12 @@ export class QualityMonitor {
   // ---- DOM ------------------------------------------------------------------------
 
   build() {
-    const badge = h('span#connection-quality.quality-badge', { attrs: { hidden: true, role: 'status' } },
-      h('span.quality-bars', { attrs: { 'aria-hidden': 'true' } }, h('span'), h('span'), h('span')),
-      h('span.quality-label'));
+    const badge = h('button#connection-quality.quality-badge', {
+      attrs: { type: 'button', hidden: true, 'aria-expanded': 'false', 'aria-controls': 'connection-quality-detail' },
+      on: { click: () => this.toggleDetail() },
+    },
+    h('span.quality-bars', { attrs: { 'aria-hidden': 'true' } }, h('span'), h('span'), h('span')),
+    h('span.quality-label'));
     const detail = h('span#connection-quality-detail.quality-detail', { attrs: { hidden: true } });
     const audioOnly = h('button#audio-only.btn.btn-secondary.btn-large', {
       attrs: { type: 'button', hidden: true },
@@ -269,6 +270,12 @@ export class QualityMonitor {
     }
   }
 
+  /** The figures behind the badge, shown or hidden by a press on it. */
+  toggleDetail() {
+    this.detailOpen = !this.detailOpen;
+    this.render();
+  }
+
   dismiss() {
     this.dismissedAt = Date.now();
     this.noticeShown = false;
@@ -321,14 +328,25 @@ export class QualityMonitor {
     const lossPct = Math.max(downLoss, tr.upstreamLoss || 0);
     const sent = tr.sent;
     const sendingVideo = this.view.as === 'participant' && !this.audioOnly && sent && sent.active && sent.fps > 0;
-    const flowingFps = sendingVideo ? [...tr.flowingFps, sent.fps] : tr.flowingFps;
-    const fps = flowingFps.length ? Math.min(...flowingFps) : null;
-    const bandwidthLimited = !!(sendingVideo && sent.limitation === 'bandwidth');
-    const raw = classify({ lossPct, rttMs: tr.rttMs, fps, bandwidthLimited });
-    this.updateLevel(raw);
+    // Frame rates are judged once video has settled (the first seconds of a call ramp up).
+    this.samples = (this.samples || 0) + 1;
+    const settled = this.samples > SETTLE_SAMPLES;
+    const judged = judge({
+      lossPct, rttMs: tr.rttMs,
+      sent: sendingVideo ? (settled ? sent : { ...sent, fps: null }) : null,
+      incoming: settled ? tr.incoming : [],
+    });
+    const raw = judged.level;
+    this.updateLevel(judged);
+    const slowest = tr.incoming.reduce((a, b) => (a === null || b.fps < a.fps ? b : a), null);
     this.quality = {
       level: this.level,
+      cause: this.cause,
+      label: labelKey({ level: this.level, cause: this.cause }),
       raw,
+      rawCause: judged.cause,
+      decodeMs: slowest && slowest.decodeMs !== null ? round1(slowest.decodeMs) : null,
+      recvFramesFps: slowest && slowest.receivedFps !== null ? round1(slowest.receivedFps) : null,
       rttMs: tr.rttMs === null ? null : Math.round(tr.rttMs),
       lossPct: round1(lossPct),
       downLossPct: round1(downLoss),
@@ -347,16 +365,21 @@ export class QualityMonitor {
     };
   }
 
-  /** Worse at once; better only after BETTER_SAMPLES_TO_RISE samples in a row. */
-  updateLevel(raw) {
+  /** Worse at once; better only after BETTER_SAMPLES_TO_RISE samples in a row. The
+   *  cause goes with the level it explains. */
+  updateLevel({ level: raw, cause }) {
     if (this.level === null || RANK[raw] >= RANK[this.level]) {
       this.level = raw;
+      this.cause = cause;
       this.better = 0;
     } else if (++this.better >= BETTER_SAMPLES_TO_RISE) {
       this.level = raw;
+      this.cause = cause;
       this.better = 0;
     }
-    this.poorRun = raw === 'poor' ? this.poorRun + 1 : 0;
+    // Audio only helps with the network, not with a busy device.
+    const network = ['loss', 'delay', 'bandwidth'].includes(cause);
+    this.poorRun = raw === 'poor' && network ? this.poorRun + 1 : 0;
   }
 
   /** Per remote tile: is its video frozen (and is its audio still arriving)? */
@@ -394,13 +417,18 @@ export class QualityMonitor {
     const parts = [];
     if (q.rttMs !== null) parts.push(t('quality.rtt', { ms: q.rttMs }));
     parts.push(t('quality.loss', { pct: (q.lossPct ?? 0).toFixed(1) }));
+    if (q.availableKbps !== null && this.view.as === 'participant') parts.push(t('quality.available', { kbps: q.availableKbps }));
     if (this.view.as === 'participant') parts.push(t('quality.send', { kbps: q.sendKbps }));
     parts.push(t('quality.receive', { kbps: q.recvKbps }));
     if (this.view.as === 'participant') {
       if (this.audioOnly) parts.push(t('quality.sentNone'));
       else if (q.sentHeight) parts.push(t('quality.sentVideo', { size: `${q.sentHeight}p`, fps: Math.round(q.sentFps || 0) }));
     }
+    if (this.view.as === 'participant' && !this.audioOnly && q.limitation && q.limitation !== 'none' && has(`quality.limitedBy.${q.limitation}`)) {
+      parts.push(t(`quality.limitedBy.${q.limitation}`));
+    }
     if (q.recvHeight) parts.push(t('quality.receivedVideo', { size: `${q.recvHeight}p`, fps: Math.round(q.recvFps || 0) }));
+    if (q.decodeMs !== null) parts.push(t('quality.decode', { ms: q.decodeMs }));
     const lim = this.limits;
     if (this.view.as === 'participant' && lim && lim.maxVideoBitrate && (tooltip || lim.maxVideoBitrate < LOW_BANDWIDTH_BPS)) {
       const args = { kbps: Math.round(lim.maxVideoBitrate / 1000), size: lim.maxVideoHeight ? `${lim.maxVideoHeight}p` : '—' };
@@ -432,25 +460,30 @@ export class QualityMonitor {
   renderBadge(q) {
     const el = this.el;
     el.badge.hidden = !q;
-    el.detail.hidden = !q;
+    el.detail.hidden = !q || !this.detailOpen;
+    el.badge.setAttribute('aria-expanded', String(!!(q && this.detailOpen)));
     if (!q) {
       delete el.badge.dataset.quality;
+      delete el.badge.dataset.cause;
       el.badge.removeAttribute('title');
       return;
     }
     el.badge.dataset.quality = q.level;
-    // Rewritten only when it changes: the badge is a live region.
+    el.badge.dataset.cause = q.cause;
+    // Rewritten (and said to screen readers) only when it changes.
     const label = el.badge.querySelector('.quality-label');
-    const key = `quality.level.${q.level}`;
-    if (label.dataset.i18n !== key || label.textContent !== t(key)) setText(label, key);
-    // Each measure stays whole when the line wraps (numbers and units together).
-    el.detail.replaceChildren();
+    if (label.dataset.i18n !== q.label || label.textContent !== t(q.label)) {
+      const changed = label.dataset.i18n !== q.label;
+      setText(label, q.label);
+      if (changed) announce(q.label);
+    }
+    // Why, then each measure, whole when the line wraps (numbers and units together).
+    el.detail.replaceChildren(h('span.quality-why', { i18n: [`quality.why.${q.cause}`] }), ' ');
     this.detailParts().forEach((text, i) => {
       if (i) el.detail.append(t('quality.separator'));
       el.detail.append(h('span.quality-part', { text }));
     });
-    el.badge.title = `${t(`quality.level.${q.level}`)}\n${this.detailParts({ tooltip: true }).join('\n')}`;
-    el.badge.setAttribute('aria-describedby', 'connection-quality-detail');
+    el.badge.title = `${t(q.label)}\n${this.detailParts({ tooltip: true }).join('\n')}`;
   }
 
   renderAudioOnly(participant) {
@@ -476,7 +509,7 @@ export class QualityMonitor {
     const q = this.view.active && !this.view.ended ? this.quality : null;
     const lim = this.limits;
     return {
-      quality: q ? { ...q } : { level: null, rttMs: null, lossPct: null, sendKbps: null, recvKbps: null, sentHeight: null, recvHeight: null, recvFps: null },
+      quality: q ? { ...q, detailOpen: !!this.detailOpen } : { level: null, cause: null, rttMs: null, lossPct: null, sendKbps: null, recvKbps: null, sentHeight: null, recvHeight: null, recvFps: null },
       limits: {
         maxVideoBitrate: lim ? lim.maxVideoBitrate : null,
         maxVideoHeight: lim ? lim.maxVideoHeight : null,

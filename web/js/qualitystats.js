@@ -3,7 +3,8 @@
 // Round-trip time from the selected candidate pair (else RTCP), packet loss from inbound
 // packetsLost/packetsReceived deltas and from what the server reports about ours
 // (remote-inbound-rtp), bytes sent and received, the flowing cameras' resolution and
-// frame rate, and the encoder's qualityLimitationReason.
+// frame rate, the decoder's work on each (frames received, decoded, dropped, decode
+// time), and the encoder's qualityLimitationReason.
 
 const FLOWING_BYTES = 10000; // video bytes in one sample without a frame: a broken stream
 
@@ -39,6 +40,7 @@ function noTraffic() {
     recvWidth: null,
     flowingFps: [], // flowing cameras, received
     recvFpsAll: [],
+    incoming: [], // flowing cameras: {fps (decoded), receivedFps, droppedFps, decodeMs}
     sent: null, // our camera: {height, width, fps, limitation, active}
     upstreamLoss: null,
     rtcpRtt: null,
@@ -65,6 +67,13 @@ function addInbound(tr, s, delta, dt, isCamera) {
   if (!isCamera(s) || !(frames > 0 || delta(s, 'bytesReceived') > FLOWING_BYTES)) return;
   tr.flowingFps.push(fps);
   tr.recvFpsAll.push(fps);
+  const decodeS = delta(s, 'totalDecodeTime');
+  tr.incoming.push({
+    fps,
+    receivedFps: Number.isFinite(s.framesReceived) ? delta(s, 'framesReceived') / dt : null,
+    droppedFps: delta(s, 'framesDropped') / dt,
+    decodeMs: frames > 0 && Number.isFinite(s.totalDecodeTime) ? (decodeS * 1000) / frames : null,
+  });
   if (s.frameHeight && (tr.recvHeight === null || s.frameHeight > tr.recvHeight)) {
     tr.recvHeight = s.frameHeight;
     tr.recvWidth = s.frameWidth || null;
@@ -92,7 +101,7 @@ function addRemoteInbound(tr, s) {
 /**
  * What moved between two reports (each a Map id -> stats) taken dt seconds apart:
  * {rttMs, availableKbps, lost, received, recvBytes, sendBytes, recvHeight, recvWidth,
- *  flowingFps, recvFpsAll, sent, upstreamLoss, streams}. `cameras`: cameraMids().
+ *  flowingFps, recvFpsAll, incoming, sent, upstreamLoss, streams}. `cameras`: cameraMids().
  */
 export function readTraffic(byId, prevById, dt, cameras) {
   const delta = (s, key) => {

@@ -37,6 +37,7 @@ import { startPage } from './app.js';
 import { setupPastConsults } from './pastconsults.js';
 import { setText } from './i18n.js';
 import { api } from './api.js';
+import { startTimeline } from './timeline.js';
 import { registerHookSource } from './hook.js';
 import { setupRecordings } from './recordings.js';
 import { caseExtras, caseActions, setupReferrerCase, positionOf } from './referrercase.js';
@@ -270,6 +271,7 @@ startPage({
       const merged = merge(e.detail.consult);
       if (!merged) return;
       render();
+      if (merged.state === 'accepted' && isMine(merged) && !ctx.session.active) startTimeline('accepted.push');
       if (merged.state === 'accepted' && isMine(merged)) {
         showNotice('referrer.acceptedNotice', { name: merged.specialist ? merged.specialist.name || merged.specialist.sub : '' });
       }

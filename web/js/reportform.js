@@ -1,7 +1,8 @@
 // The specialist's report form, in the session view (placed by sessionpanels.js):
 // POST /api/consults/{id}/report {findings, assessment, recommendation,
-// follow_up_urgency}; sending it closes the consult and ends the session (report.js
-// shows the report once written).
+// follow_up_urgency}; sending it closes the consult and, during the call, ends the
+// session (report.js shows the report once written). It stays open after the session
+// ended without a report, and its help says what sending does in each case.
 //
 // Elements:
 //   section#report-panel[data-state=editing|submitting|sent|closed]
@@ -40,7 +41,7 @@ export class ReportForm {
       h('option', { attrs: { value: '' }, i18n: ['report.followUp.choose'] }),
       ...FOLLOW_UP.map((v) => h('option', { attrs: { value: v }, i18n: [`report.followUp.${v}`] })));
     this.followUp.addEventListener('change', () => { this.saveDraft(); this.fieldError('follow_up_urgency', null); });
-    this.submitBtn = h('button#report-submit.btn.btn-accept.btn-large', { attrs: { type: 'submit' }, i18n: ['report.submit'] });
+    this.submitBtn = h('button#report-submit.btn.btn-accept.btn-large', { attrs: { type: 'submit', 'aria-describedby': 'report-submit-help' }, i18n: ['report.submit'] });
     this.errorEl = h('p#report-error.field-error', { attrs: { hidden: true, role: 'alert' } });
     this.form = h('form#report-form.report-form', { attrs: { novalidate: true } },
       ...REPORT_FIELDS.map(field),
@@ -48,7 +49,7 @@ export class ReportForm {
         h('label.label', { attrs: { for: 'report-follow-up' }, i18n: ['report.fields.follow_up_urgency'] }),
         this.followUp,
         h('p#report-follow_up_urgency-error.field-error', { attrs: { hidden: true } })),
-      h('p.field-help.report-submit-help', { i18n: ['report.submitHelp'] }),
+      this.submitHelp = h('p#report-submit-help.field-help.report-submit-help', { i18n: ['report.submitHelp'] }),
       this.errorEl,
       h('div.report-actions', {}, this.submitBtn));
     this.form.addEventListener('submit', (e) => { e.preventDefault(); this.submit(); });
@@ -77,8 +78,17 @@ export class ReportForm {
     }
     if (c && c.report) {
       if (this.state !== 'sent' || changed) this.showSent(c);
-    } else if (c && ['ended', 'cancelled', 'expired'].includes(c.state) && this.state !== 'submitting') this.setState('closed');
+    } else if (c && ['cancelled', 'expired'].includes(c.state) && this.state !== 'submitting') this.setState('closed');
     else if (this.state === 'closed') this.setState('editing');
+    this.renderHelp();
+  }
+
+  /** What sending does now: during the call it also ends the session for everyone. */
+  renderHelp() {
+    const after = !!(this.consult && this.consult.state === 'ended');
+    this.el.dataset.phase = after ? 'after_end' : 'in_call';
+    setText(this.help, after ? 'report.formHelpEnded' : 'report.formHelp');
+    setText(this.submitHelp, after ? 'report.submitHelpEnded' : 'report.submitHelp');
   }
 
   setState(state) {
@@ -180,6 +190,7 @@ export class ReportForm {
     return {
       consultId: this.consult ? this.consult.id : null,
       state: this.state,
+      phase: this.el.dataset.phase || null,
       error: this.error,
       sha256: this.consult && this.consult.report_sha256 ? this.consult.report_sha256 : null,
     };

@@ -73,7 +73,6 @@ export class ScreenShare {
       const caption = h('figcaption', {}, h('span.tile-role', { i18n: ['screen.label'] }), ' ',
         h('span.tile-name', { text: person ? (person.name || person.sub) : '', attrs: { dir: 'auto' } }));
       const fig = h('figure.tile.tile-screen', { dataset: { participant: role, shown: 'false' }, attrs: { hidden: true } }, video, caption);
-      fig.style.marginBlockStart = '0.5rem';
       return { fig, video, role, transceiver: null, frames: 0, lastFrames: 0, lastChange: 0, width: null, height: null };
     };
     if (v.as === 'observer') {

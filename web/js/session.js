@@ -8,17 +8,22 @@
 // data-state (connecting | connected | reconnecting | failed | ended), data-pc-state and
 // data-server-state.
 
-import { has, setText, onLangChange } from './i18n.js';
+import { setText, onLangChange } from './i18n.js';
 import { api, ApiError } from './api.js';
 import { showError, showNotice } from './ui.js';
-import { buildViewElements, buildStageTiles, renderConsultInfo, renderRosterList, renderTileOverlays } from './sessionlayout.js';
-import { waitForIceGathering, trickleCandidates, addCameraTransceiver, getLocalMedia, receivedTotals, sentTotals } from './webrtc.js';
+import { buildViewElements, buildStageTiles, renderConsultInfo, renderRosterList, renderTileOverlays, fitStage, fitTargets } from './sessionlayout.js';
+import { renderEnded } from './sessionended.js';
+import { waitForFirstCandidates, trickleCandidates, addCameraTransceiver, getLocalMedia, receivedTotals, sentTotals } from './webrtc.js';
 import { RecordingPanel } from './sessionrecording.js';
 import { QualityMonitor } from './quality.js';
 import { ScreenShare } from './screenshare.js';
 import { candidatePair } from './qualitystats.js';
+import { mark } from './timeline.js';
 
 const ICE_GATHER_TIMEOUT_MS = 3000;
+// The offer goes out this long after the first candidate (or at once when gathering is
+// complete); candidates found later are trickled.
+const ICE_FIRST_GRACE_MS = 20;
 const FATAL_JOIN_CODES = new Set([
   'session_not_found', 'consult_not_found', 'invalid_state', 'forbidden', 'too_many_observers',
   'bad_sdp', 'observer_cannot_send', 'token_expired', 'token_invalid', 'webrtc_unsupported',
@@ -49,6 +54,22 @@ export class SessionView {
     onLangChange(() => {
       if (this.active) this.rerender();
     });
+    this.followWindow();
+  }
+
+  /** Keep the picture sized to the window (resize, rotation, full screen, a bar that wraps). */
+  followWindow() {
+    const fit = () => { if (this.active) fitStage(this); };
+    window.addEventListener('resize', fit);
+    document.addEventListener('fullscreenchange', () => {
+      const on = !!document.fullscreenElement;
+      if (this.el.fullscreen) {
+        this.el.fullscreen.setAttribute('aria-pressed', String(on));
+        setText(this.el.fullscreen, on ? 'session.fullscreenExit' : 'session.fullscreen');
+      }
+      fit();
+    });
+    this.barObserver = typeof ResizeObserver === 'undefined' ? null : new ResizeObserver(fit);
   }
 
   /** A push about this session (not one ended or left). */
@@ -62,7 +83,7 @@ export class SessionView {
       if (this.isMine(e.detail)) this.setRoster(e.detail.roster);
     });
     sig.addEventListener('session.ended', (e) => {
-      if (this.isMine(e.detail)) this.handleEnded(e.detail.reason || 'ended');
+      if (this.isMine(e.detail)) this.handleEnded(e.detail.reason || 'ended', e.detail);
     });
     sig.addEventListener('session.replaced', (e) => {
       // The same participant joined from another window or device: media moved there.
@@ -93,9 +114,14 @@ export class SessionView {
   }
 
   onConsultUpdated(c) {
-    if (!this.active || this.ended || !c) return;
+    if (!this.active || !c) return;
     if (c.session_id !== this.sessionId && !(this.consult && c.id === this.consult.id)) return;
     this.consult = { ...(this.consult || {}), ...c };
+    // The ended view follows its consult: a report sent after the end shows there.
+    if (this.ended) {
+      renderEnded(this);
+      return;
+    }
     if (!['ended', 'cancelled', 'expired'].includes(c.state)) return;
     // session.ended (with its reason) normally follows at once; this is the fallback.
     const sid = this.sessionId;
@@ -106,6 +132,7 @@ export class SessionView {
 
   /** The language changed: everything with translated text again. */
   rerender() {
+    if (this.ended) renderEnded(this);
     this.renderRoster();
     this.updateConnState();
     this.recording.render();
@@ -147,6 +174,10 @@ export class SessionView {
     this.el = {};
     Object.assign(this.el, buildViewElements(this));
     this.screen.build();
+    if (this.barObserver) {
+      this.barObserver.disconnect();
+      for (const el of fitTargets(this)) this.barObserver.observe(el);
+    }
   }
 
   buildStage() {
@@ -158,6 +189,7 @@ export class SessionView {
     this.screen.buildStage();
     this.quality.render();
     this.renderInfo();
+    fitStage(this);
   }
 
   myPart() {
@@ -213,9 +245,10 @@ export class SessionView {
     this.root.dataset.sessionId = sessionId;
     this.root.dataset.state = 'joining';
     this.root.hidden = false;
-    // The call opens at its top, wherever the page was scrolled to before (the
-    // referrer's form, a long queue): its controls are never left under the top bar.
-    this.root.scrollIntoView({ block: 'start' });
+    // The call opens at the top of the page, wherever it was scrolled to before (the
+    // referrer's form, a long queue): the picture is first, sized to the window.
+    window.scrollTo(0, 0);
+    fitStage(this);
     this.overlayTimer = setInterval(() => this.updateOverlays(), 1000);
     this.updateConnState();
     await this.attempt();
@@ -239,10 +272,15 @@ export class SessionView {
     }
     this.needsJoin = false;
     try {
+      // A participant's camera, peer connection and offer are made while the join is
+      // in flight; the offer goes out once the join is answered.
+      const early = this.startEarly(gen);
+      mark('join.sent');
       const joined = await this.sig.request('join', { session_id: this.sessionId });
+      mark('join.answered');
       if (gen !== this.gen || !this.active) return;
       this.showJoined(joined);
-      await this.negotiate(gen);
+      await this.negotiate(gen, this.as === 'participant' ? early : null);
       this.recoveryAttempt = 0;
       this.notHereAttempts = 0;
     } catch (err) {
@@ -306,13 +344,47 @@ export class SessionView {
     this.scheduleRecovery('join');
   }
 
-  async negotiate(gen) {
+  /**
+   * Pages that publish (referrer, specialist) start their peer before the join is
+   * answered: returns the promise of startPeer(), or null (observers).
+   */
+  startEarly(gen) {
+    if (!['referrer', 'specialist'].includes(this.me.role) || typeof RTCPeerConnection === 'undefined') return null;
+    this.as = 'participant';
+    if (!this.remote.length || this.el.stage.dataset.as !== 'participant') this.buildStage();
+    const early = this.startPeer(gen);
+    early.catch(() => {}); // the join's own failure is the one reported
+    return early;
+  }
+
+  /** Offer and answer on the peer from startPeer() (made now unless `early` was). */
+  async negotiate(gen, early = null) {
+    const started = early ? await early : null;
+    if (gen !== this.gen || !this.active) return;
+    const pc = started && started === this.pc ? started : await this.startPeer(gen);
+    if (!pc) return;
+    const current = () => gen === this.gen && pc === this.pc;
+    // Low-bandwidth mode: the caps (known from the join) before the first frame is sent.
+    if (this.as === 'participant') await this.quality.applyLimits();
+    if (!current() || !(await this.sendOffer(pc, current))) return;
+    this.root.dataset.state = 'negotiated';
+    this.updateConnState();
+    if (this.as === 'participant') await this.quality.applyLimits();
+    if (!current()) return;
+    this.quality.start();
+  }
+
+  /**
+   * A new peer connection, made the session's, with its transceivers (camera and
+   * microphone out for participants), its local offer set and its candidates gathered;
+   * null once this attempt is over.
+   */
+  async startPeer(gen) {
     if (typeof RTCPeerConnection === 'undefined') throw new ApiError('webrtc_unsupported', '');
     this.closePeer();
     const pc = this.createPeer();
-    const current = () => gen === this.gen && pc === this.pc;
     if (this.as === 'observer') this.addObserverTransceivers(pc);
-    else if (!(await this.addParticipantMedia(pc, gen))) return;
+    else if (!(await this.addParticipantMedia(pc, gen))) return null;
     // Screen share m-line(s) after the cameras' (docs/protocol.md): always negotiated.
     this.screen.addTransceivers(pc);
     for (const r of this.remote) this.attachRemote(r);
@@ -321,12 +393,8 @@ export class SessionView {
       const r = this.remote.find((x) => x.transceivers.includes(e.transceiver));
       if (r) this.attachRemote(r);
     });
-    if (!(await this.exchangeOffer(pc, current))) return;
-    this.root.dataset.state = 'negotiated';
-    this.updateConnState();
-    if (this.as === 'participant') await this.quality.applyLimits();
-    if (!current()) return;
-    this.quality.start();
+    await this.prepareOffer(pc);
+    return gen === this.gen && pc === this.pc ? pc : null;
   }
 
   /** A new peer connection, made the session's, with its state followed. */
@@ -338,7 +406,12 @@ export class SessionView {
     this.pc = pc;
     this.pcState = pc.connectionState || 'new';
     pc.addEventListener('connectionstatechange', () => {
-      if (pc === this.pc) this.onPeerState(pc.connectionState);
+      if (pc !== this.pc) return;
+      if (pc.connectionState === 'connected') mark('dtls.connected');
+      this.onPeerState(pc.connectionState);
+    });
+    pc.addEventListener('iceconnectionstatechange', () => {
+      if (pc === this.pc && ['connected', 'completed'].includes(pc.iceConnectionState)) mark('ice.connected');
     });
     if (!('connectionState' in pc)) {
       pc.addEventListener('iceconnectionstatechange', () => {
@@ -371,10 +444,32 @@ export class SessionView {
     this.remote[1].transceivers = [tr[2], tr[3]];
   }
 
+  /**
+   * The camera and microphone asked for ahead of the join (the specialist's accept
+   * click): addParticipantMedia() takes them. unprepare() lets them go (accept refused).
+   */
+  prepare() {
+    if (this.localStream || this.preparing || this.active) return;
+    mark('media.asked');
+    this.preparing = getLocalMedia();
+  }
+
+  unprepare() {
+    const pending = this.preparing;
+    this.preparing = null;
+    if (pending && !this.active) {
+      pending.then((s) => { if (s) for (const tr of s.getTracks()) tr.stop(); }).catch(() => {});
+    }
+  }
+
   /** Camera and microphone out, the other participant in; false once this attempt is over. */
   async addParticipantMedia(pc, gen) {
     if (!this.localStream) {
-      this.localStream = await getLocalMedia();
+      mark('media.asked');
+      const asked = this.preparing || getLocalMedia();
+      this.preparing = null;
+      this.localStream = await asked;
+      mark('media.ready');
       if (gen !== this.gen || !this.active) {
         this.stopLocal();
         return false;
@@ -387,7 +482,8 @@ export class SessionView {
     const ta = pc.addTransceiver(audio || 'audio', { direction: 'sendrecv', streams });
     const tv = addCameraTransceiver(pc, video || 'video', streams);
     this.remote[0].transceivers = [ta, tv];
-    // Low-bandwidth mode: cap the video and put audio first from the first frame on.
+    // Low-bandwidth mode: cap the video and put audio first from the first frame on
+    // (again once the join gave the caps, before the offer goes out).
     await this.quality.applyLimits();
     if (gen !== this.gen || pc !== this.pc) return false;
     if (this.el.local) {
@@ -398,22 +494,30 @@ export class SessionView {
     return true;
   }
 
-  /**
-   * Offer (sent once ICE gathering completes or times out) and answer; candidates
-   * gathered later are trickled once the answer is in. False once this attempt is over.
-   */
-  async exchangeOffer(pc, current) {
-    const trickle = trickleCandidates(pc, () => pc === this.pc, (c) => this.sendCandidate(c));
+  /** The local offer, with its first candidates (the rest trickle, see sendOffer). */
+  async prepareOffer(pc) {
+    pc.trickle = trickleCandidates(pc, () => pc === this.pc, (c) => this.sendCandidate(c));
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
-    const complete = await waitForIceGathering(pc, ICE_GATHER_TIMEOUT_MS);
-    if (!current()) return false;
-    trickle.offerSent(complete);
+    mark('offer.created');
+    pc.gathered = await waitForFirstCandidates(pc, ICE_FIRST_GRACE_MS, ICE_GATHER_TIMEOUT_MS);
+    mark('ice.gathered');
+  }
+
+  /**
+   * The offer out (candidates gathered later are trickled once the answer is in) and
+   * the answer applied. False once this attempt is over.
+   */
+  async sendOffer(pc, current) {
+    pc.trickle.offerSent(pc.gathered);
+    // The offer as it stands now (the caps set since do not change the SDP).
     const sdp = pc.localDescription.sdp;
+    mark('offer.sent');
     const answer = await this.sig.request('offer', { sdp });
     if (!current()) return false;
     await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
-    trickle.answered();
+    mark('answer.applied');
+    pc.trickle.answered();
     return true;
   }
 
@@ -428,7 +532,10 @@ export class SessionView {
     if (!tracks.length) return;
     const current = r.video.srcObject;
     const same = current && tracks.every((tr) => current.getTracks().includes(tr)) && current.getTracks().length === tracks.length;
-    if (!same) r.video.srcObject = new MediaStream(tracks);
+    if (!same) {
+      r.video.srcObject = new MediaStream(tracks);
+      if (r.video.requestVideoFrameCallback) r.video.requestVideoFrameCallback(() => mark('frame.first'));
+    }
     this.play(r.video);
   }
 
@@ -535,24 +642,22 @@ export class SessionView {
     this.exit('left');
   }
 
-  handleEnded(reason) {
+  handleEnded(reason, detail = null) {
     if (this.ended) return;
-    this.ended = { reason };
+    const by = detail && detail.by ? detail.by : reason === 'ended_by_you' ? { sub: this.me.sub, name: this.me.name } : null;
+    this.ended = { reason, by, part: detail ? detail.part || null : this.part };
     this.gen += 1;
     clearTimeout(this.recoveryTimer);
     this.closePeer();
     this.stopLocal();
     this.root.dataset.state = 'ended';
-    const box = this.el.ended;
-    box.dataset.reason = reason;
-    const reasonKey = has(`endReason.${reason}`) ? `endReason.${reason}` : 'endReason.other';
-    if (reason === 'replaced') setText(box.querySelector('.session-ended-text'), 'session.replaced');
-    else setText(box.querySelector('.session-ended-text'), 'session.ended', { reason: { t: reasonKey } });
-    box.hidden = false;
+    renderEnded(this);
+    if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
     this.setRoster([]);
     this.el.end.hidden = true;
     this.el.endConfirm.hidden = true;
     this.el.endCancel.hidden = true;
+    this.el.fullscreen.hidden = true;
     this.recording.ended();
     this.quality.stop();
     this.quality.render();
@@ -570,6 +675,7 @@ export class SessionView {
     this.root.hidden = true;
     this.root.dataset.state = 'closed';
     this.reset();
+    this.unprepare(); // a camera asked for ahead of a join that never used it
     this.build();
     this.onExit({ sessionId, reason });
     if (reason === 'left') showNotice('session.leftNotice');
@@ -616,6 +722,8 @@ export class SessionView {
       candidatePair: await candidatePair(this.pc),
       mediaState: this.serverState,
       ended: this.ended ? this.ended.reason : null,
+      endedBy: this.ended && this.ended.by ? { sub: this.ended.by.sub, part: this.ended.part } : null,
+      endedReport: this.ended ? this.el.ended.dataset.report || null : null,
       consultId: this.consult ? this.consult.id || null : null,
       roster: this.roster.map((p) => ({ sub: p.sub, name: p.name, role: p.role, as: p.as })),
       observers: this.roster.filter((p) => p.as === 'observer').map((p) => p.sub),

@@ -16,7 +16,11 @@
 //   observers:    #remote-video-referrer, #remote-video-specialist,
 //                 #remote-waiting-referrer, #remote-waiting-specialist
 //   #enable-audio             shown when the browser blocked autoplay with sound
-//   #session-ended[data-reason], #session-back   after session.ended / end / session.replaced
+//   #session-ended[data-reason][data-report], #session-ended-report, #session-back   after
+//        session.ended / end / session.replaced: who ended it and where the report stands
+//        (sessionended.js)
+//   #stage (the pictures, sized to the window by fitStage), #fullscreen (the stage full
+//        screen), .session-bar (under the stage, or beside it on a short landscape screen)
 //   #session-duration
 //   Low-bandwidth mode and quality (quality.js): #connection-quality[data-quality],
 //   #connection-quality-detail, #audio-only[data-audio-only], #quality-notice,
@@ -77,31 +81,80 @@ export function buildViewElements(view) {
   r.replaceChildren();
   r.hidden = true;
   r.classList.add('session-view');
+  const rec = view.recording.build();
+  const qual = view.quality.build();
+  const stage = h('div#stage.stage', { attrs: { role: 'region' }, i18nAttrs: { 'aria-label': 'session.picture' } });
+  const controls = controlBar(view, rec, qual, stage);
+  // Over the picture (a chip at its top), never a banner pushing the picture down.
+  const observerNotice = h('div#observer-notice.observer-notice', { attrs: { hidden: true, role: 'status', 'aria-live': 'polite' } },
+    eyeIcon(), h('span.observer-notice-text'));
+  const enableAudio = h('button#enable-audio.btn.btn-primary.btn-large', { attrs: { type: 'button', hidden: true }, i18n: ['session.enableAudio'], on: { click: () => view.enableAudio() } });
+  const { roster, side } = sideColumn();
+  const ended = endedBox(view);
+  // The picture leads: the stage (sized to the window by fitStage), then the controls
+  // right under it; notices that need no decision come after them.
+  r.append(ended, rec.consent, rec.announce,
+    h('div.session-body', {}, h('div.stage-wrap', {}, stage, rec.badge, observerNotice, enableAudio, controls.bar, qual.notice, rec.bar), side));
+  return { ...controls, observerNotice, stage, enableAudio, roster, side, ended };
+}
+
+/** The bar under the picture: the consult, the call's state, and its buttons. */
+function controlBar(view, rec, qual, stage) {
   const conn = h('div#connection-state.conn-badge', { dataset: { state: 'connecting' }, attrs: { role: 'status', 'aria-live': 'polite' } },
     h('span.dot', { attrs: { 'aria-hidden': 'true' } }), h('span.conn-label', { i18n: ['media.connecting'] }));
   const detail = h('span#connection-detail.conn-detail');
   const buttons = sessionButtons(view);
   const info = h('div.session-info');
   const duration = h('span#session-duration.session-duration');
-  const rec = view.recording.build();
-  const qual = view.quality.build();
-  const bar = h('div.session-bar', {},
+  const fullscreen = h('button#fullscreen.btn.btn-secondary', {
+    attrs: { type: 'button', 'aria-pressed': 'false' }, i18n: ['session.fullscreen'],
+    on: { click: () => toggleFullscreen(stage) },
+  });
+  const bar = h('div.session-bar', { attrs: { role: 'group' }, i18nAttrs: { 'aria-label': 'session.controls' } },
     info,
     h('div.session-status', {}, conn, qual.badge, detail, duration, qual.detail),
-    h('div.session-actions', {}, qual.audioOnly, rec.request, buttons.leave, buttons.end, buttons.endConfirm, buttons.endCancel));
+    h('div.session-actions', {}, qual.audioOnly, rec.request, fullscreen, buttons.leave, buttons.end, buttons.endConfirm, buttons.endCancel));
+  return { conn, detail, ...buttons, fullscreen, bar, info, duration };
+}
 
-  const observerNotice = h('div#observer-notice.observer-notice', { attrs: { hidden: true, role: 'status', 'aria-live': 'polite' } },
-    eyeIcon(), h('span.observer-notice-text'));
-  const stage = h('div#stage.stage');
-  const enableAudio = h('button#enable-audio.btn.btn-primary.btn-large', { attrs: { type: 'button', hidden: true }, i18n: ['session.enableAudio'], on: { click: () => view.enableAudio() } });
-  const { roster, side } = sideColumn();
-  const ended = h('div#session-ended.session-ended', { attrs: { hidden: true, role: 'alert' } },
-    h('p.session-ended-text'),
+/** After the end: who ended it, where the report stands (sessionended.js), back. */
+function endedBox(view) {
+  return h('div#session-ended.session-ended', { attrs: { hidden: true, role: 'alert' } },
+    h('div.session-ended-body', {}, h('p.session-ended-text'), h('p#session-ended-report.session-ended-report', { attrs: { hidden: true } })),
     h('button#session-back.btn.btn-primary.btn-large', { attrs: { type: 'button' }, i18n: ['session.back'], on: { click: () => view.exit(view.ended ? view.ended.reason : 'ended') } }));
+}
 
-  r.append(bar, qual.notice, rec.bar, rec.consent, observerNotice, ended, rec.announce,
-    h('div.session-body', {}, h('div.stage-wrap', {}, stage, rec.badge, enableAudio), side));
-  return { conn, detail, ...buttons, info, duration, observerNotice, stage, enableAudio, roster, side, ended };
+/** Full screen for the stage (imaging), and back. */
+function toggleFullscreen(stage) {
+  if (document.fullscreenElement) {
+    document.exitFullscreen().catch(() => {});
+  } else if (stage.requestFullscreen) {
+    stage.requestFullscreen().catch(() => {});
+  }
+}
+
+/**
+ * Size the stage so the whole picture (and the self-view in it) is in the window with
+ * the controls under it (or beside it, on a short landscape screen): sets --stage-h on
+ * the view. Called on join, on resize and whenever the bar's height changes.
+ */
+export function fitStage(view) {
+  const { stage, bar } = view.el;
+  if (!stage || view.root.hidden || document.fullscreenElement) return;
+  const sr = stage.getBoundingClientRect();
+  const br = bar.getBoundingClientRect();
+  const beside = br.top < sr.bottom - 1 && br.height > 0;
+  const under = beside ? 0 : br.height + 10;
+  // Where the stage starts with the page scrolled to its top (the call opens there).
+  const top = sr.top + window.scrollY;
+  const avail = window.innerHeight - top - under - 8;
+  view.root.style.setProperty('--stage-h', `${Math.max(160, Math.floor(avail))}px`);
+}
+
+/** What can move the stage or the bar: observed so the picture is refitted. */
+export function fitTargets(view) {
+  const consent = view.root.querySelector('#recording-consent');
+  return [view.el.bar, ...(consent ? [consent] : []), ...document.querySelectorAll('.topbar, .page-alerts, #notice, #escalation-alert')];
 }
 
 function remoteTile(view, { id, waitingId, captionKey, person, role }) {

@@ -17,7 +17,7 @@ import { ChatPanel } from './chat.js';
 import { reportView } from './report.js';
 import { ReportForm } from './reportform.js';
 import { attachmentList, attachButton, uploadStatus, packetEvents, setupCasePacket } from './casepacket.js';
-import { h } from './ui.js';
+import { h, scrollBehavior } from './ui.js';
 
 function attachmentsSection() {
   const list = h('div.session-attachment-list');
@@ -35,7 +35,7 @@ function reportOpenButton(report) {
   return h('button#report-open.btn.btn-accept.btn-block', {
     attrs: { type: 'button' }, i18n: ['report.open'],
     on: { click: () => {
-      report.el.scrollIntoView({ behavior: 'smooth', block: 'start' });
+      report.el.scrollIntoView({ behavior: scrollBehavior(), block: 'start' });
       const first = report.el.querySelector('textarea');
       if (first) first.focus({ preventScroll: true });
     } },

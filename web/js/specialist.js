@@ -36,11 +36,12 @@ import { startPage } from './app.js';
 import { setupPastConsults } from './pastconsults.js';
 import { t, setText, onLangChange } from './i18n.js';
 import { api } from './api.js';
+import { startTimeline, mark } from './timeline.js';
 import { registerHookSource } from './hook.js';
 import { setupRecordings } from './recordings.js';
 import * as triage from './triage.js';
 import { setupSessionPanels } from './sessionpanels.js';
-import { h, showError, clearError, showNotice, consultCard, sortQueue, specialtyLabel, rememberFocus } from './ui.js';
+import { h, showError, clearError, showNotice, announce, consultCard, sortQueue, specialtyLabel, rememberFocus } from './ui.js';
 
 const STATE_RANK = { waiting: 0, accepted: 1, live: 2, ended: 3, cancelled: 3, expired: 3 };
 const TAKEN_SHOW_MS = 6000;
@@ -83,8 +84,12 @@ async function accept(c, button) {
   button.disabled = true;
   button.setAttribute('aria-busy', 'true');
   setText(button, 'specialist.accepting');
+  // The camera starts while the accept is in flight (the first picture comes sooner).
+  startTimeline('accept.click');
+  ctx.session.prepare();
   try {
     const res = await api.acceptConsult(c.id);
+    mark('accept.answered');
     clearError();
     const consult = merge(res.consult) || res.consult;
     const session = res.session || {};
@@ -92,6 +97,7 @@ async function accept(c, button) {
     render();
     if (sessionId) await ctx.joinSession(sessionId, consult);
   } catch (err) {
+    if (!ctx.session.active) ctx.session.unprepare();
     showError(err);
     if (err.code === 'already_accepted') {
       const cur = consults.get(c.id) || c;
@@ -213,7 +219,9 @@ function onUpdate(c) {
     const item = document.querySelector(`#queue .consult-item[data-consult-id="${CSS.escape(merged.id)}"]`);
     if (item) item.classList.add('new-arrival');
     triage.arrived(merged);
-    showNotice(merged.urgency === 'critical' ? 'specialist.newCritical' : 'specialist.newConsult', { specialty: specialtyLabel(merged.specialty) });
+    const key = merged.urgency === 'critical' ? 'specialist.newCritical' : 'specialist.newConsult';
+    showNotice(key, { specialty: specialtyLabel(merged.specialty) });
+    announce(key, { specialty: specialtyLabel(merged.specialty) }, { assertive: merged.urgency === 'critical' });
   }
 }
 

@@ -37,7 +37,7 @@ import { setupDashboard } from './dashboard.js';
 import { setupSessionPanels } from './sessionpanels.js';
 import {
   h, showError, consultCard, sortQueue, urgencyBadge, specialtyEl, stateBadge, ltr, timeEl,
-  waitingEl, rememberFocus,
+  waitingEl, rememberFocus, announce, specialtyLabel,
 } from './ui.js';
 
 let ctx = null;
@@ -149,6 +149,9 @@ startPage({
     ctx.sig.addEventListener('consult.updated', (e) => {
       const x = e.detail.consult;
       if (x && x.id) {
+        if (x.state === 'waiting' && x.urgency === 'critical' && !consults.has(x.id)) {
+          announce('supervisor.newCritical', { specialty: specialtyLabel(x.specialty) }, { assertive: true });
+        }
         if (['waiting', 'accepted', 'live'].includes(x.state)) consults.set(x.id, x);
         else consults.delete(x.id);
         render();

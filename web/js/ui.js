@@ -27,6 +27,11 @@ export function h(spec, opts = {}, ...children) {
   return el;
 }
 
+/** 'smooth', or 'auto' for someone who asked for less motion (prefers-reduced-motion). */
+export function scrollBehavior() {
+  return window.matchMedia && window.matchMedia('(prefers-reduced-motion: reduce)').matches ? 'auto' : 'smooth';
+}
+
 export function $(sel, root = document) {
   return root.querySelector(sel);
 }
@@ -93,6 +98,29 @@ export function setupErrorBanner() {
 // ---- notices (non-error, transient) ---------------------------------------------
 
 let noticeTimer = null;
+/**
+ * Say something to screen readers at once: #announce-polite / #announce-assertive, two
+ * visually hidden live regions made once, before any text, so every text is announced
+ * (a region appearing together with its text often is not). Critical consults are
+ * announced assertively. Returns the region.
+ */
+export function announce(key, args, { assertive = false } = {}) {
+  const id = assertive ? 'announce-assertive' : 'announce-polite';
+  const el = document.getElementById(id);
+  if (!el) return null;
+  setText(el, key, args);
+  el.dataset.at = String(Date.now());
+  return el;
+}
+
+/** The two live regions of announce(), once per page (app.js, at start). */
+export function setupAnnouncer() {
+  for (const [id, live] of [['announce-polite', 'polite'], ['announce-assertive', 'assertive']]) {
+    if (document.getElementById(id)) continue;
+    document.body.append(h(`p#${id}.visually-hidden`, { attrs: { 'aria-live': live, 'aria-atomic': 'true', role: live === 'assertive' ? 'alert' : 'status' } }));
+  }
+}
+
 export function showNotice(key, args, { timeout = 6000 } = {}) {
   const el = document.getElementById('notice');
   if (!el) return;

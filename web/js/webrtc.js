@@ -4,21 +4,30 @@
 
 import { showError } from './ui.js';
 
-/** Resolves true once ICE gathering is complete, false after `ms` without. */
-export function waitForIceGathering(pc, ms) {
+/**
+ * Resolves true once ICE gathering is complete; false `graceMs` after the first
+ * candidate (the rest are trickled: a browser may take a tenth of a second or more to
+ * finish gathering, even on loopback), or after `ms` without any.
+ */
+export function waitForFirstCandidates(pc, graceMs, ms) {
   if (pc.iceGatheringState === 'complete') return Promise.resolve(true);
   return new Promise((resolve) => {
-    let timer = null;
-    const check = () => {
-      if (pc.iceGatheringState === 'complete') done(true);
-    };
+    let timer = setTimeout(() => done(false), ms);
     const done = (value) => {
       clearTimeout(timer);
       pc.removeEventListener('icegatheringstatechange', check);
+      pc.removeEventListener('icecandidate', first);
       resolve(value);
     };
-    timer = setTimeout(() => done(false), ms);
+    const check = () => { if (pc.iceGatheringState === 'complete') done(true); };
+    const first = (e) => {
+      if (!e.candidate || !e.candidate.candidate) return;
+      pc.removeEventListener('icecandidate', first);
+      clearTimeout(timer);
+      timer = setTimeout(() => done(pc.iceGatheringState === 'complete'), graceMs);
+    };
     pc.addEventListener('icegatheringstatechange', check);
+    pc.addEventListener('icecandidate', first);
   });
 }
 
