@@ -14,6 +14,7 @@ from selenium.webdriver.common.by import By
 
 from recordings.crypto import generate_key_file
 from tests.e2e.conftest import run_jisr
+from tests.e2e.screen import Axe
 from tests.e2e.test_consult_flow import open_page, state, wait_until
 from tests.redis_server import free_port
 
@@ -89,3 +90,10 @@ def test_last_months_report_and_who_read_it(tmp_path, browsers) -> None:
         assert ("consult.viewed", "dr-amal") in found and ("consult.created", "dr-amal") in found
         rows = admin.find_elements(By.CSS_SELECTOR, 'tr.audit-entry[data-event="report.viewed"]')
         assert any(r.get_attribute("data-actor") == "dr-amal" for r in rows)
+
+        # The record pages as accessible as the others: a past consult opened, the
+        # audit page with its results, in both languages.
+        axe = Axe()
+        axe.both_languages({"referrer": referrer}, "past consult opened")
+        axe.both_languages({"admin": admin}, "audit results")
+        assert len(axe.checked) == 4 and axe.found == {}, json.dumps(axe.found, indent=1)
