@@ -14,11 +14,13 @@ from .aiortc_internals import Negotiated
 from .bitrate import loss_estimate
 from .codecs import codecs_of
 from .keyframes import is_keyframe
+from .layers import LayerChoice, ladder, link_view, tile_layer
 from .rtp import (
     RTP_HEADER_SIZE,
     SEQ_MASK,
     SentHistory,
     StreamRewriter,
+    Vp8Munger,
     build_rtx,
     build_sr,
     ntp_time,
@@ -64,14 +66,24 @@ class OutStream:
         self._reported_at: float | None = None
         self._reported_octets = 0
         self.mirror = False
+        # Layers (media.layers): chosen for a simulcast source or a screen share.
+        self.choice: LayerChoice | None = None
+        self.munger: Vp8Munger | None = None  # VP8: temporal layers, PictureID, TL0PICIDX
+        self.pending: InStream | None = None  # the layer waited for (its keyframe)
+        self.max_height = 0  # of the subscriber's tile, in pixels (0: not said)
+        self.loss = 0.0  # in its latest receiver report
+        self.sent_bps = 0.0
+        self._sent = (0.0, 0)
 
     def bind(self, source: InStream | None, now: float) -> None:
         """Follow ``source`` (None: the publisher left; send nothing until it returns)."""
         if self.source is not None and self in self.source.outs:
             self.source.outs.remove(self)
+        self._cancel_pending()
         self.source = source
         if source is None:
             return
+        source = self.source = self._start_layer(source)
         if self.mirror:  # an internal sink takes whatever the publisher sends
             self.codecs = list(source.codecs.values())
         pt_map: dict[int, int] = {}
@@ -103,9 +115,37 @@ class OutStream:
             self.rewriter.ext_map = ext_map
             elapsed = int((now - self.last_sent_at) * source.clock_rate) if self.packets else None
             self.rewriter.switch_source(elapsed)
+        if self.munger is not None:
+            self.munger.switch_source()
         self.waiting_keyframe = self.kind == "video"
         source.outs.append(self)
         source.ask_keyframe(now)
+
+    def _start_layer(self, source: InStream) -> InStream:
+        """The layer a subscriber starts on: the largest its tile needs (its link then
+        takes it down if it must). A single stream's subscribers choose only for a
+        screen share (temporal layers, for weak links)."""
+        layers = source.layers
+        if len(layers) == 1 and self.role != "screen":
+            self.choice = None
+            return source
+        steps = ladder(len(layers))
+        top = self._top_step(steps, layers)
+        self.choice = LayerChoice(steps, top)
+        if all(c.name.upper() == "VP8" for c in source.codecs.values()) and self.munger is None:
+            self.munger = Vp8Munger()
+        return layers[steps[top][0]]
+
+    def _top_step(self, steps: list, layers: list[InStream]) -> int:
+        flowing = [layer for layer in layers if layer.received] or layers
+        top_layer = tile_layer([layer.height for layer in flowing], self.max_height)
+        return max(i for i, (spatial, _) in enumerate(steps) if spatial <= top_layer)
+
+    def _cancel_pending(self) -> None:
+        if self.pending is not None:
+            if self in self.pending.joining:
+                self.pending.joining.remove(self)
+            self.pending = None
 
     def restart(self, now: float) -> None:
         """Continue on the current source from its next keyframe, seamlessly."""
@@ -114,6 +154,8 @@ class OutStream:
                 int((now - self.last_sent_at) * self.source.clock_rate) if self.packets else None
             )
             self.rewriter.switch_source(elapsed)
+            if self.munger is not None:
+                self.munger.switch_source()
             self.waiting_keyframe = self.kind == "video"
 
     def forward(self, packet: bytes, now: float) -> None:
@@ -123,13 +165,21 @@ class OutStream:
         if self.waiting_keyframe:
             if not self.leg.tap.ready:
                 return  # a keyframe sent now would be lost; wait until the leg is up
-            if not self._starts_keyframe(packet):
+            if not self._starts_keyframe(self.source, packet):
                 self.source.ask_keyframe(now)
                 return
             self.waiting_keyframe = False
+            if self.munger is not None:
+                self.munger.keyframe()
+        munger = self.munger
+        if munger is not None and not munger.admit(packet):
+            rewriter.skip(packet)  # a temporal layer this subscriber does not get
+            return
         out = rewriter.rewrite(packet)
         if out is None:
             return
+        if munger is not None:
+            out = munger.rewrite(out)
         seq, ts = rtp_seq_ts(out)
         self.history.add(seq, out)
         if self.leg.tap.send(out):
@@ -138,9 +188,86 @@ class OutStream:
             self.last_ts = ts
             self.last_sent_at = now
 
-    def _starts_keyframe(self, packet: bytes) -> bool:
+    def join_on(self, layer: InStream, packet: bytes, now: float) -> None:
+        """A packet of the layer this subscriber waits to move to: on its keyframe the
+        subscriber leaves its current layer, and its stream goes on from there with
+        no jump in seq, timestamp, PictureID or TL0PICIDX."""
+        if self.leg.stalled(now) or not self._starts_keyframe(layer, packet):
+            return
+        self._cancel_pending()
+        old = self.source
+        if old is not None and self in old.outs:
+            old.outs.remove(self)
+        self.source = layer
+        layer.outs.append(self)
+        if self.rewriter is not None:
+            elapsed = int((now - self.last_sent_at) * layer.clock_rate) if self.packets else None
+            self.rewriter.switch_source(elapsed)
+        if self.munger is not None:
+            self.munger.switch_source()
+        self.waiting_keyframe = False
+        self.forward(packet, now)  # the keyframe; forward() resets the temporal layers
+
+    def want_layer(self, index: int, now: float) -> None:
+        """Move to spatial layer ``index`` at its next keyframe (asked for at once)."""
+        source = self.source
+        if source is None:
+            return
+        target = source.layers[min(index, len(source.layers) - 1)]
+        if self.pending is target:
+            return
+        self._cancel_pending()
+        if target is source:
+            return
+        self.pending = target
+        target.joining.append(self)
+        target.ask_keyframe(now, urgent=True)
+
+    def adapt(self, now: float, leg_sent: float) -> None:
+        """Choose this subscriber's layers (about once a second): ``leg_sent`` is what its
+        whole leg was sent (bits/s), which its REMB is about."""
+        choice, source = self.choice, self.source
+        if choice is None or source is None or self.waiting_keyframe:
+            return
+        if self.pending is not None:
+            self.pending.ask_keyframe(now)  # in case the one asked for was lost
+        layers = source.layers
+        limits = [self.leg.max_bitrate] if not self.mirror else []
+        if self.loss_estimate is not None:
+            limits.append(self.loss_estimate)
+        link = link_view(self.remb, leg_sent, self.sent_bps, limits, self.loss)
+        rates = [layer.bitrate for layer in layers]
+        before = choice.current
+        spatial, temporal = choice.decide(now, link, rates, self._top_step(choice.steps, layers))
+        if self.munger is not None:
+            self.munger.target = temporal
+        self.want_layer(spatial, now)
+        if (spatial, temporal) != before:
+            log.info(
+                "layers.switched", peer=self.leg.peer_id, slot=self.slot, role=self.role,
+                spatial=spatial, temporal=temporal, budget=int(link.budget or 0),
+            )  # fmt: skip
+
+    def measure_sent(self, now: float) -> float:
+        """Update and return ``sent_bps``, what this stream was sent since the last call."""
+        at, octets = self._sent
+        if at and now > at:
+            self.sent_bps = (self.octets - octets) * 8 / (now - at)
+        self._sent = (now, self.octets)
+        return self.sent_bps
+
+    @property
+    def reduced(self) -> bool:
+        """Whether the subscriber gets less than the largest layer its tile needs (or
+        fewer frames than are sent), for the page to say so."""
+        choice = self.choice
+        if choice is None or self.source is None:
+            return False
+        return choice.step < self._top_step(choice.steps, self.source.layers)
+
+    def _starts_keyframe(self, source: InStream, packet: bytes) -> bool:
         """Whether a subscriber waiting for a keyframe may start on ``packet``."""
-        codec = self.source.codecs.get(rtp_payload_type(packet))
+        codec = source.codecs.get(rtp_payload_type(packet))
         if codec is None:
             return False
         try:
@@ -154,6 +281,7 @@ class OutStream:
         its previous report, 0 to 1). Its REMB sees only queueing delay,
         and a drop-tail queue that is already full adds none while it drops what
         overflows, so loss has to cap the rate as well."""
+        self.loss = loss
         if self._reported_at is None or now - self._reported_at < 0.2:
             if self._reported_at is None:
                 self._reported_at, self._reported_octets = now, self.octets
