@@ -132,8 +132,9 @@ class OutStream:
         steps = ladder(len(layers))
         top = self._top_step(steps, layers)
         self.choice = LayerChoice(steps, top)
-        if all(c.name.upper() == "VP8" for c in source.codecs.values()) and self.munger is None:
-            self.munger = Vp8Munger()
+        vp8 = [pt for pt, c in source.codecs.items() if c.name.upper() == "VP8"]
+        if vp8 and self.munger is None:
+            self.munger = Vp8Munger(vp8)
         return layers[steps[top][0]]
 
     def _top_step(self, steps: list, layers: list[InStream]) -> int:

@@ -11,6 +11,8 @@ Seven-bit PictureIDs are left alone (browsers send fifteen-bit ones).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .header import Buffer, payload_offset
 
 MAX_TEMPORAL = 2  # three temporal layers (L1T3): TID 0, 1, 2
@@ -23,11 +25,12 @@ class Vp8Munger:
     (the header rewriting keeps every offset, so the positions found hold)."""
 
     __slots__ = (
-        "target", "temporal", "_pid_pos", "_tl0_pos", "_pid_off", "_tl0_off",
+        "payload_types", "target", "temporal", "_pid_pos", "_tl0_pos", "_pid_off", "_tl0_off",
         "_last_pid", "_last_tl0", "_anchor", "_dropped",
     )  # fmt: skip
 
-    def __init__(self, target: int = MAX_TEMPORAL) -> None:
+    def __init__(self, payload_types: Iterable[int] = (), target: int = MAX_TEMPORAL) -> None:
+        self.payload_types = frozenset(payload_types)  # VP8's: other packets pass untouched
         self.target = target  # the highest temporal layer wanted
         self.temporal = target  # the highest forwarded now
         self._pid_pos = -1
@@ -50,6 +53,8 @@ class Vp8Munger:
     def admit(self, packet: Buffer) -> bool:
         """Whether the subscriber gets ``packet`` (an input packet)."""
         self._pid_pos = self._tl0_pos = -1
+        if packet[1] & 0x7F not in self.payload_types:
+            return True
         try:
             off = payload_offset(packet)
         except ValueError:

@@ -177,7 +177,7 @@ def test_switch_between_layers_keeps_every_field_continuous():
 
 
 def test_temporal_layers_dropped_at_once_and_added_at_sync_frames():
-    munger = Vp8Munger()
+    munger = Vp8Munger([96])
     munger.target = 0
     pattern = [(0, False), (2, True), (1, True), (2, False)] * 3
     admitted = []
