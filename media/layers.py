@@ -66,6 +66,7 @@ class LinkView:
     """What one subscriber's link says, about once a second."""
 
     budget: float | None  # bits/s this stream may take; None: nothing limits it
+    cap: float | None  # of which a hard limit (a facility's cap, loss): never exceeded
     congested: bool
     lossy: bool  # loss above LOSS_HIGH in its latest report
     clean: bool  # loss below LOSS_LOW
@@ -91,7 +92,8 @@ class LayerChoice:
         if self.step > top_step:
             self.step = top_step
             self.calm_since = None
-        if link.congested or link.lossy:
+        over_cap = link.cap is not None and step_rate(self.current, rates) > link.cap
+        if link.congested or link.lossy or (over_cap and self.step > 0):
             self._step_down(now, link, rates)
         elif self.step < top_step and link.clean:
             self._maybe_step_up(now, link, rates)
@@ -114,6 +116,9 @@ class LayerChoice:
         self.step = max(0, target)
 
     def _maybe_step_up(self, now: float, link: LinkView, rates: list[float]) -> None:
+        if link.cap is not None and step_rate(self.steps[self.step + 1], rates) > link.cap:
+            self.calm_since = None
+            return  # no trial above a hard limit
         if self.calm_since is None:
             self.calm_since = now
         fits = link.budget is None or step_rate(self.steps[self.step + 1], rates) <= link.budget
@@ -127,11 +132,13 @@ def link_view(
     remb: int | None, leg_sent: float, own_sent: float, limits: list[int], loss: float
 ) -> LinkView:
     """A subscriber's link as its REMB (for its whole leg), the leg's and this stream's
-    sent rates (bits/s), its other caps, and its latest reported loss say."""
+    sent rates (bits/s), its hard limits (its facility's cap, its loss-based limit),
+    and its latest reported loss say."""
     budgets = [float(limit) for limit in limits]
+    cap = min(budgets) if budgets else None
     congested = False
     if remb is not None and leg_sent > 0:
         budgets.append(max(0.0, remb - (leg_sent - own_sent)))
         congested = remb < CONGESTED * leg_sent
     budget = min(budgets) if budgets else None
-    return LinkView(budget, congested, loss > LOSS_HIGH, loss < LOSS_LOW)
+    return LinkView(budget, cap, congested, loss > LOSS_HIGH, loss < LOSS_LOW)

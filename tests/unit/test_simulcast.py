@@ -199,9 +199,9 @@ def test_choice_steps_down_at_once_and_up_after_a_steady_hold():
     assert steps == [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2)]
     rates = [150_000.0, 500_000.0, 1_500_000.0]
     choice = LayerChoice(steps, len(steps) - 1)
-    congested = LinkView(260_000, congested=True, lossy=False, clean=True)
+    congested = LinkView(260_000, None, congested=True, lossy=False, clean=True)
     assert choice.decide(0.0, congested, rates, 6) == (0, 2)  # straight to what fits
-    calm = LinkView(280_000, congested=False, lossy=False, clean=True)
+    calm = LinkView(280_000, None, congested=False, lossy=False, clean=True)
     assert choice.decide(1.0, calm, rates, 6) == (0, 2)
     assert choice.decide(1.0 + UP_HOLD_S, calm, rates, 6) == (1, 1)  # a trial
     assert choice.decide(2.0 + UP_HOLD_S, congested, rates, 6) == (0, 2)  # failed
@@ -212,9 +212,19 @@ def test_choice_steps_down_at_once_and_up_after_a_steady_hold():
     assert choice.decide(10.0 + 3 * UP_HOLD_S, calm, rates, 3) == (1, 1)  # tile: no higher
 
 
+def test_a_hard_cap_is_never_tried_above_and_is_left_at_once():
+    rates = [150_000.0, 500_000.0, 1_500_000.0]
+    choice = LayerChoice(ladder(3), 6)
+    capped = LinkView(320_000, 320_000, congested=False, lossy=False, clean=True)
+    assert choice.decide(0.0, capped, rates, 6) == (1, 1)  # 300 kbit/s fits the cap
+    for t in range(1, 30):
+        assert choice.decide(float(t), capped, rates, 6) == (1, 1)
+
+
 def test_link_view_and_tile_layer():
     view = link_view(400_000, 300_000, 250_000, [2_500_000], 0.0)
-    assert view.budget == 350_000 and not view.congested and view.clean
+    assert view.budget == 350_000 and view.cap == 2_500_000
+    assert not view.congested and view.clean
     assert link_view(200_000, 300_000, 250_000, [], 0.2).congested
     assert link_view(None, 0, 0, [], 0.2).lossy
     assert tile_layer([180, 360, 720], 200) == 1

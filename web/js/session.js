@@ -16,6 +16,7 @@ import { waitForIceGathering, trickleCandidates, addCameraTransceiver, getLocalM
 import { RecordingPanel } from './sessionrecording.js';
 import { QualityMonitor } from './quality.js';
 import { ScreenShare } from './screenshare.js';
+import { Layers } from './layers.js';
 import { candidatePair } from './qualitystats.js';
 
 const ICE_GATHER_TIMEOUT_MS = 3000;
@@ -43,6 +44,7 @@ export class SessionView {
     this.quality = new QualityMonitor(this);
     this.quality.onChange = () => this.updateOverlays();
     this.screen = new ScreenShare(this);
+    this.layers = new Layers(this);
     this.reset();
     this.build();
     this.listenToSignaling();
@@ -156,6 +158,7 @@ export class SessionView {
     this.el.local = local;
     this.el.localOff = localOff;
     this.screen.buildStage();
+    this.layers.watch(this.remote);
     this.quality.render();
     this.renderInfo();
   }
@@ -327,6 +330,7 @@ export class SessionView {
     if (this.as === 'participant') await this.quality.applyLimits();
     if (!current()) return;
     this.quality.start();
+    this.layers.negotiated();
   }
 
   /** A new peer connection, made the session's, with its state followed. */
