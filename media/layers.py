@@ -29,7 +29,9 @@ UP_HOLD_S = 3.0  # steady seconds before a step up
 TRIAL_S = 4.0  # congestion or loss this soon after a step up undoes it
 MAX_HOLD_S = 16.0
 FIT_HOLD_S = 1.0  # before a step up the REMB already allows
-CONGESTED = 0.85  # REMB under this share of what the leg is sent: a queue is growing
+# REMB under this share of what the leg is sent: a queue is growing (WebRTC's
+# estimate falls to 0.85 times what arrives when it sees one).
+CONGESTED = 0.9
 
 Step = tuple[int, int]  # (spatial layer, highest temporal layer)
 

@@ -228,7 +228,7 @@ class Leg:
         leg_sent = sum(out.measure_sent(now) for out in outs)
         for out in outs:
             out.adapt(now, leg_sent)
-            reduced = out.reduced
+            reduced = out.reduced(now)
             if self._reduced.get(out.ssrc, False) != reduced:
                 self._reduced[out.ssrc] = reduced
                 self.on_layers(ReceivedLayers(self.peer_id, out.slot, out.role, reduced))

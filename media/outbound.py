@@ -83,7 +83,7 @@ class OutStream:
         self.source = source
         if source is None:
             return
-        source = self.source = self._start_layer(source)
+        source = self.source = self._start_layer(source, now)
         if self.mirror:  # an internal sink takes whatever the publisher sends
             self.codecs = list(source.codecs.values())
         pt_map: dict[int, int] = {}
@@ -121,7 +121,7 @@ class OutStream:
         source.outs.append(self)
         source.ask_keyframe(now)
 
-    def _start_layer(self, source: InStream) -> InStream:
+    def _start_layer(self, source: InStream, now: float) -> InStream:
         """The layer a subscriber starts on: the largest its tile needs (its link then
         takes it down if it must). A single stream's subscribers choose only for a
         screen share (temporal layers, for weak links)."""
@@ -130,15 +130,17 @@ class OutStream:
             self.choice = None
             return source
         steps = ladder(len(layers))
-        top = self._top_step(steps, layers)
+        top = self._top_step(steps, layers, now)
         self.choice = LayerChoice(steps, top)
         vp8 = [pt for pt, c in source.codecs.items() if c.name.upper() == "VP8"]
         if vp8 and self.munger is None:
             self.munger = Vp8Munger(vp8)
         return layers[steps[top][0]]
 
-    def _top_step(self, steps: list, layers: list[InStream]) -> int:
-        flowing = [layer for layer in layers if layer.received] or layers
+    def _top_step(self, steps: list, layers: list[InStream], now: float) -> int:
+        """The highest step the subscriber's tile needs among the layers that flow now
+        (all of them before any does)."""
+        flowing = [layer for layer in layers if layer.flowing(now)] or layers
         top_layer = tile_layer([layer.height for layer in flowing], self.max_height)
         return max(i for i, (spatial, _) in enumerate(steps) if spatial <= top_layer)
 
@@ -228,7 +230,11 @@ class OutStream:
         """Choose this subscriber's layers (about once a second): ``leg_sent`` is what its
         whole leg was sent (bits/s), which its REMB is about."""
         choice, source = self.choice, self.source
-        if choice is None or source is None or self.waiting_keyframe:
+        if choice is None or source is None:
+            return
+        if self.waiting_keyframe:  # on a layer that stopped (or never started)? another
+            if not source.flowing(now) and any(x.flowing(now) for x in source.layers):
+                self.bind(source.layers[0], now)
             return
         if self.pending is not None:
             self.pending.ask_keyframe(now)  # in case the one asked for was lost
@@ -239,7 +245,8 @@ class OutStream:
         link = link_view(self.remb, leg_sent, self.sent_bps, limits, self.loss)
         rates = [layer.bitrate for layer in layers]
         before = choice.current
-        spatial, temporal = choice.decide(now, link, rates, self._top_step(choice.steps, layers))
+        top = self._top_step(choice.steps, layers, now)
+        spatial, temporal = choice.decide(now, link, rates, top)
         if self.munger is not None:
             self.munger.target = temporal
         self.want_layer(spatial, now)
@@ -257,14 +264,13 @@ class OutStream:
         self._sent = (now, self.octets)
         return self.sent_bps
 
-    @property
-    def reduced(self) -> bool:
+    def reduced(self, now: float) -> bool:
         """Whether the subscriber gets less than the largest layer its tile needs (or
         fewer frames than are sent), for the page to say so."""
         choice = self.choice
         if choice is None or self.source is None:
             return False
-        return choice.step < self._top_step(choice.steps, self.source.layers)
+        return choice.step < self._top_step(choice.steps, self.source.layers, now)
 
     def _starts_keyframe(self, source: InStream, packet: bytes) -> bool:
         """Whether a subscriber waiting for a keyframe may start on ``packet``."""
