@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from media.rtp import payload_offset, vp8_descriptor_size, vp8_keyframe_size
 from signaling.keys import MEDIA
 from tests.integration.test_forwarding import call, node  # noqa: F401 - fixtures
 from tests.support.peers import JisrClient
@@ -61,6 +62,13 @@ class Subscriber:
         raise AssertionError(f"no steady {size} within {timeout} s; lately {sizes}")
 
 
+def keyframe_size(packet: bytes) -> tuple[int, int] | None:
+    payload = packet[payload_offset(packet) :]
+    if not payload or not payload[0] & 0x10:  # not the start of a frame
+        return None
+    return vp8_keyframe_size(payload[vp8_descriptor_size(payload) :])
+
+
 class DecodeErrors(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -109,6 +117,8 @@ async def test_layers_switch_down_and_up_with_every_frame_decodable(node, call, 
         reply = await publisher.start()
         assert reply["type"] == "answer", reply
         assert "a=simulcast:recv q;h;f" in publisher.answer
+        recorded: list[bytes] = []  # the recorder subscribes as an internal sink
+        sink = app[MEDIA].add_sink(call.session_id, "referrer", "video", recorded.append)
         specialist = await call.join(call.tokens.specialist, publish=True)
         subscriber = Subscriber(specialist)
         await subscriber.wait_size(SIZES[2], 15)  # nothing limits it: the largest
@@ -124,9 +134,13 @@ async def test_layers_switch_down_and_up_with_every_frame_decodable(node, call, 
         await asyncio.sleep(1.0)  # a second more of the largest layer, to check the tail
         assert len(subscriber.packets) > switched_at
     finally:
+        sink.close()
         await publisher.close()
 
     assert decode_errors.count == 0
+    # The recorder took the largest layer: every keyframe it got is of that size.
+    sizes = {size for packet in recorded if (size := keyframe_size(packet))}
+    assert sizes == {SIZES[2]}, sizes
     sizes_seen = {(w, h) for _, w, h, _ in subscriber.frames}
     assert {SIZES[0], SIZES[2]} <= sizes_seen, sizes_seen
     for _, width, height, mean in subscriber.frames:

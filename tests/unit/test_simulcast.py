@@ -9,8 +9,10 @@ import struct
 from aiortc.sdp import SessionDescription
 
 from media.codecs import codecs_of
+from media.events import PublishedLayers
 from media.inbound import InStream
 from media.layers import UP_HOLD_S, LayerChoice, LinkView, ladder, link_view, tile_layer
+from media.leg import PAUSE_AFTER_S
 from media.outbound import OutStream
 from media.rtp import Vp8Munger, extension_value, rtp_seq_ts
 from media.simulcast import REPAIRED_RID_URI, RID_URI, answer_simulcast, read_simulcast
@@ -230,3 +232,39 @@ def test_link_view_and_tile_layer():
     assert tile_layer([180, 360, 720], 200) == 1
     assert tile_layer([180, 360, 720], 0) == 2
     assert tile_layer([180, 0, 0], 300) == 2
+
+
+def test_layers_nobody_needs_are_paused_and_resumed_when_needed():
+    publisher, layers = simulcast_publisher()
+    events = []
+    publisher.on_layers = events.append
+    for layer, height in zip(layers, (180, 360, 720), strict=True):
+        layer.height, layer.received, layer.last_arrival = height, 1, 0.0
+    sub, out = subscriber_on(layers)
+    publisher.adapt(0.0)
+    assert events == []  # everything is needed while the tile is not known
+    out.max_height = 300  # a grid tile: the half layer is enough
+    publisher.adapt(1.0)
+    publisher.adapt(PAUSE_AFTER_S - 0.5)
+    assert events == []  # not paused before PAUSE_AFTER_S without anyone needing it
+    publisher.adapt(PAUSE_AFTER_S + 0.5)
+    assert events == [PublishedLayers("pub", "video", ("q", "h"))]
+    out.max_height = 0  # full screen again
+    publisher.adapt(10.0)
+    assert events[-1] == PublishedLayers("pub", "video", ("q", "h", "f"))
+
+
+def test_a_screen_share_is_held_to_its_best_subscriber_a_camera_to_its_weakest():
+    for role, expected in (("screen", 1_000_000), ("video", 300_000)):
+        publisher = leg("pub")
+        stream = InStream(publisher, "referrer", "video", 1000, codecs_of(negotiated(5)), 5, {},
+                          role)  # fmt: skip
+        stream.first_arrival = -100.0  # long past the start-up ramp
+        for peer, remb in (("weak", 300_000), ("strong", 1_000_000)):
+            sub = leg(peer)
+            out = OutStream(sub, "referrer", negotiated(7000), role)
+            out.bind(stream, 0.0)
+            out.remb = remb
+        assert stream.bitrate_ceiling(2_500_000, 0.0) == expected, role
+        if role == "screen":
+            assert all(out.choice is not None for out in stream.outs)  # temporal layers
