@@ -73,6 +73,9 @@ class Vp8Munger:
         if x & 0x40:
             self._tl0_pos = pos
             pos += 1
+        if pos > size:  # the descriptor is cut short: nothing to read or rewrite
+            self._pid_pos = self._tl0_pos = -1
+            return True
         if not x & 0x20 or pos >= size:
             return True
         tid = packet[pos] >> 6
