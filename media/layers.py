@@ -9,11 +9,14 @@ and so does its tile: no larger a layer than the picture it is shown in.
 
 A receiver's REMB grows with what it receives (WebRTC caps it at 1.5 times the rate
 that arrives), so it cannot say whether the next layer would fit. A step up is
-therefore a trial: taken after ``UP_HOLD_S`` seconds without congestion or loss,
-and if congestion or loss follows within ``TRIAL_S`` the subscriber steps back and
-waits twice as long before the next try (up to ``MAX_HOLD_S``). Congestion: the REMB
-falls below what the subscriber is sent (a delay-based estimate drops under the
-rate that arrives when queues grow).
+therefore probed first: after ``UP_HOLD_S`` seconds without congestion or loss (one
+second when the REMB already leaves room for it), the subscriber is sent padding
+for ``PROBE_S`` seconds, as much as the next step would add; if its link shows
+congestion or loss meanwhile, the probe stops and the next one waits twice as long
+(up to ``MAX_HOLD_S``), otherwise the subscriber steps up. Congestion or loss soon
+after a step (``TRIAL_S``) also doubles the wait. Congestion: the REMB falls below
+what the subscriber is sent (a delay-based estimate drops under the rate that
+arrives when queues grow). A subscriber without REMB (the recorder) is not probed.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from .bitrate import LOSS_HIGH, LOSS_LOW
 TEMPORAL_SHARE = (0.4, 0.6, 1.0)
 UP_HOLD_S = 3.0  # steady seconds before a step up
 TRIAL_S = 4.0  # congestion or loss this soon after a step up undoes it
-MAX_HOLD_S = 16.0
+MAX_HOLD_S = 10.0
 FIT_HOLD_S = 1.0  # before a step up the REMB already allows
+PROBE_S = 2.0
 # REMB under this share of what the leg is sent: a queue is growing (WebRTC's
 # estimate falls to 0.85 times what arrives when it sees one).
 CONGESTED = 0.9
@@ -69,6 +73,7 @@ class LinkView:
 
     budget: float | None  # bits/s this stream may take; None: nothing limits it
     cap: float | None  # of which a hard limit (a facility's cap, loss): never exceeded
+    remb: int | None  # the subscriber's estimate; None: it sends none
     congested: bool
     lossy: bool  # loss above LOSS_HIGH in its latest report
     clean: bool  # loss below LOSS_LOW
@@ -83,17 +88,29 @@ class LayerChoice:
     hold_s: float = UP_HOLD_S
     calm_since: float | None = None
     trial_until: float = 0.0
+    probe_until: float = 0.0  # a probe of the next step runs until then
 
     @property
     def current(self) -> Step:
         return self.steps[self.step]
 
+    def probe_rate(self, rates: list[float]) -> float:
+        """Bits/s the probe adds to the current step: what the next would add."""
+        if not self.probe_until or self.step + 1 >= len(self.steps):
+            return 0.0
+        return step_rate(self.steps[self.step + 1], rates) - step_rate(self.current, rates)
+
     def decide(self, now: float, link: LinkView, rates: list[float], top_step: int) -> Step:
         """The step to be on now. ``rates``: each spatial layer's bitrate; ``top_step``:
         the highest step the tile and the flowing layers allow."""
-        if self.step > top_step:
+        if self.step > top_step or link.budget is None:  # nothing limits it: the top
             self.step = top_step
             self.calm_since = None
+        if self.probe_until:
+            if self.step < top_step:
+                self._probe(now, link)
+                return self.current
+            self.probe_until = 0.0
         over_cap = link.cap is not None and step_rate(self.current, rates) > link.cap
         if link.congested or link.lossy or (over_cap and self.step > 0):
             self._step_down(now, link, rates)
@@ -117,6 +134,17 @@ class LayerChoice:
                 target -= 1
         self.step = max(0, target)
 
+    def _probe(self, now: float, link: LinkView) -> None:
+        """A probe runs: congestion or loss ends it (the padding caused it, so the
+        step stays), a probe that lasted its time takes the step."""
+        if link.congested or link.lossy:
+            self.probe_until = 0.0
+            self.hold_s = min(self.hold_s * 2, MAX_HOLD_S)
+        elif now >= self.probe_until:
+            self.probe_until = 0.0
+            self.step += 1
+            self.trial_until = now + TRIAL_S
+
     def _maybe_step_up(self, now: float, link: LinkView, rates: list[float]) -> None:
         if link.cap is not None and step_rate(self.steps[self.step + 1], rates) > link.cap:
             self.calm_since = None
@@ -124,10 +152,13 @@ class LayerChoice:
         if self.calm_since is None:
             self.calm_since = now
         fits = link.budget is None or step_rate(self.steps[self.step + 1], rates) <= link.budget
-        if now - self.calm_since >= (FIT_HOLD_S if fits else self.hold_s):
+        if now - self.calm_since < (FIT_HOLD_S if fits else self.hold_s):
+            return
+        self.calm_since = None
+        if link.remb is None:  # nothing to probe with: straight up
             self.step += 1
-            self.calm_since = None
-            self.trial_until = 0.0 if fits else now + TRIAL_S
+        else:
+            self.probe_until = now + PROBE_S
 
 
 def link_view(
@@ -143,4 +174,4 @@ def link_view(
         budgets.append(max(0.0, remb - (leg_sent - own_sent)))
         congested = remb < CONGESTED * leg_sent
     budget = min(budgets) if budgets else None
-    return LinkView(budget, cap, congested, loss > LOSS_HIGH, loss < LOSS_LOW)
+    return LinkView(budget, cap, remb, congested, loss > LOSS_HIGH, loss < LOSS_LOW)

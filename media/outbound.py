@@ -21,8 +21,10 @@ from .rtp import (
     SentHistory,
     StreamRewriter,
     Vp8Munger,
+    build_padding,
     build_rtx,
     build_sr,
+    extension_value,
     ntp_time,
     payload_offset,
     rtp_payload_type,
@@ -34,6 +36,11 @@ if TYPE_CHECKING:
     from .leg import Leg
 
 log = structlog.get_logger("jisr.media")
+
+ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+PADDING_SIZE = 255  # bytes of one probe packet's padding
+MAX_PADDING_PER_PACKET = 4
+MAX_PROBE_RATIO = 3.0  # padding bytes per media byte
 
 
 class OutStream:
@@ -73,7 +80,14 @@ class OutStream:
         self.max_height = 0  # of the subscriber's tile, in pixels (0: not said)
         self.loss = 0.0  # in its latest receiver report
         self.sent_bps = 0.0
-        self._sent = (0.0, 0)
+        self.padding_bps = 0.0
+        self._sent = (0.0, 0, 0)
+        # A probe (media.layers): padding on the RTX stream after each media packet,
+        # ``probe_ratio`` bytes of it per media byte, with that packet's abs-send-time.
+        self.probe_ratio = 0.0
+        self._probe_credit = 0.0
+        self.padding_octets = 0
+        self._ast_id = self.ext_ids.get(ABS_SEND_TIME, 0)
 
     def bind(self, source: InStream | None, now: float) -> None:
         """Follow ``source`` (None: the publisher left; send nothing until it returns)."""
@@ -190,6 +204,29 @@ class OutStream:
             self.octets += len(out) - RTP_HEADER_SIZE
             self.last_ts = ts
             self.last_sent_at = now
+            if self.probe_ratio:
+                self._pad(out)
+
+    def _pad(self, media: bytes) -> None:
+        """Probe padding after a media packet: padding-only RTX packets, as many as the
+        probe's ratio has earned, each with the media packet's abs-send-time (the
+        subscriber's estimator counts only packets that carry one)."""
+        self._probe_credit += len(media) * self.probe_ratio
+        rtx_pt = self.rtx_pts.get(rtp_payload_type(media))
+        if rtx_pt is None or self._probe_credit < PADDING_SIZE:
+            return
+        ast = extension_value(media, self._ast_id) if self._ast_id else None
+        for _ in range(MAX_PADDING_PER_PACKET):
+            if self._probe_credit < PADDING_SIZE:
+                break
+            self._probe_credit -= PADDING_SIZE
+            self.rtx_seq = (self.rtx_seq + 1) & SEQ_MASK
+            padding = build_padding(
+                self.rtx_ssrc, rtx_pt, self.rtx_seq, self.last_ts, self._ast_id, ast, PADDING_SIZE
+            )
+            if self.leg.tap.send(padding):
+                self.padding_octets += len(padding)
+        self._probe_credit = min(self._probe_credit, PADDING_SIZE)
 
     def join_on(self, layer: InStream, packet: bytes, now: float) -> None:
         """A packet of the layer this subscriber waits to move to: on its keyframe the
@@ -247,6 +284,9 @@ class OutStream:
         before = choice.current
         top = self._top_step(choice.steps, layers, now)
         spatial, temporal = choice.decide(now, link, rates, top)
+        media = self.sent_bps - self.padding_bps
+        extra = choice.probe_rate(rates)
+        self.probe_ratio = min(MAX_PROBE_RATIO, extra / media) if extra > 0 and media > 0 else 0.0
         if self.munger is not None:
             self.munger.target = temporal
         self.want_layer(spatial, now)
@@ -257,11 +297,13 @@ class OutStream:
             )  # fmt: skip
 
     def measure_sent(self, now: float) -> float:
-        """Update and return ``sent_bps``, what this stream was sent since the last call."""
-        at, octets = self._sent
+        """Update and return ``sent_bps``, what this stream was sent since the last call
+        (probe padding included; ``padding_bps`` of it)."""
+        at, octets, padding = self._sent
         if at and now > at:
-            self.sent_bps = (self.octets - octets) * 8 / (now - at)
-        self._sent = (now, self.octets)
+            self.sent_bps = (self.octets + self.padding_octets - octets) * 8 / (now - at)
+            self.padding_bps = (self.padding_octets - padding) * 8 / (now - at)
+        self._sent = (now, self.octets + self.padding_octets, self.padding_octets)
         return self.sent_bps
 
     def reduced(self, now: float) -> bool:

@@ -33,6 +33,7 @@ from .header import (
     PacketFields,
     RtpHeaderView,
     RtxPayload,
+    build_padding,
     build_rtx,
     is_rtcp,
     packet_fields,
@@ -97,7 +98,7 @@ from .vp8 import (
 from .vp8_layers import MAX_TEMPORAL, Vp8Munger
 
 __all__ = [
-    "Buffer", "HALF_SEQ", "MAX_TEMPORAL", "Vp8Munger", "extension_value",
+    "Buffer", "build_padding", "HALF_SEQ", "MAX_TEMPORAL", "Vp8Munger", "extension_value",
     "HALF_TS", "PSFB_AFB", "PSFB_FIR", "PSFB_PLI", "PacketFields",
     "RTCP_APP", "RTCP_BYE", "RTCP_PACKET_TYPES", "RTCP_PSFB", "RTCP_RR", "RTCP_RTPFB",
     "RTCP_SDES", "RTCP_SR", "RTPFB_NACK", "RTP_FIRST_BYTES", "RTP_HEADER_SIZE", "ReportBlock",

@@ -8,13 +8,14 @@ import struct
 
 from aiortc.sdp import SessionDescription
 
+from media.aiortc_internals import Negotiated
 from media.codecs import codecs_of
 from media.events import PublishedLayers
 from media.inbound import InStream
-from media.layers import UP_HOLD_S, LayerChoice, LinkView, ladder, link_view, tile_layer
+from media.layers import PROBE_S, UP_HOLD_S, LayerChoice, LinkView, ladder, link_view, tile_layer
 from media.leg import PAUSE_AFTER_S
-from media.outbound import OutStream
-from media.rtp import Vp8Munger, extension_value, rtp_seq_ts
+from media.outbound import ABS_SEND_TIME, OutStream
+from media.rtp import Vp8Munger, extension_value, parse_header, rtp_seq_ts
 from media.simulcast import REPAIRED_RID_URI, RID_URI, answer_simulcast, read_simulcast
 from tests.unit.test_forwarding_rtcp import FakeTap, leg, negotiated
 
@@ -196,28 +197,33 @@ def test_temporal_layers_dropped_at_once_and_added_at_sync_frames():
     assert pids == list(range(pids[0], pids[0] + len(pids)))  # no gap where frames went
 
 
-def test_choice_steps_down_at_once_and_up_after_a_steady_hold():
+def test_choice_steps_down_at_once_and_up_after_a_steady_hold_and_a_probe():
     steps = ladder(3)
     assert steps == [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2)]
     rates = [150_000.0, 500_000.0, 1_500_000.0]
     choice = LayerChoice(steps, len(steps) - 1)
-    congested = LinkView(260_000, None, congested=True, lossy=False, clean=True)
+    congested = LinkView(260_000, None, 300_000, congested=True, lossy=False, clean=True)
     assert choice.decide(0.0, congested, rates, 6) == (0, 2)  # straight to what fits
-    calm = LinkView(280_000, None, congested=False, lossy=False, clean=True)
+    calm = LinkView(280_000, None, 330_000, congested=False, lossy=False, clean=True)
     assert choice.decide(1.0, calm, rates, 6) == (0, 2)
-    assert choice.decide(1.0 + UP_HOLD_S, calm, rates, 6) == (1, 1)  # a trial
-    assert choice.decide(2.0 + UP_HOLD_S, congested, rates, 6) == (0, 2)  # failed
-    assert choice.hold_s == 2 * UP_HOLD_S
-    assert choice.decide(3.0 + UP_HOLD_S, calm, rates, 6) == (0, 2)
-    assert choice.decide(3.0 + 2 * UP_HOLD_S, calm, rates, 6) == (0, 2)  # waits longer
-    assert choice.decide(3.0 + 3 * UP_HOLD_S, calm, rates, 6) == (1, 1)
-    assert choice.decide(10.0 + 3 * UP_HOLD_S, calm, rates, 3) == (1, 1)  # tile: no higher
+    assert choice.decide(1.0 + UP_HOLD_S, calm, rates, 6) == (0, 2)
+    assert choice.probe_rate(rates) == 150_000  # padding: what (1, 1) would add
+    assert choice.decide(2.0 + UP_HOLD_S, congested, rates, 6) == (0, 2)  # probe failed
+    assert choice.probe_rate(rates) == 0 and choice.hold_s == 2 * UP_HOLD_S
+    t = 3.0 + UP_HOLD_S
+    assert choice.decide(t, calm, rates, 6) == (0, 2)
+    assert choice.decide(t + UP_HOLD_S, calm, rates, 6) == (0, 2)  # waits longer now
+    assert not choice.probe_rate(rates)
+    assert choice.decide(t + 2 * UP_HOLD_S, calm, rates, 6) == (0, 2)  # a probe starts
+    assert choice.probe_rate(rates) > 0
+    assert choice.decide(t + 2 * UP_HOLD_S + PROBE_S, calm, rates, 6) == (1, 1)  # it held
+    assert choice.decide(t + 20, calm, rates, 3) == (1, 1)  # the tile wants no more
 
 
 def test_a_hard_cap_is_never_tried_above_and_is_left_at_once():
     rates = [150_000.0, 500_000.0, 1_500_000.0]
     choice = LayerChoice(ladder(3), 6)
-    capped = LinkView(320_000, 320_000, congested=False, lossy=False, clean=True)
+    capped = LinkView(320_000, 320_000, 400_000, congested=False, lossy=False, clean=True)
     assert choice.decide(0.0, capped, rates, 6) == (1, 1)  # 300 kbit/s fits the cap
     for t in range(1, 30):
         assert choice.decide(float(t), capped, rates, 6) == (1, 1)
@@ -268,3 +274,27 @@ def test_a_screen_share_is_held_to_its_best_subscriber_a_camera_to_its_weakest()
         assert stream.bitrate_ceiling(2_500_000, 0.0) == expected, role
         if role == "screen":
             assert all(out.choice is not None for out in stream.outs)  # temporal layers
+
+
+def test_a_probe_pads_after_media_with_its_abs_send_time():
+    publisher = leg("pub")
+    source = InStream(publisher, "referrer", "video", 1000, codecs_of(negotiated(5)), 5,
+                      {ABS_SEND_TIME: 2})  # fmt: skip
+    sub = leg("sub")
+    mine = negotiated(7000)
+    out = OutStream(sub, "referrer", Negotiated("1", "video", mine.codecs, {ABS_SEND_TIME: 3},
+                                                7000, 7001))  # fmt: skip
+    out.bind(source, 0.0)
+    key = with_extensions(vp8(1, 0, 1, 0, 0, key=True), [(2, b"\x01\x02\x03")])
+    source.on_packet(key + b"z" * 700, 0.0)
+    assert len(sub.tap.rtp) == 1  # not probing: media only
+    out.probe_ratio = 1.0
+    source.on_packet(with_extensions(vp8(2, 0, 2, 1, 0), [(2, b"\x04\x05\x06")]) + b"z" * 700, 0.1)
+    media, *padding = sub.tap.rtp[1:]
+    assert len(padding) == 2  # about as many padding bytes as media bytes
+    for packet in padding:
+        head = parse_header(packet)
+        assert head.ssrc == 7001 and head.payload_type == 97  # the RTX stream
+        assert head.padding and head.payload_offset == head.payload_end  # padding only
+        assert extension_value(packet, 3) == b"\x04\x05\x06" == extension_value(media, 3)
+    assert out.padding_octets == sum(len(p) for p in padding)
