@@ -34,8 +34,9 @@ MAX_HOLD_S = 10.0
 FIT_HOLD_S = 1.0  # before a step up the REMB already allows
 PROBE_S = 2.0
 # REMB under this share of what the leg is sent: a queue is growing (WebRTC's
-# estimate falls to 0.85 times what arrives when it sees one).
-CONGESTED = 0.9
+# estimate falls to 0.85 times what arrives, which is less than what is sent, when
+# it sees one; without one it sits at or above what arrives).
+CONGESTED = 0.8
 
 Step = tuple[int, int]  # (spatial layer, highest temporal layer)
 
