@@ -440,3 +440,27 @@ async def test_a_shared_list_closed_before_its_holders_wrote_it_is_still_sent():
     conn.close_outbox()
     await asyncio.wait_for(conn.write_loop(), 5)
     assert [m["n"] for frame in ws.frames for m in json.loads(frame)] == [1, 2]
+
+
+async def test_layer_events_from_media_reach_the_peers_connection():
+    """media's layer events (media.events) become `layers` for a publisher and
+    `picture` for a subscriber, on the connection whose id is the peer's."""
+    from media import PublishedLayers, ReceivedLayers
+    from signaling.auth import Principal
+    from signaling.hub import Hub
+
+    hub = Hub(app=None)
+    ws = RecordingSocket()
+    conn = Connection(ws)
+    conn.principal = Principal("ref-a", "R", "referrer", facility="a")
+    hub.register(conn)
+    hub.on_media_layers(PublishedLayers(conn.id, "video", ("q", "h")))
+    hub.on_media_layers(ReceivedLayers(conn.id, "specialist", "video", True))
+    hub.on_media_layers(ReceivedLayers("w_gone", "specialist", "video", True))  # nobody
+    conn.close_outbox()
+    await asyncio.wait_for(conn.write_loop(), 5)
+    assert [json.loads(frame) for frame in ws.frames] == [
+        {"type": "layers", "role": "video", "active": ["q", "h"]},
+        {"type": "picture", "slot": "specialist", "role": "video", "reduced": True},
+    ]
+    hub.unregister(conn)
