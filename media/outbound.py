@@ -69,6 +69,7 @@ class OutStream:
         self.last_ts = 0
         self.last_sent_at = 0.0
         self.remb: int | None = None
+        self.remb_rising = False  # its latest change was up: the estimate is growing
         self.loss_estimate: int | None = None  # bit/s, while loss toward it limits it
         self._reported_at: float | None = None
         self._reported_octets = 0
@@ -279,7 +280,7 @@ class OutStream:
         limits = [self.leg.max_bitrate] if not self.mirror else []
         if self.loss_estimate is not None:
             limits.append(self.loss_estimate)
-        link = link_view(self.remb, leg_sent, self.sent_bps, limits, self.loss)
+        link = link_view(self.remb, leg_sent, self.sent_bps, limits, self.loss, self.remb_rising)
         rates = [layer.bitrate for layer in layers]
         before = choice.current
         top = self._top_step(choice.steps, layers, now)

@@ -234,6 +234,7 @@ def test_link_view_and_tile_layer():
     assert view.budget == 350_000 and view.cap == 2_500_000
     assert not view.congested and view.clean
     assert link_view(200_000, 300_000, 250_000, [], 0.2).congested
+    assert not link_view(200_000, 300_000, 250_000, [], 0.0, rising=True).congested  # ramping
     assert link_view(None, 0, 0, [], 0.2).lossy
     assert tile_layer([180, 360, 720], 200) == 1
     assert tile_layer([180, 360, 720], 0) == 2
