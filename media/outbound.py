@@ -295,6 +295,8 @@ class OutStream:
             log.info(
                 "layers.switched", peer=self.leg.peer_id, slot=self.slot, role=self.role,
                 spatial=spatial, temporal=temporal, budget=int(link.budget or 0),
+                remb=self.remb or 0, leg_sent=int(leg_sent), loss=round(self.loss, 3),
+                congested=link.congested, probed=int(extra),
             )  # fmt: skip
 
     def measure_sent(self, now: float) -> float:
