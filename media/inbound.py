@@ -40,7 +40,7 @@ REPAIR_WINDOW_S = NACK_TRIES * NACK_INTERVAL_S  # a lost packet may come back un
 KEYFRAME_AFTER_NACKS = 3  # a packet still missing after this many asks: keyframe too
 GAP_PACKETS = 40  # a jump larger than this in the publisher's sequence numbers: restart, not NACK
 GAP_SECONDS = 0.5  # and a pause this long with packets missing, an outage
-FLOWING_S = 1.0  # a layer whose last packet is older than this is not sent (paused)
+FLOWING_S = 1.5  # a layer whose last packet is older than this is not sent (paused)
 
 
 class InStream:
@@ -145,9 +145,9 @@ class InStream:
             if height:
                 self.height = height
 
-    def flowing(self, now: float) -> bool:
+    def flowing(self, now: float, within: float = FLOWING_S) -> bool:
         """Whether packets arrive now (a paused or dropped layer's do not)."""
-        return self.received > 0 and now - self.last_arrival < FLOWING_S
+        return self.received > 0 and now - self.last_arrival < within
 
     def measure(self, now: float) -> None:
         """Update ``bitrate`` from what arrived since the last call (about a second)."""

@@ -164,15 +164,17 @@ class LayerChoice:
 
 def link_view(
     remb: int | None, leg_sent: float, own_sent: float, limits: list[int], loss: float,
-    rising: bool = False,
+    rising: bool = False, soft: list[int] = (),
 ) -> LinkView:  # fmt: skip
     """A subscriber's link as its REMB (for its whole leg), the leg's and this stream's
-    sent rates (bits/s), its hard limits (its facility's cap, its loss-based limit),
-    and its latest reported loss say. A REMB under what is sent means congestion only
-    when it is not growing (``rising``: its latest change was up): while what is sent
-    ramps up, an estimate that grows a few percent a second lags far behind it."""
+    sent rates (bits/s), its hard limits (its facility's cap), its soft ones (its
+    loss-based limit, which a probe may prove wrong) and its latest reported loss
+    say. A REMB under what is sent means congestion only when it is not growing
+    (``rising``: it went up lately): while what is sent ramps up, an estimate that
+    grows a few percent a second lags far behind it."""
     budgets = [float(limit) for limit in limits]
     cap = min(budgets) if budgets else None
+    budgets += [float(limit) for limit in soft]
     congested = False
     if remb is not None and leg_sent > 0:
         budgets.append(max(0.0, remb - (leg_sent - own_sent)))

@@ -183,8 +183,8 @@ class Leg:
                 for ssrc in ssrcs:
                     out = self.outbound.get(ssrc)
                     if out is not None:
-                        if bitrate != out.remb:
-                            out.remb_rising = out.remb is not None and bitrate > out.remb
+                        if out.remb is not None and bitrate > out.remb:
+                            out.remb_rose_at = now
                         out.remb = bitrate
 
     def _keyframe_wanted(self, ssrc: int, now: float) -> None:

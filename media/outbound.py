@@ -13,6 +13,7 @@ import structlog
 from .aiortc_internals import Negotiated
 from .bitrate import loss_estimate
 from .codecs import codecs_of
+from .inbound import FLOWING_S
 from .keyframes import is_keyframe
 from .layers import LayerChoice, ladder, link_view, tile_layer
 from .rtp import (
@@ -41,6 +42,8 @@ ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 PADDING_SIZE = 255  # bytes of one probe packet's padding
 MAX_PADDING_PER_PACKET = 4
 MAX_PROBE_RATIO = 3.0  # padding bytes per media byte
+REMB_RISING_S = 1.5  # a REMB that went up this recently is growing
+SINK_FLOWING_S = 4.0  # an internal subscriber leaves a layer only after this long without it
 
 
 class OutStream:
@@ -69,7 +72,7 @@ class OutStream:
         self.last_ts = 0
         self.last_sent_at = 0.0
         self.remb: int | None = None
-        self.remb_rising = False  # its latest change was up: the estimate is growing
+        self.remb_rose_at = float("-inf")  # when its REMB last went up
         self.loss_estimate: int | None = None  # bit/s, while loss toward it limits it
         self._reported_at: float | None = None
         self._reported_octets = 0
@@ -155,7 +158,8 @@ class OutStream:
     def _top_step(self, steps: list, layers: list[InStream], now: float) -> int:
         """The highest step the subscriber's tile needs among the layers that flow now
         (all of them before any does)."""
-        flowing = [layer for layer in layers if layer.flowing(now)] or layers
+        within = SINK_FLOWING_S if self.mirror else FLOWING_S  # a recording keeps its size
+        flowing = [layer for layer in layers if layer.flowing(now, within)] or layers
         top_layer = tile_layer([layer.height for layer in flowing], self.max_height)
         return max(i for i, (spatial, _) in enumerate(steps) if spatial <= top_layer)
 
@@ -277,10 +281,10 @@ class OutStream:
         if self.pending is not None:
             self.pending.ask_keyframe(now)  # in case the one asked for was lost
         layers = source.layers
-        limits = [self.leg.max_bitrate] if not self.mirror else []
-        if self.loss_estimate is not None:
-            limits.append(self.loss_estimate)
-        link = link_view(self.remb, leg_sent, self.sent_bps, limits, self.loss, self.remb_rising)
+        hard = [self.leg.max_bitrate] if not self.mirror else []
+        soft = [self.loss_estimate] if self.loss_estimate is not None else []
+        rising = now - self.remb_rose_at < REMB_RISING_S
+        link = link_view(self.remb, leg_sent, self.sent_bps, hard, self.loss, rising, soft)
         rates = [layer.bitrate for layer in layers]
         before = choice.current
         top = self._top_step(choice.steps, layers, now)

@@ -113,6 +113,7 @@ async def test_layers_switch_down_and_up_with_every_frame_decodable(node, call, 
     await referrer.connect()
     await referrer.join(call.session_id)
     publisher = SimulcastPublisher(referrer, SIZES)
+    sink = None
     try:
         reply = await publisher.start()
         assert reply["type"] == "answer", reply
@@ -134,7 +135,8 @@ async def test_layers_switch_down_and_up_with_every_frame_decodable(node, call, 
         await asyncio.sleep(1.0)  # a second more of the largest layer, to check the tail
         assert len(subscriber.packets) > switched_at
     finally:
-        sink.close()
+        if sink is not None:
+            sink.close()
         await publisher.close()
 
     assert decode_errors.count == 0
