@@ -122,6 +122,12 @@ def test_low_bandwidth_mode_quality_and_audio_only(jisr_server, browsers, record
         "specialist sending above 240p",
     )
     record_property("specialist_sent_height", heights[-1])
+    # Chromium really sends the three simulcast layers (an outbound-rtp per RID).
+    wait_until(
+        lambda: sorted(sent(state(specialist)).get("layers") or []) == ["f", "h", "q"],
+        10,
+        "the specialist's camera in three simulcast layers",
+    )
     # Both cameras go out in three temporal layers, so a frame lost on a bad link costs
     # only the frames that refer to it.
     for name, driver in pages.items():
