@@ -40,6 +40,7 @@ export class Layers {
     this.view = view;
     this.active = null; // RIDs the server wants sent; null: all
     this.sent = new Map(); // slot -> height last reported
+    this.ready = false; // a peer connection is negotiated: the server has its streams
     this.timer = null;
     this.observer = typeof ResizeObserver === 'undefined' ? null
       : new ResizeObserver(() => this.schedule());
@@ -56,8 +57,14 @@ export class Layers {
 
   /** A new peer connection was negotiated: the server knows no tile size yet. */
   negotiated() {
+    this.ready = true;
     this.sent.clear();
     this.schedule();
+  }
+
+  /** The peer connection went away: nothing to report until the next one. */
+  peerClosed() {
+    this.ready = false;
   }
 
   schedule() {
@@ -67,7 +74,7 @@ export class Layers {
 
   report() {
     const v = this.view;
-    if (!v.pc || v.ended) return;
+    if (!this.ready || !v.pc || v.ended) return;
     for (const r of v.remote) {
       const height = Math.round(r.video.getBoundingClientRect().height * (window.devicePixelRatio || 1));
       const last = this.sent.get(r.role);

@@ -592,6 +592,7 @@ export class SessionView {
     }
     this.quality.peerClosed();
     this.screen.peerClosed();
+    this.layers.peerClosed();
   }
 
   stopLocal() {
