@@ -146,7 +146,8 @@ class InStream:
                 self.height = height
 
     def flowing(self, now: float, within: float = FLOWING_S) -> bool:
-        """Whether packets arrive now (a paused or dropped layer's do not)."""
+        """Whether packets arrived within ``within`` seconds before ``now`` (a paused or
+        dropped layer's do not)."""
         return self.received > 0 and now - self.last_arrival < within
 
     def measure(self, now: float) -> None:

@@ -157,10 +157,16 @@ class OutStream:
 
     def _top_step(self, steps: list, layers: list[InStream], now: float) -> int:
         """The highest step the subscriber's tile needs among the layers that flow now
-        (all of them before any does)."""
+        (all of them before any does): the largest flowing layer no larger than the
+        tile needs, else the smallest flowing one."""
         within = SINK_FLOWING_S if self.mirror else FLOWING_S  # a recording keeps its size
-        flowing = [layer for layer in layers if layer.flowing(now, within)] or layers
-        top_layer = tile_layer([layer.height for layer in flowing], self.max_height)
+        # Stopped means behind the newest layer, so that a pause of the whole publisher
+        # (or of this process) stops none of them.
+        newest = max(layer.last_arrival for layer in layers)
+        flowing = [i for i, layer in enumerate(layers) if layer.flowing(newest, within)]
+        flowing = flowing or list(range(len(layers)))
+        wanted = tile_layer([layer.height for layer in layers], self.max_height)
+        top_layer = max((i for i in flowing if i <= wanted), default=flowing[0])
         return max(i for i, (spatial, _) in enumerate(steps) if spatial <= top_layer)
 
     def _cancel_pending(self) -> None:

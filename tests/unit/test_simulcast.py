@@ -299,3 +299,20 @@ def test_a_probe_pads_after_media_with_its_abs_send_time():
         assert head.padding and head.payload_offset == head.payload_end  # padding only
         assert extension_value(packet, 3) == b"\x04\x05\x06" == extension_value(media, 3)
     assert out.padding_octets == sum(len(p) for p in padding)
+
+
+def test_the_top_step_skips_a_stopped_layer_and_no_layer_is_stopped_by_a_pause_of_all():
+    publisher, layers = simulcast_publisher()
+    for layer, height in zip(layers, (180, 360, 720), strict=True):
+        layer.height, layer.received, layer.last_arrival = height, 1, 10.0
+    sub, out = subscriber_on(layers)
+    steps = out.choice.steps
+    assert steps[out._top_step(steps, layers, 10.0)] == (2, 2)
+    assert steps[out._top_step(steps, layers, 30.0)] == (2, 2)  # all silent alike: a pause
+    layers[0].last_arrival = 1.0  # the smallest stopped, the others go on
+    assert steps[out._top_step(steps, layers, 10.0)] == (2, 2)
+    out.max_height = 200  # the tile needs the smallest, which stopped: the next one
+    assert steps[out._top_step(steps, layers, 10.0)] == (1, 2)
+    layers[0].last_arrival, layers[2].last_arrival = 10.0, 1.0  # the largest stopped
+    out.max_height = 0
+    assert steps[out._top_step(steps, layers, 10.0)] == (1, 2)
