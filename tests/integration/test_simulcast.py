@@ -120,17 +120,19 @@ async def test_layers_switch_down_and_up_with_every_frame_decodable(node, call, 
         assert "a=simulcast:recv q;h;f" in publisher.answer
         specialist = await call.join(call.tokens.specialist, publish=True)
         subscriber = Subscriber(specialist)
-        await subscriber.wait_size(SIZES[2], 15)  # nothing limits it: the largest
+        # Generous bounds: the publisher encodes live in this process, which a busy
+        # machine stalls now and then; what is checked is the stream, not the speed.
+        await subscriber.wait_size(SIZES[2], 30)  # nothing limits it: the largest
         recorded: list[bytes] = []  # the recorder subscribes as an internal sink
         sink = app[MEDIA].add_sink(call.session_id, "referrer", "video", recorded.append)
 
         # The tile shrinks: the smallest layer that fills it, at its next keyframe.
         view = {"type": "view", "slot": "referrer", "role": "video", "height": 48}
         await specialist.send(view)
-        took_down = await subscriber.wait_size(SIZES[0], 10)
+        took_down = await subscriber.wait_size(SIZES[0], 20)
         # The tile grows again: back up, a step at a time.
         await specialist.send({**view, "height": 0})
-        took_up = await subscriber.wait_size(SIZES[2], 30)
+        took_up = await subscriber.wait_size(SIZES[2], 45)
         switched_at = len(subscriber.packets)
         await asyncio.sleep(1.0)  # a second more of the largest layer, to check the tail
         assert len(subscriber.packets) > switched_at
