@@ -229,7 +229,8 @@ def test_consented_recording_plays_back_for_the_supervisor(jisr_server, browsers
     )
     assert player["error"] is None, player
     assert player["recordingId"] == recording_id
-    assert (player["videoWidth"], player["videoHeight"]) == (640, 480), player
+    # The pages send 1280x720 in three simulcast layers; the recorder takes the largest.
+    assert (player["videoWidth"], player["videoHeight"]) == (1280, 720), player
     src = supervisor.find_element(By.ID, "recording-player").get_attribute("src")
     assert src.startswith("blob:"), src
 
@@ -256,7 +257,7 @@ def test_consented_recording_plays_back_for_the_supervisor(jisr_server, browsers
     assert {p: t["label"] for p, t in tiles.items()} == LABELS
     assert [p for p, t in tiles.items() if t["leader"]] in (["referrer"], ["specialist"]), tiles
     cameras = {p: (tiles[p]["videoWidth"], tiles[p]["videoHeight"]) for p in PARTICIPANTS}
-    assert cameras == {p: (640, 480) for p in PARTICIPANTS}, tiles
+    assert cameras == {p: (1280, 720) for p in PARTICIPANTS}, tiles
     assert len(supervisor.find_elements(By.CSS_SELECTOR, "#recording-tiles video")) == 3
     assert len(supervisor.find_elements(By.CSS_SELECTOR, "#recording-tiles video[controls]")) == 1
     fit = supervisor.execute_script(
