@@ -32,6 +32,7 @@ from . import janus
 from .common import die_with_parent
 from .isolation import place_generator
 from .paced import FloorClient, Outlet, Pacer, vp8_frames
+from .simulcast_sender import SimulcastSender, simulcast_offer
 
 READY_TIMEOUT_S = 30
 
@@ -113,6 +114,7 @@ class Stream:
     frames: int = 0  # video: complete frames (marker bit); audio: packets
     size: tuple[int, int] | None = None  # decoded frames only
     seq: int = 0  # the last sequence number seen
+    octets: int = 0  # RTP bytes received
 
 
 class CountingTap(Tap):
@@ -162,6 +164,7 @@ class CountingTap(Tap):
                 return
             stream = self.streams[ssrc] = Stream(kind)
         stream.seq = (packet[2] << 8) | packet[3]
+        stream.octets += len(packet)
         if stream.kind == "audio" or packet[1] & 0x80:
             stream.frames += 1
 
@@ -209,6 +212,7 @@ class Client:
     decoded: dict[str, Stream] = field(default_factory=dict)
     tasks: list[asyncio.Task] = field(default_factory=list)
     pushed: list[str] = field(default_factory=list)  # the last few pushed messages, for a failure
+    sender: SimulcastSender | None = None
     ws = None
     janus: janus.JanusHandle | None = None
 
@@ -222,7 +226,10 @@ class Client:
         if spec["server"] == "janus" and not publish:
             await self._janus_subscriber(http)  # Janus offers to its subscribers
             return
-        if spec["server"] == "jisr" and spec["part"] == "participant":
+        if publish == "simulcast":  # jisr only: three layers, sent by SimulcastSender
+            for kind in ("audio", "video"):
+                keep_codecs_off(self.pc.addTransceiver(kind, "sendrecv"))
+        elif spec["server"] == "jisr" and spec["part"] == "participant":
             for kind in ("audio", "video"):  # the protocol's layout, whatever is sent
                 self.pc.addTransceiver(
                     ClipTrack(kind, self.clips[kind]) if kind in publish else kind, "sendrecv"
@@ -241,12 +248,14 @@ class Client:
         if spec.get("paced"):  # the process's Pacer sends instead of aiortc's senders
             for transceiver in self.pc.getTransceivers():
                 keep_codecs_off(transceiver)
-        elif not spec["decode"]:
+        elif not spec["decode"] and publish != "simulcast":
             for transceiver in self.pc.getTransceivers():
                 receive_without_decoding(transceiver)
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = self.pc.localDescription.sdp
+        if publish == "simulcast":
+            offer = simulcast_offer(offer)
         if spec["server"] == "jisr":
             answer = await self._jisr_signaling(http, offer)
         elif spec["server"] == "janus":
@@ -264,8 +273,14 @@ class Client:
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         if spec.get("paced"):
             self._paced_video(answer)
+        elif publish == "simulcast":
+            layers = [load_clip(path)["video"] for path in spec["layers"]] + [self.clips["video"]]
+            self.sender = SimulcastSender(self.pc, answer, layers)
         elif not spec["decode"]:  # installed before the connection starts: no packet missed
             self.tap = CountingTap(self.pc, media_payload_types(answer))
+        if spec.get("view"):  # the height of this subscriber's tile (docs/protocol.md)
+            view = {"type": "view", "slot": "referrer", "role": "video", "height": spec["view"]}
+            await self.ws.send_json(view)
 
     def _paced_video(self, answer: str) -> None:
         tap = Tap(self.pc, lambda _packet: None, lambda _packet: None)
@@ -340,7 +355,7 @@ class Client:
     def streams(self) -> dict:
         found = self.tap.streams if self.tap else self.decoded
         return {
-            str(key): {"kind": s.kind, "frames": s.frames, "size": s.size}
+            str(key): {"kind": s.kind, "frames": s.frames, "size": s.size, "octets": s.octets}
             for key, s in found.items()
         }
 
@@ -360,6 +375,8 @@ class Client:
     async def close(self) -> None:
         for task in self.tasks:
             task.cancel()
+        if self.sender is not None:
+            self.sender.close()
         if self.tap is not None:
             self.tap.close()
         if self.pc is not None:

@@ -385,52 +385,64 @@ def jisr_session(server: Server, n: int) -> dict:
 # -- the pre-encoded clip --------------------------------------------------------------
 
 
-def clip_path() -> Path:
-    """The clip, encoded once and kept in the temp dir for later runs."""
+def clip_path(width: int = WIDTH, height: int = HEIGHT, bitrate: int = VIDEO_BITRATE) -> Path:
+    """The clip, encoded once and kept in the temp dir for later runs (smaller ones:
+    the lower layers of a simulcast publisher)."""
     cache = Path(tempfile.gettempdir()) / "jisr-bench"
-    kbps = VIDEO_BITRATE // 1000
-    name = f"clip-v{CLIP_VERSION}-{WIDTH}x{HEIGHT}-{FPS}fps-{SECONDS}s-{kbps}k.webm"
+    kbps = bitrate // 1000
+    name = f"clip-v{CLIP_VERSION}-{width}x{height}-{FPS}fps-{SECONDS}s-{kbps}k.webm"
     path = cache / name
     if not path.exists():
         cache.mkdir(parents=True, exist_ok=True)
         log(f"encoding the source clip once: {path}")
         partial = path.with_suffix(".partial.webm")
-        encode_clip(partial)
+        encode_clip(partial, width, height, bitrate)
         partial.rename(path)
     return path
 
 
-def encode_clip(path: Path) -> None:
+def simulcast_clip_paths() -> list[str]:
+    """The lower layers of a simulcast publisher whose largest is the clip: a quarter
+    and half the size, at a sixteenth and a quarter of its bit rate."""
+    return [
+        str(clip_path(WIDTH // 4, HEIGHT // 4, VIDEO_BITRATE // 16)),
+        str(clip_path(WIDTH // 2, HEIGHT // 2, VIDEO_BITRATE // 4)),
+    ]
+
+
+def encode_clip(
+    path: Path, width: int = WIDTH, height: int = HEIGHT, bitrate: int = VIDEO_BITRATE
+) -> None:
     import av
     import numpy as np
 
     out = av.open(str(path), "w")
     video = out.add_stream("libvpx", rate=FPS)
-    video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-    video.bit_rate = VIDEO_BITRATE
+    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+    video.bit_rate = bitrate
     video.gop_size = FPS  # a keyframe a second: a pre-encoded source cannot answer a PLI
     video.options = {
         "deadline": "realtime",
         "cpu-used": "8",
-        "minrate": str(VIDEO_BITRATE),
-        "maxrate": str(VIDEO_BITRATE),
+        "minrate": str(bitrate),
+        "maxrate": str(bitrate),
     }
     audio = out.add_stream("libopus", rate=48000)
     audio.layout, audio.bit_rate = "stereo", AUDIO_BITRATE
 
     # A moving plasma with a patch of noise, so the encoder has to spend its bit rate.
-    x = np.arange(WIDTH, dtype=np.float32)
-    y = np.arange(HEIGHT, dtype=np.float32)[:, None]
+    x = np.arange(width, dtype=np.float32)
+    y = np.arange(height, dtype=np.float32)[:, None]
     rng = np.random.default_rng(1)
-    image = np.empty((HEIGHT, WIDTH, 3), np.uint8)
+    image = np.empty((height, width, 3), np.uint8)
     for i in range(FPS * SECONDS):
         t = i / FPS
         plasma = np.sin(x / 23 + 3 * t) + np.sin(y / 17 - 2.1 * t) + np.sin((x + y) / 41 + 1.3 * t)
         image[..., 0] = (plasma * 40 + 128).astype(np.uint8)
         image[..., 1] = ((x + 6 * i) % 256).astype(np.uint8)
         image[..., 2] = ((2 * y + 4 * i) % 256).astype(np.uint8)
-        image[HEIGHT // 4 : HEIGHT // 2, WIDTH // 4 : WIDTH // 2] += rng.integers(
-            0, 48, (HEIGHT // 4, WIDTH // 4, 3), dtype=np.uint8
+        image[height // 4 : height // 2, width // 4 : width // 2] += rng.integers(
+            0, 48, (height // 4, width // 4, 3), dtype=np.uint8
         )
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
         frame.pts = i

@@ -4,10 +4,14 @@ MediaRelay (decode once, encode per subscriber), same clients, same source.
     python -m bench.forwarding [--json] [--warmup 3] [--window 10]
 
 Cases: one VP8 video stream to one subscriber; one audio+video publisher to two
-subscribers (the second of which decodes, proving the picture). Each case runs
-against the stock server, then Jisr; the figure is the server process's CPU (% of
-one core) over the measuring window, and a case fails if any subscriber got less
-than 90 % of the frames sent.
+subscribers (the second of which decodes, proving the picture); one VP8 stream to
+two subscribers; and the same publisher in three simulcast layers (the clip, and
+clips of half and a quarter its size) to two subscribers, one of whose tiles asks
+for the smallest layer. Each case runs against the stock server, then Jisr (the
+simulcast case against Jisr only: the stock relay has no simulcast, so its figure is
+compared with Jisr's single-layer case, target within 1.3 times); the figure is the
+server process's CPU (% of one core) over the measuring window, and a case fails if
+any subscriber got less than 90 % of the frames sent.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from .common import (
     machine,
     machine_line,
     on_sigterm_exit,
+    simulcast_clip_paths,
     start_jisr,
     start_stock,
     table,
@@ -41,6 +46,7 @@ from .common import (
 from .scale import STEPS, run_scale
 
 TARGET_RATIO = 0.08
+SIMULCAST_TARGET = 1.3  # Jisr's CPU with three layers in, against one layer in
 MIN_SHARE = 0.90  # of the frames sent, for every subscriber
 NOMINAL = {"video": FPS, "audio": AUDIO_PACKETS_PER_S}
 
@@ -56,6 +62,21 @@ CASES = [
         "publish": "audio+video",
         "subscribers": [False, True],
         "expect": {"audio": 1, "video": 1},
+    },
+    {
+        "name": "video_2_subscribers",
+        "publish": "video",
+        "subscribers": [False, False],
+        "expect": {"video": 1},
+    },
+    {
+        "name": "simulcast_2_subscribers",
+        "publish": "simulcast",
+        "subscribers": [False, False],
+        "views": [0, HEIGHT // 4],  # the second tile: the smallest layer
+        "expect": {"video": 1},
+        "servers": ("jisr",),
+        "baseline": "video_2_subscribers",
     },
 ]  # subscribers: decode or not, one entry each
 
@@ -79,6 +100,10 @@ def client_specs(case: dict, server, session: dict | None) -> tuple[dict, list[d
         }
         for i, decode in enumerate(case["subscribers"])
     ]
+    if case["publish"] == "simulcast":
+        publisher["layers"] = simulcast_clip_paths()
+    for spec, view in zip(subscribers, case.get("views", []), strict=False):
+        spec["view"] = view
     if session is not None:
         publisher.update(part="participant", token=session["tokens"]["referrer"])
         for spec in subscribers:
@@ -98,6 +123,7 @@ def rates(before: dict, after: dict) -> dict[str, dict[str, dict]]:
             key: {
                 "kind": s["kind"],
                 "rate": (s["frames"] - earlier.get(key, {}).get("frames", 0)) / elapsed,
+                "kbps": (s["octets"] - earlier.get(key, {}).get("octets", 0)) * 8 / elapsed / 1000,
                 "size": s["size"],
             }
             for key, s in streams.items()
@@ -205,7 +231,46 @@ def table_row(case: dict, server_kind: str, result: dict) -> list[str]:
 def verdict(case: dict) -> str:
     if not case["valid"]:
         return "void: frames lost"
+    if case.get("vs_baseline") is not None:
+        return "met" if case["vs_baseline"] <= SIMULCAST_TARGET else "MISSED"
     return "met" if case["ratio"] is not None and case["ratio"] <= TARGET_RATIO else "MISSED"
+
+
+def selected_cases(names: list[str] | None) -> list[dict]:
+    """The cases asked for (all by default), each after the case it is compared with."""
+    wanted = {c["name"] for c in CASES if not names or c["name"] in names}
+    wanted |= {c["baseline"] for c in CASES if c["name"] in wanted and c.get("baseline")}
+    return [c for c in CASES if c["name"] in wanted]
+
+
+def case_summary(case: dict, result: dict, done: list[dict]) -> dict:
+    jisr = result["jisr"]["cpu"]["server"]
+    stock = result["stock"]["cpu"]["server"] if "stock" in result else None
+    janus_cpu = result["janus"]["cpu"]["server"] if "janus" in result else None
+    summary = {
+        "name": case["name"],
+        "stock_cpu_pct": None if stock is None else round(stock, 2),
+        "jisr_cpu_pct": round(jisr, 2),
+        "ratio": round(jisr / stock, 4) if stock else None,
+        "janus_cpu_pct": None if janus_cpu is None else round(janus_cpu, 2),
+        "ratio_janus": round(jisr / janus_cpu, 3) if janus_cpu else None,
+        # A server that dropped frames also spent less CPU: no fair ratio then.
+        "valid": not any(r["problems"] for r in result.values()),
+        "publisher_cpu_pct": round(result["jisr"]["cpu"]["publisher"], 2),
+        "min_video_fps": {
+            k: round(summarise(case, r["received"], "video") or 0, 1) for k, r in result.items()
+        },
+        "video_kbps": {
+            name: [round(s["kbps"]) for s in got]
+            for name, got in expected_streams(case, result["jisr"]["received"], "video").items()
+            if got
+        },
+    }
+    baseline = next((c for c in done if c["name"] == case.get("baseline")), None)
+    if baseline is not None and baseline["jisr_cpu_pct"]:
+        summary["baseline"] = baseline["name"]
+        summary["vs_baseline"] = round(jisr / baseline["jisr_cpu_pct"], 3)
+    return summary
 
 
 def main() -> int:
@@ -241,35 +306,17 @@ def main() -> int:
     clip = clip_path()
 
     rows, cases, problems = [], [], []
-    chosen = [c for c in CASES if not args.case or c["name"] in args.case]
+    chosen = selected_cases(args.case)
     if args.scale_only:
         chosen = []
     for case in chosen:
         result = {}
-        for server_kind in servers:
+        for server_kind in [k for k in servers if k in case.get("servers", servers)]:
             log(f"{case['name']}: {server_kind} ...")
             result[server_kind] = run_one(case, server_kind, clip, args, deadline)
             problems += result[server_kind]["problems"]
             rows.append(table_row(case, server_kind, result[server_kind]))
-        stock, jisr = result["stock"]["cpu"]["server"], result["jisr"]["cpu"]["server"]
-        janus_cpu = result["janus"]["cpu"]["server"] if "janus" in result else None
-        cases.append(
-            {
-                "name": case["name"],
-                "stock_cpu_pct": round(stock, 2),
-                "jisr_cpu_pct": round(jisr, 2),
-                "ratio": round(jisr / stock, 4) if stock > 0 else None,
-                "janus_cpu_pct": None if janus_cpu is None else round(janus_cpu, 2),
-                "ratio_janus": round(jisr / janus_cpu, 3) if janus_cpu else None,
-                # A server that dropped frames also spent less CPU: no fair ratio then.
-                "valid": not any(r["problems"] for r in result.values()),
-                "publisher_cpu_pct": round(result["jisr"]["cpu"]["publisher"], 2),
-                "min_video_fps": {
-                    k: round(summarise(case, r["received"], "video") or 0, 1)
-                    for k, r in result.items()
-                },
-            }
-        )
+        cases.append(case_summary(case, result, cases))
 
     middles = ("floor", *servers[1:])  # the floor in the stock server's place
     scale = run_scale(middles, clip, args, deadline) if args.scale_steps else []
@@ -287,6 +334,7 @@ def main() -> int:
                     "window_s": args.window,
                     "target_ratio": TARGET_RATIO,
                     "janus": janus_missing or "measured",
+                    "simulcast_target": SIMULCAST_TARGET,
                     "problems": problems,
                 }
             )
@@ -318,23 +366,27 @@ def main() -> int:
                     "Jisr CPU %",
                     "Janus CPU %",
                     "Jisr/stock",
-                    f"target <= {TARGET_RATIO}",
+                    f"target <= {TARGET_RATIO} (simulcast: <= {SIMULCAST_TARGET} x single layer)",
                     "Jisr/Janus",
+                    "Jisr / Jisr single layer",
+                    "video kbit/s per subscriber",
                 ],  # fmt: skip
                 [
                     [
                         c["name"],
-                        c["stock_cpu_pct"],
+                        "-" if c["stock_cpu_pct"] is None else c["stock_cpu_pct"],
                         c["jisr_cpu_pct"],
                         "-" if c["janus_cpu_pct"] is None else c["janus_cpu_pct"],
-                        c["ratio"],
+                        "-" if c["ratio"] is None else c["ratio"],
                         verdict(c),
                         "-" if c["ratio_janus"] is None else c["ratio_janus"],
+                        c.get("vs_baseline", "-"),
+                        " / ".join(f"{k}: {v}" for k, v in c["video_kbps"].items()),
                     ]
                     for c in cases
                 ],
             )
-        )
+        )  # fmt: skip
     return 1 if problems else 0
 
 

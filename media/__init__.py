@@ -7,6 +7,7 @@ Signaling drives a `MediaNode`; the recorder subscribes through
 from .aiortc_internals import restrict_host_addresses
 from .codecs import Codec
 from .errors import MediaError
+from .events import LayerCallback, LayerEvent, PublishedLayers, ReceivedLayers
 from .inbound import REPAIR_WINDOW_S
 from .node import MediaNode
 from .subscription import InternalSubscription, MediaSubscriptions, PacketCallback, SenderClock
@@ -16,11 +17,15 @@ __all__ = [
     "REPAIR_WINDOW_S",
     "Codec",
     "InternalSubscription",
+    "LayerCallback",
+    "LayerEvent",
     "MediaError",
     "MediaNode",
     "MediaSubscriptions",
     "PacketCallback",
     "PortUnavailable",
+    "PublishedLayers",
+    "ReceivedLayers",
     "SenderClock",
     "restrict_host_addresses",
 ]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from .bitrate import MIN_BITRATE, start_ceiling
 from .codecs import Codec
+from .keyframes import keyframe_height
 from .rtp import (
     HALF_SEQ,
     SEQ_MASK,
@@ -39,6 +40,7 @@ REPAIR_WINDOW_S = NACK_TRIES * NACK_INTERVAL_S  # a lost packet may come back un
 KEYFRAME_AFTER_NACKS = 3  # a packet still missing after this many asks: keyframe too
 GAP_PACKETS = 40  # a jump larger than this in the publisher's sequence numbers: restart, not NACK
 GAP_SECONDS = 0.5  # and a pause this long with packets missing, an outage
+FLOWING_S = 1.5  # a layer whose last packet is older than this is not sent (paused)
 
 
 class InStream:
@@ -84,6 +86,18 @@ class InStream:
         self.rtx_apt = {
             c.rtx_payload_type: pt for pt, c in self.codecs.items() if c.rtx_payload_type
         }
+        # Simulcast: every layer of one published stream, smallest first ([self] for a
+        # stream sent once), this one's place among them, and its RID.
+        self.layers: list[InStream] = [self]
+        self.index = 0
+        self.rid = ""
+        self.rtx_ssrc = 0
+        self.joining: list[OutStream] = []  # subscribers waiting to move onto this layer
+        self.octets = 0
+        self.bitrate = 0.0  # bits/s, measured (see measure)
+        self._measured = (0.0, 0)
+        self.height = 0  # of its latest keyframe, watched for simulcast layers only
+        self.watch_size = False
 
     def on_packet(self, packet: bytes, now: float) -> None:
         seq, ts = rtp_seq_ts(packet)
@@ -111,8 +125,38 @@ class InStream:
         if self.transit is not None:
             self.jitter += (abs(transit - self.transit) - self.jitter) / 16
         self.transit = transit
+        self.octets += len(packet)
+        if self.watch_size:
+            self._watch_size(packet)
         for out in self.outs:
             out.forward(packet, now)
+        if self.joining:  # after the loop: a subscriber moving here forwards it itself
+            for out in list(self.joining):
+                out.join_on(self, packet, now)
+
+    def _watch_size(self, packet: bytes) -> None:
+        codec = self.codecs.get(rtp_payload_type(packet))
+        if codec is not None:
+            try:
+                payload = packet[payload_offset(packet) :]
+            except ValueError:
+                return
+            height = keyframe_height(codec.name, payload)
+            if height:
+                self.height = height
+
+    def flowing(self, now: float, within: float = FLOWING_S) -> bool:
+        """Whether packets arrived within ``within`` seconds before ``now`` (a paused or
+        dropped layer's do not)."""
+        return self.received > 0 and now - self.last_arrival < within
+
+    def measure(self, now: float) -> None:
+        """Update ``bitrate`` from what arrived since the last call (about a second)."""
+        at, octets = self._measured
+        if at and now > at:
+            rate = (self.octets - octets) * 8 / (now - at)
+            self.bitrate = rate if not self.bitrate else 0.5 * (self.bitrate + rate)
+        self._measured = (now, self.octets)
 
     def _on_gap(self, packet: bytes, seq: int, delta: int, now: float) -> None:
         """Packets are missing before ``packet``. After an outage or a burst,
@@ -211,7 +255,7 @@ class InStream:
     def ask_keyframe(self, now: float, urgent: bool = False) -> None:
         """Ask the publisher for a keyframe (PLI), at most every half second unless
         ``urgent`` (a subscriber just became able to receive)."""
-        if self.kind != "video":
+        if self.kind != "video" or not self.ssrc:
             return
         if not urgent and now - self.keyframe_asked_at < KEYFRAME_REQUEST_INTERVAL_S:
             return
@@ -221,13 +265,27 @@ class InStream:
 
     def bitrate_ceiling(self, cap: int, now: float) -> int:
         """What the publisher may send: the smallest of ``cap``, the start-up ramp,
-        and every subscriber's cap, REMB estimate and loss-based limit (see
-        media.bitrate)."""
+        and what its subscribers can take (see media.bitrate). A stream sent once is
+        held to its weakest subscriber's cap, REMB estimate and loss-based limit.
+        Subscribers who can choose (media.layers) do not hold it down: with simulcast
+        each takes the layer its link carries (and layers nobody needs are paused
+        instead), and a screen share is held only to its best subscriber's link,
+        the others dropping temporal layers."""
         limits = [cap, start_ceiling(now - self.first_arrival)]
-        for out in self.outs:
-            limits.append(out.leg.max_bitrate)
-            if out.remb:
-                limits.append(out.remb)
-            if out.loss_estimate is not None:
-                limits.append(out.loss_estimate)
+        if len(self.layers) == 1:
+            links = [_link_limit(out) for out in self.outs]
+            if self.role == "screen" and links:
+                limits.append(max(links))
+            else:
+                limits += links
         return max(MIN_BITRATE, min(limits))
+
+
+def _link_limit(out: OutStream) -> int:
+    """What one subscriber's link takes: its cap, REMB estimate and loss-based limit."""
+    limits = [out.leg.max_bitrate]
+    if out.remb:
+        limits.append(out.remb)
+    if out.loss_estimate is not None:
+        limits.append(out.loss_estimate)
+    return min(limits)

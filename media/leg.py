@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 from .aiortc_internals import Tap
 from .bitrate import DEFAULT_MAX_BITRATE
+from .events import LayerCallback, PublishedLayers, ReceivedLayers
+from .layers import tile_layer
 from .rtp import (
     PSFB_AFB,
     PSFB_FIR,
@@ -24,6 +26,7 @@ from .rtp import (
     RtcpItem,
     build_remb,
     build_rr,
+    extension_value,
     ntp_middle,
     parse_fir,
     parse_nack,
@@ -31,6 +34,7 @@ from .rtp import (
     parse_report_blocks,
     parse_rtcp,
     parse_sr,
+    rtp_payload_type,
     rtp_ssrc,
 )
 
@@ -42,6 +46,11 @@ if TYPE_CHECKING:
 # on received audio only every 2.5-7.5 s, so this must stay above that.
 STALL_SECONDS = 8.0
 PUBLISHER_STALL_SECONDS = 1.5
+PAUSE_AFTER_S = 5.0  # a simulcast layer nobody needed for this long is paused
+
+
+def _ignore(_event: object) -> None:
+    """Where layer events go when nobody listens."""
 
 
 @dataclass(eq=False)
@@ -60,6 +69,15 @@ class Leg:
     last_heard: float = field(default_factory=time.monotonic)
     talking: bool = False  # has sent us anything yet
     stall_after: float = STALL_SECONDS
+    # Simulcast: each layer by its RID, told by the RID header extensions (media.simulcast).
+    rids: dict[bytes, InStream] = field(default_factory=dict)
+    rid_ext: int = 0
+    repaired_ext: int = 0
+    streams: list[InStream] = field(default_factory=list)  # published, SSRC known or not
+    on_layers: LayerCallback = _ignore
+    _active: dict[str, tuple[str, ...]] = field(default_factory=dict)  # role -> RIDs sent
+    _needed_at: dict[str, float] = field(default_factory=dict)  # role -> last need of all
+    _reduced: dict[int, bool] = field(default_factory=dict)  # our SSRC -> told reduced
 
     def heard(self, now: float) -> None:
         """Anything arrived from this peer. After a silence its path was down:
@@ -87,6 +105,30 @@ class Leg:
             self.stall_after = PUBLISHER_STALL_SECONDS
             stream.on_packet(packet, now)
         elif (stream := self.retransmissions.get(ssrc)) is not None:
+            stream.on_retransmission(packet, now)
+        elif self.rids:
+            self._learn(ssrc, packet, now)
+
+    def _learn(self, ssrc: int, packet: bytes, now: float) -> None:
+        """A packet of an SSRC not seen yet, from a simulcast publisher: its RID header
+        extension says which layer it is, its repaired RID whose retransmissions."""
+        rid = extension_value(packet, self.rid_ext)
+        stream = self.rids.get(rid) if rid is not None else None
+        if stream is not None and rtp_payload_type(packet) not in stream.rtx_apt:
+            if stream.ssrc:
+                self.inbound.pop(stream.ssrc, None)
+            stream.ssrc = ssrc
+            self.inbound[ssrc] = stream
+            self.stall_after = PUBLISHER_STALL_SECONDS
+            stream.on_packet(packet, now)
+            return
+        rid = extension_value(packet, self.repaired_ext) if self.repaired_ext else rid
+        stream = self.rids.get(rid) if rid is not None else None
+        if stream is not None and rtp_payload_type(packet) in stream.rtx_apt:
+            if stream.rtx_ssrc:
+                self.retransmissions.pop(stream.rtx_ssrc, None)
+            stream.rtx_ssrc = ssrc
+            self.retransmissions[ssrc] = stream
             stream.on_retransmission(packet, now)
 
     def on_rtcp(self, data: bytes) -> None:
@@ -141,6 +183,8 @@ class Leg:
                 for ssrc in ssrcs:
                     out = self.outbound.get(ssrc)
                     if out is not None:
+                        if out.remb is not None and bitrate > out.remb:
+                            out.remb_rose_at = now
                         out.remb = bitrate
 
     def _keyframe_wanted(self, ssrc: int, now: float) -> None:
@@ -170,8 +214,47 @@ class Leg:
         for stream in self.inbound.values():
             if stream.received:
                 parts.append(build_rr(stream.feedback_ssrc, *stream.report_block(now)))
-                if stream.kind == "video":
+                if stream.kind == "video" and stream is _first_flowing(stream.layers):
                     ceiling = stream.bitrate_ceiling(self.max_bitrate, now)
-                    parts.append(build_remb(stream.feedback_ssrc, ceiling, [stream.ssrc]))
+                    ssrcs = [layer.ssrc for layer in stream.layers if layer.received]
+                    parts.append(build_remb(stream.feedback_ssrc, ceiling, ssrcs))
         if parts:
             self.tap.send(b"".join(parts), rtcp=True)
+
+    def adapt(self, now: float) -> None:
+        """About once a second: measure what flows, choose each subscriber's layers
+        (telling the page when its picture is reduced), and tell the publisher which
+        of its simulcast layers anyone needs. (The node measures every published
+        stream first.)"""
+        outs = list(self.outbound.values())
+        leg_sent = sum(out.measure_sent(now) for out in outs)
+        for out in outs:
+            out.adapt(now, leg_sent)
+            reduced = out.reduced(now)
+            if self._reduced.get(out.ssrc, False) != reduced:
+                self._reduced[out.ssrc] = reduced
+                self.on_layers(ReceivedLayers(self.peer_id, out.slot, out.role, reduced))
+        for stream in self.streams:
+            if len(stream.layers) > 1 and stream.index == 0:
+                self._keep_needed_layers(stream.layers, now)
+
+    def _keep_needed_layers(self, layers: list[InStream], now: float) -> None:
+        """Pause the layers above the largest any subscriber's tile needs (after
+        PAUSE_AFTER_S of not needing them), resume them at once when needed again."""
+        heights = [layer.height for layer in layers]
+        subscribers = [out for layer in layers for out in (*layer.outs, *layer.joining)]
+        needed = max((tile_layer(heights, out.max_height) for out in subscribers), default=0)
+        role = layers[0].role
+        if needed == len(layers) - 1 or role not in self._needed_at:
+            self._needed_at[role] = now
+        if needed < len(layers) - 1 and now - self._needed_at[role] < PAUSE_AFTER_S:
+            needed = len(layers) - 1
+        active = tuple(layer.rid for layer in layers[: needed + 1])
+        if self._active.get(role, tuple(layer.rid for layer in layers)) != active:
+            self._active[role] = active
+            self.on_layers(PublishedLayers(self.peer_id, role, active))
+
+
+def _first_flowing(layers: list[InStream]) -> InStream | None:
+    """The layer whose report carries the REMB for all of them."""
+    return next((layer for layer in layers if layer.received), None)

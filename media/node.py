@@ -22,6 +22,7 @@ from aiortc import (
 from aiortc.sdp import SessionDescription
 
 from .aiortc_internals import (
+    Negotiated,
     Tap,
     gather_on_shared_port,
     guard_connection_task,
@@ -31,9 +32,11 @@ from .aiortc_internals import (
 from .bitrate import DEFAULT_MAX_BITRATE
 from .codecs import codecs_of
 from .errors import MediaError
+from .events import LayerCallback
 from .inbound import InStream
 from .leg import Leg
 from .offer import (
+    SENDING,
     Outgoing,
     choose_outgoing,
     parse_offer,
@@ -45,6 +48,7 @@ from .outbound import OutStream
 from .peer import Peer
 from .room import SessionRoom
 from .sdp_checks import parse_candidate
+from .simulcast import SimulcastOffer, answer_simulcast, mline_sections, read_simulcast
 from .sink import Sink, sink_stream
 from .subscription import InternalSubscription, PacketCallback
 from .udp_mux import UdpMux
@@ -68,6 +72,7 @@ class MediaNode:
         *,
         ice_servers: list[RTCIceServer] | None = None,
         on_state: StateCallback | None = None,
+        on_layers: LayerCallback | None = None,
         max_bitrate: int = DEFAULT_MAX_BITRATE,
         udp_port: int | None = None,
     ) -> None:
@@ -76,6 +81,7 @@ class MediaNode:
         self._ice_servers = list(ice_servers or [])
         self._mux = UdpMux(udp_port) if udp_port is not None else None
         self._on_state = on_state or (lambda *_: None)
+        self._on_layers = on_layers
         self._max_bitrate = max_bitrate
         self._rooms: dict[str, SessionRoom] = {}
         self._peers: dict[str, Peer] = {}
@@ -123,6 +129,7 @@ class MediaNode:
                 "observer_cannot_send", "observers receive only; the offer sends media"
             )
         await self.disconnect(peer_id)
+        simulcast = _camera_simulcast(parsed, offer_sdp) if publish is not None else None
         pc = self._new_peer_connection(session_id, peer_id)
         outgoing = await self._answer(pc, session_id, peer_id, offer_sdp, publish, receive)
 
@@ -132,6 +139,8 @@ class MediaNode:
             peer_id, publish, max_bitrate=min(self._max_bitrate, max_bitrate or self._max_bitrate)
         )
         leg.tap = Tap(pc, leg.on_rtp, leg.on_rtcp)
+        if self._on_layers is not None:
+            leg.on_layers = self._on_layers
         peer = Peer(peer_id, session_id, pc, leg)
         room.peers[peer_id] = peer
         self._peers[peer_id] = peer
@@ -140,10 +149,23 @@ class MediaNode:
             leg.outbound[out.ssrc] = out
             room.subscribe(out, now)
         if publish is not None:
-            self._publish(room, peer, parsed, publish, now)
+            self._publish(room, peer, parsed, publish, now, simulcast)
         if self._reports is None:
             self._reports = self._in_background(self._report_loop(), "media.reports_stopped")
+        if simulcast is not None:
+            return answer_simulcast(pc.localDescription.sdp, simulcast)
         return pc.localDescription.sdp
+
+    def set_view(self, peer_id: str, slot: str, role: str, height: int) -> bool:
+        """The subscriber ``peer_id`` shows ``slot``'s ``role`` stream in a tile
+        ``height`` pixels high (device pixels; 0: not known): it gets no larger a
+        layer than that needs. False when no such stream goes to that peer."""
+        peer = self._peers.get(peer_id)
+        outs = [] if peer is None else list(peer.leg.outbound.values())
+        found = [out for out in outs if out.slot == slot and out.role == role]
+        for out in found:
+            out.max_height = height
+        return bool(found)
 
     def _new_peer_connection(self, session_id: str, peer_id: str) -> RTCPeerConnection:
         # max-bundle: every m-line on one transport (aiortc mis-bundles a second m-line
@@ -213,11 +235,17 @@ class MediaNode:
 
     @staticmethod
     def _publish(
-        room: SessionRoom, peer: Peer, parsed: SessionDescription, slot: str, now: float
-    ) -> None:
-        """A stream in the room for every m-line the peer sends on."""
+        room: SessionRoom, peer: Peer, parsed: SessionDescription, slot: str, now: float,
+        simulcast: SimulcastOffer | None = None,
+    ) -> None:  # fmt: skip
+        """A stream in the room for every m-line the peer sends on (one per layer for
+        a simulcast camera)."""
         leg = peer.leg
         for transceiver, media, role in published_mlines(peer.pc, parsed):
+            if simulcast is not None and role == "video" and media.rtp.muxId == simulcast.mid:
+                agreed = negotiated(transceiver)
+                _publish_layers(room, leg, slot, agreed, simulcast, now)
+                continue
             ssrc, rtx = publisher_ssrcs(media)
             if ssrc is None:
                 log.warning(
@@ -231,6 +259,7 @@ class MediaNode:
                 agreed.header_extensions, role,
             )  # fmt: skip
             leg.inbound[ssrc] = stream
+            leg.streams.append(stream)
             for rtx_ssrc in rtx:
                 leg.retransmissions[rtx_ssrc] = stream
             room.publish(stream, now)
@@ -240,11 +269,19 @@ class MediaNode:
         while True:
             await asyncio.sleep(REPORT_INTERVAL_S * (0.5 + random.random()))
             now, wall = time.monotonic(), time.time()
-            for peer in list(self._peers.values()):
+            peers = list(self._peers.values())
+            for peer in peers:
+                for stream in peer.leg.streams:
+                    stream.measure(now)
+            for peer in peers:
                 try:
+                    peer.leg.adapt(now)
                     peer.leg.send_reports(now, wall)
                 except Exception:  # noqa: BLE001 - one leg's trouble must not stop the others
                     log.exception("peer.reports_failed", peer=peer.peer_id)
+            for room in list(self._rooms.values()):
+                for sink in room.sinks:
+                    sink.adapt(now, 0.0)
 
     def add_sink(
         self, session_id: str, slot: str, role: str, on_packet: PacketCallback
@@ -300,6 +337,38 @@ class MediaNode:
             self._reports = None
         if self._mux is not None:
             self._mux.close()
+
+
+def _camera_simulcast(parsed: SessionDescription, offer_sdp: str) -> SimulcastOffer | None:
+    """The simulcast the offer's camera m-line (its first video one) sends, if any."""
+    sections = mline_sections(offer_sdp)
+    videos = [i for i, media in enumerate(parsed.media) if media.kind == "video"]
+    if not videos or len(sections) != len(parsed.media):
+        return None
+    media = parsed.media[videos[0]]
+    if media.direction not in SENDING:
+        return None
+    return read_simulcast(sections[videos[0]], media)
+
+
+def _publish_layers(
+    room: SessionRoom, leg: Leg, slot: str, agreed: Negotiated, simulcast: SimulcastOffer,
+    now: float,
+) -> None:  # fmt: skip
+    """One stream per simulcast layer, their SSRCs learned from their first packets'
+    RIDs (Leg._learn); the room sees the smallest, and subscribers choose among all."""
+    layers: list[InStream] = []
+    for index, rid in enumerate(simulcast.rids):
+        stream = InStream(
+            leg, slot, "video", 0, codecs_of(agreed), agreed.send_ssrc,
+            agreed.header_extensions, "video",
+        )  # fmt: skip
+        stream.layers, stream.index, stream.rid, stream.watch_size = layers, index, rid, True
+        layers.append(stream)
+        leg.rids[rid.encode()] = stream
+        leg.streams.append(stream)
+    leg.rid_ext, leg.repaired_ext = simulcast.rid_ext, simulcast.repaired_ext or 0
+    room.publish(layers[0], now)
 
 
 async def _close_quietly(pc: RTCPeerConnection) -> None:

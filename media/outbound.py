@@ -13,14 +13,19 @@ import structlog
 from .aiortc_internals import Negotiated
 from .bitrate import loss_estimate
 from .codecs import codecs_of
+from .inbound import FLOWING_S
 from .keyframes import is_keyframe
+from .layers import LayerChoice, ladder, link_view, tile_layer
 from .rtp import (
     RTP_HEADER_SIZE,
     SEQ_MASK,
     SentHistory,
     StreamRewriter,
+    Vp8Munger,
+    build_padding,
     build_rtx,
     build_sr,
+    extension_value,
     ntp_time,
     payload_offset,
     rtp_payload_type,
@@ -32,6 +37,13 @@ if TYPE_CHECKING:
     from .leg import Leg
 
 log = structlog.get_logger("jisr.media")
+
+ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+PADDING_SIZE = 255  # bytes of one probe packet's padding
+MAX_PADDING_PER_PACKET = 4
+MAX_PROBE_RATIO = 3.0  # padding bytes per media byte
+REMB_RISING_S = 1.5  # a REMB that went up this recently is growing
+SINK_FLOWING_S = 4.0  # an internal subscriber leaves a layer only after this long without it
 
 
 class OutStream:
@@ -60,18 +72,36 @@ class OutStream:
         self.last_ts = 0
         self.last_sent_at = 0.0
         self.remb: int | None = None
+        self.remb_rose_at = float("-inf")  # when its REMB last went up
         self.loss_estimate: int | None = None  # bit/s, while loss toward it limits it
         self._reported_at: float | None = None
         self._reported_octets = 0
         self.mirror = False
+        # Layers (media.layers): chosen for a simulcast source or a screen share.
+        self.choice: LayerChoice | None = None
+        self.munger: Vp8Munger | None = None  # VP8: temporal layers, PictureID, TL0PICIDX
+        self.pending: InStream | None = None  # the layer waited for (its keyframe)
+        self.max_height = 0  # of the subscriber's tile, in pixels (0: not said)
+        self.loss = 0.0  # in its latest receiver report
+        self.sent_bps = 0.0
+        self.padding_bps = 0.0
+        self._sent = (0.0, 0, 0)
+        # A probe (media.layers): padding on the RTX stream after each media packet,
+        # ``probe_ratio`` bytes of it per media byte, with that packet's abs-send-time.
+        self.probe_ratio = 0.0
+        self._probe_credit = 0.0
+        self.padding_octets = 0
+        self._ast_id = self.ext_ids.get(ABS_SEND_TIME, 0)
 
     def bind(self, source: InStream | None, now: float) -> None:
         """Follow ``source`` (None: the publisher left; send nothing until it returns)."""
         if self.source is not None and self in self.source.outs:
             self.source.outs.remove(self)
+        self._cancel_pending()
         self.source = source
         if source is None:
             return
+        source = self.source = self._start_layer(source, now)
         if self.mirror:  # an internal sink takes whatever the publisher sends
             self.codecs = list(source.codecs.values())
         pt_map: dict[int, int] = {}
@@ -103,9 +133,47 @@ class OutStream:
             self.rewriter.ext_map = ext_map
             elapsed = int((now - self.last_sent_at) * source.clock_rate) if self.packets else None
             self.rewriter.switch_source(elapsed)
+        if self.munger is not None:
+            self.munger.switch_source()
         self.waiting_keyframe = self.kind == "video"
         source.outs.append(self)
         source.ask_keyframe(now)
+
+    def _start_layer(self, source: InStream, now: float) -> InStream:
+        """The layer a subscriber starts on: the largest its tile needs (its link then
+        takes it down if it must). A single stream's subscribers choose only for a
+        screen share (temporal layers, for weak links)."""
+        layers = source.layers
+        if len(layers) == 1 and self.role != "screen":
+            self.choice = None
+            return source
+        steps = ladder(len(layers))
+        top = self._top_step(steps, layers, now)
+        self.choice = LayerChoice(steps, top)
+        vp8 = [pt for pt, c in source.codecs.items() if c.name.upper() == "VP8"]
+        if vp8 and self.munger is None:
+            self.munger = Vp8Munger(vp8)
+        return layers[steps[top][0]]
+
+    def _top_step(self, steps: list, layers: list[InStream], now: float) -> int:
+        """The highest step the subscriber's tile needs among the layers that flow now
+        (all of them before any does): the largest flowing layer no larger than the
+        tile needs, else the smallest flowing one."""
+        within = SINK_FLOWING_S if self.mirror else FLOWING_S  # a recording keeps its size
+        # Stopped means behind the newest layer, so that a pause of the whole publisher
+        # (or of this process) stops none of them.
+        newest = max(layer.last_arrival for layer in layers)
+        flowing = [i for i, layer in enumerate(layers) if layer.flowing(newest, within)]
+        flowing = flowing or list(range(len(layers)))
+        wanted = tile_layer([layer.height for layer in layers], self.max_height)
+        top_layer = max((i for i in flowing if i <= wanted), default=flowing[0])
+        return max(i for i, (spatial, _) in enumerate(steps) if spatial <= top_layer)
+
+    def _cancel_pending(self) -> None:
+        if self.pending is not None:
+            if self in self.pending.joining:
+                self.pending.joining.remove(self)
+            self.pending = None
 
     def restart(self, now: float) -> None:
         """Continue on the current source from its next keyframe, seamlessly."""
@@ -114,6 +182,8 @@ class OutStream:
                 int((now - self.last_sent_at) * self.source.clock_rate) if self.packets else None
             )
             self.rewriter.switch_source(elapsed)
+            if self.munger is not None:
+                self.munger.switch_source()
             self.waiting_keyframe = self.kind == "video"
 
     def forward(self, packet: bytes, now: float) -> None:
@@ -123,13 +193,21 @@ class OutStream:
         if self.waiting_keyframe:
             if not self.leg.tap.ready:
                 return  # a keyframe sent now would be lost; wait until the leg is up
-            if not self._starts_keyframe(packet):
+            if not self._starts_keyframe(self.source, packet):
                 self.source.ask_keyframe(now)
                 return
             self.waiting_keyframe = False
+            if self.munger is not None:
+                self.munger.keyframe()
+        munger = self.munger
+        if munger is not None and not munger.admit(packet):
+            rewriter.skip(packet)  # a temporal layer this subscriber does not get
+            return
         out = rewriter.rewrite(packet)
         if out is None:
             return
+        if munger is not None:
+            out = munger.rewrite(out)
         seq, ts = rtp_seq_ts(out)
         self.history.add(seq, out)
         if self.leg.tap.send(out):
@@ -137,10 +215,121 @@ class OutStream:
             self.octets += len(out) - RTP_HEADER_SIZE
             self.last_ts = ts
             self.last_sent_at = now
+            if self.probe_ratio:
+                self._pad(out)
 
-    def _starts_keyframe(self, packet: bytes) -> bool:
+    def _pad(self, media: bytes) -> None:
+        """Probe padding after a media packet: padding-only RTX packets, as many as the
+        probe's ratio has earned, each with the media packet's abs-send-time (the
+        subscriber's estimator counts only packets that carry one)."""
+        self._probe_credit += len(media) * self.probe_ratio
+        rtx_pt = self.rtx_pts.get(rtp_payload_type(media))
+        if rtx_pt is None or self._probe_credit < PADDING_SIZE:
+            return
+        ast = extension_value(media, self._ast_id) if self._ast_id else None
+        for _ in range(MAX_PADDING_PER_PACKET):
+            if self._probe_credit < PADDING_SIZE:
+                break
+            self._probe_credit -= PADDING_SIZE
+            self.rtx_seq = (self.rtx_seq + 1) & SEQ_MASK
+            padding = build_padding(
+                self.rtx_ssrc, rtx_pt, self.rtx_seq, self.last_ts, self._ast_id, ast, PADDING_SIZE
+            )
+            if self.leg.tap.send(padding):
+                self.padding_octets += len(padding)
+        self._probe_credit = min(self._probe_credit, PADDING_SIZE)
+
+    def join_on(self, layer: InStream, packet: bytes, now: float) -> None:
+        """A packet of the layer this subscriber waits to move to: on its keyframe the
+        subscriber leaves its current layer, and its stream goes on from there with
+        no jump in seq, timestamp, PictureID or TL0PICIDX."""
+        if self.leg.stalled(now) or not self._starts_keyframe(layer, packet):
+            return
+        self._cancel_pending()
+        old = self.source
+        if old is not None and self in old.outs:
+            old.outs.remove(self)
+        self.source = layer
+        layer.outs.append(self)
+        if self.rewriter is not None:
+            elapsed = int((now - self.last_sent_at) * layer.clock_rate) if self.packets else None
+            self.rewriter.switch_source(elapsed)
+        if self.munger is not None:
+            self.munger.switch_source()
+        self.waiting_keyframe = False
+        self.forward(packet, now)  # the keyframe; forward() resets the temporal layers
+
+    def want_layer(self, index: int, now: float) -> None:
+        """Move to spatial layer ``index`` at its next keyframe (asked for at once)."""
+        source = self.source
+        if source is None:
+            return
+        target = source.layers[min(index, len(source.layers) - 1)]
+        if self.pending is target:
+            return
+        self._cancel_pending()
+        if target is source:
+            return
+        self.pending = target
+        target.joining.append(self)
+        target.ask_keyframe(now, urgent=True)
+
+    def adapt(self, now: float, leg_sent: float) -> None:
+        """Choose this subscriber's layers (about once a second): ``leg_sent`` is what its
+        whole leg was sent (bits/s), which its REMB is about."""
+        choice, source = self.choice, self.source
+        if choice is None or source is None:
+            return
+        if self.waiting_keyframe:  # on a layer that stopped (or never started)? another
+            if not source.flowing(now) and any(x.flowing(now) for x in source.layers):
+                self.bind(source.layers[0], now)
+            return
+        if self.pending is not None:
+            self.pending.ask_keyframe(now)  # in case the one asked for was lost
+        layers = source.layers
+        hard = [self.leg.max_bitrate] if not self.mirror else []
+        soft = [self.loss_estimate] if self.loss_estimate is not None else []
+        rising = now - self.remb_rose_at < REMB_RISING_S
+        link = link_view(self.remb, leg_sent, self.sent_bps, hard, self.loss, rising, soft)
+        rates = [layer.bitrate for layer in layers]
+        before = choice.current
+        top = self._top_step(choice.steps, layers, now)
+        spatial, temporal = choice.decide(now, link, rates, top)
+        media = self.sent_bps - self.padding_bps
+        extra = choice.probe_rate(rates)
+        self.probe_ratio = min(MAX_PROBE_RATIO, extra / media) if extra > 0 and media > 0 else 0.0
+        if self.munger is not None:
+            self.munger.target = temporal
+        self.want_layer(spatial, now)
+        if (spatial, temporal) != before:
+            log.info(
+                "layers.switched", peer=self.leg.peer_id, slot=self.slot, role=self.role,
+                spatial=spatial, temporal=temporal, budget=int(link.budget or 0),
+                remb=self.remb or 0, leg_sent=int(leg_sent), loss=round(self.loss, 3),
+                congested=link.congested, probed=int(extra),
+            )  # fmt: skip
+
+    def measure_sent(self, now: float) -> float:
+        """Update and return ``sent_bps``, what this stream was sent since the last call
+        (probe padding included; ``padding_bps`` of it)."""
+        at, octets, padding = self._sent
+        if at and now > at:
+            self.sent_bps = (self.octets + self.padding_octets - octets) * 8 / (now - at)
+            self.padding_bps = (self.padding_octets - padding) * 8 / (now - at)
+        self._sent = (now, self.octets + self.padding_octets, self.padding_octets)
+        return self.sent_bps
+
+    def reduced(self, now: float) -> bool:
+        """Whether the subscriber gets less than the largest layer its tile needs (or
+        fewer frames than are sent), for the page to say so."""
+        choice = self.choice
+        if choice is None or self.source is None:
+            return False
+        return choice.step < self._top_step(choice.steps, self.source.layers, now)
+
+    def _starts_keyframe(self, source: InStream, packet: bytes) -> bool:
         """Whether a subscriber waiting for a keyframe may start on ``packet``."""
-        codec = self.source.codecs.get(rtp_payload_type(packet))
+        codec = source.codecs.get(rtp_payload_type(packet))
         if codec is None:
             return False
         try:
@@ -154,6 +343,7 @@ class OutStream:
         its previous report, 0 to 1). Its REMB sees only queueing delay,
         and a drop-tail queue that is already full adds none while it drops what
         overflows, so loss has to cap the rate as well."""
+        self.loss = loss
         if self._reported_at is None or now - self._reported_at < 0.2:
             if self._reported_at is None:
                 self._reported_at, self._reported_octets = now, self.octets

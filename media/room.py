@@ -34,10 +34,10 @@ class SessionRoom:
             out.bind(source, now)
 
     def remove(self, leg: Leg, now: float) -> None:
-        for stream in leg.inbound.values():
+        for stream in leg.streams:
             if self.sources.get((stream.slot, stream.role)) is stream:
                 del self.sources[(stream.slot, stream.role)]
-            for out in list(stream.outs):
+            for out in [*stream.outs, *stream.joining]:
                 out.bind(None, now)
         for out in leg.outbound.values():
             out.bind(None, now)

@@ -189,7 +189,8 @@ def create_app(
     app[HUB] = Hub(app)
     restrict_host_addresses(settings.ice_addresses)
     app[MEDIA] = MediaNode(
-        on_state=app[HUB].on_media_state, max_bitrate=settings.max_video_bitrate,
+        on_state=app[HUB].on_media_state, on_layers=app[HUB].on_media_layers,
+        max_bitrate=settings.max_video_bitrate,
         udp_port=settings.media_udp_port,
     )  # fmt: skip
     add_records(app, settings, vault)

@@ -47,6 +47,7 @@ from .protocol import (
     RecordingConsent,
     RecordingRequest,
     RecordingStop,
+    View,
 )
 from .signin import session_principal
 
@@ -85,6 +86,7 @@ class SignalingHandler:
             Join: self.on_join,
             Offer: self.on_offer,
             Candidate: self.on_candidate,
+            View: self.on_view,
             Leave: self.on_leave,
             Ping: self.on_ping,
             Presence: self.on_presence,
@@ -335,3 +337,10 @@ class SignalingHandler:
             await self.app[MEDIA].add_candidate(self.conn.id, candidate)
         except MediaError as exc:
             raise ApiError(400, exc.code, exc.message) from None
+
+    async def on_view(self, message: View) -> None:
+        """The page's tile size for one stream it receives (media.layers)."""
+        if self.conn.session_id is None:
+            raise ApiError(409, "not_joined", "join a session before reporting a view")
+        if not self.app[MEDIA].set_view(self.conn.id, message.slot, message.role, message.height):
+            raise ApiError(404, "no_such_stream", "this connection receives no such stream")

@@ -7,6 +7,8 @@ import asyncio
 
 from aiohttp import web
 
+from media import LayerEvent, PublishedLayers
+
 from .access import oversees
 from .attendance import Attendance
 from .audience import audience_keys, concerned_keys, notification, overseers, stub
@@ -94,6 +96,18 @@ class Hub:
         for start in range(0, len(shared.holders), WRITES_PER_SLICE):
             holders = shared.holders[start : start + WRITES_PER_SLICE]
             loop.call_later(start / WRITES_PER_SLICE * 0.001, _shared_closed, holders)
+
+    def on_media_layers(self, event: LayerEvent) -> None:
+        """The media node's callback: a publisher should pause or resume simulcast
+        layers, or a subscriber's picture became (or stopped being) reduced."""
+        conn = self.connections.get(event.peer_id)
+        if conn is None:
+            return
+        if isinstance(event, PublishedLayers):
+            conn.send({"type": "layers", "role": event.role, "active": list(event.active)})
+        else:
+            conn.send({"type": "picture", "slot": event.slot, "role": event.role,
+                       "reduced": event.reduced})  # fmt: skip
 
     def on_media_state(self, session_id: str, peer_id: str, state: str) -> None:
         """The media node's callback: a peer's connection state changed."""

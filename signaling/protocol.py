@@ -57,6 +57,15 @@ class Candidate(_Message):
     candidate: IceCandidate | None
 
 
+class View(_Message):
+    """How large a subscriber shows one stream: it gets no larger a layer than that."""
+
+    type: Literal["view"]
+    slot: Literal["referrer", "specialist"]
+    role: Literal["video", "screen"]
+    height: Annotated[int, Field(ge=0, le=4320)]  # device pixels; 0: not known
+
+
 class Leave(_Message):
     type: Literal["leave"]
 
@@ -94,6 +103,7 @@ ClientMessage = Annotated[
     | Join
     | Offer
     | Candidate
+    | View
     | Leave
     | Ping
     | Presence
@@ -105,7 +115,7 @@ ClientMessage = Annotated[
 ]
 _client_message = TypeAdapter(ClientMessage)
 MESSAGE_TYPES = frozenset(
-    {"auth", "reauth", "join", "offer", "candidate", "leave", "ping", "presence", "chat",
+    {"auth", "reauth", "join", "offer", "candidate", "view", "leave", "ping", "presence", "chat",
      "recording.request", "recording.consent", "recording.stop"}
 )  # fmt: skip
 

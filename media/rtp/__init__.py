@@ -9,13 +9,15 @@ media or does I/O.
 - `rewriter`: one subscriber's output stream across publisher streams;
 - `history`: what was sent, for NACKs;
 - `rtcp`: reports and feedback;
-- `vp8`, `h264`: the payload bits that tell where frames and keyframes start.
+- `vp8`, `h264`: the payload bits that tell where frames and keyframes start;
+- `vp8_layers`: one subscriber's VP8 temporal layers and PictureID/TL0PICIDX.
 
 References: RFC 3550 (RTP/RTCP), RFC 8285 (header extensions), RFC 4585 (feedback),
 RFC 5104 (FIR), RFC 4588 (RTX), RFC 5761 (RTP/RTCP mux), RFC 7741 (VP8),
-RFC 6184 (H.264), draft-alvestrand-rmcat-remb.
+RFC 6184 (H.264), draft-alvestrand-rmcat-remb, RFC 8852 (RID header extensions).
 """
 
+from .extensions import extension_value
 from .h264 import is_h264_keyframe
 from .header import (
     HALF_SEQ,
@@ -31,6 +33,7 @@ from .header import (
     PacketFields,
     RtpHeaderView,
     RtxPayload,
+    build_padding,
     build_rtx,
     is_rtcp,
     packet_fields,
@@ -92,9 +95,11 @@ from .vp8 import (
     vp8_layer,
     vp8_starts_frame,
 )
+from .vp8_layers import MAX_TEMPORAL, Vp8Munger
 
 __all__ = [
-    "Buffer", "HALF_SEQ", "HALF_TS", "PSFB_AFB", "PSFB_FIR", "PSFB_PLI", "PacketFields",
+    "Buffer", "build_padding", "HALF_SEQ", "MAX_TEMPORAL", "Vp8Munger", "extension_value",
+    "HALF_TS", "PSFB_AFB", "PSFB_FIR", "PSFB_PLI", "PacketFields",
     "RTCP_APP", "RTCP_BYE", "RTCP_PACKET_TYPES", "RTCP_PSFB", "RTCP_RR", "RTCP_RTPFB",
     "RTCP_SDES", "RTCP_SR", "RTPFB_NACK", "RTP_FIRST_BYTES", "RTP_HEADER_SIZE", "ReportBlock",
     "RtcpItem", "RtpHeaderView", "RtxPayload", "SEQ_MASK", "SEQ_MOD", "SenderInfo",

@@ -90,3 +90,44 @@ def with_remapped_extensions(
     one, two = tables
     remap_block(block, (packet[pos] << 8) | packet[pos + 1], one, two)
     return b"".join((head, packet[RTP_HEADER_SIZE : pos + 4], block, packet[end:]))
+
+
+def extension_value(packet: Buffer, ext_id: int) -> bytes | None:
+    """The value of header extension element ``ext_id`` (one-byte or two-byte form),
+    None when the packet has no such element or its extension is cut short. Read only
+    where a stream is not known yet (a simulcast layer's RID), never per forwarded
+    packet."""
+    b0 = packet[0]
+    if not b0 & 0x10 or ext_id <= 0:
+        return None
+    pos = RTP_HEADER_SIZE + 4 * (b0 & 0x0F)
+    if len(packet) < pos + 4:
+        return None
+    profile = (packet[pos] << 8) | packet[pos + 1]
+    end = pos + 4 + 4 * ((packet[pos + 2] << 8) | packet[pos + 3])
+    if len(packet) < end:
+        return None
+    pos += 4
+    if profile == ONE_BYTE_PROFILE:
+        while pos < end:
+            head = packet[pos]
+            if not head:
+                pos += 1
+                continue
+            if head >= 0xF0:
+                return None
+            stop = pos + 2 + (head & 0x0F)
+            if head >> 4 == ext_id:
+                return bytes(packet[pos + 1 : stop]) if stop <= end else None
+            pos = stop
+    elif profile & TWO_BYTE_PROFILE_MASK == TWO_BYTE_PROFILE:
+        while pos + 1 < end:
+            found = packet[pos]
+            if not found:
+                pos += 1
+                continue
+            stop = pos + 2 + packet[pos + 1]
+            if found == ext_id:
+                return bytes(packet[pos + 2 : stop]) if stop <= end else None
+            pos = stop
+    return None

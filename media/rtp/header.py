@@ -195,3 +195,22 @@ def restore_rtx(packet: Buffer, rtx: RtxPayload, payload_type: int, ssrc: int) -
     header[2:4] = packet[start : start + 2]
     header[8:12] = ssrc.to_bytes(4, "big")
     return bytes(header) + packet[start + 2 : rtx.end]
+
+
+def build_padding(
+    ssrc: int, payload_type: int, seq: int, ts: int, ext_id: int, ext_value: bytes | None,
+    size: int = 255,
+) -> bytes:
+    """A padding-only packet (RFC 3550 5.1, P bit; ``size`` <= 255 bytes of padding, no
+    payload), as a sender probes a link with on its RTX stream. With ``ext_value``, it
+    carries that one-byte-form header extension element (1 to 16 bytes) as ``ext_id``:
+    a bandwidth estimator reads the abs-send-time of every packet it counts."""
+    b0 = 0xA0
+    ext = b""
+    if ext_value and 0 < ext_id < 15 and 0 < len(ext_value) <= 16:
+        b0 |= 0x10
+        body = bytes([(ext_id << 4) | (len(ext_value) - 1)]) + ext_value
+        body += bytes(-len(body) % 4)
+        ext = _U16.pack(0xBEDE) + _U16.pack(len(body) // 4) + body
+    head = FIXED_HEADER.pack(b0, payload_type & 0x7F, seq & SEQ_MASK, ts & TS_MASK, ssrc)
+    return head + ext + bytes(size - 1) + bytes([size])

@@ -105,15 +105,14 @@ def test_low_bandwidth_mode_quality_and_audio_only(jisr_server, browsers, record
         assert height is None or height <= 240, height
         time.sleep(0.3)
 
-    # The specialist (uncapped facility) puts no cap of its own on its 480p camera.
-    # Its encoder may still step down to 360p within seconds: the server's REMB ceiling
-    # for what the specialist publishes is the lowest cap among its subscribers (here
-    # the referrer's 300 kbit/s; nothing is transcoded), and 'maintain-framerate' trades
-    # size for frame rate. So: 480p from the camera, more than the referrer's 240p sent.
+    # The specialist (uncapped facility) puts no cap of its own on its 720p camera,
+    # sent in three simulcast layers: the referrer's 300 kbit/s cap chooses the layer
+    # the referrer gets, not what the specialist sends (docs/layers.md). So: 720p from
+    # the camera, more than the referrer's 240p sent.
     spec = state(specialist)
     assert spec["limits"]["applied"] and spec["limits"]["maxVideoBitrate"] > CAP, spec["limits"]
     assert spec["limits"]["scaleResolutionDownBy"] == 1, spec["limits"]
-    assert spec["local"]["videoHeight"] == 480, spec["local"]
+    assert spec["local"]["videoHeight"] == 720, spec["local"]
     heights: list[int | None] = []
     wait_until(
         lambda: (
@@ -123,6 +122,12 @@ def test_low_bandwidth_mode_quality_and_audio_only(jisr_server, browsers, record
         "specialist sending above 240p",
     )
     record_property("specialist_sent_height", heights[-1])
+    # Chromium really sends the three simulcast layers (an outbound-rtp per RID).
+    wait_until(
+        lambda: sorted(sent(state(specialist)).get("layers") or []) == ["f", "h", "q"],
+        10,
+        "the specialist's camera in three simulcast layers",
+    )
     # Both cameras go out in three temporal layers, so a frame lost on a bad link costs
     # only the frames that refer to it.
     for name, driver in pages.items():

@@ -13,6 +13,8 @@ from media.rtp import (
     RTCP_RTPFB,
     RTCP_SR,
     StreamRewriter,
+    Vp8Munger,
+    extension_value,
     is_h264_keyframe,
     is_rtcp,
     is_vp8_keyframe,
@@ -72,9 +74,17 @@ def test_rtp_readers(packet):
     read_payload(packet[offset or 12 :])
     read_payload(packet)
     rewriter = StreamRewriter(9, {96: 100, 102: 102, 111: 111}, ext_map={2: 3, 4: 1, 13: 14})
-    for _ in range(2):  # the anchoring packet, then the same one again (a duplicate)
+    munger = Vp8Munger([96, 100])
+    for target in (2, 0):  # the anchoring packet, then the same one again (a duplicate)
         out = rewriter.rewrite(packet)
         assert out is None or (len(out) == len(packet) and out[8:12] == b"\0\0\0\x09")
+        munger.target = target
+        if out is not None and munger.admit(packet):
+            assert len(munger.rewrite(out)) == len(out)
+    if len(packet) >= 12:
+        for ext_id in (1, 3, 13, 200):
+            value = extension_value(packet, ext_id)
+            assert value is None or len(value) <= len(packet) - 12
 
 
 @seed(SEED)

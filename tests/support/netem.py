@@ -281,6 +281,7 @@ class ImpairedUdpPath:
             f"tbf {rate} (burst {burst}, latency {latency}) each way, {loss_percent} % random "
             f"UDP loss each way, +{delay_ms:g} ms each way"
         )
+        self.burst, self.latency = burst, latency
         self.log_path = log_path
         self.start_timeout = start_timeout
         self.helper: HelperProcess | None = None
@@ -310,6 +311,13 @@ class ImpairedUdpPath:
         ):
             stats[direction] = {**self._nft_counters(nft_ns), **self._tbf(tbf_ns, ifname)}
         return stats
+
+    def set_rate(self, rate: str) -> None:
+        """Change the tbf rate of both directions of the link, now (``tc qdisc
+        change``): a link that gets worse or better during a test."""
+        for ns, ifname in ((self.ns_a, A_IF), (self.ns_b, B_IF)):
+            run_in(ns, "tc", "qdisc", "change", "dev", ifname, "root", "tbf", "rate", rate,
+                   "burst", self.burst, "latency", self.latency)  # fmt: skip
 
     def _nft_counters(self, ns: str) -> dict:
         packets = nft_counters(ns, NFT_TABLE)

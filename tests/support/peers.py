@@ -77,6 +77,7 @@ class JisrClient:
         self.tasks: list[asyncio.Task] = []
         self._reader: asyncio.Task | None = None
         self._refs = 0
+        self.on_frame = None  # called with every decoded frame, when set
 
     async def connect(self) -> dict:
         self.ws = await self.http.ws_connect(self.base_url.replace("http", "ws", 1) + "/ws")
@@ -138,7 +139,7 @@ class JisrClient:
         def on_track(track: MediaStreamTrack) -> None:
             received = Received(track.kind)
             self.received.append(received)
-            self.tasks.append(asyncio.ensure_future(self._consume(track, received)))
+            self.tasks.append(asyncio.ensure_future(self._consume(track, received, self)))
 
         if publish:
             self.pc.addTransceiver(audio or AudioStreamTrack(), direction="sendrecv")
@@ -168,10 +169,12 @@ class JisrClient:
         return reply
 
     @staticmethod
-    async def _consume(track: MediaStreamTrack, received: Received) -> None:
+    async def _consume(track: MediaStreamTrack, received: Received, client=None) -> None:
         try:
             while True:
                 frame = await track.recv()
+                if client is not None and client.on_frame is not None:
+                    client.on_frame(track.kind, frame)
                 size = (getattr(frame, "width", 0), getattr(frame, "height", 0))
                 received.frames.append((time.monotonic(), *size))
                 received.first.set()

@@ -472,3 +472,27 @@ async def test_session_ended_says_who_ended_it_and_a_later_report_reaches_the_re
         lambda m: m["type"] == "consult.updated" and (m["consult"].get("report") or {})
     )
     assert update["consult"]["report"]["findings"] == "effusion"
+
+
+async def test_layer_events_from_media_reach_the_peers_connection():
+    """media's layer events (media.events) become `layers` for a publisher and
+    `picture` for a subscriber, on the connection whose id is the peer's."""
+    from media import PublishedLayers, ReceivedLayers
+    from signaling.auth import Principal
+    from signaling.hub import Hub
+
+    hub = Hub(app=None)
+    ws = RecordingSocket()
+    conn = Connection(ws)
+    conn.principal = Principal("ref-a", "R", "referrer", facility="a")
+    hub.register(conn)
+    hub.on_media_layers(PublishedLayers(conn.id, "video", ("q", "h")))
+    hub.on_media_layers(ReceivedLayers(conn.id, "specialist", "video", True))
+    hub.on_media_layers(ReceivedLayers("w_gone", "specialist", "video", True))  # nobody
+    conn.close_outbox()
+    await asyncio.wait_for(conn.write_loop(), 5)
+    assert [json.loads(frame) for frame in ws.frames] == [
+        {"type": "layers", "role": "video", "active": ["q", "h"]},
+        {"type": "picture", "slot": "specialist", "role": "video", "reduced": True},
+    ]
+    hub.unregister(conn)

@@ -297,8 +297,9 @@ export async function startPage({ page, roles, init }) {
   bindSignOut(sig);
   sig.addEventListener('auth-failed', (e) => signInAgain(sig, me, e.detail));
   sig.addEventListener('server-error', (e) => {
-    // A refused trickled candidate (e.g. after leaving) is nothing a user can act on.
-    if (e.detail.about === 'candidate') return;
+    // A refused trickled candidate (e.g. after leaving) or tile-size report (racing a
+    // reconnect) is nothing a user can act on.
+    if (e.detail.about === 'candidate' || e.detail.about === 'view') return;
     showError(e.detail);
   });
 

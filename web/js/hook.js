@@ -18,7 +18,8 @@
 //               audioPacketsReceived, audioBytesReceived,
 //               videoStalled: null|'videoPaused'|'mediaStalled', muted, element}],
 //     local: {audio, video, videoWidth, videoHeight,
-//             sent: {audioPackets, videoFrames, frameWidth, frameHeight, scalabilityMode}} | null,
+//             sent: {audioPackets, videoFrames, frameWidth, frameHeight, scalabilityMode,
+//                    layers: the RIDs of the simulcast layers sent, or null}} | null,
 //     quality: {level: 'good'|'fair'|'poor'|null, cause ('none'|'loss'|'delay'|'bandwidth'|
 //               'local_cpu'|'local_camera'|'local_decoder'|'remote_sender', qualitycause.js),
 //               label (the badge's i18n key), detailOpen, rttMs, lossPct, sendKbps, recvKbps,

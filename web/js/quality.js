@@ -1,7 +1,7 @@
 // Low-bandwidth mode and connection quality inside the session view.
 //
 // 1. Media limits (docs/protocol.md, `joined.media_limits`): a participant's video sender
-//    is capped with RTCRtpSender.setParameters — encodings[0].maxBitrate, a
+//    is capped with RTCRtpSender.setParameters — maxBitrate (each simulcast layer its share), a
 //    scaleResolutionDownBy that brings the camera's short side (its height, for a
 //    landscape camera) to max_video_height or less, degradationPreference
 //    'maintain-framerate' — and the audio sender gets priority/networkPriority 'high'
@@ -39,6 +39,7 @@ import { t, has, setText } from './i18n.js';
 import { h, announce } from './ui.js';
 import { readTraffic, cameraMids } from './qualitystats.js';
 import { judge, labelKey } from './qualitycause.js';
+import { bitrateShare, layerActive, layerScale } from './layers.js';
 
 export const SAMPLE_MS = 2000;
 const POOR_SAMPLES_FOR_NOTICE = 3; // ~6 s
@@ -223,20 +224,26 @@ export class QualityMonitor {
     return this.applied;
   }
 
-  /** The bitrate cap and the scale on the video sender; true when the cap holds. */
+  /**
+   * The bitrate cap and the scale on the video sender (on each simulcast layer: its
+   * share of the cap, its own scale on top; layers.js); true when the cap holds.
+   */
   async capVideo(video, track) {
     const lim = this.limits || {};
     const scale = this.scaleFor(track);
     const changed = await tweak(video, (p) => {
-      const e = p.encodings[0];
-      if (lim.maxVideoBitrate) e.maxBitrate = lim.maxVideoBitrate;
-      e.scaleResolutionDownBy = scale;
-      e.active = !this.audioOnly;
+      for (const e of p.encodings) {
+        if (lim.maxVideoBitrate) e.maxBitrate = Math.round(lim.maxVideoBitrate * bitrateShare(e));
+        e.scaleResolutionDownBy = scale * layerScale(e);
+        e.active = !this.audioOnly && layerActive(this.view, e);
+      }
     });
     if (!changed) return false;
-    const e = (video.getParameters().encodings || [])[0] || {};
-    this.appliedScale = e.scaleResolutionDownBy ?? scale;
-    return !lim.maxVideoBitrate || e.maxBitrate === lim.maxVideoBitrate;
+    const encodings = video.getParameters().encodings || [];
+    const e = encodings[encodings.length - 1] || {};
+    this.appliedScale = (e.scaleResolutionDownBy ?? scale) / layerScale(e);
+    const total = encodings.reduce((sum, x) => sum + (x.maxBitrate || 0), 0);
+    return !lim.maxVideoBitrate || (total > 0 && total <= lim.maxVideoBitrate);
   }
 
   // ---- audio only -------------------------------------------------------------------
@@ -253,7 +260,7 @@ export class QualityMonitor {
       if (video) {
         if (on) {
           try { await video.replaceTrack(null); } catch { /* closed */ }
-          await tweak(video, (p) => { p.encodings[0].active = false; });
+          await tweak(video, (p) => { p.encodings.forEach((e) => { e.active = false; }); });
         } else {
           if (track) {
             track.enabled = true;

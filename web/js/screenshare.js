@@ -105,7 +105,14 @@ export class ScreenShare {
     if (v.as === 'observer') {
       for (const t of this.tiles) t.transceiver = pc.addTransceiver('video', { direction: 'recvonly' });
     } else {
-      const tx = pc.addTransceiver(this.track || 'video', { direction: 'sendrecv' });
+      // One high-resolution layer in three temporal layers (VP8 L1T3): a viewer on a
+      // weak link gets fewer frames of it, not a smaller picture (docs/layers.md).
+      let tx;
+      try {
+        tx = pc.addTransceiver(this.track || 'video', { direction: 'sendrecv', sendEncodings: [{ scalabilityMode: 'L1T3' }] });
+      } catch {
+        tx = pc.addTransceiver(this.track || 'video', { direction: 'sendrecv' });
+      }
       this.sendTransceiver = tx;
       if (this.tiles[0]) this.tiles[0].transceiver = tx;
     }

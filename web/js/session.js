@@ -17,6 +17,7 @@ import { waitForFirstCandidates, trickleCandidates, addCameraTransceiver, getLoc
 import { RecordingPanel } from './sessionrecording.js';
 import { QualityMonitor } from './quality.js';
 import { ScreenShare } from './screenshare.js';
+import { Layers } from './layers.js';
 import { candidatePair } from './qualitystats.js';
 import { mark } from './timeline.js';
 
@@ -48,6 +49,7 @@ export class SessionView {
     this.quality = new QualityMonitor(this);
     this.quality.onChange = () => this.updateOverlays();
     this.screen = new ScreenShare(this);
+    this.layers = new Layers(this);
     this.reset();
     this.build();
     this.listenToSignaling();
@@ -187,6 +189,7 @@ export class SessionView {
     this.el.local = local;
     this.el.localOff = localOff;
     this.screen.buildStage();
+    this.layers.watch(this.remote);
     this.quality.render();
     this.renderInfo();
     fitStage(this);
@@ -372,6 +375,7 @@ export class SessionView {
     if (this.as === 'participant') await this.quality.applyLimits();
     if (!current()) return;
     this.quality.start();
+    this.layers.negotiated();
   }
 
   /**
@@ -694,6 +698,7 @@ export class SessionView {
     }
     this.quality.peerClosed();
     this.screen.peerClosed();
+    this.layers.peerClosed();
   }
 
   stopLocal() {

@@ -3,6 +3,7 @@
 // late candidates, and the per-transceiver counters the test hook reports.
 
 import { showError } from './ui.js';
+import { SIMULCAST } from './layers.js';
 
 /**
  * Resolves true once ICE gathering is complete; false `graceMs` after the first
@@ -58,18 +59,21 @@ export function trickleCandidates(pc, isCurrent, send) {
   };
 }
 
-// The camera is encoded in three temporal layers (VP8 L1T3): a frame lost on a bad link
-// then costs only the few frames that refer to it, and the receiver goes on with the
-// next base-layer frame instead of freezing until a repair or a keyframe crosses the
-// link again (docs/benchmarks.md, impaired link). A browser that cannot encode it
-// sends one layer.
+// The camera is sent in three simulcast layers (a quarter, half and the full size;
+// layers.js), so that each viewer gets the one its own link carries, each in three
+// temporal layers (VP8 L1T3): a frame lost on a bad link then costs only the few
+// frames that refer to it, and the receiver goes on with the next base-layer frame
+// instead of freezing until a repair or a keyframe crosses the link again
+// (docs/benchmarks.md, impaired link). A browser that cannot do that sends one layer
+// in three temporal layers, or one layer.
 export function addCameraTransceiver(pc, track, streams) {
   const init = { direction: 'sendrecv', streams };
-  try {
-    return pc.addTransceiver(track, { ...init, sendEncodings: [{ scalabilityMode: 'L1T3' }] });
-  } catch {
-    return pc.addTransceiver(track, init);
+  for (const sendEncodings of [SIMULCAST, [{ scalabilityMode: 'L1T3' }]]) {
+    try {
+      return pc.addTransceiver(track, { ...init, sendEncodings: sendEncodings.map((e) => ({ ...e })) });
+    } catch { /* the next */ }
   }
+  return pc.addTransceiver(track, init);
 }
 
 /**
@@ -82,7 +86,9 @@ export async function getLocalMedia() {
     showError({ code: 'media_unsupported' });
     return null;
   }
-  const video = { width: { ideal: 640 }, height: { ideal: 480 } };
+  // 720p where the camera has it: the largest of the three layers (the viewers' links
+  // and tiles choose which one each of them gets).
+  const video = { width: { ideal: 1280 }, height: { ideal: 720 } };
   try {
     return await md.getUserMedia({ audio: true, video });
   } catch (e) {
@@ -122,7 +128,7 @@ export async function receivedTotals(transceiver, kind, fields) {
 
 /** What the audio and camera senders have sent so far (outbound-rtp), for the hook. */
 export async function sentTotals(audioTransceiver, videoTransceiver) {
-  const out = { audioPackets: null, videoFrames: null, frameWidth: null, frameHeight: null, scalabilityMode: null };
+  const out = { audioPackets: null, videoFrames: null, frameWidth: null, frameHeight: null, scalabilityMode: null, layers: null };
   const read = async (tr, fn) => {
     if (!tr) return;
     try {
@@ -133,7 +139,8 @@ export async function sentTotals(audioTransceiver, videoTransceiver) {
   await read(videoTransceiver, (s) => {
     out.videoFrames = (out.videoFrames || 0) + (s.framesSent || 0);
     if (s.scalabilityMode) out.scalabilityMode = s.scalabilityMode;
-    if (s.frameHeight) {
+    if (s.rid) out.layers = [...(out.layers || []), s.rid];
+    if (s.frameHeight && s.frameHeight > (out.frameHeight || 0)) { // the largest layer sent
       out.frameWidth = s.frameWidth || null;
       out.frameHeight = s.frameHeight;
     }
