@@ -141,12 +141,13 @@ def test_referrer_shares_screen_and_specialist_sees_it(jisr_server, browsers):
                 and all(
                     e and e["visible"] == 1 and e["box"]["h"] >= 100 for e in g["elements"].values()
                 )
+                and g["controls"]["#leave"]["visible"] == 1
                 and g
             ),
             5,
-            f"every picture whole in the window: {pictures}",
+            f"every picture and the leave button whole in the window: {pictures}",
         )
-        assert got["controls"]["#leave"]["visible"] == 1, got
+        assert not got["controls"]["#leave"]["overlapsPicture"], got
     # Frames keep arriving.
     wait_until(
         lambda: (
