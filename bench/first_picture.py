@@ -27,15 +27,14 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 
 from .common import Processes, log, machine_line, start_jisr, table
 from .common import machine as common_machine
+from .isolation import enter_namespace
 
-IN_NAMESPACE = "JISR_BENCH_NETNS"
 CHROMIUM_FLAGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
@@ -111,20 +110,6 @@ def machine() -> dict:
         info["chromium"] = out.strip().splitlines()[-1] if out.strip() else "unknown"
     info["load_average"] = os.getloadavg()
     return info
-
-
-def reexec_in_namespace(module: str = "bench.first_picture") -> None:
-    """Run ``python -m module`` again inside a fresh network namespace (only loopback),
-    as the tests do."""
-    if os.environ.get(IN_NAMESPACE) or shutil.which("unshare") is None:
-        return
-    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
-        log("unshare -n refused: running in this network namespace")
-        return
-    env = {**os.environ, IN_NAMESPACE: "1"}
-    argv = [sys.executable, "-m", module, *sys.argv[1:]]
-    script = 'ip link set lo up && exec "$@"'
-    os.execvpe("unshare", ["unshare", "-n", "sh", "-c", script, "sh", *argv], env)
 
 
 def mint(secret: str, role: str, sub: str, **claims) -> str:
@@ -268,7 +253,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    reexec_in_namespace()
+    reason = enter_namespace("bench.first_picture")
+    if reason:
+        log(f"running in this network namespace: {reason}")
     info = machine()
     folders: list = []
     drivers: list = []

@@ -20,7 +20,8 @@ from pathlib import Path
 from PIL import Image
 
 from bench.common import Processes, log, start_jisr
-from bench.first_picture import api, browser, mint, open_page, page_state, reexec_in_namespace, wait
+from bench.first_picture import api, browser, mint, open_page, page_state, wait
+from bench.isolation import enter_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = [(1280, 720), (1024, 768), (768, 1024), (390, 844), (844, 390)]
@@ -139,7 +140,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "screens"))
     args = parser.parse_args()
-    reexec_in_namespace("tests.support.screens")
+    reason = enter_namespace("tests.support.screens")
+    if reason:
+        log(f"running in this network namespace: {reason}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     folders: list = []
