@@ -31,19 +31,16 @@ from .common import (
     Processes,
     Worker,
     clip_path,
-    free_port,
     jisr_session,
     log,
     machine,
     machine_line,
     on_sigterm_exit,
     simulcast_clip_paths,
-    start_jisr,
-    start_stock,
     table,
     time_bound,
 )
-from .scale import STEPS, run_scale
+from .scale import STEPS, run_scale, start_middle
 
 TARGET_RATIO = 0.08
 SIMULCAST_TARGET = 1.3  # Jisr's CPU with three layers in, against one layer in
@@ -160,21 +157,11 @@ def check_delivery(case: dict, server_name: str, received: dict) -> list[str]:
     return problems
 
 
-def start_server(procs: Processes, kind: str, streams: int):
-    if kind == "jisr":
-        return start_jisr(procs)
-    if kind == "stock":
-        return start_stock(procs)
-    server = janus.start_janus(procs, free_port())
-    janus.create_rooms(server.base, streams)
-    return server
-
-
 def run_one(case: dict, server_kind: str, clip, args, deadline: float) -> dict:
     procs = Processes()
     workers: list[Worker] = []
     try:
-        server = start_server(procs, server_kind, streams=1)
+        server = start_middle(procs, server_kind, streams=1)
         session = jisr_session(server, 0) if server_kind == "jisr" else None
         publisher_spec, subscriber_specs = client_specs(case, server, session)
         address = janus.ADDRESS if server_kind == "janus" else "127.0.0.1"

@@ -21,6 +21,7 @@ from .common import (
     jisr_session,
     log,
     start_jisr,
+    start_stock,
 )
 
 STEPS = (1, 10, 40)
@@ -40,8 +41,12 @@ def start_floor(procs: Processes) -> Server:
 
 
 def start_middle(procs: Processes, kind: str, streams: int) -> Server:
+    """Any middle of the forwarding benchmark: the floor, the stock relay, Jisr or Janus
+    (with a room for each of ``streams``)."""
     if kind == "floor":
         return start_floor(procs)
+    if kind == "stock":
+        return start_stock(procs)
     if kind == "jisr":
         return start_jisr(procs)
     server = janus.start_janus(procs, free_port())

@@ -22,26 +22,13 @@ from PIL import Image
 from bench.common import Processes, log, start_jisr
 from bench.first_picture import api, browser, mint, open_page, page_state, wait
 from bench.isolation import enter_namespace
+from tests.e2e.screen import LANGS, SIZES, set_viewport
 
 ROOT = Path(__file__).resolve().parents[2]
-SIZES = [(1280, 720), (1024, 768), (768, 1024), (390, 844), (844, 390)]
-LANGS = ["en", "ar"]
 PAGES = ["referrer", "specialist", "supervisor"]
 STATES = {"call": "in the call", "list": "the lists, a critical consult waiting"}
 # Every size for the call; the lists (a page like any other) at a desktop and a phone.
 STATE_SIZES = {"call": SIZES, "list": [(1280, 720), (390, 844)]}
-
-
-def viewport(driver, width: int, height: int) -> None:
-    driver.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride",
-        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 1000},
-    )
-    wait(
-        lambda: driver.execute_script("return [innerWidth, innerHeight]") == [width, height],
-        5,
-        "the window size",
-    )
 
 
 def language(driver, lang: str) -> None:
@@ -77,7 +64,7 @@ def take(pages: dict, state: str, out: Path, index: list) -> None:
             language(driver, lang)
         for width, height in STATE_SIZES[state]:
             for name, driver in pages.items():
-                viewport(driver, width, height)
+                set_viewport(driver, width, height)
                 driver.execute_script("window.scrollTo(0, 0)")
                 file = out / f"{state}-{name}-{width}x{height}-{lang}.png"
                 size = shoot(driver, file)
@@ -88,7 +75,7 @@ def take(pages: dict, state: str, out: Path, index: list) -> None:
 def into_call(base: str, tokens: dict, pages: dict, consult: dict) -> None:
     specialist, supervisor = pages["specialist"], pages["supervisor"]
     for driver in pages.values():
-        viewport(driver, 1280, 720)
+        set_viewport(driver, 1280, 720)
     selector = f".accept-button[data-consult-id='{consult['id']}']"
     wait(lambda: specialist.find_elements("css selector", selector), 10, "accept")[0].click()
     wait(lambda: supervisor.find_elements("css selector", ".observe-button"), 15, "observe")
@@ -160,7 +147,7 @@ def main() -> None:
         pages = {name: browser(folders) for name in PAGES}
         drivers.extend(pages.values())
         for name, driver in pages.items():
-            viewport(driver, 1280, 720)
+            set_viewport(driver, 1280, 720)
             open_page(driver, server.base, name, tokens[name])
         consult = api(server.base, "/api/consults", tokens["referrer"], {
             "specialty": "cardiology", "urgency": "critical",
