@@ -10,13 +10,20 @@ and so does its tile: no larger a layer than the picture it is shown in.
 A receiver's REMB grows with what it receives (WebRTC caps it at 1.5 times the rate
 that arrives), so it cannot say whether the next layer would fit. A step up is
 therefore probed first: after ``UP_HOLD_S`` seconds without congestion or loss (one
-second when the REMB already leaves room for it), the subscriber is sent padding
-for ``PROBE_S`` seconds, as much as the next step would add; if its link shows
-congestion or loss meanwhile, the probe stops and the next one waits twice as long
-(up to ``MAX_HOLD_S``), otherwise the subscriber steps up. Congestion or loss soon
-after a step (``TRIAL_S``) also doubles the wait. Congestion: the REMB falls below
-what the subscriber is sent (a delay-based estimate drops under the rate that
-arrives when queues grow). A subscriber without REMB (the recorder) is not probed.
+second when the REMB already leaves room for it), the subscriber is sent padding,
+as much as the next step would add, for ``PROBE_S`` seconds. A link that cannot
+carry it builds a queue, which the receiver's delay-based estimate sees: it falls
+(or loss is reported), the probe stops and the next one waits twice as long (up to
+``MAX_HOLD_S``). Otherwise the step is taken at the probe's end, or sooner once the
+estimate has grown by ``PROBE_GROWTH`` or leaves room for the step. Only a fall
+counts against a probe: the congestion test below (an estimate under what is sent)
+would fail every probe, as an estimate that grows a few percent a second lags behind
+the padding; and only a fall below where the probe began, as a saturated link's
+estimate may creep up for a second before its queue is noticed. Congestion
+or loss soon after a step (``TRIAL_S``) also doubles the wait. Congestion: the REMB
+falls below what the subscriber is sent (a delay-based estimate drops under the
+rate that arrives when queues grow). A subscriber without REMB (the recorder) is
+not probed.
 """
 
 from __future__ import annotations
@@ -30,9 +37,14 @@ from .bitrate import LOSS_HIGH, LOSS_LOW
 TEMPORAL_SHARE = (0.4, 0.6, 1.0)
 UP_HOLD_S = 3.0  # steady seconds before a step up
 TRIAL_S = 4.0  # congestion or loss this soon after a step up undoes it
-MAX_HOLD_S = 10.0
+MAX_HOLD_S = 8.0  # a failed step up waits at most this long before the next probe
 FIT_HOLD_S = 1.0  # before a step up the REMB already allows
-PROBE_S = 2.0
+PROBE_S = 3.0  # longest a probe runs
+PROBE_GROWTH = 1.08  # an estimate grown this much since the probe began: the step fits
+# Loss or congestion reported this soon after a failed probe is the probe's: its
+# padding filled or overflowed the queue, and it has stopped (reports and rates
+# measured over the last second still show it).
+PROBE_AFTERMATH_S = 2.0
 # REMB under this share of what the leg is sent: a queue is growing (WebRTC's
 # estimate falls to 0.85 times what arrives, which is less than what is sent, when
 # it sees one; without one it sits at or above what arrives).
@@ -90,6 +102,8 @@ class LayerChoice:
     calm_since: float | None = None
     trial_until: float = 0.0
     probe_until: float = 0.0  # a probe of the next step runs until then
+    probe_remb: int = 0  # the REMB when it began
+    probe_failed_at: float = float("-inf")
 
     @property
     def current(self) -> Step:
@@ -109,11 +123,12 @@ class LayerChoice:
             self.calm_since = None
         if self.probe_until:
             if self.step < top_step:
-                self._probe(now, link)
+                self._probe(now, link, rates)
                 return self.current
             self.probe_until = 0.0
         over_cap = link.cap is not None and step_rate(self.current, rates) > link.cap
-        if link.congested or link.lossy or (over_cap and self.step > 0):
+        strained = (link.congested or link.lossy) and not self.probe_aftermath(now)
+        if strained or (over_cap and self.step > 0):
             self._step_down(now, link, rates)
         elif self.step < top_step and link.clean:
             self._maybe_step_up(now, link, rates)
@@ -135,16 +150,28 @@ class LayerChoice:
                 target -= 1
         self.step = max(0, target)
 
-    def _probe(self, now: float, link: LinkView) -> None:
-        """A probe runs: congestion or loss ends it (the padding caused it, so the
-        step stays), a probe that lasted its time takes the step."""
-        if link.congested or link.lossy:
-            self.probe_until = 0.0
-            self.hold_s = min(self.hold_s * 2, MAX_HOLD_S)
-        elif now >= self.probe_until:
+    def _probe(self, now: float, link: LinkView, rates: list[float]) -> None:
+        """A probe runs: loss or the estimate falling below where it began stops it
+        (the padding was the cause, so the step stays); the estimate grown, room for
+        the step, or a probe that lasted its time without either takes the step."""
+        remb = link.remb or 0
+        room = link.budget is None or step_rate(self.steps[self.step + 1], rates) <= link.budget
+        if link.lossy or remb < self.probe_remb:
+            self._probe_failed(now)
+        elif remb >= self.probe_remb * PROBE_GROWTH or room or now >= self.probe_until:
             self.probe_until = 0.0
             self.step += 1
             self.trial_until = now + TRIAL_S
+
+    def _probe_failed(self, now: float) -> None:
+        self.probe_until = 0.0
+        self.probe_failed_at = now
+        self.hold_s = min(self.hold_s * 2, MAX_HOLD_S)
+
+    def probe_aftermath(self, now: float) -> bool:
+        """Whether loss or congestion seen now is a probe's doing (one runs or just
+        failed)."""
+        return bool(self.probe_until) or now - self.probe_failed_at < PROBE_AFTERMATH_S
 
     def _maybe_step_up(self, now: float, link: LinkView, rates: list[float]) -> None:
         if link.cap is not None and step_rate(self.steps[self.step + 1], rates) > link.cap:
@@ -160,6 +187,7 @@ class LayerChoice:
             self.step += 1
         else:
             self.probe_until = now + PROBE_S
+            self.probe_remb = link.remb
 
 
 def link_view(

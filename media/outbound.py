@@ -83,6 +83,7 @@ class OutStream:
         self.pending: InStream | None = None  # the layer waited for (its keyframe)
         self.max_height = 0  # of the subscriber's tile, in pixels (0: not said)
         self.loss = 0.0  # in its latest receiver report
+        self.loss_peak = 0.0  # the most any report said since the last choice of layers
         self.sent_bps = 0.0
         self.padding_bps = 0.0
         self._sent = (0.0, 0, 0)
@@ -290,7 +291,10 @@ class OutStream:
         hard = [self.leg.max_bitrate] if not self.mirror else []
         soft = [self.loss_estimate] if self.loss_estimate is not None else []
         rising = now - self.remb_rose_at < REMB_RISING_S
-        link = link_view(self.remb, leg_sent, self.sent_bps, hard, self.loss, rising, soft)
+        # A report between two choices counts too: the loss a probe's padding causes
+        # may show in one report only.
+        loss, self.loss_peak = max(self.loss, self.loss_peak), 0.0
+        link = link_view(self.remb, leg_sent, self.sent_bps, hard, loss, rising, soft)
         rates = [layer.bitrate for layer in layers]
         before = choice.current
         top = self._top_step(choice.steps, layers, now)
@@ -305,7 +309,7 @@ class OutStream:
             log.info(
                 "layers.switched", peer=self.leg.peer_id, slot=self.slot, role=self.role,
                 spatial=spatial, temporal=temporal, budget=int(link.budget or 0),
-                remb=self.remb or 0, leg_sent=int(leg_sent), loss=round(self.loss, 3),
+                remb=self.remb or 0, leg_sent=int(leg_sent), loss=round(loss, 3),
                 congested=link.congested, probed=int(extra),
             )  # fmt: skip
 
@@ -344,12 +348,15 @@ class OutStream:
         and a drop-tail queue that is already full adds none while it drops what
         overflows, so loss has to cap the rate as well."""
         self.loss = loss
+        self.loss_peak = max(self.loss_peak, loss)
         if self._reported_at is None or now - self._reported_at < 0.2:
             if self._reported_at is None:
                 self._reported_at, self._reported_octets = now, self.octets
             return
         sent = (self.octets - self._reported_octets) * 8 / (now - self._reported_at)
         self._reported_at, self._reported_octets = now, self.octets
+        if self.choice is not None and self.choice.probe_aftermath(now):
+            return  # the probe's padding lost it, and the probe stops: no limit for media
         self.loss_estimate = loss_estimate(self.loss_estimate, sent, loss)
 
     def retransmit(self, seqs: Iterable[int]) -> None:

@@ -12,7 +12,16 @@ from media.aiortc_internals import Negotiated
 from media.codecs import codecs_of
 from media.events import PublishedLayers
 from media.inbound import InStream
-from media.layers import PROBE_S, UP_HOLD_S, LayerChoice, LinkView, ladder, link_view, tile_layer
+from media.layers import (
+    PROBE_AFTERMATH_S,
+    PROBE_GROWTH,
+    UP_HOLD_S,
+    LayerChoice,
+    LinkView,
+    ladder,
+    link_view,
+    tile_layer,
+)
 from media.leg import PAUSE_AFTER_S
 from media.outbound import ABS_SEND_TIME, OutStream
 from media.rtp import Vp8Munger, extension_value, parse_header, rtp_seq_ts
@@ -208,7 +217,8 @@ def test_choice_steps_down_at_once_and_up_after_a_steady_hold_and_a_probe():
     assert choice.decide(1.0, calm, rates, 6) == (0, 2)
     assert choice.decide(1.0 + UP_HOLD_S, calm, rates, 6) == (0, 2)
     assert choice.probe_rate(rates) == 150_000  # padding: what (1, 1) would add
-    assert choice.decide(2.0 + UP_HOLD_S, congested, rates, 6) == (0, 2)  # probe failed
+    fell = LinkView(250_000, None, 320_000, congested=False, lossy=False, clean=True)
+    assert choice.decide(2.0 + UP_HOLD_S, fell, rates, 6) == (0, 2)  # estimate fell: failed
     assert choice.probe_rate(rates) == 0 and choice.hold_s == 2 * UP_HOLD_S
     t = 3.0 + UP_HOLD_S
     assert choice.decide(t, calm, rates, 6) == (0, 2)
@@ -216,8 +226,43 @@ def test_choice_steps_down_at_once_and_up_after_a_steady_hold_and_a_probe():
     assert not choice.probe_rate(rates)
     assert choice.decide(t + 2 * UP_HOLD_S, calm, rates, 6) == (0, 2)  # a probe starts
     assert choice.probe_rate(rates) > 0
-    assert choice.decide(t + 2 * UP_HOLD_S + PROBE_S, calm, rates, 6) == (1, 1)  # it held
+    grown = LinkView(
+        290_000, None, int(330_000 * PROBE_GROWTH), congested=False, lossy=False, clean=True
+    )
+    assert choice.decide(t + 2 * UP_HOLD_S + 1, grown, rates, 6) == (1, 1)  # it grew: taken
     assert choice.decide(t + 20, calm, rates, 3) == (1, 1)  # the tile wants no more
+
+
+def test_a_probe_fails_when_the_estimate_falls_below_its_start_and_holds_otherwise():
+    rates = [150_000.0, 500_000.0, 1_500_000.0]
+    choice = LayerChoice(ladder(3), 2)
+    calm = LinkView(200_000, None, 250_000, congested=False, lossy=False, clean=True)
+    assert choice.decide(0.0, calm, rates, 6) == (0, 2)
+    assert choice.decide(UP_HOLD_S, calm, rates, 6) == (0, 2)  # a probe starts
+    creeping = LinkView(205_000, None, 255_000, congested=True, lossy=False, clean=True)
+    assert choice.decide(UP_HOLD_S + 1, creeping, rates, 6) == (0, 2)
+    assert choice.probe_rate(rates) > 0  # a creep (and lagging "congestion") goes on
+    fell = LinkView(195_000, None, 245_000, congested=True, lossy=False, clean=True)
+    assert choice.decide(UP_HOLD_S + 2, fell, rates, 6) == (0, 2)  # below its start: failed
+    assert choice.probe_rate(rates) == 0 and choice.hold_s == 2 * UP_HOLD_S
+
+    choice = LayerChoice(ladder(3), 2, probe_until=10.0, probe_remb=250_000)
+    assert choice.decide(9.0, creeping, rates, 6) == (0, 2)
+    assert choice.decide(10.0, creeping, rates, 6) == (1, 1)  # lasted without a fall: taken
+
+    lossy = LinkView(200_000, None, 300_000, congested=False, lossy=True, clean=False)
+    choice = LayerChoice(ladder(3), 2, probe_until=10.0, probe_remb=250_000)
+    assert choice.decide(9.0, lossy, rates, 6) == (0, 2) and choice.probe_until == 0.0
+
+
+def test_loss_and_congestion_just_after_a_failed_probe_are_the_probes():
+    rates = [150_000.0, 500_000.0, 1_500_000.0]
+    choice = LayerChoice(ladder(3), 2, probe_until=10.0, probe_remb=250_000)
+    lossy = LinkView(200_000, None, 240_000, congested=True, lossy=True, clean=False)
+    assert choice.decide(9.0, lossy, rates, 6) == (0, 2)  # the probe fails, the step stays
+    assert choice.probe_aftermath(9.0) and choice.probe_aftermath(9.0 + PROBE_AFTERMATH_S - 0.1)
+    assert choice.decide(10.0, lossy, rates, 6) == (0, 2)  # its padding's loss: no step down
+    assert choice.decide(9.0 + PROBE_AFTERMATH_S, lossy, rates, 6) == (0, 1)  # the link's
 
 
 def test_a_hard_cap_is_never_tried_above_and_is_left_at_once():
