@@ -12,10 +12,12 @@ from .cluster import FORWARDED, HEADER, ClusterAuthError, cluster_refused
 from .errors import ApiError, refused, store_unavailable
 from .keys import INTERNAL_ADDRESS, TRUST
 from .logs import get_logger
+from .records.fhir import operation_outcome
 from .store import StoreUnavailable, TransitionRefused
 
 log = get_logger()
 
+FHIR_JSON = "application/fhir+json"
 HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 # Pages may load only their own scripts and styles, and talk only to this origin.
@@ -32,8 +34,14 @@ SECURITY_HEADERS = {
 }
 
 
-def error_response(error: ApiError) -> web.Response:
-    response = web.json_response(error.body(), status=error.status)
+def error_response(error: ApiError, fhir_api: bool = False) -> web.Response:
+    """``fhir_api``: answered on a FHIR endpoint, as FHIR clients expect (an
+    OperationOutcome, application/fhir+json)."""
+    if fhir_api:
+        outcome = operation_outcome(error.status, error.code, error.message)
+        response = web.json_response(outcome, status=error.status, content_type=FHIR_JSON)
+    else:
+        response = web.json_response(error.body(), status=error.status)
     if "retry_after" in error.extra:
         response.headers["Retry-After"] = str(error.extra["retry_after"])
     if error.status in (408, 413):
@@ -45,32 +53,37 @@ def error_response(error: ApiError) -> web.Response:
 async def errors_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
         response = await handler(request)
-    except ApiError as exc:
-        return error_response(exc)
-    except TransitionRefused as exc:
-        return error_response(refused(exc))
-    except StoreUnavailable as exc:
-        log.warning("store.unavailable", path=request.path, error=str(exc))
-        return error_response(store_unavailable())
-    except (UploadCut, ConnectionResetError) as exc:
-        # The client went away mid-request: nobody is left to answer, nothing is kept.
-        log.info("http.client_gone", path=request.path, method=request.method,
-                 error=type(exc).__name__)  # fmt: skip
-        return error_response(ApiError(400, "incomplete_request", "the request ended early"))
-    except web.HTTPException as exc:
-        if exc.status < 400:
+    except Exception as exc:  # noqa: BLE001 - every failure gets a coded answer
+        error = api_error(request, exc)
+        if error is None:
             raise
-        code = HTTP_CODES.get(exc.status, "http_error")
-        return error_response(ApiError(exc.status, code, exc.reason))
-    except Exception:
-        request_id = secrets.token_hex(6)
-        log.exception("http.internal_error", path=request.path, request_id=request_id)
-        return error_response(ApiError(500, "internal", f"internal error (request {request_id})"))
+        response = error_response(error, request.path.startswith("/fhir/"))
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     return response
 
 
+def api_error(request: web.Request, exc: Exception) -> ApiError | None:
+    """The coded error a failure is answered with (None: not a failure, a redirect)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, TransitionRefused):
+        return refused(exc)
+    if isinstance(exc, StoreUnavailable):
+        log.warning("store.unavailable", path=request.path, error=str(exc))
+        return store_unavailable()
+    if isinstance(exc, (UploadCut, ConnectionResetError)):
+        # The client went away mid-request: nobody is left to answer, nothing is kept.
+        log.info("http.client_gone", path=request.path, method=request.method,
+                 error=type(exc).__name__)  # fmt: skip
+        return ApiError(400, "incomplete_request", "the request ended early")
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            return None
+        return ApiError(exc.status, HTTP_CODES.get(exc.status, "http_error"), exc.reason)
+    request_id = secrets.token_hex(6)
+    log.exception("http.internal_error", path=request.path, request_id=request_id)
+    return ApiError(500, "internal", f"internal error (request {request_id})")
 
 
 def on_internal_listener(request: web.Request) -> bool:

@@ -47,6 +47,22 @@ def instant(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
 
+# The FHIR issue type (R4 IssueType) of each HTTP status a FHIR endpoint answers with.
+ISSUE_TYPES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found",
+               405: "not-supported", 408: "timeout", 413: "too-costly", 429: "throttled",
+               503: "transient"}  # fmt: skip
+ERROR_CODE_SYSTEM = "urn:jisr:error"
+
+
+def operation_outcome(status: int, code: str, message: str) -> dict[str, Any]:
+    """A refusal as FHIR clients read one: Jisr's error code in the issue's details."""
+    issue_type = ISSUE_TYPES.get(status, "exception" if status >= 500 else "processing")
+    return {"resourceType": "OperationOutcome", "issue": [{
+        "severity": "fatal" if status >= 500 else "error", "code": issue_type,
+        "details": {"coding": [{"system": ERROR_CODE_SYSTEM, "code": code}], "text": message},
+    }]}  # fmt: skip
+
+
 def patient_system(organisation: str) -> str:
     """Patient references are the referring organisation's pseudonyms."""
     return f"urn:jisr:{organisation}:patient"

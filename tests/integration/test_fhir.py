@@ -9,6 +9,7 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.composition import Composition
 from fhir.resources.R4B.documentreference import DocumentReference
 from fhir.resources.R4B.encounter import Encounter
+from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.provenance import Provenance
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from fhirpy import AsyncFHIRClient
@@ -34,7 +35,9 @@ async def finished(aiohttp_client, tmp_path, tokens):
     key = tmp_path / "master.key"
     generate_key_file(key)
     settings = make_settings(
-        recording_key=key, recordings_dir=tmp_path / "rec", attachments_dir=tmp_path / "att",
+        recording_key=key,
+        recordings_dir=tmp_path / "rec",
+        attachments_dir=tmp_path / "att",
         data_dir=tmp_path / "data",
     )
     client = await aiohttp_client(create_app(settings, store=MemoryStore()))
@@ -74,7 +77,9 @@ async def test_the_bundle_of_a_finished_consult_validates(finished, tokens) -> N
     assert request.priority == "stat" and request.code.text == "cardiology"
     assert request.reasonCode[0].text == "chest pain <2h>"
     assert (request.subject.identifier.system, request.subject.identifier.value) == (
-        PATIENT_SYSTEM, "MRN-4711")
+        PATIENT_SYSTEM,
+        "MRN-4711",
+    )
     encounter = Encounter.model_validate(by_type["Encounter"].model_dump())
     assert encounter.class_fhir.code == "VR" and encounter.status == "finished"
     assert encounter.period.start is not None and encounter.period.end is not None
@@ -142,12 +147,26 @@ async def test_bad_fhir_requests_have_their_code(finished, tokens, path, status,
     client, _ = finished
     response = await client.get(path, headers=tokens.header(tokens.referrer))
     assert response.status == status
-    assert (await response.json())["error"]["code"] == code
+    issue_type = "not-found" if status == 404 else "invalid"
+    assert error_code(response, await response.json(), issue_type) == code
+
+
+def error_code(response, body: dict, issue_type: str) -> str:
+    """A FHIR endpoint's refusal is an OperationOutcome that validates, its issue of the
+    type the status means, Jisr's error code in its details."""
+    assert response.content_type == "application/fhir+json"
+    issue = OperationOutcome.model_validate(body).issue[0]
+    assert issue.severity == "error" and issue.code == issue_type
+    assert issue.details.text
+    coding = issue.details.coding[0]
+    assert coding.system == "urn:jisr:error"
+    return coding.code
 
 
 async def test_fhir_needs_a_signed_in_caller(finished) -> None:
     client, consult_id = finished
     response = await client.get(f"/fhir/Bundle/{consult_id}")
     assert response.status == 401
+    assert error_code(response, await response.json(), "login") == "unauthenticated"
     metadata = await client.get("/fhir/metadata")  # what a FHIR client asks first
     assert (await metadata.json())["fhirVersion"] == "4.0.1"
