@@ -25,13 +25,20 @@ BATCH = 200
 MIN_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 2.0
 SYNC_INTERVAL_S = 1.0
+IDLE_PROBE_S = 5.0  # with nothing to write, the database is asked this often
+PROBE_TIMEOUT_S = 5.0
 
 Apply = Callable[[list[Entry]], Awaitable[None]]
+Probe = Callable[[], Awaitable[None]]
 KeyFor = Callable[[str | None], tuple[str, bytes]]
 
 
 class Outbox:
-    def __init__(self, folder: Path, node: str, key_for: KeyFor, apply: Apply) -> None:
+    def __init__(
+        self, folder: Path, node: str, key_for: KeyFor, apply: Apply, probe: Probe | None = None
+    ) -> None:
+        """``probe``: asks the database whether it answers (raises if not), while there
+        is nothing to write."""
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.folder = folder
         self._key_for = key_for
@@ -44,6 +51,7 @@ class Outbox:
             ) from None
         self._adopted: list[Journal] = adopt(folder, key_for, self.journal.path)
         self._apply = apply
+        self._probe = probe
         self._wake = asyncio.Event()
         self.database_up: bool | None = None  # None: not tried yet
         self.rejected = 0  # entries that could never be applied
@@ -85,8 +93,10 @@ class Outbox:
                     self._adopted.pop(0).close(remove=True)
                     continue
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 5.0)
+                try:
+                    await asyncio.wait_for(self._wake.wait(), IDLE_PROBE_S)
+                except TimeoutError:
+                    await self._probe_idle()
                 continue
             try:
                 await self._apply_batch(batch)
@@ -100,9 +110,24 @@ class Outbox:
             backoff = MIN_BACKOFF_S
             journal.ack(batch[-1][0], len(batch))
             self.applied += len(batch)
-            if self.database_up is not True:
-                log.info("records.database_available", backlog=self.backlog)
-            self.database_up = True
+            self._up()
+
+    async def _probe_idle(self) -> None:
+        """Nothing to write for a while: ask the database anyway, so that /readyz says
+        it is down before the next change finds out."""
+        if self._probe is None:
+            return
+        try:
+            await asyncio.wait_for(self._probe(), PROBE_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the database did not answer
+            self._down(exc)
+            return
+        self._up()
+
+    def _up(self) -> None:
+        if self.database_up is not True:
+            log.info("records.database_available", backlog=self.backlog)
+        self.database_up = True
 
     def _down(self, exc: BaseException) -> None:
         if self.database_up is not False:

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
 from recordings.keyring import Keyring
 
 from ..logs import get_logger, screen_fields
@@ -42,7 +44,7 @@ class Records:
         self.sealing = Sealing(keyring)
         self.writer = RecordWriter(self.engine, self.sealing, self.chain_key)
         self.reader = RecordReader(self.engine, self.sealing)
-        self.outbox = Outbox(outbox_dir, node, self._outbox_key, self.writer.apply)
+        self.outbox = Outbox(outbox_dir, node, self._outbox_key, self.writer.apply, self._ping)
         self.pusher, self.push_outbox = None, None
         if fhir_push is not None:  # the hospital's FHIR server: an outbox of its own
             self.pusher = FhirPusher(fhir_push[0], fhir_push[1], self.reader)
@@ -67,6 +69,10 @@ class Records:
         self._chain = await self.sealing.shared_key(self.engine, chain.KEY_ID)
         self.migrated = True
         self.outbox.database_up = True
+
+    async def _ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
 
     def _outbox_key(self, key_id: str | None) -> tuple[str, bytes]:
         return key_id or self.keyring.master_key_id, self.keyring.derived(OUTBOX_LABEL, key_id)

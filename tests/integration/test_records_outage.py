@@ -103,3 +103,39 @@ async def test_a_database_outage_loses_no_change(aiohttp_client, tmp_path, postg
     assert report.ok, report.problems
     assert report.entries >= len(rows)  # each change's audit entry is on the chain too
     assert records.outbox.rejected == 0
+
+
+async def readyz_database(client) -> str:
+    return (await (await client.get("/readyz")).json())["records"]["database"]
+
+
+async def until_database(client, wanted: str, timeout_s: float) -> float:
+    """Seconds until /readyz says the record store's database is ``wanted``."""
+    began = time.monotonic()
+    while (state := await readyz_database(client)) != wanted:
+        assert time.monotonic() - began < timeout_s, f"/readyz still says {state!r}"
+        await asyncio.sleep(0.2)  # polling /readyz, bounded by the timeout
+    return time.monotonic() - began
+
+
+async def test_an_idle_node_notices_the_database_going_and_coming_back(
+    aiohttp_client, tmp_path, postgres_server
+) -> None:
+    """Nothing is written meanwhile: /readyz learns of the outage from the outbox's
+    own check, not from a change that failed."""
+    key = tmp_path / "master.key"
+    generate_key_file(key)
+    settings = make_settings(
+        recording_key=key, recordings_dir=tmp_path / "rec", attachments_dir=tmp_path / "att",
+        data_dir=tmp_path / "data", records_url=postgres_server.create_database(),
+    )  # fmt: skip
+    client = await aiohttp_client(create_app(settings, store=MemoryStore()))
+    assert await readyz_database(client) == "up"
+    postgres_server.stop()
+    try:
+        went = await until_database(client, "down", 20)
+        assert client.app[RECORDS].outbox.backlog == 0  # nothing was written meanwhile
+    finally:
+        postgres_server.start()
+    came = await until_database(client, "up", 20)
+    print(f"an idle node saw the database go in {went:.1f} s and come back in {came:.1f} s")
