@@ -84,7 +84,7 @@ class Leg:
         everything it receives restarts cleanly from the next keyframe."""
         if self.stalled(now):
             for out in self.outbound.values():
-                out.restart(now)
+                out.restart(now, path_was_down=True)
                 if out.source is not None:
                     out.source.ask_keyframe(now, urgent=True)
         self.last_heard = now
@@ -92,7 +92,10 @@ class Leg:
 
     def on_rtp(self, packet: bytes) -> None:
         now = time.monotonic()
-        if now - self.last_heard > 0.1:  # the silence check, at most ten times a second
+        # The silence check, at most ten times a second; and its first packet, which
+        # may come within 0.1 s of the connection (a path that dies right after it
+        # would otherwise never count as down).
+        if now - self.last_heard > 0.1 or not self.talking:
             self.heard(now)
         try:
             ssrc = rtp_ssrc(packet)

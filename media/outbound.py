@@ -42,6 +42,13 @@ ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 PADDING_SIZE = 255  # bytes of one probe packet's padding
 MAX_PADDING_PER_PACKET = 4
 MAX_PROBE_RATIO = 3.0  # padding bytes per media byte
+# Sequence numbers a video stream skips when it resumes after its subscriber's path was
+# down: past the 512-packet window of aiortc's video jitter buffer, within the 1,000
+# missing packets WebRTC's NACK list holds before it just asks for a keyframe.
+RESUME_SEQ_GAP = 600
+# Receiver reports this soon after such a resume count what was lost while the path
+# was down: they would cut its (and its publisher's) rate for nothing.
+RESUME_AFTERMATH_S = 3.0
 REMB_RISING_S = 1.5  # a REMB that went up this recently is growing
 SINK_FLOWING_S = 4.0  # an internal subscriber leaves a layer only after this long without it
 
@@ -84,6 +91,7 @@ class OutStream:
         self.max_height = 0  # of the subscriber's tile, in pixels (0: not said)
         self.loss = 0.0  # in its latest receiver report
         self.loss_peak = 0.0  # the most any report said since the last choice of layers
+        self.resumed_at = float("-inf")  # when its path last came back (restart)
         self.sent_bps = 0.0
         self.padding_bps = 0.0
         self._sent = (0.0, 0, 0)
@@ -176,13 +184,22 @@ class OutStream:
                 self.pending.joining.remove(self)
             self.pending = None
 
-    def restart(self, now: float) -> None:
-        """Continue on the current source from its next keyframe, seamlessly."""
+    def restart(self, now: float, path_was_down: bool = False) -> None:
+        """Continue on the current source from its next keyframe: seamlessly after a
+        hole upstream (the subscriber got all that was sent). ``path_was_down``: the
+        subscriber's own path was, so video skips ``RESUME_SEQ_GAP`` sequence numbers:
+        what was sent into the dead path is abandoned, and a receiver that would wait
+        for it (a jitter buffer holding its oldest hole until a window's worth of
+        packets has passed, as aiortc's does) sees a jump past its window instead;
+        the keyframe needs nothing before it."""
         if self.rewriter is not None and self.source is not None:
             elapsed = (
                 int((now - self.last_sent_at) * self.source.clock_rate) if self.packets else None
             )
-            self.rewriter.switch_source(elapsed)
+            gap = RESUME_SEQ_GAP if path_was_down and self.kind == "video" else 0
+            if path_was_down:
+                self.resumed_at = now
+            self.rewriter.switch_source(elapsed, seq_gap=gap)
             if self.munger is not None:
                 self.munger.switch_source()
             self.waiting_keyframe = self.kind == "video"
@@ -347,6 +364,10 @@ class OutStream:
         its previous report, 0 to 1). Its REMB sees only queueing delay,
         and a drop-tail queue that is already full adds none while it drops what
         overflows, so loss has to cap the rate as well."""
+        if now - self.resumed_at < RESUME_AFTERMATH_S:
+            # the loss of the outage and the skipped sequence numbers, not the link's
+            self._reported_at, self._reported_octets = now, self.octets
+            return
         self.loss = loss
         self.loss_peak = max(self.loss_peak, loss)
         if self._reported_at is None or now - self._reported_at < 0.2:

@@ -46,7 +46,7 @@ class StreamRewriter:
 
     __slots__ = (
         "ssrc", "pt_map", "frame_ticks", "max_keep_ticks", "_ext_map", "_ext_tables",
-        "_pending", "_started", "_gap_ticks", "_in_ssrc", "_max_in", "_ext",
+        "_pending", "_started", "_gap_ticks", "_seq_gap", "_in_ssrc", "_max_in", "_ext",
         "_seq_off", "_ts_off", "_steps", "_last_seq", "_last_ts",
     )  # fmt: skip
 
@@ -78,6 +78,7 @@ class StreamRewriter:
         self._pending = True
         self._started = False
         self._gap_ticks = self.frame_ticks
+        self._seq_gap = 0
         self._in_ssrc = -1
         self._max_in = 0  # highest input seq of the current source (16 bits)
         self._ext = 0  # the same, extended (never wraps) for late-packet lookups
@@ -112,15 +113,17 @@ class StreamRewriter:
     def last_timestamp(self) -> int | None:
         return self._last_ts if self._started else None
 
-    def switch_source(self, elapsed_ticks: int | None = None) -> None:
+    def switch_source(self, elapsed_ticks: int | None = None, seq_gap: int = 0) -> None:
         """The input stream changes (publisher reconnected, new SSRC, new bases).
 
-        The next forwarded packet continues the output timeline: seq + 1, and ts +
-        `elapsed_ticks` (clock ticks since the old source's last packet, as the caller
-        measured it), but never less than `frame_ticks`.
+        The next forwarded packet continues the output timeline: seq + 1 (+ `seq_gap`:
+        sequence numbers deliberately left out), and ts + `elapsed_ticks` (clock ticks
+        since the old source's last packet, as the caller measured it), but never less
+        than `frame_ticks`.
         """
         self._pending = True
         self._gap_ticks = max(self.frame_ticks, elapsed_ticks or 0)
+        self._seq_gap = seq_gap & SEQ_MASK
 
     def _anchor(self, seq: int, ts: int, ssrc: int) -> None:
         if not self._started:
@@ -130,7 +133,8 @@ class StreamRewriter:
             and (ts - (self._last_ts - self._ts_off)) & TS_MASK <= self.max_keep_ticks
         ):
             self._ts_off = (self._last_ts + self._gap_ticks - ts) & TS_MASK
-        self._seq_off = (self._last_seq + 1 - seq) & SEQ_MASK
+        self._seq_off = (self._last_seq + 1 + self._seq_gap - seq) & SEQ_MASK
+        self._seq_gap = 0
         self._in_ssrc = ssrc
         # Pretend the previous seq was the max so that this packet takes the in-order
         # path; a fresh extended space starts here, so older packets fall below it.

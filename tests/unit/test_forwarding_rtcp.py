@@ -4,6 +4,7 @@ ceiling toward publishers, sender reports toward subscribers, PLI/NACK handling.
 from __future__ import annotations
 
 import struct
+import time
 
 import pytest
 from aiortc import RTCRtpCodecParameters
@@ -14,8 +15,8 @@ from media.aiortc_internals import Negotiated
 from media.bitrate import MIN_BITRATE, RAMP_PER_S, START_BITRATE
 from media.codecs import codecs_of
 from media.inbound import NACK_TRIES, InStream
-from media.leg import Leg
-from media.outbound import OutStream
+from media.leg import PUBLISHER_STALL_SECONDS, Leg
+from media.outbound import RESUME_AFTERMATH_S, RESUME_SEQ_GAP, OutStream
 from media.rtp import (
     PSFB_AFB,
     PSFB_PLI,
@@ -89,6 +90,52 @@ def test_keyframe_gating_and_pli_on_join():
     seqs = [struct.unpack_from("!H", p, 2)[0] for p in sent]
     assert seqs[1] == (seqs[0] + 1) & 0xFFFF
     assert {struct.unpack_from("!I", p, 8)[0] for p in sent} == {7000}
+
+
+def out_seqs(tap: FakeTap) -> list[int]:
+    return [struct.unpack_from("!H", p, 2)[0] for p in tap.rtp]
+
+
+def test_a_subscriber_back_from_a_dead_path_resumes_past_a_gap_at_a_keyframe():
+    publisher, subscriber, source, out = setup()
+    subscriber.heard(0.0)  # it talks: its silence will mean its path is down
+    for seq in range(1, 4):
+        source.on_packet(vp8_packet(seq, seq * 3000, key=seq == 1), now=seq / 30)
+    before = out_seqs(subscriber.tap)
+    assert len(before) == 3
+    source.on_packet(vp8_packet(4, 12000, key=False), now=20.0)  # it has been silent
+    assert len(subscriber.tap.rtp) == 3  # not sent into its dead path
+    subscriber.heard(21.0)  # back
+    source.on_packet(vp8_packet(5, 15000, key=False), now=21.1)
+    source.on_packet(vp8_packet(6, 18000, key=True), now=21.2)
+    source.on_packet(vp8_packet(7, 21000, key=False), now=21.3)
+    after = out_seqs(subscriber.tap)[3:]
+    assert after == [(before[-1] + 1 + RESUME_SEQ_GAP + i) & 0xFFFF for i in range(2)]
+    # Its first reports count the outage's loss (and the skipped numbers): not its link's.
+    out.on_receiver_report(0.9, now=22.0)
+    assert (out.loss, out.loss_estimate) == (0.0, None)
+    out.on_receiver_report(0.3, now=21.0 + RESUME_AFTERMATH_S + 0.5)
+    assert out.loss == 0.3
+
+
+def test_a_path_that_dies_right_after_connecting_counts_as_down():
+    publisher, subscriber, source, out = setup()
+    subscriber.inbound[2000] = InStream(subscriber, "specialist", "video", 2000,
+                                        codecs_of(negotiated(5)), 5, {})  # fmt: skip
+    subscriber.on_connected(time.monotonic())
+    subscriber.on_rtp(vp8_packet(1, 0, key=True, ssrc=2000))  # within 0.1 s of it
+    assert subscriber.talking
+    assert subscriber.stalled(time.monotonic() + PUBLISHER_STALL_SECONDS + 0.1)
+
+
+def test_after_a_hole_upstream_subscribers_continue_without_one():
+    publisher, subscriber, source, out = setup()
+    for seq in range(1, 4):
+        source.on_packet(vp8_packet(seq, seq * 3000, key=seq == 1), now=seq / 30)
+    source.on_packet(vp8_packet(100, 300_000, key=False), now=0.2)  # a burst lost on the way in
+    source.on_packet(vp8_packet(101, 303_000, key=True), now=0.3)
+    seqs = out_seqs(subscriber.tap)
+    assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(4)]  # from the keyframe, no gap
 
 
 def test_reports_and_remb_ceiling_from_the_weakest_subscriber():
