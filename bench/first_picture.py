@@ -22,6 +22,7 @@ answer → ICE → DTLS → first frame): what the browser alone needs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -29,9 +30,9 @@ import statistics
 import subprocess
 import tempfile
 import time
-import urllib.request
+from collections.abc import Iterator
 
-from .common import Processes, log, machine_line, start_jisr, table
+from .common import Processes, http_json, log, machine_line, start_jisr, table
 from .common import machine as common_machine
 from .isolation import enter_namespace
 
@@ -45,33 +46,30 @@ CHROMIUM_FLAGS = [
     "--window-size=1280,720",
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
 ]  # fmt: skip
-# Each page's marks in the order they happen, and what the step between two is.
+# Each page's marks in the order they happen, and what the step between two is; the
+# join and call steps are both pages'.
+JOIN_STEPS = [("join.sent", "to the join"), ("join.answered", "join answered")]
+CALL_STEPS = [
+    ("offer.created", "offer created"),
+    ("ice.gathered", "first ICE candidates"),
+    ("offer.sent", "offer sent"),
+    ("answer.applied", "answer applied"),
+    ("ice.connected", "ICE connected"),
+    ("dtls.connected", "DTLS connected"),
+    ("frame.first", "first frame shown"),
+]
 STEPS = {
     "specialist": [
         ("accept.answered", "HTTP accept"),
-        ("join.sent", "to the join"),
-        ("join.answered", "join answered"),
+        *JOIN_STEPS,
         ("media.ready", "camera (getUserMedia, from the click)"),
-        ("offer.created", "offer created"),
-        ("ice.gathered", "first ICE candidates"),
-        ("offer.sent", "offer sent"),
-        ("answer.applied", "answer applied"),
-        ("ice.connected", "ICE connected"),
-        ("dtls.connected", "DTLS connected"),
-        ("frame.first", "first frame shown"),
+        *CALL_STEPS,
     ],
     "referrer": [
         ("accepted.push", "push of the accept"),
-        ("join.sent", "to the join"),
-        ("join.answered", "join answered"),
+        *JOIN_STEPS,
         ("media.ready", "camera (getUserMedia)"),
-        ("offer.created", "offer created"),
-        ("ice.gathered", "first ICE candidates"),
-        ("offer.sent", "offer sent"),
-        ("answer.applied", "answer applied"),
-        ("ice.connected", "ICE connected"),
-        ("dtls.connected", "DTLS connected"),
-        ("frame.first", "first frame shown"),
+        *CALL_STEPS,
     ],
 }
 STATE_JS = "const done = arguments[arguments.length - 1]; window.jisr.state().then(done);"
@@ -121,12 +119,7 @@ def mint(secret: str, role: str, sub: str, **claims) -> str:
 
 
 def api(base: str, path: str, token: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        base + path, data=json.dumps(body or {}).encode(), method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )  # fmt: skip
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+    return http_json("POST", base + path, body or {}, token)
 
 
 def browser(folders: list):
@@ -144,6 +137,22 @@ def browser(folders: list):
     )
     driver.set_script_timeout(30)
     return driver
+
+
+@contextlib.contextmanager
+def browsers(names) -> Iterator[dict]:
+    """A headless Chromium for each name; all quit, and their profiles removed, after."""
+    folders: list = []
+    pages: dict = {}
+    try:
+        for name in names:
+            pages[name] = browser(folders)
+        yield pages
+    finally:
+        for driver in pages.values():
+            driver.quit()
+        for folder in folders:
+            folder.cleanup()
 
 
 def page_state(driver) -> dict:
@@ -257,28 +266,21 @@ def main() -> None:
     if reason:
         log(f"running in this network namespace: {reason}")
     info = machine()
-    folders: list = []
-    drivers: list = []
     procs = Processes()
     try:
         server = start_jisr(procs)
         tokens = {"referrer": mint(server.secret, "referrer", "dr-amal", facility="hospital-a"),
                   "specialist": mint(server.secret, "specialist", "dr-karim",
                                      specialties=["cardiology"])}  # fmt: skip
-        pages = {"specialist": browser(folders), "referrer": browser(folders)}
-        drivers.extend(pages.values())
-        for name, driver in pages.items():
-            open_page(driver, server.base, name, tokens[name])
-        runs = []
-        for n in range(args.runs):
-            runs.append(one_run(server.base, tokens, pages, n + 1))
-            log(f"run {n + 1}: done")
-        base_times = baseline(pages["referrer"], args.runs)
+        with browsers(("specialist", "referrer")) as pages:
+            for name, driver in pages.items():
+                open_page(driver, server.base, name, tokens[name])
+            runs = []
+            for n in range(args.runs):
+                runs.append(one_run(server.base, tokens, pages, n + 1))
+                log(f"run {n + 1}: done")
+            base_times = baseline(pages["referrer"], args.runs)
     finally:
-        for driver in drivers:
-            driver.quit()
-        for folder in folders:
-            folder.cleanup()
         procs.stop_all()
     result = report(runs, base_times, info)
     if args.json:

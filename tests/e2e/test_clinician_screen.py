@@ -17,7 +17,6 @@ a report sent after the end, and the recordings. On each page and in each state:
 from __future__ import annotations
 
 import json
-import urllib.request
 
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException
@@ -33,6 +32,7 @@ from tests.e2e.screen import (
     set_lang,
     set_viewport,
 )  # fmt: skip
+from tests.e2e.test_connection_quality import post
 from tests.e2e.test_consult_flow import frames_advance, live_video, open_page, state, wait_until
 from tests.e2e.test_recording_playback import click_when_ready, shown
 
@@ -53,15 +53,6 @@ REPORT = {
     "assessment": "Post-operative tamponade.",
     "recommendation": "Re-explore in theatre now.",
 }
-
-
-def post(server, path: str, token: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        server.base + path, data=json.dumps(body or {}).encode(), method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )  # fmt: skip
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
 
 
 def click_fresh(driver, selector: str, what: str, timeout: float = 10) -> None:

@@ -18,11 +18,11 @@ bitrate limits a 1080p picture first), so the camera is the usual 640x480.
 from __future__ import annotations
 
 import json
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_connection_quality import post
 from tests.e2e.test_consult_flow import live_video, open_page, state, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -30,15 +30,6 @@ pytestmark = pytest.mark.e2e
 WEB = Path(__file__).resolve().parents[2] / "web"
 # Normal for 1 ms, then overloaded for ten minutes (the test is over well before).
 OVERLOADED = "--force-fieldtrials=WebRTC-ForceSimulatedOveruseIntervalMs/1-600000-60000/"
-
-
-def post(server, path: str, token: str, body: dict) -> dict:
-    request = urllib.request.Request(
-        server.base + path, data=json.dumps(body).encode(), method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )  # fmt: skip
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
 
 
 def badge(driver) -> dict:

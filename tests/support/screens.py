@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from bench.common import Processes, log, start_jisr
-from bench.first_picture import api, browser, mint, open_page, page_state, wait
+from bench.first_picture import api, browsers, mint, open_page, page_state, wait
 from bench.isolation import enter_namespace
 from tests.e2e.screen import LANGS, SIZES, set_viewport
 
@@ -132,8 +132,6 @@ def main() -> None:
         log(f"running in this network namespace: {reason}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    folders: list = []
-    drivers: list = []
     procs = Processes()
     index: list = []
     try:
@@ -144,26 +142,21 @@ def main() -> None:
                                specialties=["cardiology"]),
             "supervisor": mint(server.secret, "supervisor", "sup-leila"),
         }  # fmt: skip
-        pages = {name: browser(folders) for name in PAGES}
-        drivers.extend(pages.values())
-        for name, driver in pages.items():
-            set_viewport(driver, 1280, 720)
-            open_page(driver, server.base, name, tokens[name])
-        consult = api(server.base, "/api/consults", tokens["referrer"], {
-            "specialty": "cardiology", "urgency": "critical",
-            "summary": "Post-CABG day 1: rising lactate, falling pressure, suspected "
-                       "tamponade. Echo attached.",
-            "patient_ref": "P-2026-0042",
-        })  # fmt: skip
-        wait(lambda: page_state(pages["specialist"])["queueIds"], 10, "the queue")
-        take(pages, "list", out, index)
-        into_call(server.base, tokens, pages, consult)
-        take(pages, "call", out, index)
+        with browsers(PAGES) as pages:
+            for name, driver in pages.items():
+                set_viewport(driver, 1280, 720)
+                open_page(driver, server.base, name, tokens[name])
+            consult = api(server.base, "/api/consults", tokens["referrer"], {
+                "specialty": "cardiology", "urgency": "critical",
+                "summary": "Post-CABG day 1: rising lactate, falling pressure, suspected "
+                           "tamponade. Echo attached.",
+                "patient_ref": "P-2026-0042",
+            })  # fmt: skip
+            wait(lambda: page_state(pages["specialist"])["queueIds"], 10, "the queue")
+            take(pages, "list", out, index)
+            into_call(server.base, tokens, pages, consult)
+            take(pages, "call", out, index)
     finally:
-        for driver in drivers:
-            driver.quit()
-        for folder in folders:
-            folder.cleanup()
         procs.stop_all()
     write_index(out, index)
     log(f"{len(index)} screenshots in {out}, {sum(i[-1] for i in index) // 1024} KiB")
