@@ -15,8 +15,11 @@ dropped whatever the field is called.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
+import os
 import sys
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -111,6 +114,64 @@ def _dumps(event_dict: dict, **options) -> str:
     return orjson.dumps(event_dict, **options).decode()
 
 
+def _render_line(_, __, event_dict: dict) -> bytes:
+    """The line as written: JSON bytes with their newline, ready for one write."""
+    return orjson.dumps(event_dict, option=orjson.OPT_APPEND_NEWLINE)
+
+
+_stamped_second = [-1, ""]  # the last whole second stamped, and its ISO text
+
+
+def _timestamp(_, __, event_dict: dict) -> dict:
+    """UTC ISO 8601 to the microsecond; the date and time of day are formatted once
+    a second, not per line."""
+    now = time.time()
+    second = int(now)
+    if second != _stamped_second[0]:
+        _stamped_second[:] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    event_dict["timestamp"] = f"{_stamped_second[1]}.{int((now - second) * 1e6):06d}Z"
+    return event_dict
+
+
+class LineWriter:
+    """Where log lines go. A stream with a file descriptor (stdout, a file) gets
+    each line in one system call on that descriptor, with no text layer or separate
+    flush between; any other stream (a test's StringIO) gets it as text."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        try:
+            stream.flush()  # what its text layer holds goes first
+            self._fd: int | None = stream.fileno()
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            self._fd = None
+
+    def msg(self, line: bytes) -> None:
+        if self._fd is None:
+            self._stream.write(line.decode())
+            self._stream.flush()
+            return
+        view = memoryview(line)
+        while view:  # a write to a pipe may be partial
+            view = view[os.write(self._fd, view) :]
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+class _LineHandler(logging.Handler):
+    """The standard library's records, formatted as JSON lines, to the same writer."""
+
+    def __init__(self, writer: LineWriter) -> None:
+        super().__init__()
+        self._writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._writer.msg((self.format(record) + "\n").encode())
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
+
+
 class _QuietStdlib(logging.Filter):
     """The standard library's records (aiohttp, asyncio) become events with a type,
     never their message: aiohttp's refusals quote the bytes of the offending
@@ -145,31 +206,22 @@ def configure_logging(level: str = "info", stream=None) -> None:
     _configured += 1
     numeric = logging.getLevelName(level.upper())
     tail = [_allow_listed, structlog.processors.format_exc_info]
-    renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+    writer = LineWriter(stream or sys.stdout)
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            *tail,
-            renderer,
-        ],
+        processors=[structlog.processors.add_log_level, _timestamp, *tail, _render_line],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
+        logger_factory=lambda *_: writer,
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(stream or sys.stdout)
+    handler = _LineHandler(writer)
     handler.addFilter(_QuietStdlib())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[
-                structlog.stdlib.add_log_level,
-                structlog.processors.TimeStamper(fmt="iso", utc=True),
-                _stdlib_fields,
-            ],
+            foreign_pre_chain=[structlog.stdlib.add_log_level, _timestamp, _stdlib_fields],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 *tail,
-                renderer,
+                structlog.processors.JSONRenderer(serializer=_dumps),
             ],
         )
     )
