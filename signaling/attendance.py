@@ -79,8 +79,10 @@ class Attendance:
         for conn in room.members.values():
             conn.send_text(text)
 
-    def broadcast_roster(self, session_id: str) -> None:
-        roster = self.roster(session_id)
+    def broadcast_roster(self, session_id: str, roster: list[dict[str, Any]] | None = None) -> None:
+        """``roster``: as ``roster`` just built it (a join sends it in its reply too)."""
+        if roster is None:
+            roster = self.roster(session_id)
         self.broadcast(session_id, {"type": "roster", "session_id": session_id, "roster": roster})
 
     def broadcast_recording(self, session_id: str) -> None:

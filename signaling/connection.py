@@ -67,6 +67,8 @@ class Connection:
         self.principal: Principal | None = None
         self.session_id: str | None = None
         self.part: str | None = None  # "referrer" | "specialist" | None (observer)
+        self._member: dict | None = None  # as the roster lists it (``member``)
+        self._member_for: tuple[Principal, str | None] | None = None  # built for whom
         self.token: str | None = None  # kept only to sign in on the hosting node
         # Set when the session's media lives on another node: every further message
         # goes there, and its replies come back through this connection.
@@ -202,11 +204,16 @@ class Connection:
         self._flush_now.set()
 
     def member(self) -> dict:
-        assert self.principal is not None
-        return {
-            **self.principal.ref(),
-            "role": self.principal.role,
-            "as": "observer" if self.part is None else "participant",
-            "status": "connected",
-        }
+        """This connection as its session's roster lists it. Built once per signed-in
+        user and part (every join lists every member), so shared: never change it."""
+        who, part = self.principal, self.part
+        assert who is not None
+        built_for = self._member_for
+        if built_for is None or built_for[0] is not who or built_for[1] != part:
+            self._member_for = who, part
+            self._member = {
+                **who.ref(), "role": who.role,
+                "as": "observer" if part is None else "participant", "status": "connected",
+            }  # fmt: skip
+        return self._member  # type: ignore[return-value]  # built above
 

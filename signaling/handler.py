@@ -246,14 +246,15 @@ class SignalingHandler:
             await self.publish_presence()
             recording.participant_joined(who, session.id, self.attendance.participants(session.id))
             await recording.persist(session.id)
+        roster = self.attendance.roster(session.id)
         self.conn.send({
             "type": "joined", "ref": message.ref, "session_id": session.id,
             "as": "observer" if part is None else "participant", "part": part,
-            "consult": consult, "roster": self.attendance.roster(session.id),
+            "consult": consult, "roster": roster,
             "recording": recording.state(session.id),
             "media_limits": media_limits(self.app[SETTINGS], who),
         })  # fmt: skip
-        self.attendance.broadcast_roster(session.id)
+        self.attendance.broadcast_roster(session.id, roster)
         self.attendance.broadcast_recording(session.id)
 
     # presence and chat --------------------------------------------------------------
