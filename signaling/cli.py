@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import os
 import secrets
 import socket
@@ -143,10 +144,20 @@ async def serve_node(
                 await site.start()
             except OSError as exc:
                 return start_failed(name, port, exc)
+        set_aside_startup_objects()
         await stop.wait()
     finally:
         await runner.cleanup()  # closes media, leaves the node map
     return 0
+
+
+def set_aside_startup_objects() -> None:
+    """What the node loaded to start (modules, the database and FHIR models) lives as
+    long as the process: the cycle collector need not walk it again. Left in, each
+    full collection walked some 150,000 objects, and a burst of joins paid for it
+    (bench.signaling: a fifth more server CPU per join)."""
+    gc.collect()
+    gc.freeze()
 
 
 def start_failed(setting: str, port: int, exc: OSError) -> int:
