@@ -1,5 +1,6 @@
 """The shape the server's code keeps so that a newcomer can walk it: no function in
-signaling/, media/ or recordings/ longer than 60 lines, no module longer than 500."""
+signaling/, media/ or recordings/ longer than 60 lines, no module longer than 500,
+and consults and sessions as typed records everywhere but in the store."""
 
 from __future__ import annotations
 
