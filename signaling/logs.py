@@ -115,21 +115,25 @@ def _dumps(event_dict: dict, **options) -> str:
 
 
 def _render_line(_, __, event_dict: dict) -> bytes:
-    """The line as written: JSON bytes with their newline, ready for one write."""
-    return orjson.dumps(event_dict, option=orjson.OPT_APPEND_NEWLINE)
+    """The line as written: JSON bytes with their newline, ready for one write
+    (anything JSON cannot hold as its repr, as structlog's renderer does)."""
+    return orjson.dumps(event_dict, default=repr, option=orjson.OPT_APPEND_NEWLINE)
 
 
-_stamped_second = [-1, ""]  # the last whole second stamped, and its ISO text
+_stamped: tuple[int, str] = (-1, "")  # the last whole second stamped, and its ISO text
 
 
 def _timestamp(_, __, event_dict: dict) -> dict:
     """UTC ISO 8601 to the microsecond; the date and time of day are formatted once
     a second, not per line."""
+    global _stamped
     now = time.time()
-    second = int(now)
-    if second != _stamped_second[0]:
-        _stamped_second[:] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    event_dict["timestamp"] = f"{_stamped_second[1]}.{int((now - second) * 1e6):06d}Z"
+    second, text = stamped = _stamped  # one read: another thread may replace it
+    if second != int(now):
+        second = int(now)
+        stamped = _stamped = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        text = stamped[1]
+    event_dict["timestamp"] = f"{text}.{int((now - second) * 1e6):06d}Z"
     return event_dict
 
 
