@@ -1,4 +1,4 @@
-"""Every touch of aiortc/aioice internals lives here, guarded by
+"""Every touch of aiortc/aioice (and pylibsrtp) internals lives here, guarded by
 tests/unit/test_aiortc_internals.py, which fails loudly if an upgrade moves them.
 
 aiortc stays in charge of what it does well (SDP, ICE, DTLS, SRTP keys); media
@@ -27,6 +27,8 @@ from aiortc.codecs import CODECS, is_rtx
 from aiortc.rtcdtlstransport import X509_DIGEST_ALGORITHMS, RTCDtlsTransport, State
 from aiortc.rtcpeerconnection import find_common_codecs
 from aiortc.sdp import MediaDescription
+from pylibsrtp._binding import ffi as srtp_ffi
+from pylibsrtp._binding import lib as srtp_lib
 
 from .rtp import RTP_FIRST_BYTES, is_rtcp
 
@@ -127,6 +129,36 @@ def guard_connection_task(pc: RTCPeerConnection, on_failure: Callable[[Exception
     pc._RTCPeerConnection__connect = guarded
 
 
+class SrtpCall:
+    """libsrtp's protect or unprotect for one pylibsrtp Session, called straight: the
+    session's buffer and a length cell of its own, set up once. pylibsrtp's methods
+    are two Python calls, a type check and a new length cell per packet, and the
+    media path makes one call each way per packet."""
+
+    __slots__ = ("session", "_call", "_context", "_cdata", "_buffer", "_length", "_room")
+
+    def __init__(self, session: pylibsrtp.Session, call: Callable, trailer: int) -> None:
+        self.session = session  # whose libsrtp context this uses (and keeps alive)
+        self._call = call
+        self._context = session._srtp[0]
+        self._cdata = session._cdata
+        self._buffer = session._buffer
+        self._length = srtp_ffi.new("int *")
+        self._room = len(session._cdata) - trailer
+
+    def __call__(self, packet: bytes) -> bytes | None:
+        """The packet protected (or unprotected); None if libsrtp refuses it
+        (forged, replayed, damaged) or it does not fit."""
+        size = len(packet)
+        if size > self._room:
+            return None
+        self._length[0] = size
+        self._buffer[0:size] = packet
+        if self._call(self._context, self._cdata, self._length):
+            return None
+        return self._buffer[0 : self._length[0]]
+
+
 class Tap:
     """Synchronous RTP/RTCP in and out of one peer connection's bundled transport."""
 
@@ -146,6 +178,12 @@ class Tap:
         self._original = self._ice.data_received
         self._ice.data_received = self._data_received
         self.sent_packets = 0
+        # RTP's SRTP calls, for the DTLS transport's current sessions (a new
+        # handshake replaces them), and the nominated pair's address.
+        self._unprotect: SrtpCall | None = None
+        self._protect: SrtpCall | None = None
+        self._pair: aioice.ice.CandidatePair | None = None
+        self._pair_address: tuple[str, int] | None = None
 
     def _data_received(self, data: bytes, component: int) -> None:
         if not data:
@@ -155,13 +193,18 @@ class Tap:
         if rx is None or data[0] not in RTP_FIRST_BYTES:
             self._original(data, component)
             return
-        try:
-            if is_rtcp(data):
+        if is_rtcp(data):
+            try:
                 self._on_rtcp(rx.unprotect_rtcp(data))
-            else:
-                self._on_rtp(rx.unprotect(data))
-        except pylibsrtp.Error:
-            pass  # forged, replayed or damaged: dropped, as aiortc would
+            except pylibsrtp.Error:
+                pass  # forged, replayed or damaged: dropped, as aiortc would
+            return
+        unprotect = self._unprotect
+        if unprotect is None or unprotect.session is not rx:
+            unprotect = self._unprotect = SrtpCall(rx, srtp_lib.srtp_unprotect, 0)
+        packet = unprotect(data)
+        if packet is not None:  # else forged, replayed or damaged: dropped
+            self._on_rtp(packet)
 
     @property
     def ready(self) -> bool:
@@ -182,11 +225,23 @@ class Tap:
         pair = self._ice._nominated.get(1)  # looked up per packet: follows pair changes
         if pair is None:
             return False
-        try:
-            data = tx.protect_rtcp(packet) if rtcp else tx.protect(packet)
-        except pylibsrtp.Error:
-            return False
-        pair.protocol.transport.sendto(data, pair.remote_addr)
+        if rtcp:
+            try:
+                data = tx.protect_rtcp(packet)
+            except pylibsrtp.Error:
+                return False
+        else:
+            protect = self._protect
+            if protect is None or protect.session is not tx:
+                protect = self._protect = SrtpCall(
+                    tx, srtp_lib.srtp_protect, pylibsrtp.SRTP_MAX_TRAILER_LEN
+                )
+            data = protect(packet)
+            if data is None:
+                return False
+        if pair is not self._pair:
+            self._pair, self._pair_address = pair, pair.remote_addr
+        pair.protocol.transport.sendto(data, self._pair_address)
         self.sent_packets += 1
         return True
 

@@ -14,6 +14,7 @@ from media.aiortc_internals import restrict_host_addresses
 def test_pinned_versions():
     assert version("aiortc") == "1.16.0"
     assert version("aioice") == "0.13.0"
+    assert version("pylibsrtp") == "1.0.0"
 
 
 def test_host_address_hook_still_used_by_gathering():
@@ -68,6 +69,33 @@ def test_private_attributes_the_forwarder_uses_still_exist():
     # mangled attribute an instance attribute overrides.
     for method in (RTCPeerConnection.setRemoteDescription, RTCPeerConnection.setLocalDescription):
         assert "asyncio.ensure_future(self.__connect())" in source(method)
+
+
+def test_what_the_srtp_calls_borrow_from_pylibsrtp():
+    import pylibsrtp
+
+    from media.aiortc_internals import SrtpCall, srtp_lib
+
+    init = inspect.getsource(pylibsrtp.Session.__init__)
+    for name in ("self._cdata", "self._buffer", "self._srtp"):
+        assert name in init, name
+    key = bytes(range(44))  # AES-256-GCM: a 32-byte key and a 12-byte salt
+    profile = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM
+    sender = pylibsrtp.Session(pylibsrtp.Policy(
+        key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile))
+    receiver = pylibsrtp.Session(pylibsrtp.Policy(
+        key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=profile))  # fmt: skip
+    protect = SrtpCall(sender, srtp_lib.srtp_protect, pylibsrtp.SRTP_MAX_TRAILER_LEN)
+    unprotect = SrtpCall(receiver, srtp_lib.srtp_unprotect, 0)
+    packet = bytes([0x80, 96, 0, 1, 0, 0, 0, 90, 0, 0, 4, 210]) + b"picture" * 100
+    protected = protect(packet)
+    assert protected is not None and protected != packet
+    assert receiver.unprotect(protected) == packet  # what pylibsrtp itself reads back
+    again = protect(packet[:2] + bytes([0, 2]) + packet[4:])
+    assert unprotect(again) == packet[:2] + bytes([0, 2]) + packet[4:]
+    assert unprotect(again) is None  # replayed
+    assert unprotect(again[:-1] + bytes([again[-1] ^ 1])) is None  # damaged
+    assert protect(packet[:12] + b"x" * 1400) is None  # no room for its trailer
 
 
 def test_what_offer_checks_borrow_from_aiortc():
