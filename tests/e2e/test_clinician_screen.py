@@ -201,10 +201,16 @@ def test_every_page_in_every_state_at_every_size(jisr_server, browsers, record_p
             10,
             f"the first frame marked on the {name} page",
         )
-        order = [first, "join.sent", "join.answered", "offer.sent", "answer.applied",
-                 "dtls.connected", "frame.first"]  # fmt: skip
-        assert all(m in marks for m in [*order, "media.ready", "ice.gathered"]), (name, marks)
+        order = [first, "join.sent", "join.answered", "offer.sent", "answer.applied"]
+        assert all(m in marks for m in [*order, "dtls.connected", "frame.first", "media.ready",
+                                        "ice.gathered"]), (name, marks)  # fmt: skip
         assert [marks[m] for m in order] == sorted(marks[m] for m in order), (name, marks)
+        # Both follow the answer. Their own order is the browser's: the connection's
+        # state change is a task on the page's thread, the first frame is presented
+        # by the media pipeline, and with the server sending at once the frame can be
+        # marked first (by 0.9 ms, once in CI).
+        assert min(marks["dtls.connected"], marks["frame.first"]) >= marks["answer.applied"], (
+            name, marks)  # fmt: skip
     wait_until(
         lambda: supervisor.find_elements(By.CSS_SELECTOR, ".observe-button[data-session-id]"),
         10,

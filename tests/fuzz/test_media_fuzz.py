@@ -92,6 +92,16 @@ class PassThroughSrtp:
     unprotect_rtcp = unprotect
 
 
+class PassThroughCall:
+    """Stands in for the tap's direct libsrtp call on that session (``SrtpCall``)."""
+
+    def __init__(self, session: PassThroughSrtp) -> None:
+        self.session = session
+
+    def __call__(self, data: bytes) -> bytes:
+        return data
+
+
 class Clock:
     """Stands in for the leg's monotonic clock, moved on by each arrival's step. It
     starts at the real time, which a new leg takes as when it last heard its peer."""
@@ -136,7 +146,9 @@ class Session:
             sink.bind(stream, now)
         # The tap as the transport sees it: DTLS done, SRTP keyed.
         self.tap = Tap.__new__(Tap)
-        self.tap._dtls = SimpleNamespace(_rx_srtp=PassThroughSrtp())
+        srtp = PassThroughSrtp()
+        self.tap._dtls = SimpleNamespace(_rx_srtp=srtp)
+        self.tap._unprotect = PassThroughCall(srtp)
         self.tap._on_rtp, self.tap._on_rtcp = self.publisher.on_rtp, self.publisher.on_rtcp
         self.tap._original = lambda data, component: None  # DTLS: aiortc's, not fuzzed here
 
