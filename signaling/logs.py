@@ -128,11 +128,11 @@ def _timestamp(_, __, event_dict: dict) -> dict:
     a second, not per line."""
     global _stamped
     now = time.time()
-    second, text = stamped = _stamped  # one read: another thread may replace it
+    second, text = _stamped  # one read: another thread may replace it
     if second != int(now):
         second = int(now)
-        stamped = _stamped = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        text = stamped[1]
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _stamped = second, text
     event_dict["timestamp"] = f"{text}.{int((now - second) * 1e6):06d}Z"
     return event_dict
 
