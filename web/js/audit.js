@@ -21,6 +21,7 @@ const el = (id) => document.getElementById(id);
 let entries = [];
 let next = null;
 let status = 'idle'; // idle | loading | ok | error
+let latestSearch = 0; // a slower earlier answer must not replace a newer query's results
 
 function epoch(value, endOfDay) {
   if (!value) return null;
@@ -75,14 +76,17 @@ async function search(more = false) {
   const params = query();
   if (!params) return;
   if (more && next !== null) params.set('after', String(next));
+  const mine = ++latestSearch;
   status = 'loading';
   try {
     const data = await request('GET', `/api/audit?${params}`);
+    if (mine !== latestSearch) return;
     entries = more ? entries.concat(data.entries || []) : (data.entries || []);
     next = data.next ?? null;
     status = 'ok';
     clearError();
   } catch (err) {
+    if (mine !== latestSearch) return;
     status = 'error';
     showError(err);
   }
