@@ -99,11 +99,22 @@ class LocalWindows:
         self.windows[key] = entry
         weight = (period - (now - start)) / period  # how much of the last window counts
         if entry[2] * weight + entry[1] + 1 > item.amount:
-            return max(0.001, start + period - now)
+            return max(0.001, self._allowed_at(item.amount, period, start, entry) - now)
         entry[1] += 1
         if len(self.windows) > self.MAX_ENTRIES:
             self.windows = {k: e for k, e in self.windows.items() if e[0] >= start - period}
         return 0.0
+
+    @staticmethod
+    def _allowed_at(amount: int, period: float, start: float, entry: list) -> float:
+        """When the next one would be counted, so that a client told to wait this
+        long is let in: the last window's count slides out linearly."""
+        _, current, previous = entry
+        room = amount - 1 - current  # what may still be left of the last window
+        if room >= 0:  # within this window, once enough of the last has slid out
+            return start + period * (1 - room / previous) + 1e-6
+        # this window is full: in the next, once enough of this one has slid out
+        return start + period + period * (1 - (amount - 1) / current) + 1e-6
 
 
 @dataclass
