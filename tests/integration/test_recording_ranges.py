@@ -6,7 +6,6 @@ grow with the recording's length; tampering and deletion stop playback."""
 from __future__ import annotations
 
 import os
-import tracemalloc
 
 import aiohttp
 import pytest
@@ -18,6 +17,7 @@ from recordings.vault import Vault
 from signaling.app import create_app
 from signaling.keys import AUDIT
 from signaling.store import MemoryStore
+from tests.support.playback_node import PlaybackNode
 from tests.unit.test_playback_cache import record_seconds
 from tests.unit.test_vault import AuditLog, probe
 
@@ -181,38 +181,37 @@ async def test_deletion_makes_the_cache_unreadable(client, tokens, store):
     assert (await get(client, tokens.supervisor, {"Range": "bytes=0-9"})).status == 404
 
 
-async def drain(client, token: str, rid: str) -> tuple[int, float]:
+async def drain(http: aiohttp.ClientSession, node: PlaybackNode, token: str, rid: str):
     """Play one recording whole, reading as a player does without keeping it; the
-    bytes read and the peak of Python memory allocated meanwhile (MiB)."""
-    tracemalloc.reset_peak()
-    before = tracemalloc.get_traced_memory()[0]
-    response = await get(client, token, rid=rid)
-    assert response.status == 200
+    bytes read and the peak of the server's Python memory meanwhile (MiB)."""
+    node.mark()
     size = 0
-    async for piece in response.content.iter_chunked(64 * 1024):
-        size += len(piece)
-    return size, (tracemalloc.get_traced_memory()[1] - before) / 2**20
+    async with http.get(
+        f"{node.base}/api/recordings/{rid}/media", headers={"Authorization": f"Bearer {token}"}
+    ) as response:
+        assert response.status == 200
+        async for piece in response.content.iter_chunked(64 * 1024):
+            size += len(piece)
+    return size, node.peak()
 
 
-async def test_memory_per_playback_does_not_grow_with_the_recording(
-    aiohttp_client, settings, tokens, store
-):
-    vault = Vault(FileStorage(store), MasterKey(os.urandom(32)))  # 64 KiB chunks
+async def test_memory_per_playback_does_not_grow_with_the_recording(settings, tokens, store):
+    master_key = os.urandom(32)
+    vault = Vault(FileStorage(store), MasterKey(master_key))  # 64 KiB chunks
     record_seconds(vault, SHORT, SHORT_S)
     record_seconds(vault, LONG, LONG_S)
-    client = await aiohttp_client(create_app(settings, store=MemoryStore(), vault=vault))
     figures = {}
-    tracemalloc.start()
-    try:
-        for rid in (SHORT, LONG):
-            size, first = await drain(client, tokens.supervisor, rid)  # remuxed, then served
-            again = max([(await drain(client, tokens.supervisor, rid))[1] for _ in range(3)])
-            figures[rid] = (size, first, again)
-    finally:
-        tracemalloc.stop()
+    with PlaybackNode(settings, store, master_key) as node:
+        async with aiohttp.ClientSession() as http:
+            for rid in (SHORT, LONG):
+                size, first = await drain(http, node, tokens.supervisor, rid)  # remuxed, served
+                again = max(
+                    [(await drain(http, node, tokens.supervisor, rid))[1] for _ in range(3)]
+                )
+                figures[rid] = (size, first, again)
     print(
-        "peak Python memory per playback (MiB), first (remux into the cache) / again "
-        "(from the cache, the highest of 3): "
+        "the server's peak Python memory per playback (MiB), first (remux into the cache) / "
+        "again (from the cache, the highest of 3): "
         + "; ".join(
             f"{rid} {size / 2**20:.2f} MiB file: {first:.2f} / {again:.2f}"
             for rid, (size, first, again) in figures.items()
@@ -221,7 +220,7 @@ async def test_memory_per_playback_does_not_grow_with_the_recording(
     (short, short_first, short_again), (long, long_first, long_again) = figures.values()
     assert long >= 6 * short
     # A few chunks and pieces in flight, whatever the length (the margin is timing:
-    # how much the client and the server's transport hold at the peak).
+    # how much the server's transport holds at the peak).
     assert long_again <= short_again + 0.5
     assert long_first <= short_first + 0.5  # one segment at a time while remuxing
     assert long_again < long / 2**20 / 4 and long_first < long / 2**20 / 4
