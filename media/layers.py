@@ -20,7 +20,10 @@ counts against a probe: the congestion test below (an estimate under what is sen
 would fail every probe, as an estimate that grows a few percent a second lags behind
 the padding; and only a fall below where the probe began, as a saturated link's
 estimate may creep up for a second before its queue is noticed. Congestion
-or loss soon after a step (``TRIAL_S``) also doubles the wait. Congestion: the REMB
+or loss soon after a step (``TRIAL_S``) also doubles the wait. A step down is taken
+at once, and the next one only on fresh evidence: for ``DOWN_AFTERMATH_S`` after it,
+loss and congestion still describe the step just left, so only an estimate that no
+longer fits the new step takes it lower. Congestion: the REMB
 falls below what the subscriber is sent (a delay-based estimate drops under the
 rate that arrives when queues grow). A subscriber without REMB (the recorder) is
 not probed.
@@ -45,6 +48,10 @@ PROBE_GROWTH = 1.08  # an estimate grown this much since the probe began: the st
 # padding filled or overflowed the queue, and it has stopped (reports and rates
 # measured over the last second still show it).
 PROBE_AFTERMATH_S = 2.0
+# Likewise after a step down: the next receiver report and the rate measured over the
+# last second still describe the larger step, so loss or "congestion" seen this soon
+# takes it lower only if the step it is on no longer fits the estimate.
+DOWN_AFTERMATH_S = 2.0
 # REMB under this share of what the leg is sent: a queue is growing (WebRTC's
 # estimate falls to 0.85 times what arrives, which is less than what is sent, when
 # it sees one; without one it sits at or above what arrives).
@@ -104,6 +111,7 @@ class LayerChoice:
     probe_until: float = 0.0  # a probe of the next step runs until then
     probe_remb: int = 0  # the REMB when it began
     probe_failed_at: float = float("-inf")
+    stepped_down_at: float = float("-inf")
 
     @property
     def current(self) -> Step:
@@ -127,7 +135,11 @@ class LayerChoice:
                 return self.current
             self.probe_until = 0.0
         over_cap = link.cap is not None and step_rate(self.current, rates) > link.cap
-        strained = (link.congested or link.lossy) and not self.probe_aftermath(now)
+        strained = (
+            (link.congested or link.lossy)
+            and not self.probe_aftermath(now)
+            and not self._down_aftermath(now, link, rates)
+        )
         if strained or (over_cap and self.step > 0):
             self._step_down(now, link, rates)
         elif self.step < top_step and link.clean:
@@ -149,6 +161,17 @@ class LayerChoice:
             while target > 0 and step_rate(self.steps[target], rates) > link.budget:
                 target -= 1
         self.step = max(0, target)
+        self.stepped_down_at = now
+
+    def down_aftermath(self, now: float) -> bool:
+        """Whether loss seen now is the larger step's, just left."""
+        return now - self.stepped_down_at < DOWN_AFTERMATH_S
+
+    def _down_aftermath(self, now: float, link: LinkView, rates: list[float]) -> bool:
+        """Whether loss or congestion seen now is the larger step's, just left, and the
+        step it is on fits the estimate."""
+        fits = link.budget is None or step_rate(self.current, rates) <= link.budget
+        return fits and self.down_aftermath(now)
 
     def _probe(self, now: float, link: LinkView, rates: list[float]) -> None:
         """A probe runs: loss or the estimate falling below where it began stops it

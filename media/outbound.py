@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from .aiortc_internals import Negotiated
-from .bitrate import loss_estimate
+from .bitrate import LOSS_HIGH, loss_estimate
 from .codecs import codecs_of
 from .inbound import FLOWING_S
 from .keyframes import is_keyframe
@@ -90,7 +90,7 @@ class OutStream:
         self.pending: InStream | None = None  # the layer waited for (its keyframe)
         self.max_height = 0  # of the subscriber's tile, in pixels (0: not said)
         self.loss = 0.0  # in its latest receiver report
-        self.loss_peak = 0.0  # the most any report said since the last choice of layers
+        self.loss_peak: float | None = None  # the most any report said since the last choice
         self.resumed_at = float("-inf")  # when its path last came back (restart)
         self.sent_bps = 0.0
         self.padding_bps = 0.0
@@ -308,9 +308,7 @@ class OutStream:
         hard = [self.leg.max_bitrate] if not self.mirror else []
         soft = [self.loss_estimate] if self.loss_estimate is not None else []
         rising = now - self.remb_rose_at < REMB_RISING_S
-        # A report between two choices counts too: the loss a probe's padding causes
-        # may show in one report only.
-        loss, self.loss_peak = max(self.loss, self.loss_peak), 0.0
+        loss = self.reported_loss()
         link = link_view(self.remb, leg_sent, self.sent_bps, hard, loss, rising, soft)
         rates = [layer.bitrate for layer in layers]
         before = choice.current
@@ -329,6 +327,15 @@ class OutStream:
                 remb=self.remb or 0, leg_sent=int(leg_sent), loss=round(loss, 3),
                 congested=link.congested, probed=int(extra),
             )  # fmt: skip
+
+    def reported_loss(self) -> float:
+        """The loss to choose layers by, once per choice: the most any report said since
+        the last choice (the loss a probe's padding causes may show in one report only).
+        A report counts once: with none since, nothing new was lost, and the last one
+        still says whether the link is clean (loss at LOSS_HIGH is neither lossy nor
+        clean)."""
+        fresh, self.loss_peak = self.loss_peak, None
+        return fresh if fresh is not None else min(self.loss, LOSS_HIGH)
 
     def measure_sent(self, now: float) -> float:
         """Update and return ``sent_bps``, what this stream was sent since the last call
@@ -369,7 +376,7 @@ class OutStream:
             self._reported_at, self._reported_octets = now, self.octets
             return
         self.loss = loss
-        self.loss_peak = max(self.loss_peak, loss)
+        self.loss_peak = loss if self.loss_peak is None else max(self.loss_peak, loss)
         if self._reported_at is None or now - self._reported_at < 0.2:
             if self._reported_at is None:
                 self._reported_at, self._reported_octets = now, self.octets
@@ -378,6 +385,8 @@ class OutStream:
         self._reported_at, self._reported_octets = now, self.octets
         if self.choice is not None and self.choice.probe_aftermath(now):
             return  # the probe's padding lost it, and the probe stops: no limit for media
+        if self.choice is not None and self.choice.down_aftermath(now):
+            return  # the larger step just left lost it; what is sent now is less
         self.loss_estimate = loss_estimate(self.loss_estimate, sent, loss)
 
     def retransmit(self, seqs: Iterable[int]) -> None:

@@ -184,7 +184,7 @@ def test_each_viewer_gets_what_its_link_carries(jisr_server, browsers, tmp_path,
 
         def diagnosis() -> str:
             log = Path(server.log_path).read_text(errors="replace")
-            switches = [line for line in log.splitlines() if "layers.switched" in line][-12:]
+            switches = [line for line in log.splitlines() if "layers.switched" in line][-30:]
             try:
                 pub = publisher.execute_async_script(SAMPLE_NOW_JS)
             except WebDriverException as exc:
@@ -259,6 +259,7 @@ def test_each_viewer_gets_what_its_link_carries(jisr_server, browsers, tmp_path,
             raise AssertionError(f"{exc}\n{diagnosis()}") from None
         final = supervisor.execute_async_script(SAMPLE_NOW_JS)
         pushed = publisher.execute_script("return window.__jisrTest.pushed")
+        explained = diagnosis()
 
     summary = (
         f"supervisor behind {WEAK_RATE}: heights {sorted(weak_heights)}, {weak_fps:.1f} fps, "
@@ -266,7 +267,7 @@ def test_each_viewer_gets_what_its_link_carries(jisr_server, browsers, tmp_path,
         f"{WEAK_WINDOW_S} s\nspecialist meanwhile: heights {sorted(spec_heights)}, "
         f"{spec_fps:.1f} fps, {spec_bits / 1e6:.2f} Mbit/s\nsupervisor restored: "
         f"{constrained}p -> {_get(final, 'video', 'h')}p after {climb_s:.1f} s; "
-        f"pushed to publisher: {pushed}"
+        f"pushed to publisher: {pushed}\n{explained}"
     )
     print(summary)
     record_property("specialist_720p_1mbps_s", round(full["t"], 1))

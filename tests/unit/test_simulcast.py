@@ -9,10 +9,12 @@ import struct
 from aiortc.sdp import SessionDescription
 
 from media.aiortc_internals import Negotiated
+from media.bitrate import LOSS_HIGH
 from media.codecs import codecs_of
 from media.events import PublishedLayers
 from media.inbound import InStream
 from media.layers import (
+    DOWN_AFTERMATH_S,
     PROBE_AFTERMATH_S,
     PROBE_GROWTH,
     UP_HOLD_S,
@@ -26,7 +28,7 @@ from media.leg import PAUSE_AFTER_S
 from media.outbound import ABS_SEND_TIME, OutStream
 from media.rtp import Vp8Munger, extension_value, parse_header, rtp_seq_ts
 from media.simulcast import REPAIRED_RID_URI, RID_URI, answer_simulcast, read_simulcast
-from tests.unit.test_forwarding_rtcp import FakeTap, leg, negotiated
+from tests.unit.test_forwarding_rtcp import FakeTap, leg, negotiated, setup
 
 RID_EXT, RRID_EXT = 10, 11
 
@@ -265,6 +267,23 @@ def test_loss_and_congestion_just_after_a_failed_probe_are_the_probes():
     assert choice.decide(9.0 + PROBE_AFTERMATH_S, lossy, rates, 6) == (0, 1)  # the link's
 
 
+def test_loss_just_after_a_step_down_is_the_larger_steps_unless_the_new_one_does_not_fit():
+    rates = [150_000.0, 500_000.0, 1_500_000.0]
+    choice = LayerChoice(ladder(3), 3)  # (1, 1): 300 kbit/s
+    # A saturated link: the estimate leaves room for (0, 2) only, and the receiver
+    # reports the loss the larger step caused for a while after it is left.
+    lossy = LinkView(170_000, None, 200_000, congested=True, lossy=True, clean=False)
+    assert choice.decide(0.0, lossy, rates, 6) == (0, 2)
+    assert choice.decide(0.6, lossy, rates, 6) == (0, 2)  # the report before: no lower
+    assert choice.decide(1.6, lossy, rates, 6) == (0, 2)
+    assert choice.decide(DOWN_AFTERMATH_S, lossy, rates, 6) == (0, 1)  # still lossy: the link's
+    # An estimate that falls below the step it is on takes it lower at once.
+    choice = LayerChoice(ladder(3), 3)
+    assert choice.decide(0.0, lossy, rates, 6) == (0, 2)
+    fallen = LinkView(100_000, None, 130_000, congested=True, lossy=True, clean=False)
+    assert choice.decide(0.5, fallen, rates, 6) == (0, 1)
+
+
 def test_a_hard_cap_is_never_tried_above_and_is_left_at_once():
     rates = [150_000.0, 500_000.0, 1_500_000.0]
     choice = LayerChoice(ladder(3), 6)
@@ -361,3 +380,31 @@ def test_the_top_step_skips_a_stopped_layer_and_no_layer_is_stopped_by_a_pause_o
     layers[0].last_arrival, layers[2].last_arrival = 10.0, 1.0  # the largest stopped
     out.max_height = 0
     assert steps[out._top_step(steps, layers, 10.0)] == (1, 2)
+
+
+def test_loss_reported_just_after_a_step_down_does_not_lower_the_loss_limit():
+    _, _, _, out = setup()
+    out.choice = LayerChoice(ladder(3), 2, stepped_down_at=10.0)
+    out.on_receiver_report(0.0, now=9.0)  # the first report: where counting starts
+    out.octets += 40_000
+    out.on_receiver_report(0.6, now=10.5)  # the loss of the step just left
+    assert out.loss == 0.6 and out.loss_estimate is None
+    out.octets += 20_000
+    out.on_receiver_report(0.6, now=10.0 + DOWN_AFTERMATH_S + 0.5)  # still: the link's
+    assert out.loss_estimate is not None and out.loss_estimate < 200_000
+
+
+def test_a_receiver_report_counts_once_for_the_choice_of_layers():
+    _, _, _, out = setup()
+    assert out.reported_loss() == 0.0  # nothing reported: clean
+    out.on_receiver_report(0.6, now=1.0)
+    out.on_receiver_report(0.2, now=1.5)
+    assert out.reported_loss() == 0.6  # the most since the last choice
+    # No report since: nothing new lost, and not clean either until a report says so.
+    again = out.reported_loss()
+    assert again == LOSS_HIGH
+    view = link_view(None, 0.0, 0.0, [], again)
+    assert not view.lossy and not view.clean
+    out.on_receiver_report(0.0, now=2.5)
+    assert out.reported_loss() == 0.0
+    assert out.reported_loss() == 0.0
