@@ -401,6 +401,7 @@ def worker_main(
 
     ("add", [spec, ...]): connect these clients and wait until their media flows;
     ("snap",): {"t": monotonic, "clients": {name: {key: {"kind","frames","size"}}}};
+    ("pause",): the light publishers stop sending (their peers stay connected);
     ("stop",): close everything and exit.
 
     ``address``: the one address its peers gather candidates on (no STUN server);
@@ -427,6 +428,11 @@ async def _serve(conn, clips: dict[str, Clip], deadline: float) -> None:
                 try:
                     if command == "add":
                         conn.send(("ok", await _add(http, clients, clips, pacer, args[0])))
+                    elif command == "pause":  # the light publishers stop sending
+                        if pacer.task is not None:
+                            pacer.task.cancel()
+                            pacer.task = None
+                        conn.send(("ok", None))
                     elif command == "snap":
                         snapshot = {n: c.streams() for n, c in clients.items()}
                         status = {n: [c.state(), *c.pushed] for n, c in clients.items()}

@@ -2,7 +2,8 @@
 one light publisher to one subscriber (``bench.paced``; publishers in one load
 generator process, subscribers in another), through the bare relay (the floor),
 Jisr and Janus in turn. The figure is each middle's CPU per stream over the
-window: how the cost grows with load.
+window: how the cost grows with load; then, the publishers paused, its CPU with the
+same peers and no media (``idle_pct``): what holding them costs apart from packets.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .common import (
 STEPS = (1, 10, 40)
 MIN_SHARE = 0.90  # of the frames sent, for every subscriber
 ADD_TIMEOUT_S = 120  # connecting dozens of peers at once on a busy machine
+IDLE_SETTLE_S = 2.0  # after the publishers pause, before the idle window
 
 
 def start_floor(procs: Processes) -> Server:
@@ -111,6 +113,14 @@ def run_step(kind: str, streams: int, clip, args, deadline: float) -> dict:
         time.sleep(args.window)
         after = subscribers.call("snap")
         usage = cpu.stop()
+        # The same peers with no media: what the middle costs only for holding them
+        # (ICE consent, RTCP, timers), apart from what each packet costs.
+        publishers.call("pause")
+        time.sleep(IDLE_SETTLE_S)
+        idle = CpuWindow({"server": server.proc.pid})
+        idle.start()
+        time.sleep(args.window / 2)
+        idle_usage = idle.stop()
         if server.proc.poll() is not None:
             raise RuntimeError(f"{kind} died:\n{procs.log_tail(kind)}")
     finally:
@@ -126,6 +136,8 @@ def run_step(kind: str, streams: int, clip, args, deadline: float) -> dict:
     return {
         "cpu_pct": round(usage["server"], 2),
         "per_stream_pct": round(usage["server"] / streams, 3),
+        "idle_pct": round(idle_usage["server"], 2),
+        "idle_per_stream_pct": round(idle_usage["server"] / streams, 3),
         "generators_pct": round(usage["publishers"] + usage["subscribers"], 1),
         "machine_pct": round(usage["machine"], 1),
         "min_fps": round(min(rates, default=0.0), 1),
