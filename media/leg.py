@@ -10,10 +10,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import structlog
+
 from .aiortc_internals import Tap
 from .bitrate import DEFAULT_MAX_BITRATE
 from .events import LayerCallback, PublishedLayers, ReceivedLayers
 from .layers import tile_layer
+from .loopwatch import UNWATCHED, LoopWatch
 from .rtp import (
     PSFB_AFB,
     PSFB_FIR,
@@ -42,6 +45,8 @@ if TYPE_CHECKING:
     from .inbound import InStream
     from .outbound import OutStream
 
+log = structlog.get_logger("jisr.media")
+
 # Silence from a peer (no RTP, no RTCP) that means its path is down. Browsers report
 # on received audio only every 2.5-7.5 s, so this must stay above that.
 STALL_SECONDS = 8.0
@@ -69,6 +74,8 @@ class Leg:
     last_heard: float = field(default_factory=time.monotonic)
     talking: bool = False  # has sent us anything yet
     stall_after: float = STALL_SECONDS
+    watch: LoopWatch = UNWATCHED  # this worker's loop: its own hold-ups are no silence
+    held_when_heard: float = 0.0  # the loop's hold-ups in total when it was last heard
     # Simulcast: each layer by its RID, told by the RID header extensions (media.simulcast).
     rids: dict[bytes, InStream] = field(default_factory=dict)
     rid_ext: int = 0
@@ -83,11 +90,13 @@ class Leg:
         """Anything arrived from this peer. After a silence its path was down:
         everything it receives restarts cleanly from the next keyframe."""
         if self.stalled(now):
+            log.info("peer.path_back", peer=self.peer_id, silent_s=round(self._silent(now), 1))
             for out in self.outbound.values():
                 out.restart(now, path_was_down=True)
                 if out.source is not None:
                     out.source.ask_keyframe(now, urgent=True)
         self.last_heard = now
+        self.held_when_heard = self.watch.held(now)
         self.talking = True
 
     def on_rtp(self, packet: bytes) -> None:
@@ -201,7 +210,15 @@ class Leg:
         sending to it would only punch holes into its sequence numbers. (A peer
         that receives nothing yet sends no reports, so silence before the first
         report means nothing.)"""
-        return self.talking and now - self.last_heard > self.stall_after
+        return (
+            self.talking
+            and now - self.last_heard > self.stall_after
+            and self._silent(now) > self.stall_after
+        )
+
+    def _silent(self, now: float) -> float:
+        """Seconds since it was last heard that the loop was running to hear it."""
+        return now - self.last_heard - (self.watch.held(now) - self.held_when_heard)
 
     def on_connected(self, now: float) -> None:
         """Media can flow: whoever waits for a keyframe on this leg gets one now."""

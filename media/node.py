@@ -35,6 +35,7 @@ from .errors import MediaError
 from .events import LayerCallback
 from .inbound import InStream
 from .leg import Leg
+from .loopwatch import LoopWatch
 from .offer import (
     SENDING,
     Outgoing,
@@ -86,6 +87,8 @@ class MediaNode:
         self._rooms: dict[str, SessionRoom] = {}
         self._peers: dict[str, Peer] = {}
         self._reports: asyncio.Task | None = None
+        self._watch = LoopWatch()
+        self._watching: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()  # held until done: the loop keeps weak refs
 
     def stats(self) -> dict:
@@ -136,7 +139,10 @@ class MediaNode:
         now = time.monotonic()
         room = self._rooms.setdefault(session_id, SessionRoom(session_id))
         leg = Leg(
-            peer_id, publish, max_bitrate=min(self._max_bitrate, max_bitrate or self._max_bitrate)
+            peer_id,
+            publish,
+            max_bitrate=min(self._max_bitrate, max_bitrate or self._max_bitrate),
+            watch=self._watch,
         )
         leg.tap = Tap(pc, leg.on_rtp, leg.on_rtcp)
         if self._on_layers is not None:
@@ -152,6 +158,7 @@ class MediaNode:
             self._publish(room, peer, parsed, publish, now, simulcast)
         if self._reports is None:
             self._reports = self._in_background(self._report_loop(), "media.reports_stopped")
+            self._watching = self._in_background(self._watch.run(), "media.watch_stopped")
         if simulcast is not None:
             return answer_simulcast(pc.localDescription.sdp, simulcast)
         return pc.localDescription.sdp
@@ -330,11 +337,12 @@ class MediaNode:
     async def close(self) -> None:
         for peer_id in list(self._peers):
             await self.disconnect(peer_id)
-        if self._reports is not None:
-            self._reports.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reports
-            self._reports = None
+        for task in (self._reports, self._watching):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._reports = self._watching = None
         if self._mux is not None:
             self._mux.close()
 

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import ClientSession
 
 from media.aiortc_internals import codecs_started
+from media.leg import PUBLISHER_STALL_SECONDS
 from signaling.app import create_app
 from signaling.keys import MEDIA
 from signaling.store import MemoryStore
@@ -221,3 +222,28 @@ async def test_screen_share_is_a_second_video_forwarded_like_the_camera(node, ca
     assert {(w, h) for _, w, h in videos[2].frames} == {(640, 360)}
     assert {(w, h) for _, w, h in videos[0].frames} <= {(WIDTH, HEIGHT)}
     assert_no_codec_on_server(node[0])
+
+
+async def test_the_servers_own_hold_up_is_no_peers_silence(node, call):
+    """The loop that runs the server is held up for longer than a publisher may be
+    silent (here the peers share it, as a busy machine's would stall with it): when it
+    comes back no path counts as having been down, and nothing is skipped or reset."""
+    app, _ = node
+    await call.join(call.tokens.referrer, publish=True, video=PatternVideoTrack(WIDTH, HEIGHT, FPS))
+    specialist = await call.join(call.tokens.specialist, publish=True)
+    video = specialist.by_kind("video")[0]
+    await asyncio.wait_for(video.first.wait(), 15)
+    legs = [peer.leg for peer in app[MEDIA]._peers.values()]
+    assert all(leg.talking for leg in legs)
+    asked = sum(leg.keyframe_requests_received for leg in legs)
+
+    time.sleep(PUBLISHER_STALL_SECONDS + 1.0)  # the whole loop held up, deliberately
+    resumed = time.monotonic()
+    rate, _ = await measure(video, 2.0)
+
+    assert rate >= 0.8 * FPS, rate
+    outs = [out for leg in legs for out in leg.outbound.values()]
+    assert outs and all(out.resumed_at == float("-inf") for out in outs)
+    assert not any(out.waiting_keyframe for out in outs)
+    assert any(t > resumed + 0.5 for t, _, _ in video.frames)
+    assert sum(leg.keyframe_requests_received for leg in legs) == asked

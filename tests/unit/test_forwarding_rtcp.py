@@ -15,7 +15,8 @@ from media.aiortc_internals import Negotiated
 from media.bitrate import MIN_BITRATE, RAMP_PER_S, START_BITRATE
 from media.codecs import codecs_of
 from media.inbound import NACK_TRIES, InStream
-from media.leg import PUBLISHER_STALL_SECONDS, Leg
+from media.leg import PUBLISHER_STALL_SECONDS, STALL_SECONDS, Leg
+from media.loopwatch import STALL_GRACE_S, LoopWatch
 from media.outbound import RESUME_AFTERMATH_S, RESUME_SEQ_GAP, OutStream
 from media.rtp import (
     PSFB_AFB,
@@ -116,6 +117,38 @@ def test_a_subscriber_back_from_a_dead_path_resumes_past_a_gap_at_a_keyframe():
     assert (out.loss, out.loss_estimate) == (0.0, None)
     out.on_receiver_report(0.3, now=21.0 + RESUME_AFTERMATH_S + 0.5)
     assert out.loss == 0.3
+
+
+def test_silence_counts_only_while_the_loop_was_running_to_hear_it():
+    publisher, subscriber, source, out = setup()
+    subscriber.watch = watch = LoopWatch()
+    subscriber.stall_after = PUBLISHER_STALL_SECONDS  # it publishes: sends continuously
+    for at in (0.0, 0.1, 0.2):
+        watch.tick(at)
+    subscriber.heard(0.2)
+    # Held up from 0.2 s to 3.0 s: the first packets read after are from before.
+    assert not subscriber.stalled(3.0)
+    subscriber.heard(3.0)
+    assert subscriber.last_heard == 3.0 and out.resumed_at == float("-inf")
+    watch.tick(3.0)  # the late timer, after the sockets were read
+    assert not subscriber.stalled(3.1)
+    # Now the loop runs and hears nothing: that is the peer's silence.
+    at = 3.0
+    while at < 3.0 + PUBLISHER_STALL_SECONDS + 0.2:
+        at += 0.1
+        watch.tick(at)
+    assert subscriber.stalled(at)
+    # A hold-up during the silence is taken off it, one after it is not counted twice.
+    watch.tick(at + 2.0)
+    assert subscriber.stalled(at + 2.0)
+    assert abs(watch.held(at + 2.0) - (2.0 - STALL_GRACE_S) - (2.8 - STALL_GRACE_S)) < 1e-9
+
+
+def test_an_unwatched_leg_counts_all_silence():
+    assert LoopWatch().held(1e6) == 0.0
+    _, subscriber, _, _ = setup()
+    subscriber.heard(0.0)
+    assert subscriber.stalled(STALL_SECONDS + 0.1)
 
 
 def test_a_path_that_dies_right_after_connecting_counts_as_down():
