@@ -112,6 +112,8 @@ async def test_exports_by_command_are_in_the_servers_trail(aiohttp_client, folde
     client = await serve(aiohttp_client, folder)
     code, out, err = await jisr(folder, "export", RID, "review.webm", "--reason", "second opinion")
     assert code == 0, err
+    assert "second opinion" not in err  # the command's own audit line: its length and hash
+    assert json.loads(err)["reason"]["chars"] == len("second opinion")
     code, out, err = await jisr(folder, "export", RID, "review.webm", "--per-participant")
     assert code == 0, err
     # One file per participant (camera and microphone together) and per shared screen.
