@@ -166,13 +166,14 @@ class Leg:
                 out = self.outbound.get(block.ssrc)
                 if out is not None:
                     out.on_receiver_report(block.loss, now)
+                    out.on_round_trip(block.lsr, block.dlsr, now)
         if kind == RTCP_PSFB:
             self._on_payload_feedback(item, packet, now)
         elif kind == RTCP_RTPFB and item.fmt == RTPFB_NACK:
             self.nacks_received += 1
             out = self.outbound.get(item.media_ssrc)
             if out is not None:
-                out.retransmit(parse_nack(packet))
+                out.retransmit(parse_nack(packet), now)
 
     def _on_sender_report(self, item: RtcpItem, packet: bytes, now: float) -> None:
         stream = self.inbound.get(item.sender_ssrc)

@@ -26,6 +26,7 @@ from .rtp import (
     build_rtx,
     build_sr,
     extension_value,
+    ntp_middle,
     ntp_time,
     payload_offset,
     rtp_payload_type,
@@ -50,6 +51,13 @@ RESUME_SEQ_GAP = 600
 # was down: they would cut its (and its publisher's) rate for nothing.
 RESUME_AFTERMATH_S = 3.0
 REMB_RISING_S = 1.5  # a REMB that went up this recently is growing
+DEFAULT_RTT_S = 0.1  # until a receiver report tells the round trip (as WebRTC assumes)
+MIN_RESEND_S = 0.01  # a packet is resent at most this often, however short the round trip
+# Retransmissions may take this share of the subscriber's estimate, a second's worth
+# of it at once (a burst lost together): enough for the loss of a sound link many
+# times over, while on a link that overflows they would only add to what is lost.
+RTX_SHARE = 0.25
+RTX_BURST_S = 1.0
 SINK_FLOWING_S = 4.0  # an internal subscriber leaves a layer only after this long without it
 
 
@@ -76,6 +84,11 @@ class OutStream:
         self.rtx_seq = random.getrandbits(16)
         self.packets = 0
         self.octets = 0
+        self.rtx_octets = 0  # resent for NACKs
+        self._rtx_allowance = 0.0  # bytes retransmissions may still take (RTX_SHARE)
+        self._rtx_allowed_at = float("-inf")
+        self.rtt: float | None = None  # seconds, from the latest receiver report
+        self._sr_sent_at: dict[int, float] = {}  # the LSR of our recent SRs -> when sent
         self.last_ts = 0
         self.last_sent_at = 0.0
         self.remb: int | None = None
@@ -339,13 +352,16 @@ class OutStream:
 
     def measure_sent(self, now: float) -> float:
         """Update and return ``sent_bps``, what this stream was sent since the last call
-        (probe padding included; ``padding_bps`` of it)."""
+        (probe padding and retransmissions included; ``padding_bps`` of it is padding)."""
         at, octets, padding = self._sent
         if at and now > at:
-            self.sent_bps = (self.octets + self.padding_octets - octets) * 8 / (now - at)
+            self.sent_bps = (self._all_octets() - octets) * 8 / (now - at)
             self.padding_bps = (self.padding_octets - padding) * 8 / (now - at)
-        self._sent = (now, self.octets + self.padding_octets, self.padding_octets)
+        self._sent = (now, self._all_octets(), self.padding_octets)
         return self.sent_bps
+
+    def _all_octets(self) -> int:
+        return self.octets + self.padding_octets + self.rtx_octets
 
     def reduced(self, now: float) -> bool:
         """Whether the subscriber gets less than the largest layer its tile needs (or
@@ -389,9 +405,23 @@ class OutStream:
             return  # the larger step just left lost it; what is sent now is less
         self.loss_estimate = loss_estimate(self.loss_estimate, sent, loss)
 
-    def retransmit(self, seqs: Iterable[int]) -> None:
+    def on_round_trip(self, lsr: int, dlsr: int, now: float) -> None:
+        """A receiver report's echo of one of our sender reports (RFC 3550 6.4.1): the
+        round trip is the time since we sent it less the time the subscriber held it."""
+        sent_at = self._sr_sent_at.get(lsr) if lsr else None
+        if sent_at is not None:
+            self.rtt = max(0.0, now - sent_at - dlsr / 65536)
+
+    def retransmit(self, seqs: Iterable[int], now: float) -> None:
+        """Resend what a NACK asks for, each packet at most once a round trip: a
+        subscriber asks again before the first copy could have reached it when the
+        path queues, and copies of copies would only fill that queue further."""
+        interval = max(MIN_RESEND_S, DEFAULT_RTT_S if self.rtt is None else self.rtt)
+        budget = self._rtx_budget(now)
         for seq in seqs:
-            packet = self.history.get(seq)
+            if budget is not None and self._rtx_allowance <= 0:
+                break  # the rest waits for the next NACK
+            packet = self.history.take_for_resend(seq, now, interval)
             if packet is None:
                 continue
             rtx_pt = self.rtx_pts.get(rtp_payload_type(packet))
@@ -402,11 +432,27 @@ class OutStream:
                 except ValueError:
                     continue  # forwarded with a bad padding count, it cannot be wrapped
                 self.rtx_seq = rtx_seq
-            self.leg.tap.send(packet)
+            if self.leg.tap.send(packet):
+                self.rtx_octets += len(packet)
+                self._rtx_allowance -= len(packet)
+
+    def _rtx_budget(self, now: float) -> float | None:
+        """Refill what retransmissions may take (bytes/s; None: no estimate, no limit)."""
+        if self.remb is None:
+            return None
+        rate = self.remb * RTX_SHARE / 8
+        elapsed = min(now - self._rtx_allowed_at, RTX_BURST_S)
+        self._rtx_allowance = min(self._rtx_allowance + rate * elapsed, rate * RTX_BURST_S)
+        self._rtx_allowed_at = now
+        return rate
 
     def sender_report(self, now: float, wall: float) -> bytes | None:
         if not self.packets or self.source is None:
             return None
         # The RTP time of "now" on this stream's clock, extrapolated from the last packet.
         rtp_now = self.last_ts + int((now - self.last_sent_at) * self.source.clock_rate)
-        return build_sr(self.ssrc, ntp_time(wall), rtp_now, self.packets, self.octets)
+        ntp = ntp_time(wall)
+        if len(self._sr_sent_at) >= 8:  # reports are echoed within seconds, or never
+            del self._sr_sent_at[next(iter(self._sr_sent_at))]
+        self._sr_sent_at[ntp_middle(ntp)] = now
+        return build_sr(self.ssrc, ntp, rtp_now, self.packets, self.octets)

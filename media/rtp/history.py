@@ -4,9 +4,10 @@ from __future__ import annotations
 
 
 class SentHistory:
-    """The last `size` packets sent on one output stream, by output seq, for NACKs."""
+    """The last `size` packets sent on one output stream, by output seq, for NACKs,
+    with when each was last resent."""
 
-    __slots__ = ("_mask", "_seqs", "_packets")
+    __slots__ = ("_mask", "_seqs", "_packets", "_resent_at")
 
     def __init__(self, size: int = 512) -> None:
         if size <= 0 or size & (size - 1):
@@ -14,16 +15,28 @@ class SentHistory:
         self._mask = size - 1
         self._seqs = [-1] * size
         self._packets: list[bytes | None] = [None] * size
+        self._resent_at = [float("-inf")] * size
 
     def add(self, seq: int, packet: bytes) -> None:
         i = seq & self._mask
         self._seqs[i] = seq
         self._packets[i] = packet
+        self._resent_at[i] = float("-inf")
 
     def get(self, seq: int) -> bytes | None:
         i = seq & self._mask
         return self._packets[i] if self._seqs[i] == seq else None
 
+    def take_for_resend(self, seq: int, now: float, interval: float) -> bytes | None:
+        """The packet to resend for a NACK of ``seq``, None if it is gone or was resent
+        less than ``interval`` ago (that copy may still be on its way)."""
+        i = seq & self._mask
+        if self._seqs[i] != seq or now - self._resent_at[i] < interval:
+            return None
+        self._resent_at[i] = now
+        return self._packets[i]
+
     def clear(self) -> None:
         self._seqs = [-1] * len(self._seqs)
         self._packets = [None] * len(self._packets)
+        self._resent_at = [float("-inf")] * len(self._resent_at)

@@ -28,6 +28,7 @@ from media.rtp import (
     build_pli,
     build_remb,
     build_rr,
+    ntp_middle,
     parse_nack,
     parse_remb,
     parse_report_blocks,
@@ -215,6 +216,42 @@ def test_subscriber_pli_reaches_publisher_rate_limited_and_nack_answered_with_rt
     assert struct.unpack_from("!I", retransmitted, 8)[0] == 7001  # RTX SSRC
     assert struct.unpack_from("!H", retransmitted, 12)[0] == first_seq  # original seq
     assert subscriber.nacks_received == 1
+
+
+def test_a_nacked_packet_is_resent_once_a_round_trip_and_counted_as_sent():
+    publisher, subscriber, source, out = setup()
+    source.on_packet(vp8_packet(1, 0, key=True), now=0.0)
+    [first] = subscriber.tap.rtp
+    subscriber.send_reports(now=time.monotonic() - 0.3, wall=time.time())  # sent 0.3 s ago
+    sr = parse_sr(subscriber.tap.rtcp[-1])
+    held = int(0.05 * 65536)  # the subscriber held our report 50 ms before echoing it
+    subscriber.on_rtcp(build_rr(9, 7000, 0, 0, 1, 0, ntp_middle(sr.ntp_timestamp), held))
+    assert out.rtt == pytest.approx(0.25, abs=0.05)
+
+    seq = struct.unpack_from("!H", first, 2)[0]
+    out.measure_sent(1.0)
+    subscriber.on_rtcp(build_nack(9, 7000, [seq]))
+    subscriber.on_rtcp(build_nack(9, 7000, [seq]))  # asked again before the copy arrived
+    assert len(subscriber.tap.rtp) == 2 and subscriber.nacks_received == 2
+    assert out.rtx_octets == len(subscriber.tap.rtp[1])
+    out.retransmit([seq], now=time.monotonic() + out.rtt)  # a round trip on, it may go again
+    assert len(subscriber.tap.rtp) == 3
+    assert out.measure_sent(2.0) == 8 * out.rtx_octets  # what was sent since 1.0: resent
+
+
+def test_retransmissions_take_at_most_their_share_of_the_estimate():
+    publisher, subscriber, source, out = setup()
+    for seq in range(1, 41):
+        source.on_packet(vp8_packet(seq, seq * 3000, key=seq == 1), now=seq * 0.01)
+    seqs = [struct.unpack_from("!H", p, 2)[0] for p in subscriber.tap.rtp]
+    out.remb = 20_000  # bits/s: retransmissions may take a quarter, 625 bytes/s
+    out.retransmit(seqs, now=1.0)  # at once: a second's share
+    resent = subscriber.tap.rtp[40:]
+    assert 5 <= len(resent) <= 6 and out.rtx_octets <= 625 + len(resent[0])
+    out.retransmit(seqs[len(resent) :], now=2.0)  # a second on: as much again
+    again = subscriber.tap.rtp[40 + len(resent) :]
+    assert 5 <= len(again) <= 6
+    assert struct.unpack_from("!H", again[0], 12)[0] == seqs[len(resent)]
 
 
 def test_malformed_rtcp_is_ignored():
