@@ -87,6 +87,7 @@ class OutStream:
         self.rtx_octets = 0  # resent for NACKs
         self._rtx_allowance = 0.0  # bytes retransmissions may still take (RTX_SHARE)
         self._rtx_allowed_at = float("-inf")
+        self.temporal = 2  # the temporal layer chosen (media.layers), once on its layer
         self.rtt: float | None = None  # seconds, from the latest receiver report
         self._sr_sent_at: dict[int, float] = {}  # the LSR of our recent SRs -> when sent
         self.last_ts = 0
@@ -288,7 +289,10 @@ class OutStream:
         if self.munger is not None:
             self.munger.switch_source()
         self.waiting_keyframe = False
-        self.forward(packet, now)  # the keyframe; forward() resets the temporal layers
+        if self.munger is not None:  # a keyframe: the chosen temporal layers at once
+            self.munger.target = self.temporal
+            self.munger.keyframe()
+        self.forward(packet, now)
 
     def want_layer(self, index: int, now: float) -> None:
         """Move to spatial layer ``index`` at its next keyframe (asked for at once)."""
@@ -330,8 +334,11 @@ class OutStream:
         media = self.sent_bps - self.padding_bps
         extra = choice.probe_rate(rates)
         self.probe_ratio = min(MAX_PROBE_RATIO, extra / media) if extra > 0 and media > 0 else 0.0
+        self.temporal = temporal
         if self.munger is not None:
-            self.munger.target = temporal
+            # Until the smaller layer's keyframe, the larger one sends its base frames only:
+            # a step down has to cut the rate now, not once the switch is made.
+            self.munger.target = 0 if spatial < source.index else temporal
         self.want_layer(spatial, now)
         if (spatial, temporal) != before:
             log.info(

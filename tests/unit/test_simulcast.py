@@ -190,6 +190,28 @@ def test_switch_between_layers_keeps_every_field_continuous():
     assert [f[1] - fields[0][1] for f in fields] == [0, 0, 0, 1, 1]  # a new base frame
 
 
+def test_moving_down_a_layer_sends_base_frames_only_until_the_smaller_ones_keyframe():
+    publisher, layers = simulcast_publisher()
+    rates = (150_000.0, 500_000.0, 1_500_000.0)
+    for layer, ssrc, rate in zip(layers, (111, 222, 333), rates, strict=True):
+        layer.ssrc, layer.received, layer.last_arrival, layer.bitrate = ssrc, 1, 10.0, rate
+        publisher.inbound[ssrc] = layer
+    sub, out = subscriber_on(layers)
+    assert out.source is layers[2]
+    layers[2].on_packet(vp8(100, 9000, 5000, 20, 0, key=True, ssrc=333), 10.0)
+    out.remb, out.sent_bps = 200_000, 1_400_000  # the link carries far less than it gets
+    out.adapt(10.5, leg_sent=1_500_000)
+    spatial, temporal = out.choice.current
+    assert spatial == 0 and temporal > 0 and out.pending is layers[0]
+    assert out.munger.target == 0  # meanwhile the larger layer cuts to its base frames
+    layers[2].on_packet(vp8(101, 12000, 5001, 20, 2, sync=True, ssrc=333), 10.53)  # dropped
+    layers[2].on_packet(vp8(102, 15000, 5002, 21, 0, ssrc=333), 10.56)  # a base frame: sent
+    layers[0].on_packet(vp8(8, 58000, 301, 4, 0, key=True, ssrc=111), 10.6)
+    layers[0].on_packet(vp8(9, 61000, 302, 4, 1, sync=True, ssrc=111), 10.63)
+    assert out.source is layers[0] and out.munger.target == temporal  # the chosen step
+    assert [vp8_fields(p)[2] for p in sub.tap.rtp] == [0, 0, 0, 1]
+
+
 def test_temporal_layers_dropped_at_once_and_added_at_sync_frames():
     munger = Vp8Munger([96])
     munger.target = 0
