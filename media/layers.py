@@ -10,23 +10,24 @@ and so does its tile: no larger a layer than the picture it is shown in.
 A receiver's REMB grows with what it receives (WebRTC caps it at 1.5 times the rate
 that arrives), so it cannot say whether the next layer would fit. A step up is
 therefore probed first: after ``UP_HOLD_S`` seconds without congestion or loss (one
-second when the REMB already leaves room for it), the subscriber is sent padding,
-as much as the next step would add, for ``PROBE_S`` seconds. A link that cannot
-carry it builds a queue, which the receiver's delay-based estimate sees: it falls
-(or loss is reported), the probe stops and the next one waits twice as long (up to
-``MAX_HOLD_S``). Otherwise the step is taken at the probe's end, or sooner once the
-estimate has grown by ``PROBE_GROWTH`` or leaves room for the step. Only a fall
-counts against a probe: the congestion test below (an estimate under what is sent)
-would fail every probe, as an estimate that grows a few percent a second lags behind
-the padding; and only a fall below where the probe began, as a saturated link's
-estimate may creep up for a second before its queue is noticed. Congestion
-or loss soon after a step (``TRIAL_S``) also doubles the wait. A step down is taken
-at once, and the next one only on fresh evidence: for ``DOWN_AFTERMATH_S`` after it,
-loss and congestion still describe the step just left, so only an estimate that no
-longer fits the new step takes it lower. Congestion: the REMB
-falls below what the subscriber is sent (a delay-based estimate drops under the
-rate that arrives when queues grow). A subscriber without REMB (the recorder) is
-not probed.
+second when the REMB already leaves room for it), the subscriber is sent padding, as
+much as the next step would add, for ``PROBE_S`` seconds. A link that cannot carry
+it builds a queue, which the receiver's delay-based estimate sees: it falls (or loss
+is reported, or the round trip our sender reports measure grows by
+``PROBE_QUEUE_S``, as it does while an estimate holds still), the probe stops and
+the next one waits twice as long (up to ``MAX_HOLD_S``). Otherwise the step is taken
+at the probe's end, or sooner once the estimate has grown by ``PROBE_GROWTH`` or
+leaves room for the step. Only a fall counts against a probe: the congestion test
+below (an estimate under what is sent) would fail every probe, as an estimate that
+grows a few percent a second lags behind the padding; and only a fall below where
+the probe began, as a saturated link's estimate may creep up for a second before its
+queue is noticed. Congestion or loss soon after a step (``TRIAL_S``) also doubles
+the wait. A step down is taken at once, and the next one only on fresh evidence: for
+``DOWN_AFTERMATH_S`` after it, loss and congestion still describe the step just
+left, so only an estimate that no longer fits the new step takes it lower.
+Congestion: the REMB falls below what the subscriber is sent (a delay-based estimate
+drops under the rate that arrives when queues grow). A subscriber without REMB (the
+recorder) is not probed.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ MAX_HOLD_S = 8.0  # a failed step up waits at most this long before the next pro
 FIT_HOLD_S = 1.0  # before a step up the REMB already allows
 PROBE_S = 3.0  # longest a probe runs
 PROBE_GROWTH = 1.08  # an estimate grown this much since the probe began: the step fits
+# A round trip this much longer than when the probe began: its padding is queueing
+# (a receiver's estimate may stay where it is for seconds while the queue fills).
+PROBE_QUEUE_S = 0.1
 # Loss or congestion reported this soon after a failed probe is the probe's: its
 # padding filled or overflowed the queue, and it has stopped (reports and rates
 # measured over the last second still show it).
@@ -97,6 +101,7 @@ class LinkView:
     congested: bool
     lossy: bool  # loss above LOSS_HIGH in its latest report
     clean: bool  # loss below LOSS_LOW
+    rtt: float | None = None  # seconds, the latest round trip measured; None: not yet
 
 
 @dataclass
@@ -110,6 +115,7 @@ class LayerChoice:
     trial_until: float = 0.0
     probe_until: float = 0.0  # a probe of the next step runs until then
     probe_remb: int = 0  # the REMB when it began
+    probe_rtt: float | None = None  # the round trip when it began
     probe_failed_at: float = float("-inf")
     stepped_down_at: float = float("-inf")
 
@@ -174,12 +180,18 @@ class LayerChoice:
         return fits and self.down_aftermath(now)
 
     def _probe(self, now: float, link: LinkView, rates: list[float]) -> None:
-        """A probe runs: loss or the estimate falling below where it began stops it
-        (the padding was the cause, so the step stays); the estimate grown, room for
-        the step, or a probe that lasted its time without either takes the step."""
+        """A probe runs: loss, the estimate falling below where it began or the round
+        trip growing stops it (the padding was the cause, so the step stays); the
+        estimate grown, room for the step, or a probe that lasted its time without
+        either takes the step."""
         remb = link.remb or 0
         room = link.budget is None or step_rate(self.steps[self.step + 1], rates) <= link.budget
-        if link.lossy or remb < self.probe_remb:
+        queueing = (
+            link.rtt is not None
+            and self.probe_rtt is not None
+            and link.rtt > self.probe_rtt + PROBE_QUEUE_S
+        )
+        if link.lossy or remb < self.probe_remb or queueing:
             self._probe_failed(now)
         elif remb >= self.probe_remb * PROBE_GROWTH or room or now >= self.probe_until:
             self.probe_until = 0.0
@@ -211,16 +223,17 @@ class LayerChoice:
         else:
             self.probe_until = now + PROBE_S
             self.probe_remb = link.remb
+            self.probe_rtt = link.rtt
 
 
 def link_view(
     remb: int | None, leg_sent: float, own_sent: float, limits: list[int], loss: float,
-    rising: bool = False, soft: list[int] = (),
+    rising: bool = False, soft: list[int] = (), rtt: float | None = None,
 ) -> LinkView:  # fmt: skip
     """A subscriber's link as its REMB (for its whole leg), the leg's and this stream's
     sent rates (bits/s), its hard limits (its facility's cap), its soft ones (its
-    loss-based limit, which a probe may prove wrong) and its latest reported loss
-    say. A REMB under what is sent means congestion only when it is not growing
+    loss-based limit, which a probe may prove wrong), its latest reported loss and
+    round trip say. A REMB under what is sent means congestion only when it is not growing
     (``rising``: it went up lately): while what is sent ramps up, an estimate that
     grows a few percent a second lags far behind it."""
     budgets = [float(limit) for limit in limits]
@@ -231,4 +244,4 @@ def link_view(
         budgets.append(max(0.0, remb - (leg_sent - own_sent)))
         congested = remb < CONGESTED * leg_sent and not rising
     budget = min(budgets) if budgets else None
-    return LinkView(budget, cap, remb, congested, loss > LOSS_HIGH, loss < LOSS_LOW)
+    return LinkView(budget, cap, remb, congested, loss > LOSS_HIGH, loss < LOSS_LOW, rtt)

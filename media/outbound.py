@@ -326,7 +326,7 @@ class OutStream:
         soft = [self.loss_estimate] if self.loss_estimate is not None else []
         rising = now - self.remb_rose_at < REMB_RISING_S
         loss = self.reported_loss()
-        link = link_view(self.remb, leg_sent, self.sent_bps, hard, loss, rising, soft)
+        link = link_view(self.remb, leg_sent, self.sent_bps, hard, loss, rising, soft, self.rtt)
         rates = [layer.bitrate for layer in layers]
         before = choice.current
         top = self._top_step(choice.steps, layers, now)

@@ -17,6 +17,7 @@ from media.layers import (
     DOWN_AFTERMATH_S,
     PROBE_AFTERMATH_S,
     PROBE_GROWTH,
+    PROBE_QUEUE_S,
     UP_HOLD_S,
     LayerChoice,
     LinkView,
@@ -277,6 +278,21 @@ def test_a_probe_fails_when_the_estimate_falls_below_its_start_and_holds_otherwi
     lossy = LinkView(200_000, None, 300_000, congested=False, lossy=True, clean=False)
     choice = LayerChoice(ladder(3), 2, probe_until=10.0, probe_remb=250_000)
     assert choice.decide(9.0, lossy, rates, 6) == (0, 2) and choice.probe_until == 0.0
+
+
+def test_a_probe_fails_when_the_round_trip_grows_while_the_estimate_holds_still():
+    rates = [150_000.0, 500_000.0, 1_500_000.0]
+    choice = LayerChoice(ladder(3), 2)
+    calm = LinkView(200_000, None, 250_000, False, False, True, rtt=0.01)
+    assert choice.decide(0.0, calm, rates, 6) == (0, 2)
+    assert choice.decide(UP_HOLD_S, calm, rates, 6) == (0, 2)  # a probe starts
+    assert choice.probe_rate(rates) > 0
+    jitter = LinkView(200_000, None, 250_000, True, False, True, rtt=0.01 + PROBE_QUEUE_S / 2)
+    assert choice.decide(UP_HOLD_S + 1, jitter, rates, 6) == (0, 2)
+    assert choice.probe_rate(rates) > 0  # a little longer: goes on
+    queued = LinkView(200_000, None, 250_000, True, False, True, rtt=0.4)  # the same estimate
+    assert choice.decide(UP_HOLD_S + 2, queued, rates, 6) == (0, 2)  # its padding queues
+    assert choice.probe_rate(rates) == 0 and choice.hold_s == 2 * UP_HOLD_S
 
 
 def test_loss_and_congestion_just_after_a_failed_probe_are_the_probes():
