@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+_NEVER = float("-inf")
+
 
 class SentHistory:
     """The last `size` packets sent on one output stream, by output seq, for NACKs,
@@ -15,13 +17,14 @@ class SentHistory:
         self._mask = size - 1
         self._seqs = [-1] * size
         self._packets: list[bytes | None] = [None] * size
-        self._resent_at = [float("-inf")] * size
+        # seq -> when last resent; only packets resent lately (nothing to do per packet
+        # sent: an entry left from a seq 65,536 packets ago is long past any interval)
+        self._resent_at: dict[int, float] = {}
 
     def add(self, seq: int, packet: bytes) -> None:
         i = seq & self._mask
         self._seqs[i] = seq
         self._packets[i] = packet
-        self._resent_at[i] = float("-inf")
 
     def get(self, seq: int) -> bytes | None:
         i = seq & self._mask
@@ -31,12 +34,14 @@ class SentHistory:
         """The packet to resend for a NACK of ``seq``, None if it is gone or was resent
         less than ``interval`` ago (that copy may still be on its way)."""
         i = seq & self._mask
-        if self._seqs[i] != seq or now - self._resent_at[i] < interval:
+        if self._seqs[i] != seq or now - self._resent_at.get(seq, _NEVER) < interval:
             return None
-        self._resent_at[i] = now
+        if len(self._resent_at) >= len(self._seqs):
+            self._resent_at.clear()
+        self._resent_at[seq] = now
         return self._packets[i]
 
     def clear(self) -> None:
         self._seqs = [-1] * len(self._seqs)
         self._packets = [None] * len(self._packets)
-        self._resent_at = [float("-inf")] * len(self._resent_at)
+        self._resent_at.clear()

@@ -513,6 +513,20 @@ def test_sent_history_ring():
         SentHistory(500)
 
 
+def test_sent_history_resends_a_packet_once_an_interval():
+    history = SentHistory(8)
+    for seq in range(8):
+        history.add(seq, b"p%d" % seq)
+    assert history.take_for_resend(3, now=10.0, interval=0.2) == b"p3"
+    assert history.take_for_resend(3, now=10.1, interval=0.2) is None  # on its way
+    assert history.take_for_resend(3, now=10.25, interval=0.2) == b"p3"
+    assert history.take_for_resend(9, now=10.25, interval=0.2) is None  # never sent
+    for seq in range(8):  # as many resent as it holds: the oldest records go
+        history.take_for_resend(seq, now=11.0, interval=0.2)
+    assert history.take_for_resend(7, now=11.1, interval=0.2) is None
+    assert len(history._resent_at) <= 8
+
+
 @pytest.mark.parametrize("padding", [0, 4])
 def test_build_rtx_matches_aiortc(padding):
     original = pkt(
