@@ -87,7 +87,6 @@ class OutStream:
         self.rtx_octets = 0  # resent for NACKs
         self._rtx_allowance = 0.0  # bytes retransmissions may still take (RTX_SHARE)
         self._rtx_allowed_at = float("-inf")
-        self.temporal = 2  # the temporal layer chosen (media.layers), once on its layer
         self.rtt: float | None = None  # seconds, from the latest receiver report
         self._sr_sent_at: dict[int, float] = {}  # the LSR of our recent SRs -> when sent
         self.last_ts = 0
@@ -289,8 +288,8 @@ class OutStream:
         if self.munger is not None:
             self.munger.switch_source()
         self.waiting_keyframe = False
-        if self.munger is not None:  # a keyframe: the chosen temporal layers at once
-            self.munger.target = self.temporal
+        if self.munger is not None and self.choice is not None:  # a keyframe: the chosen
+            self.munger.target = self.choice.current[1]  # temporal layers at once
             self.munger.keyframe()
         self.forward(packet, now)
 
@@ -334,7 +333,6 @@ class OutStream:
         media = self.sent_bps - self.padding_bps
         extra = choice.probe_rate(rates)
         self.probe_ratio = min(MAX_PROBE_RATIO, extra / media) if extra > 0 and media > 0 else 0.0
-        self.temporal = temporal
         if self.munger is not None:
             # Until the smaller layer's keyframe, the larger one sends its base frames only:
             # a step down has to cut the rate now, not once the switch is made.
@@ -424,9 +422,9 @@ class OutStream:
         subscriber asks again before the first copy could have reached it when the
         path queues, and copies of copies would only fill that queue further."""
         interval = max(MIN_RESEND_S, DEFAULT_RTT_S if self.rtt is None else self.rtt)
-        budget = self._rtx_budget(now)
+        limited = self._refill_rtx_allowance(now)
         for seq in seqs:
-            if budget is not None and self._rtx_allowance <= 0:
+            if limited and self._rtx_allowance <= 0:
                 break  # the rest waits for the next NACK
             packet = self.history.take_for_resend(seq, now, interval)
             if packet is None:
@@ -443,15 +441,15 @@ class OutStream:
                 self.rtx_octets += len(packet)
                 self._rtx_allowance -= len(packet)
 
-    def _rtx_budget(self, now: float) -> float | None:
-        """Refill what retransmissions may take (bytes/s; None: no estimate, no limit)."""
+    def _refill_rtx_allowance(self, now: float) -> bool:
+        """Refill what retransmissions may take; False: no estimate yet, no limit."""
         if self.remb is None:
-            return None
-        rate = self.remb * RTX_SHARE / 8
+            return False
+        rate = self.remb * RTX_SHARE / 8  # bytes/s
         elapsed = min(now - self._rtx_allowed_at, RTX_BURST_S)
         self._rtx_allowance = min(self._rtx_allowance + rate * elapsed, rate * RTX_BURST_S)
         self._rtx_allowed_at = now
-        return rate
+        return True
 
     def sender_report(self, now: float, wall: float) -> bytes | None:
         if not self.packets or self.source is None:

@@ -227,6 +227,13 @@ def test_a_nacked_packet_is_resent_once_a_round_trip_and_counted_as_sent():
     held = int(0.05 * 65536)  # the subscriber held our report 50 ms before echoing it
     subscriber.on_rtcp(build_rr(9, 7000, 0, 0, 1, 0, ntp_middle(sr.ntp_timestamp), held))
     assert out.rtt == pytest.approx(0.25, abs=0.05)
+    rtt = out.rtt
+    subscriber.on_rtcp(build_rr(9, 7000, 0, 0, 1, 0, 12345, held))  # not a report of ours
+    assert out.rtt == rtt
+    late = 65536 * 5  # held longer than since we sent it: a clock gone wrong, not < 0
+    subscriber.on_rtcp(build_rr(9, 7000, 0, 0, 1, 0, ntp_middle(sr.ntp_timestamp), late))
+    assert out.rtt == 0.0
+    out.rtt = rtt
 
     seq = struct.unpack_from("!H", first, 2)[0]
     out.measure_sent(1.0)
