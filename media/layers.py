@@ -146,8 +146,12 @@ class LayerChoice:
             and not self.probe_aftermath(now)
             and not self._down_aftermath(now, link, rates)
         )
-        if strained or (over_cap and self.step > 0):
-            self._step_down(now, link, rates)
+        if strained:
+            self._step_down(now, link.budget, rates)
+        elif over_cap and self.step > 0:
+            # Only the hard limit: an estimate that is not strained may still be growing
+            # (one just begun says little more than what has arrived so far).
+            self._step_down(now, link.cap, rates)
         elif self.step < top_step and link.clean:
             self._maybe_step_up(now, link, rates)
         else:
@@ -157,14 +161,15 @@ class LayerChoice:
             self.hold_s = UP_HOLD_S
         return self.current
 
-    def _step_down(self, now: float, link: LinkView, rates: list[float]) -> None:
+    def _step_down(self, now: float, budget: float | None, rates: list[float]) -> None:
+        """At least one step down, and on to the highest step within ``budget``."""
         self.calm_since = None
         if self.trial_until and now <= self.trial_until:
             self.hold_s = min(self.hold_s * 2, MAX_HOLD_S)
             self.trial_until = 0.0
         target = self.step - 1
-        if link.budget is not None:
-            while target > 0 and step_rate(self.steps[target], rates) > link.budget:
+        if budget is not None:
+            while target > 0 and step_rate(self.steps[target], rates) > budget:
                 target -= 1
         self.step = max(0, target)
         self.stepped_down_at = now

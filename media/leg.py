@@ -196,7 +196,9 @@ class Leg:
                 for ssrc in ssrcs:
                     out = self.outbound.get(ssrc)
                     if out is not None:
-                        if out.remb is not None and bitrate > out.remb:
+                        # The first estimate counts as risen: WebRTC's starts from the
+                        # little that has arrived so far and grows from there.
+                        if out.remb is None or bitrate > out.remb:
                             out.remb_rose_at = now
                         out.remb = bitrate
 

@@ -5,6 +5,7 @@ stream across layer switches and dropped temporal layers."""
 from __future__ import annotations
 
 import struct
+import time
 
 from aiortc.sdp import SessionDescription
 
@@ -26,8 +27,8 @@ from media.layers import (
     tile_layer,
 )
 from media.leg import PAUSE_AFTER_S
-from media.outbound import ABS_SEND_TIME, OutStream
-from media.rtp import Vp8Munger, extension_value, parse_header, rtp_seq_ts
+from media.outbound import ABS_SEND_TIME, REMB_RISING_S, OutStream
+from media.rtp import Vp8Munger, build_remb, extension_value, parse_header, rtp_seq_ts
 from media.simulcast import REPAIRED_RID_URI, RID_URI, answer_simulcast, read_simulcast
 from tests.unit.test_forwarding_rtcp import FakeTap, leg, negotiated, setup
 
@@ -329,6 +330,11 @@ def test_a_hard_cap_is_never_tried_above_and_is_left_at_once():
     assert choice.decide(0.0, capped, rates, 6) == (1, 1)  # 300 kbit/s fits the cap
     for t in range(1, 30):
         assert choice.decide(float(t), capped, rates, 6) == (1, 1)
+    # Over the cap with an estimate that is not strained (one just begun, say, below
+    # what is sent but growing): down to the cap's step, not to the estimate's.
+    choice = LayerChoice(ladder(3), 6)
+    forming = LinkView(90_000, 320_000, 110_000, congested=False, lossy=False, clean=True)
+    assert choice.decide(0.0, forming, rates, 6) == (1, 1)
 
 
 def test_link_view_and_tile_layer():
@@ -446,3 +452,14 @@ def test_a_receiver_report_counts_once_for_the_choice_of_layers():
     out.on_receiver_report(0.0, now=2.5)
     assert out.reported_loss() == 0.0
     assert out.reported_loss() == 0.0
+
+
+def test_the_first_estimate_counts_as_growing():
+    """WebRTC's estimate starts from the little that has arrived so far: a subscriber's
+    first REMB under what it is sent is no congestion (until REMB_RISING_S)."""
+    _, subscriber, _, out = setup()
+    subscriber.on_rtcp(build_remb(9, 100_000, [7000]))
+    first = out.remb_rose_at
+    assert time.monotonic() - first < REMB_RISING_S
+    subscriber.on_rtcp(build_remb(9, 90_000, [7000]))  # a fall is no rise
+    assert out.remb == 90_000 and out.remb_rose_at == first
