@@ -50,6 +50,14 @@ def _noting_unretrieved(loop, context: dict) -> None:
 asyncio.BaseEventLoop.call_exception_handler = _noting_unretrieved
 
 
+def pytest_collection_finish(session) -> None:
+    """What the imports and the collection made lives as long as the run: it is set
+    aside (as the node does at start), so the collection after each test walks only
+    what tests made. A walk of the whole heap took about 0.45 s, after every test."""
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.fixture(autouse=True)
 def no_unretrieved_task_exceptions():
     before = len(UNRETRIEVED)
