@@ -1,7 +1,8 @@
 """Server CPU to forward media: Jisr's RTP forwarding against aiortc's stock
 MediaRelay (decode once, encode per subscriber), same clients, same source.
 
-    python -m bench.forwarding [--json] [--warmup 3] [--window 10]
+    python -m bench.forwarding [--json] [--warmup 3] [--window 10] [--scale-only]
+                               [--scale-steps 1,10,40] [--rounds 3]
 
 Cases: one VP8 video stream to one subscriber; one audio+video publisher to two
 subscribers (the second of which decodes, proving the picture); one VP8 stream to
@@ -265,7 +266,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object, last line")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     parser.add_argument("--window", type=float, default=10.0, help="seconds measured")
-    parser.add_argument("--timeout", type=float, default=600.0, help="bound on the whole run")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="bound on the whole run")
     parser.add_argument(
         "--scale-steps",
         type=lambda text: [int(n) for n in text.split(",") if n],
@@ -274,12 +275,17 @@ def main() -> int:
     )
     parser.add_argument("--scale-only", action="store_true", help="only the scale case")
     parser.add_argument(
+        "--rounds", type=int, default=3, help="turns of the middles at each scale step (median)"
+    )
+    parser.add_argument(
         "--case",
         action="append",
         choices=[c["name"] for c in CASES],
         help="run only this case (repeat for several)",
     )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be 1 or more")
     # Janus needs a namespace of its own (no candidates on loopback): this re-runs the
     # benchmark inside one when it can, and says why not when it cannot.
     janus_missing = janus.ensure_installed() or isolation.enter_namespace("bench.forwarding")

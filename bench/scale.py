@@ -4,10 +4,14 @@ generator process, subscribers in another), through the bare relay (the floor),
 Jisr and Janus in turn. The figure is each middle's CPU per stream over the
 window: how the cost grows with load; then, the publishers paused, its CPU with the
 same peers and no media (``idle_pct``): what holding them costs apart from packets.
+The middles take turns, three rounds by default (``--rounds``), and each figure is
+the median of its rounds: these machines' speed drifts by two or three times in an
+hour, and a single round compared middles measured minutes apart.
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 
@@ -146,17 +150,44 @@ def run_step(kind: str, streams: int, clip, args, deadline: float) -> dict:
 
 
 def run_scale(middles: tuple[str, ...], clip, args, deadline: float) -> list[dict]:
-    """Per step: each middle's figures, and Jisr's per-stream CPU over Janus's and
-    over the floor's."""
+    """Per step: each middle's figures, and Jisr's per-stream CPU over Janus's and over
+    the floor's. The middles run in turn ``args.rounds`` times: each figure is the
+    median of its rounds, and each ratio the median of the rounds' own ratios (the
+    middles of one round run a minute or two apart; the machine's speed drifts more
+    than that between rounds)."""
     steps = []
     for streams in args.scale_steps:
+        rounds: list[dict[str, dict]] = []
+        for number in range(1, args.rounds + 1):
+            results = {}
+            for kind in middles:
+                log(f"scale: {streams} streams through {kind}, round {number} ...")
+                results[kind] = run_step(kind, streams, clip, args, deadline)
+            rounds.append(results)
         step: dict = {"streams": streams}
         for kind in middles:
-            log(f"scale: {streams} streams through {kind} ...")
-            step[kind] = run_step(kind, streams, clip, args, deadline)
-        jisr = step["jisr"]["per_stream_pct"]
+            step[kind] = median_figures([results[kind] for results in rounds])
         for kind in ("janus", "floor"):
-            other = step.get(kind, {}).get("per_stream_pct")
-            step[f"ratio_{kind}"] = round(jisr / other, 3) if other else None
+            ratios = [
+                results["jisr"]["per_stream_pct"] / results[kind]["per_stream_pct"]
+                for results in rounds
+                if results.get(kind, {}).get("per_stream_pct")
+            ]  # fmt: skip
+            step[f"ratio_{kind}"] = round(statistics.median(ratios), 3) if ratios else None
+            step[f"ratio_{kind}_rounds"] = [round(ratio, 3) for ratio in ratios]
         steps.append(step)
     return steps
+
+
+FIGURES = ("cpu_pct", "per_stream_pct", "idle_pct", "idle_per_stream_pct", "generators_pct",
+           "machine_pct")  # fmt: skip
+
+
+def median_figures(rounds: list[dict]) -> dict:
+    """One middle's figures at one step over its rounds: the median of each, the lowest
+    frame rate any subscriber got, each round's CPU per stream, and every problem."""
+    figures: dict = {key: round(statistics.median(r[key] for r in rounds), 3) for key in FIGURES}
+    figures["min_fps"] = min(r["min_fps"] for r in rounds)
+    figures["per_stream_rounds"] = [r["per_stream_pct"] for r in rounds]
+    figures["problems"] = [problem for r in rounds for problem in r["problems"]]
+    return figures
