@@ -33,6 +33,9 @@ STEPS = (1, 10, 40)
 MIN_SHARE = 0.90  # of the frames sent, for every subscriber
 ADD_TIMEOUT_S = 120  # connecting dozens of peers at once on a busy machine
 IDLE_SETTLE_S = 2.0  # after the publishers pause, before the idle window
+# A step's figures of one middle, each the median of its rounds.
+FIGURES = ("cpu_pct", "per_stream_pct", "idle_pct", "idle_per_stream_pct", "generators_pct",
+           "machine_pct")  # fmt: skip
 
 
 def start_floor(procs: Processes) -> Server:
@@ -177,10 +180,6 @@ def run_scale(middles: tuple[str, ...], clip, args, deadline: float) -> list[dic
             step[f"ratio_{kind}_rounds"] = [round(ratio, 3) for ratio in ratios]
         steps.append(step)
     return steps
-
-
-FIGURES = ("cpu_pct", "per_stream_pct", "idle_pct", "idle_per_stream_pct", "generators_pct",
-           "machine_pct")  # fmt: skip
 
 
 def median_figures(rounds: list[dict]) -> dict:
