@@ -33,13 +33,13 @@ class SentHistory:
     def take_for_resend(self, seq: int, now: float, interval: float) -> bytes | None:
         """The packet to resend for a NACK of ``seq``, None if it is gone or was resent
         less than ``interval`` ago (that copy may still be on its way)."""
-        i = seq & self._mask
-        if self._seqs[i] != seq or now - self._resent_at.get(seq, _NEVER) < interval:
+        packet = self.get(seq)
+        if packet is None or now - self._resent_at.get(seq, _NEVER) < interval:
             return None
         if len(self._resent_at) >= len(self._seqs):
             self._resent_at.clear()
         self._resent_at[seq] = now
-        return self._packets[i]
+        return packet
 
     def clear(self) -> None:
         self._seqs = [-1] * len(self._seqs)
