@@ -8,13 +8,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # virtual environment in /opt/jisr/.venv (deploy/compose.yaml runs
 # /opt/jisr/.venv/bin/jisr, as deploy/systemd/jisr.service does).
 WORKDIR /opt/jisr
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY signaling ./signaling
 COPY media ./media
 COPY recordings ./recordings
 COPY web ./web
-RUN python -m venv /opt/jisr/.venv \
+# gcc builds the media path's C part (media/_wire.c), then goes.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && python -m venv /opt/jisr/.venv \
  && /opt/jisr/.venv/bin/pip install --no-cache-dir . \
+ && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /nonexistent jisr
 ENV PATH=/opt/jisr/.venv/bin:$PATH
 

@@ -31,6 +31,7 @@ from aiortc.sdp import MediaDescription
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
+from ._wire import Srtp, sockaddr
 from .rtp import RTP_FIRST_BYTES, is_rtcp
 
 if TYPE_CHECKING:
@@ -130,34 +131,15 @@ def guard_connection_task(pc: RTCPeerConnection, on_failure: Callable[[Exception
     pc._RTCPeerConnection__connect = guarded
 
 
-class SrtpCall:
-    """libsrtp's protect or unprotect for one pylibsrtp Session, called straight: the
-    session's buffer and a length cell of its own, set up once. pylibsrtp's methods
-    are two Python calls, a type check and a new length cell per packet, and the
-    media path makes one call each way per packet."""
-
-    __slots__ = ("session", "_call", "_context", "_cdata", "_buffer", "_length", "_room")
-
-    def __init__(self, session: pylibsrtp.Session, call: Callable, trailer: int) -> None:
-        self.session = session  # whose libsrtp context this uses (and keeps alive)
-        self._call = call
-        self._context = session._srtp[0]
-        self._cdata = session._cdata
-        self._buffer = session._buffer
-        self._length = srtp_ffi.new("int *")
-        self._room = len(session._cdata) - trailer
-
-    def __call__(self, packet: bytes) -> bytes | None:
-        """The packet protected (or unprotected); None if libsrtp refuses it
-        (forged, replayed, damaged) or it does not fit."""
-        size = len(packet)
-        if size > self._room:
-            return None
-        self._length[0] = size
-        self._buffer[0:size] = packet
-        if self._call(self._context, self._cdata, self._length):
-            return None
-        return self._buffer[0 : self._length[0]]
+def srtp_call(session: pylibsrtp.Session, call: str) -> Srtp:
+    """libsrtp's ``call`` (srtp_protect or srtp_unprotect) on one pylibsrtp Session,
+    made from C (media/_wire.c): pylibsrtp's methods are two Python calls, a type
+    check, a length cell and two copies per packet, and the media path makes one call
+    each way per packet. The Srtp keeps the session, and so its context, alive."""
+    function = srtp_ffi.cast("uintptr_t", getattr(srtp_lib, call))
+    context = srtp_ffi.cast("uintptr_t", session._srtp[0])
+    trailer = pylibsrtp.SRTP_MAX_TRAILER_LEN if call == "srtp_protect" else 0
+    return Srtp(session, int(function), int(context), trailer)
 
 
 class Tap:
@@ -187,11 +169,15 @@ class Tap:
         self.sent_packets = 0
         # RTP's SRTP calls, for the DTLS transport's current sessions (a new
         # handshake replaces them), and the nominated pair's address.
-        self._unprotect: SrtpCall | None = None
-        self._protect: SrtpCall | None = None
+        self._unprotect: Srtp | None = None
+        self._protect: Srtp | None = None
         self._pair: aioice.ice.CandidatePair | None = None
         self._pair_address: tuple[str, int] | None = None
         self._pair_transport: asyncio.DatagramTransport | None = None  # its protocol's
+        # On a shared socket a packet is protected and sent in one C call: the
+        # socket's route and the pair's address as the kernel takes it.
+        self._route: SharedPortRoute | None = None
+        self._pair_sockaddr = b""
 
     def _data_received(self, data: bytes, component: int) -> None:
         if not data:
@@ -209,7 +195,7 @@ class Tap:
             return
         unprotect = self._unprotect
         if unprotect is None or unprotect.session is not rx:
-            unprotect = self._unprotect = SrtpCall(rx, srtp_lib.srtp_unprotect, 0)
+            unprotect = self._unprotect = srtp_call(rx, "srtp_unprotect")
         packet = unprotect(data)
         if packet is not None:  # else forged, replayed or damaged: dropped
             self._on_rtp(packet)
@@ -241,18 +227,31 @@ class Tap:
         else:
             protect = self._protect
             if protect is None or protect.session is not tx:
-                protect = self._protect = SrtpCall(
-                    tx, srtp_lib.srtp_protect, pylibsrtp.SRTP_MAX_TRAILER_LEN
-                )
+                protect = self._protect = srtp_call(tx, "srtp_protect")
+            if pair is not self._pair:
+                self._take_pair(pair)
+            route = self._route
+            if route is not None:
+                if not protect.send(route.fd, self._pair_sockaddr, packet):
+                    return False
+                self.sent_packets += 1
+                return True
             data = protect(packet)
             if data is None:
                 return False
         if pair is not self._pair:
-            self._pair, self._pair_address = pair, pair.remote_addr
-            self._pair_transport = pair.protocol.transport
+            self._take_pair(pair)
         self._pair_transport.sendto(data, self._pair_address)
         self.sent_packets += 1
         return True
+
+    def _take_pair(self, pair: aioice.ice.CandidatePair) -> None:
+        self._pair, self._pair_address = pair, pair.remote_addr
+        self._pair_transport = pair.protocol.transport
+        route = self._pair_transport
+        self._route = route if isinstance(route, SharedPortRoute) else None
+        if self._route is not None:
+            self._pair_sockaddr = sockaddr(*pair.remote_addr)
 
     def close(self) -> None:
         if self._ice.data_received == self._data_received:
@@ -368,8 +367,10 @@ class SharedPortRoute:
         self._connection = protocol.receiver
         self.ufrag: str = self._connection.local_username
         self.addresses: dict[Address, None] = {}
-        # The shared socket's own sendto, unwrapped: Tap.send goes through here.
+        # The shared socket's own sendto, unwrapped: Tap.send goes through here, or
+        # straight to the socket's descriptor (-1 once this route or the socket closed).
         self.sendto = shared.transport.sendto
+        self.fd = shared.fd
 
     # asyncio.DatagramTransport, as much of it as aioice uses
 
@@ -384,6 +385,7 @@ class SharedPortRoute:
         if self.sendto is _closed:
             return
         self.sendto = _closed
+        self.fd = -1
         self._shared.remove(self)
         self._protocol.connection_lost(None)
 

@@ -47,6 +47,7 @@ class Route(Protocol):
 
     ufrag: str
     addresses: dict[Address, None]  # learned, least recently confirmed first
+    fd: int  # the shared socket's descriptor; -1 once the route or the socket closed
 
     def data_received(self, data: bytes) -> None: ...
 
@@ -60,12 +61,19 @@ class SharedSocket(asyncio.DatagramProtocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
+        self.fd = -1  # the socket's descriptor, for sends that bypass the transport
         self.by_addr: dict[Address, Route] = {}
         self.by_ufrag: dict[str, Route] = {}
         self.dropped: Counter[str] = Counter()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.fd = transport.get_extra_info("socket").fileno()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fd = -1
+        for route in self.by_ufrag.values():
+            route.fd = -1  # a descriptor number the system may soon give another socket
 
     @property
     def sockname(self) -> tuple[str, int]:

@@ -93,7 +93,7 @@ class PassThroughSrtp:
 
 
 class PassThroughCall:
-    """Stands in for the tap's direct libsrtp call on that session (``SrtpCall``)."""
+    """Stands in for the tap's direct libsrtp call on that session (``srtp_call``)."""
 
     def __init__(self, session: PassThroughSrtp) -> None:
         self.session = session

@@ -7,6 +7,8 @@ import inspect
 from importlib.metadata import version
 
 import aioice.ice
+import pylibsrtp
+import pytest
 
 from media.aiortc_internals import restrict_host_addresses
 
@@ -71,31 +73,88 @@ def test_private_attributes_the_forwarder_uses_still_exist():
         assert "asyncio.ensure_future(self.__connect())" in source(method)
 
 
-def test_what_the_srtp_calls_borrow_from_pylibsrtp():
+def _srtp_pair():
     import pylibsrtp
 
-    from media.aiortc_internals import SrtpCall, srtp_lib
-
-    init = inspect.getsource(pylibsrtp.Session.__init__)
-    for name in ("self._cdata", "self._buffer", "self._srtp"):
-        assert name in init, name
     key = bytes(range(44))  # AES-256-GCM: a 32-byte key and a 12-byte salt
     profile = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM
     sender = pylibsrtp.Session(pylibsrtp.Policy(
         key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile))
     receiver = pylibsrtp.Session(pylibsrtp.Policy(
         key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=profile))  # fmt: skip
-    protect = SrtpCall(sender, srtp_lib.srtp_protect, pylibsrtp.SRTP_MAX_TRAILER_LEN)
-    unprotect = SrtpCall(receiver, srtp_lib.srtp_unprotect, 0)
-    packet = bytes([0x80, 96, 0, 1, 0, 0, 0, 90, 0, 0, 4, 210]) + b"picture" * 100
-    protected = protect(packet)
-    assert protected is not None and protected != packet
-    assert receiver.unprotect(protected) == packet  # what pylibsrtp itself reads back
-    again = protect(packet[:2] + bytes([0, 2]) + packet[4:])
-    assert unprotect(again) == packet[:2] + bytes([0, 2]) + packet[4:]
+    return sender, receiver
+
+
+PACKET = bytes([0x80, 96, 0, 1, 0, 0, 0, 90, 0, 0, 4, 210]) + b"picture" * 100
+
+
+def test_what_the_srtp_calls_borrow_from_pylibsrtp():
+    import gc
+
+    from media.aiortc_internals import srtp_call
+
+    # A session's context is the first cell of its _srtp, freed with the session.
+    assert "self._srtp = ffi.gc(" in inspect.getsource(pylibsrtp.Session.__init__)
+    sender, receiver = _srtp_pair()
+    protect = srtp_call(sender, "srtp_protect")
+    unprotect = srtp_call(receiver, "srtp_unprotect")
+    del sender, receiver
+    gc.collect()  # the calls keep their sessions, so their contexts, alive
+    assert protect.session is not None and unprotect.session is not None
+    protected = protect(PACKET)
+    assert protected is not None and protected != PACKET
+    assert unprotect.session.unprotect(protected) == PACKET  # what pylibsrtp itself reads
+    again = protect(PACKET[:2] + bytes([0, 2]) + PACKET[4:])
+    assert unprotect(again) == PACKET[:2] + bytes([0, 2]) + PACKET[4:]
     assert unprotect(again) is None  # replayed
     assert unprotect(again[:-1] + bytes([again[-1] ^ 1])) is None  # damaged
-    assert protect(packet[:12] + b"x" * 1400) is None  # no room for its trailer
+    assert unprotect(b"\x80") is None  # cut short
+    assert protect(PACKET[:12] + b"x" * 1500) is None  # longer than any datagram we take
+    with pytest.raises(TypeError):
+        protect("text")  # type: ignore[arg-type]
+
+
+def test_a_packet_is_protected_and_sent_in_one_call():
+    import socket
+
+    from media.aiortc_internals import sockaddr, srtp_call
+
+    sender, receiver = _srtp_pair()
+    protect = srtp_call(sender, "srtp_protect")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as into:  # fmt: skip
+        into.bind(("127.0.0.1", 0))
+        into.settimeout(5)
+        address = sockaddr(*into.getsockname())
+        sent = protect.send(out.fileno(), address, PACKET)
+        data, _ = into.recvfrom(2048)
+        assert sent == len(data) > len(PACKET)
+        assert receiver.unprotect(data) == PACKET
+        # Nothing goes out, and nothing raises, for what cannot be sent.
+        assert protect.send(-1, address, PACKET) == 0  # a closed route's descriptor
+        assert protect.send(out.fileno(), address, PACKET[:12] + b"x" * 1500) == 0
+        with pytest.raises(ValueError):
+            protect.send(out.fileno(), b"short", PACKET)
+        with pytest.raises(TypeError):
+            protect.send(out.fileno(), address)
+
+
+def test_sockaddr_packs_what_the_kernel_takes():
+    import socket
+    import struct
+
+    from media.aiortc_internals import sockaddr
+
+    v4 = sockaddr("192.0.2.7", 7882)
+    assert struct.unpack("=H", v4[:2])[0] == socket.AF_INET
+    assert v4[2:4] == (7882).to_bytes(2, "big") and v4[4:8] == socket.inet_aton("192.0.2.7")
+    v6 = sockaddr("fe80::1", 7882, 0, 3)
+    assert len(v6) == 28 and struct.unpack("=H", v6[:2])[0] == socket.AF_INET6
+    assert v6[8:24] == socket.inet_pton(socket.AF_INET6, "fe80::1")
+    assert struct.unpack("=I", v6[24:28])[0] == 3  # the scope a link-local address needs
+    for host, port in (("example.org", 1), ("192.0.2.7", 70000)):
+        with pytest.raises(ValueError):
+            sockaddr(host, port)
 
 
 def test_what_offer_checks_borrow_from_aiortc():
