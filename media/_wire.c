@@ -146,6 +146,197 @@ static PyTypeObject SrtpType = {
     .tp_members = Srtp_members,
 };
 
+
+/* -- the rewriter's common case (media/rtp/rewriter.py) ------------------------------ */
+
+/* StreamRewriter's state, held here so that rewrite() reads it without Python; the
+ * Python subclass keeps every other method, on the same attributes. */
+typedef struct {
+    PyObject_HEAD
+    long long ssrc;
+    PyObject *pt_map;     /* input PT -> output PT */
+    PyObject *ext_tables; /* None, or (one-byte form table, two-byte form table) */
+    char pending;
+    char started;
+    long long in_ssrc;
+    long long max_in;
+    long long ext;
+    long long seq_off;
+    long long ts_off;
+    long long last_seq;
+    long long last_ts;
+} RewriterCore;
+
+static int RewriterCore_traverse(RewriterCore *self, visitproc visit, void *arg) {
+    Py_VISIT(self->pt_map);
+    Py_VISIT(self->ext_tables);
+    return 0;
+}
+
+static int RewriterCore_clear(RewriterCore *self) {
+    Py_CLEAR(self->pt_map);
+    Py_CLEAR(self->ext_tables);
+    return 0;
+}
+
+static void RewriterCore_dealloc(RewriterCore *self) {
+    PyObject_GC_UnTrack(self);
+    RewriterCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* RFC 8285 element ids renumbered in place (see media/rtp/extensions.py, whose
+ * remap_block this follows step for step); 0 if the extension is cut short. */
+static int remap_extensions(unsigned char *packet, Py_ssize_t size, PyObject *tables) {
+    Py_ssize_t pos = 12 + 4 * (packet[0] & 0x0F);
+    if (size < pos + 4)
+        return 0;
+    Py_ssize_t end = pos + 4 + 4 * ((packet[pos + 2] << 8) | packet[pos + 3]);
+    if (size < end)
+        return 0;
+    int profile = (packet[pos] << 8) | packet[pos + 1];
+    const unsigned char *one = (const unsigned char *)PyBytes_AS_STRING(PyTuple_GET_ITEM(tables, 0));
+    const unsigned char *two = (const unsigned char *)PyBytes_AS_STRING(PyTuple_GET_ITEM(tables, 1));
+    unsigned char *block = packet + pos + 4;
+    Py_ssize_t at = 0, stop, length = end - pos - 4;
+    if (profile == 0xBEDE) {
+        while (at < length) {
+            unsigned char head = block[at];
+            if (!head) {
+                at++;
+                continue;
+            }
+            stop = at + 2 + (head & 0x0F);
+            if (one[head])
+                block[at] = one[head];
+            else if (head >= 0xF0)
+                break; /* id 15: the rest is not to be parsed */
+            else
+                memset(block + at, 0, (stop < length ? stop : length) - at);
+            at = stop;
+        }
+    } else if ((profile & 0xFFF0) == 0x1000) {
+        while (at < length) {
+            unsigned char id = block[at];
+            if (!id) {
+                at++;
+                continue;
+            }
+            if (at + 1 >= length) {
+                block[at] = 0;
+                break;
+            }
+            stop = at + 2 + block[at + 1];
+            if (two[id])
+                block[at] = two[id];
+            else
+                memset(block + at, 0, (stop < length ? stop : length) - at);
+            at = stop;
+        }
+    }
+    return 1;
+}
+
+static PyObject *rewrite_other(PyObject *self, PyObject *packet) {
+    static PyObject *name = NULL;
+    if (name == NULL && (name = PyUnicode_InternFromString("_rewrite_other")) == NULL)
+        return NULL;
+    return PyObject_CallMethodOneArg(self, name, packet);
+}
+
+/* rewrite(packet): an in-order packet of the current source, mapped here; anything
+ * else (not anchored yet, another SSRC, late, an unmapped payload type, not bytes)
+ * takes the Python method _rewrite_other, which is the whole of the logic. */
+static PyObject *RewriterCore_rewrite(RewriterCore *self, PyObject *packet) {
+    if (!PyBytes_CheckExact(packet) || PyBytes_GET_SIZE(packet) < 12 || self->pending ||
+        self->pt_map == NULL || !PyDict_CheckExact(self->pt_map))
+        return rewrite_other((PyObject *)self, packet);
+    const unsigned char *in = (const unsigned char *)PyBytes_AS_STRING(packet);
+    Py_ssize_t size = PyBytes_GET_SIZE(packet);
+    long long ssrc = ((long long)in[8] << 24) | (in[9] << 16) | (in[10] << 8) | in[11];
+    long long seq = (in[2] << 8) | in[3];
+    long long delta = (seq - self->max_in) & 0xFFFF;
+    if (ssrc != self->in_ssrc || delta == 0 || delta >= 0x8000)
+        return rewrite_other((PyObject *)self, packet);
+    PyObject *pt = PyLong_FromLong(in[1] & 0x7F); /* a small int: cached, not allocated */
+    PyObject *out_pt = PyDict_GetItemWithError(self->pt_map, pt);
+    Py_DECREF(pt);
+    if (out_pt == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        return rewrite_other((PyObject *)self, packet);
+    }
+    long out_type = PyLong_AsLong(out_pt);
+    if (out_type == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *tables = self->ext_tables;
+    int remap = tables != NULL && tables != Py_None && (in[0] & 0x10);
+    if (remap && !(PyTuple_CheckExact(tables) && PyTuple_GET_SIZE(tables) == 2 &&
+                   PyBytes_CheckExact(PyTuple_GET_ITEM(tables, 0)) &&
+                   PyBytes_GET_SIZE(PyTuple_GET_ITEM(tables, 0)) == 256 &&
+                   PyBytes_CheckExact(PyTuple_GET_ITEM(tables, 1)) &&
+                   PyBytes_GET_SIZE(PyTuple_GET_ITEM(tables, 1)) == 256))
+        return rewrite_other((PyObject *)self, packet);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL)
+        return NULL;
+    /* in order (or after a loss): the common case */
+    long long ts = ((long long)in[4] << 24) | (in[5] << 16) | (in[6] << 8) | in[7];
+    self->max_in = seq;
+    self->ext += delta;
+    seq = (seq + self->seq_off) & 0xFFFF;
+    ts = (ts + self->ts_off) & 0xFFFFFFFFLL;
+    self->last_seq = seq;
+    self->last_ts = ts;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    memcpy(o, in, size);
+    o[1] = (in[1] & 0x80) | (out_type & 0x7F);
+    o[2] = seq >> 8, o[3] = seq & 0xFF;
+    o[4] = ts >> 24, o[5] = (ts >> 16) & 0xFF, o[6] = (ts >> 8) & 0xFF, o[7] = ts & 0xFF;
+    o[8] = self->ssrc >> 24, o[9] = (self->ssrc >> 16) & 0xFF;
+    o[10] = (self->ssrc >> 8) & 0xFF, o[11] = self->ssrc & 0xFF;
+    if (remap && !remap_extensions(o, size, tables)) {
+        Py_DECREF(out);
+        Py_RETURN_NONE; /* its extension is cut short */
+    }
+    return out;
+}
+
+static PyMethodDef RewriterCore_methods[] = {
+    {"rewrite", (PyCFunction)RewriterCore_rewrite, METH_O,
+     "A new packet with SSRC, PT, seq and ts replaced, or None to drop it."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef RewriterCore_members[] = {
+    {"ssrc", T_LONGLONG, offsetof(RewriterCore, ssrc), 0, "our SSRC"},
+    {"pt_map", T_OBJECT, offsetof(RewriterCore, pt_map), 0, "input PT -> output PT"},
+    {"_ext_tables", T_OBJECT, offsetof(RewriterCore, ext_tables), 0, NULL},
+    {"_pending", T_BOOL, offsetof(RewriterCore, pending), 0, NULL},
+    {"_started", T_BOOL, offsetof(RewriterCore, started), 0, NULL},
+    {"_in_ssrc", T_LONGLONG, offsetof(RewriterCore, in_ssrc), 0, NULL},
+    {"_max_in", T_LONGLONG, offsetof(RewriterCore, max_in), 0, NULL},
+    {"_ext", T_LONGLONG, offsetof(RewriterCore, ext), 0, NULL},
+    {"_seq_off", T_LONGLONG, offsetof(RewriterCore, seq_off), 0, NULL},
+    {"_ts_off", T_LONGLONG, offsetof(RewriterCore, ts_off), 0, NULL},
+    {"_last_seq", T_LONGLONG, offsetof(RewriterCore, last_seq), 0, NULL},
+    {"_last_ts", T_LONGLONG, offsetof(RewriterCore, last_ts), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject RewriterCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "media._wire.RewriterCore",
+    .tp_basicsize = sizeof(RewriterCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "media.rtp.StreamRewriter's state and its common case",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)RewriterCore_dealloc,
+    .tp_traverse = (traverseproc)RewriterCore_traverse,
+    .tp_clear = (inquiry)RewriterCore_clear,
+    .tp_methods = RewriterCore_methods,
+    .tp_members = RewriterCore_members,
+};
+
 /* sockaddr(host, port[, flowinfo, scope_id]): the address as the kernel takes it, for Srtp.send. */
 static PyObject *wire_sockaddr(PyObject *Py_UNUSED(module), PyObject *args) {
     const char *host;
@@ -189,7 +380,7 @@ static struct PyModuleDef wire_module = {
 };
 
 PyMODINIT_FUNC PyInit__wire(void) {
-    if (PyType_Ready(&SrtpType) < 0)
+    if (PyType_Ready(&SrtpType) < 0 || PyType_Ready(&RewriterCoreType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&wire_module);
     if (module == NULL)
@@ -197,6 +388,12 @@ PyMODINIT_FUNC PyInit__wire(void) {
     Py_INCREF(&SrtpType);
     if (PyModule_AddObject(module, "Srtp", (PyObject *)&SrtpType) < 0) {
         Py_DECREF(&SrtpType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_INCREF(&RewriterCoreType);
+    if (PyModule_AddObject(module, "RewriterCore", (PyObject *)&RewriterCoreType) < 0) {
+        Py_DECREF(&RewriterCoreType);
         Py_DECREF(module);
         return NULL;
     }

@@ -1,8 +1,9 @@
 """Per-subscriber stream rewriting: one publisher stream after another onto one
 subscriber's output stream, on a timeline that never jumps back.
 
-The hot path (`StreamRewriter.rewrite`) reads the 12-byte fixed header with one
-struct call and writes a new one in front of the untouched rest of the packet.
+The hot path (`StreamRewriter.rewrite`, an in-order packet of the current source)
+is C (media/_wire.c, `RewriterCore`, which holds the state it reads and writes);
+everything else, and the whole of the logic for any other packet, is here.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import random
 import struct
 from collections.abc import Mapping
 
+from .._wire import RewriterCore
 from .extensions import extension_tables, with_remapped_extensions
 from .header import (
     HALF_SEQ,
@@ -26,7 +28,7 @@ from .header import (
 )
 
 
-class StreamRewriter:
+class StreamRewriter(RewriterCore):
     """Maps one publisher stream onto one subscriber leg's output stream.
 
     Output sequence numbers and timestamps run on one timeline that never jumps back,
@@ -44,11 +46,9 @@ class StreamRewriter:
       see no gap to NACK.
     """
 
-    __slots__ = (
-        "ssrc", "pt_map", "frame_ticks", "max_keep_ticks", "_ext_map", "_ext_tables",
-        "_pending", "_started", "_gap_ticks", "_seq_gap", "_in_ssrc", "_max_in", "_ext",
-        "_seq_off", "_ts_off", "_steps", "_last_seq", "_last_ts",
-    )  # fmt: skip
+    # ssrc, pt_map, _ext_tables, _pending, _started, _in_ssrc, _max_in, _ext, _seq_off,
+    # _ts_off, _last_seq and _last_ts are RewriterCore's.
+    __slots__ = ("frame_ticks", "max_keep_ticks", "_ext_map", "_gap_ticks", "_seq_gap", "_steps")
 
     def __init__(
         self,
@@ -144,8 +144,13 @@ class StreamRewriter:
         self._pending = False
         self._started = True
 
-    def rewrite(self, packet: Buffer) -> bytes | None:
-        """A new packet with SSRC, PT, seq and ts replaced, or None to drop it."""
+    # rewrite(packet) -> bytes | None: a new packet with SSRC, PT, seq and ts replaced,
+    # or None to drop it. RewriterCore's, for an in-order packet of the current source;
+    # it hands any other packet here.
+
+    def _rewrite_other(self, packet: Buffer) -> bytes | None:
+        """rewrite() for any packet (the common case included, for a packet that is not
+        bytes)."""
         try:
             b0, b1, seq, ts, ssrc = unpack_fixed_header(packet)
         except struct.error:
