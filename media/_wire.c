@@ -87,6 +87,29 @@ static PyObject *Srtp_call(Srtp *self, PyObject *args, PyObject *kwds) {
     return out;
 }
 
+/* ``packet`` (bytes) protected and sent from ``fd`` to ``address`` (bytes from
+ * sockaddr()): the bytes the kernel took, 0 when nothing went out, -1 with an
+ * exception set for an address of the wrong size. */
+static Py_ssize_t srtp_send(Srtp *self, int fd, PyObject *address, PyObject *packet) {
+    Py_ssize_t address_size = PyBytes_GET_SIZE(address);
+    if (address_size != sizeof(struct sockaddr_in) && address_size != sizeof(struct sockaddr_in6)) {
+        PyErr_SetString(PyExc_ValueError, "not an address from sockaddr()");
+        return -1;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(packet);
+    if (size > MAX_PACKET || self->call == NULL)
+        return 0;
+    _Alignas(16) unsigned char buffer[MAX_PACKET + MAX_TRAILER];
+    memcpy(buffer, PyBytes_AS_STRING(packet), size);
+    int length = (int)size;
+    if (self->call(self->context, buffer, &length) != 0)
+        return 0;
+    ssize_t sent = sendto(fd, buffer, (size_t)length, MSG_DONTWAIT,
+                          (const struct sockaddr *)PyBytes_AS_STRING(address),
+                          (socklen_t)address_size);
+    return sent < 0 ? 0 : sent;
+}
+
 /* send(fd, address, packet): protect ``packet`` and send it from socket ``fd`` to
  * ``address`` (from sockaddr()); the number of bytes the kernel took, or 0 when
  * libsrtp refused the packet or the socket could not take it (a full buffer drops a
@@ -103,23 +126,8 @@ static PyObject *Srtp_send(Srtp *self, PyObject *const *args, Py_ssize_t nargs) 
         PyErr_SetString(PyExc_TypeError, "the address and the packet are bytes");
         return NULL;
     }
-    Py_ssize_t address_size = PyBytes_GET_SIZE(args[1]);
-    if (address_size != sizeof(struct sockaddr_in) && address_size != sizeof(struct sockaddr_in6)) {
-        PyErr_SetString(PyExc_ValueError, "not an address from sockaddr()");
-        return NULL;
-    }
-    Py_ssize_t size = PyBytes_GET_SIZE(args[2]);
-    if (size > MAX_PACKET)
-        return PyLong_FromLong(0);
-    _Alignas(16) unsigned char buffer[MAX_PACKET + MAX_TRAILER];
-    memcpy(buffer, PyBytes_AS_STRING(args[2]), size);
-    int length = (int)size;
-    if (self->call(self->context, buffer, &length) != 0)
-        return PyLong_FromLong(0);
-    ssize_t sent = sendto((int)fd, buffer, (size_t)length, MSG_DONTWAIT,
-                          (const struct sockaddr *)PyBytes_AS_STRING(args[1]),
-                          (socklen_t)address_size);
-    return PyLong_FromSsize_t(sent < 0 ? 0 : sent);
+    Py_ssize_t sent = srtp_send(self, (int)fd, args[1], args[2]);
+    return sent < 0 ? NULL : PyLong_FromSsize_t(sent);
 }
 
 static PyMethodDef Srtp_methods[] = {
@@ -337,6 +345,415 @@ static PyTypeObject RewriterCoreType = {
     .tp_members = RewriterCore_members,
 };
 
+/* -- what was sent, kept for NACKs (media/rtp/history.py) --------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    long long mask;
+    PyObject *seqs;    /* list: the seq held at each slot, -1 for none */
+    PyObject *packets; /* list: the packet at each slot */
+} HistoryCore;
+
+static int HistoryCore_traverse(HistoryCore *self, visitproc visit, void *arg) {
+    Py_VISIT(self->seqs);
+    Py_VISIT(self->packets);
+    return 0;
+}
+
+static int HistoryCore_clear(HistoryCore *self) {
+    Py_CLEAR(self->seqs);
+    Py_CLEAR(self->packets);
+    return 0;
+}
+
+static void HistoryCore_dealloc(HistoryCore *self) {
+    PyObject_GC_UnTrack(self);
+    HistoryCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* 0, or -1 with an exception set. */
+static int history_add(HistoryCore *self, long long seq, PyObject *packet) {
+    if (self->seqs == NULL || self->packets == NULL || !PyList_CheckExact(self->seqs) ||
+        !PyList_CheckExact(self->packets)) {
+        PyErr_SetString(PyExc_TypeError, "the history's slots are not set up");
+        return -1;
+    }
+    Py_ssize_t slot = (Py_ssize_t)(seq & self->mask);
+    if (slot >= PyList_GET_SIZE(self->seqs) || slot >= PyList_GET_SIZE(self->packets)) {
+        PyErr_SetString(PyExc_IndexError, "the history's mask does not fit its slots");
+        return -1;
+    }
+    PyObject *number = PyLong_FromLongLong(seq);
+    if (number == NULL)
+        return -1;
+    Py_INCREF(packet);
+    PyList_SetItem(self->seqs, slot, number);
+    PyList_SetItem(self->packets, slot, packet);
+    return 0;
+}
+
+static PyObject *HistoryCore_add(HistoryCore *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "add(seq, packet)");
+        return NULL;
+    }
+    long long seq = PyLong_AsLongLong(args[0]);
+    if (seq == -1 && PyErr_Occurred())
+        return NULL;
+    if (history_add(self, seq, args[1]) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef HistoryCore_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))HistoryCore_add, METH_FASTCALL,
+     "add(seq, packet): keep ``packet``, sent as ``seq``"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef HistoryCore_members[] = {
+    {"_mask", T_LONGLONG, offsetof(HistoryCore, mask), 0, NULL},
+    {"_seqs", T_OBJECT, offsetof(HistoryCore, seqs), 0, NULL},
+    {"_packets", T_OBJECT, offsetof(HistoryCore, packets), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject HistoryCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "media._wire.HistoryCore",
+    .tp_basicsize = sizeof(HistoryCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "media.rtp.SentHistory's slots and its add()",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)HistoryCore_dealloc,
+    .tp_traverse = (traverseproc)HistoryCore_traverse,
+    .tp_clear = (inquiry)HistoryCore_clear,
+    .tp_methods = HistoryCore_methods,
+    .tp_members = HistoryCore_members,
+};
+
+/* -- one peer connection's RTP out (media/aiortc_internals.py, Tap) ----------------- */
+
+/* What Tap.send checks and uses for each packet, held here so that an RTP packet on
+ * a shared socket is checked, protected and sent without Python. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *dtls;       /* aiortc's RTCDtlsTransport */
+    PyObject *nominated;  /* aioice's component -> nominated pair */
+    PyObject *connected;  /* the DTLS state in which packets may go out */
+    PyObject *protect;    /* Srtp: srtp_protect on the session it was made for */
+    PyObject *pair;       /* the pair the address below is of */
+    PyObject *route;      /* that pair's SharedPortRoute, None off a shared socket */
+    PyObject *pair_sockaddr;
+    long long sent_packets;
+} LinkCore;
+
+static PyObject *str_tx_srtp, *str_state, *str_fd, *str_send_other, *str_forward_other,
+    *str_talking, *str_last_heard, *str_stall_after, *str_tap, *one;
+
+static int LinkCore_traverse(LinkCore *self, visitproc visit, void *arg) {
+    Py_VISIT(self->dtls);
+    Py_VISIT(self->nominated);
+    Py_VISIT(self->connected);
+    Py_VISIT(self->protect);
+    Py_VISIT(self->pair);
+    Py_VISIT(self->route);
+    Py_VISIT(self->pair_sockaddr);
+    return 0;
+}
+
+static int LinkCore_clear(LinkCore *self) {
+    Py_CLEAR(self->dtls);
+    Py_CLEAR(self->nominated);
+    Py_CLEAR(self->connected);
+    Py_CLEAR(self->protect);
+    Py_CLEAR(self->pair);
+    Py_CLEAR(self->route);
+    Py_CLEAR(self->pair_sockaddr);
+    return 0;
+}
+
+static void LinkCore_dealloc(LinkCore *self) {
+    PyObject_GC_UnTrack(self);
+    LinkCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* An RTP packet out the way Tap.send's Python would send it, when nothing changed
+ * since it last did: the same SRTP session, DTLS connected, the same nominated pair,
+ * on a shared socket. 1: sent; 0: not sent; 2: something changed, ask Python;
+ * -1: an exception is set. */
+static int link_send(LinkCore *self, PyObject *packet) {
+    if (self->protect == NULL || Py_TYPE(self->protect) != &SrtpType || self->route == NULL ||
+        self->route == Py_None || self->dtls == NULL || self->nominated == NULL ||
+        !PyDict_CheckExact(self->nominated) || self->pair_sockaddr == NULL ||
+        !PyBytes_CheckExact(self->pair_sockaddr) || !PyBytes_CheckExact(packet))
+        return 2;
+    PyObject *tx = PyObject_GetAttr(self->dtls, str_tx_srtp);
+    if (tx == NULL)
+        return -1;
+    Py_DECREF(tx); /* only compared */
+    if (tx != ((Srtp *)self->protect)->session)
+        return 2;
+    PyObject *state = PyObject_GetAttr(self->dtls, str_state);
+    if (state == NULL)
+        return -1;
+    Py_DECREF(state);
+    if (state != self->connected)
+        return 2;
+    PyObject *pair = PyDict_GetItemWithError(self->nominated, one);
+    if (pair == NULL && PyErr_Occurred())
+        return -1;
+    if (pair != self->pair)
+        return 2;
+    PyObject *fd_object = PyObject_GetAttr(self->route, str_fd);
+    if (fd_object == NULL)
+        return -1;
+    long fd = PyLong_AsLong(fd_object);
+    Py_DECREF(fd_object);
+    if (fd == -1 && PyErr_Occurred())
+        return -1;
+    Py_ssize_t sent = srtp_send((Srtp *)self->protect, (int)fd, self->pair_sockaddr, packet);
+    if (sent < 0)
+        return -1;
+    if (sent == 0)
+        return 0;
+    self->sent_packets++;
+    return 1;
+}
+
+/* send(packet, rtcp=False) -> bool: encrypt and send at once; False while the
+ * transport is not up. RTCP, and RTP whenever something changed, take Python's
+ * _send_other, which also brings what is held here up to date. */
+static PyObject *LinkCore_send(LinkCore *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames) {
+    Py_ssize_t given = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    if (given < 1 || given > 2) {
+        PyErr_SetString(PyExc_TypeError, "send(packet, rtcp=False)");
+        return NULL;
+    }
+    int rtcp = 0;
+    if (given == 2) {
+        rtcp = PyObject_IsTrue(args[1]);
+        if (rtcp < 0)
+            return NULL;
+    }
+    if (!rtcp) {
+        int done = link_send(self, args[0]);
+        if (done < 0)
+            return NULL;
+        if (done < 2)
+            return PyBool_FromLong(done);
+    }
+    PyObject *call[3] = {(PyObject *)self, args[0], rtcp ? Py_True : Py_False};
+    return PyObject_VectorcallMethod(str_send_other, call, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                     NULL);
+}
+
+static PyMethodDef LinkCore_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))LinkCore_send, METH_FASTCALL | METH_KEYWORDS,
+     "send(packet, rtcp=False) -> bool: encrypt and send at once; False while the "
+     "transport is not up"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef LinkCore_members[] = {
+    {"_dtls", T_OBJECT, offsetof(LinkCore, dtls), 0, NULL},
+    {"_nominated", T_OBJECT, offsetof(LinkCore, nominated), 0, NULL},
+    {"_connected", T_OBJECT, offsetof(LinkCore, connected), 0, NULL},
+    {"_protect", T_OBJECT, offsetof(LinkCore, protect), 0, NULL},
+    {"_pair", T_OBJECT, offsetof(LinkCore, pair), 0, NULL},
+    {"_route", T_OBJECT, offsetof(LinkCore, route), 0, NULL},
+    {"_pair_sockaddr", T_OBJECT, offsetof(LinkCore, pair_sockaddr), 0, NULL},
+    {"sent_packets", T_LONGLONG, offsetof(LinkCore, sent_packets), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject LinkCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "media._wire.LinkCore",
+    .tp_basicsize = sizeof(LinkCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "media.aiortc_internals.Tap's sending state and its common case",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)LinkCore_dealloc,
+    .tp_traverse = (traverseproc)LinkCore_traverse,
+    .tp_clear = (inquiry)LinkCore_clear,
+    .tp_methods = LinkCore_methods,
+    .tp_members = LinkCore_members,
+};
+
+/* -- one subscriber's stream (media/outbound.py, OutStream) -------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *leg;
+    PyObject *rewriter;
+    PyObject *munger;
+    PyObject *history;
+    char waiting_keyframe;
+    double probe_ratio;
+    long long packets;
+    long long octets;
+    long long last_ts;
+    double last_sent_at;
+} OutCore;
+
+static int OutCore_traverse(OutCore *self, visitproc visit, void *arg) {
+    Py_VISIT(self->leg);
+    Py_VISIT(self->rewriter);
+    Py_VISIT(self->munger);
+    Py_VISIT(self->history);
+    return 0;
+}
+
+static int OutCore_clear(OutCore *self) {
+    Py_CLEAR(self->leg);
+    Py_CLEAR(self->rewriter);
+    Py_CLEAR(self->munger);
+    Py_CLEAR(self->history);
+    return 0;
+}
+
+static void OutCore_dealloc(OutCore *self) {
+    PyObject_GC_UnTrack(self);
+    OutCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *forward_other(OutCore *self, PyObject *packet, PyObject *now) {
+    PyObject *call[3] = {(PyObject *)self, packet, now};
+    return PyObject_VectorcallMethod(str_forward_other, call, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                     NULL);
+}
+
+/* 1 if the leg may be stalled (Leg.stalled decides, in Python), 0 if it cannot be,
+ * -1 with an exception set. */
+static int may_be_stalled(PyObject *leg, double now) {
+    PyObject *talking = PyObject_GetAttr(leg, str_talking);
+    if (talking == NULL)
+        return -1;
+    int is_talking = PyObject_IsTrue(talking);
+    Py_DECREF(talking);
+    if (is_talking <= 0)
+        return is_talking;
+    PyObject *heard = PyObject_GetAttr(leg, str_last_heard);
+    if (heard == NULL)
+        return -1;
+    double last_heard = PyFloat_AsDouble(heard);
+    Py_DECREF(heard);
+    PyObject *after = PyObject_GetAttr(leg, str_stall_after);
+    if (after == NULL)
+        return -1;
+    double stall_after = PyFloat_AsDouble(after);
+    Py_DECREF(after);
+    if (PyErr_Occurred())
+        return -1;
+    return now - last_heard > stall_after;
+}
+
+/* forward(packet, now): the subscriber's copy of ``packet``, rewritten, kept for NACKs
+ * and sent. Here for a subscriber with nothing special going on (not waiting for a
+ * keyframe, no temporal layers to drop, no probe, not possibly stalled, its leg's
+ * tap sending as before); anything else takes the Python _forward_other, which is
+ * the whole of the logic. */
+static PyObject *OutCore_forward(OutCore *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "forward(packet, now)");
+        return NULL;
+    }
+    PyObject *packet = args[0];
+    double now = PyFloat_AsDouble(args[1]);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (self->waiting_keyframe || (self->munger != NULL && self->munger != Py_None) ||
+        self->probe_ratio != 0.0 || self->leg == NULL || self->rewriter == NULL ||
+        !PyObject_TypeCheck(self->rewriter, &RewriterCoreType) || self->history == NULL ||
+        !PyObject_TypeCheck(self->history, &HistoryCoreType))
+        return forward_other(self, packet, args[1]);
+    int stalled = may_be_stalled(self->leg, now);
+    if (stalled < 0)
+        return NULL;
+    if (stalled)
+        return forward_other(self, packet, args[1]);
+    PyObject *tap = PyObject_GetAttr(self->leg, str_tap);
+    if (tap == NULL)
+        return NULL;
+    if (!PyObject_TypeCheck(tap, &LinkCoreType)) {
+        Py_DECREF(tap);
+        return forward_other(self, packet, args[1]);
+    }
+    PyObject *out = RewriterCore_rewrite((RewriterCore *)self->rewriter, packet);
+    if (out == NULL || out == Py_None || !PyBytes_CheckExact(out) || PyBytes_GET_SIZE(out) < 12) {
+        Py_DECREF(tap);
+        if (out == NULL)
+            return NULL;
+        Py_DECREF(out);
+        Py_RETURN_NONE; /* dropped */
+    }
+    const unsigned char *o = (const unsigned char *)PyBytes_AS_STRING(out);
+    long long seq = (o[2] << 8) | o[3];
+    long long ts = ((long long)o[4] << 24) | (o[5] << 16) | (o[6] << 8) | o[7];
+    if (history_add((HistoryCore *)self->history, seq, out) < 0) {
+        Py_DECREF(tap);
+        Py_DECREF(out);
+        return NULL;
+    }
+    int sent = link_send((LinkCore *)tap, out);
+    if (sent == 2) {
+        PyObject *call[3] = {tap, out, Py_False};
+        PyObject *result = PyObject_VectorcallMethod(
+            str_send_other, call, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        sent = result == NULL ? -1 : PyObject_IsTrue(result);
+        Py_XDECREF(result);
+    }
+    Py_DECREF(tap);
+    if (sent < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    if (sent) {
+        self->packets++;
+        self->octets += PyBytes_GET_SIZE(out) - 12;
+        self->last_ts = ts;
+        self->last_sent_at = now;
+    }
+    Py_DECREF(out);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef OutCore_methods[] = {
+    {"forward", (PyCFunction)(void (*)(void))OutCore_forward, METH_FASTCALL,
+     "forward(packet, now): the subscriber's copy of packet, rewritten, kept and sent"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef OutCore_members[] = {
+    {"leg", T_OBJECT, offsetof(OutCore, leg), 0, NULL},
+    {"rewriter", T_OBJECT, offsetof(OutCore, rewriter), 0, NULL},
+    {"munger", T_OBJECT, offsetof(OutCore, munger), 0, NULL},
+    {"history", T_OBJECT, offsetof(OutCore, history), 0, NULL},
+    {"waiting_keyframe", T_BOOL, offsetof(OutCore, waiting_keyframe), 0, NULL},
+    {"probe_ratio", T_DOUBLE, offsetof(OutCore, probe_ratio), 0, NULL},
+    {"packets", T_LONGLONG, offsetof(OutCore, packets), 0, NULL},
+    {"octets", T_LONGLONG, offsetof(OutCore, octets), 0, NULL},
+    {"last_ts", T_LONGLONG, offsetof(OutCore, last_ts), 0, NULL},
+    {"last_sent_at", T_DOUBLE, offsetof(OutCore, last_sent_at), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject OutCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "media._wire.OutCore",
+    .tp_basicsize = sizeof(OutCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "media.outbound.OutStream's per-packet state and its common case",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)OutCore_dealloc,
+    .tp_traverse = (traverseproc)OutCore_traverse,
+    .tp_clear = (inquiry)OutCore_clear,
+    .tp_methods = OutCore_methods,
+    .tp_members = OutCore_members,
+};
+
 /* sockaddr(host, port[, flowinfo, scope_id]): the address as the kernel takes it, for Srtp.send. */
 static PyObject *wire_sockaddr(PyObject *Py_UNUSED(module), PyObject *args) {
     const char *host;
@@ -380,7 +797,19 @@ static struct PyModuleDef wire_module = {
 };
 
 PyMODINIT_FUNC PyInit__wire(void) {
-    if (PyType_Ready(&SrtpType) < 0 || PyType_Ready(&RewriterCoreType) < 0)
+    if (PyType_Ready(&SrtpType) < 0 || PyType_Ready(&RewriterCoreType) < 0 ||
+        PyType_Ready(&HistoryCoreType) < 0 || PyType_Ready(&LinkCoreType) < 0 ||
+        PyType_Ready(&OutCoreType) < 0)
+        return NULL;
+    if (!(str_tx_srtp = PyUnicode_InternFromString("_tx_srtp")) ||
+        !(str_state = PyUnicode_InternFromString("_state")) ||
+        !(str_fd = PyUnicode_InternFromString("fd")) ||
+        !(str_send_other = PyUnicode_InternFromString("_send_other")) ||
+        !(str_forward_other = PyUnicode_InternFromString("_forward_other")) ||
+        !(str_talking = PyUnicode_InternFromString("talking")) ||
+        !(str_last_heard = PyUnicode_InternFromString("last_heard")) ||
+        !(str_stall_after = PyUnicode_InternFromString("stall_after")) ||
+        !(str_tap = PyUnicode_InternFromString("tap")) || !(one = PyLong_FromLong(1)))
         return NULL;
     PyObject *module = PyModule_Create(&wire_module);
     if (module == NULL)
@@ -391,9 +820,10 @@ PyMODINIT_FUNC PyInit__wire(void) {
         Py_DECREF(module);
         return NULL;
     }
-    Py_INCREF(&RewriterCoreType);
-    if (PyModule_AddObject(module, "RewriterCore", (PyObject *)&RewriterCoreType) < 0) {
-        Py_DECREF(&RewriterCoreType);
+    if (PyModule_AddObjectRef(module, "RewriterCore", (PyObject *)&RewriterCoreType) < 0 ||
+        PyModule_AddObjectRef(module, "HistoryCore", (PyObject *)&HistoryCoreType) < 0 ||
+        PyModule_AddObjectRef(module, "LinkCore", (PyObject *)&LinkCoreType) < 0 ||
+        PyModule_AddObjectRef(module, "OutCore", (PyObject *)&OutCoreType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

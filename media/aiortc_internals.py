@@ -31,7 +31,7 @@ from aiortc.sdp import MediaDescription
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
-from ._wire import Srtp, sockaddr
+from ._wire import LinkCore, Srtp, sockaddr
 from .rtp import RTP_FIRST_BYTES, is_rtcp
 
 if TYPE_CHECKING:
@@ -142,8 +142,13 @@ def srtp_call(session: pylibsrtp.Session, call: str) -> Srtp:
     return Srtp(session, int(function), int(context), trailer)
 
 
-class Tap:
-    """Synchronous RTP/RTCP in and out of one peer connection's bundled transport."""
+class Tap(LinkCore):
+    """Synchronous RTP/RTCP in and out of one peer connection's bundled transport.
+
+    ``send(packet, rtcp=False) -> bool`` is LinkCore's (media/_wire.c): an RTP packet
+    goes out there, checked against what ``_send_other`` last found (the same SRTP
+    session, DTLS connected, the same nominated pair on a shared socket); RTCP, and
+    anything else, takes ``_send_other``."""
 
     def __init__(
         self,
@@ -156,6 +161,8 @@ class Tap:
             raise ValueError("a tap needs at least one negotiated transceiver")
         self._dtls: RTCDtlsTransport = transceivers[0].receiver.transport
         self._ice = self._dtls.transport._connection
+        self._nominated = self._ice._nominated  # component -> pair, kept by aioice
+        self._connected = State.CONNECTED
         self._on_rtp = on_rtp
         self._on_rtcp = on_rtcp
         self._original = self._ice.data_received
@@ -210,13 +217,14 @@ class Tap:
             and self._ice._nominated.get(1) is not None
         )
 
-    def send(self, packet: bytes, rtcp: bool = False) -> bool:
-        """Encrypt and send at once; False while the transport is not up."""
+    def _send_other(self, packet: bytes, rtcp: bool = False) -> bool:
+        """send() for any packet: encrypt and send at once; False while the transport
+        is not up."""
         dtls = self._dtls
         tx = dtls._tx_srtp
         if tx is None or dtls._state != State.CONNECTED:
             return False
-        pair = self._ice._nominated.get(1)  # looked up per packet: follows pair changes
+        pair = self._nominated.get(1)  # looked up per packet: follows pair changes
         if pair is None:
             return False
         if rtcp:

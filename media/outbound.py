@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from ._wire import OutCore
 from .aiortc_internals import Negotiated
 from .bitrate import LOSS_HIGH, loss_estimate
 from .codecs import codecs_of
@@ -61,9 +62,14 @@ RTX_BURST_S = 1.0
 SINK_FLOWING_S = 4.0  # an internal subscriber leaves a layer only after this long without it
 
 
-class OutStream:
+class OutStream(OutCore):
     """What one subscriber receives on one m-line: the current source's packets,
-    rewritten onto one continuous output stream."""
+    rewritten onto one continuous output stream.
+
+    ``forward(packet, now)``, once per packet and subscriber, is OutCore's
+    (media/_wire.c) while nothing special goes on, on the attributes it holds (leg,
+    rewriter, munger, history, waiting_keyframe, probe_ratio, packets, octets, last_ts,
+    last_sent_at); ``_forward_other`` is the whole of the logic, for any packet."""
 
     def __init__(
         self, leg: Leg, slot: str, negotiated: Negotiated, role: str | None = None
@@ -217,7 +223,7 @@ class OutStream:
                 self.munger.switch_source()
             self.waiting_keyframe = self.kind == "video"
 
-    def forward(self, packet: bytes, now: float) -> None:
+    def _forward_other(self, packet: bytes, now: float) -> None:
         if self.leg.stalled(now):
             return
         rewriter = self.rewriter

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from .._wire import HistoryCore
+
 _NEVER = float("-inf")
 
 
-class SentHistory:
+class SentHistory(HistoryCore):
     """The last `size` packets sent on one output stream, by output seq, for NACKs,
-    with when each was last resent."""
+    with when each was last resent. ``add(seq, packet)``, once per packet sent, is
+    HistoryCore's (media/_wire.c), on the slots ``_mask``, ``_seqs`` and ``_packets``."""
 
-    __slots__ = ("_mask", "_seqs", "_packets", "_resent_at")
+    __slots__ = ("_resent_at",)
 
     def __init__(self, size: int = 512) -> None:
         if size <= 0 or size & (size - 1):
@@ -20,11 +23,6 @@ class SentHistory:
         # seq -> when last resent; only packets resent lately (nothing to do per packet
         # sent: an entry left from a seq 65,536 packets ago is long past any interval)
         self._resent_at: dict[int, float] = {}
-
-    def add(self, seq: int, packet: bytes) -> None:
-        i = seq & self._mask
-        self._seqs[i] = seq
-        self._packets[i] = packet
 
     def get(self, seq: int) -> bytes | None:
         i = seq & self._mask

@@ -140,7 +140,7 @@ async def test_picture_recovers_after_forced_loss(node, call):
     # Drop the next 25 video packets on the server → specialist leg.
     leg = next(p.leg for p in app[MEDIA]._peers.values() if p.leg.publish == "specialist")
     out = next(o for o in leg.outbound.values() if o.kind == "video")
-    original_send = leg.tap.send
+    original_send = leg.tap._send_other
     dropped = 0
 
     def lossy_send(packet: bytes, rtcp: bool = False) -> bool:
@@ -148,9 +148,14 @@ async def test_picture_recovers_after_forced_loss(node, call):
         if not rtcp and dropped < 25 and int.from_bytes(packet[8:12], "big") == out.ssrc:
             dropped += 1
             return True  # pretend it left: the network lost it
-        return original_send(packet, rtcp)
+        sent = original_send(packet, rtcp)
+        leg.tap._route = None  # so every packet keeps coming here (see Tap)
+        return sent
 
-    leg.tap.send = lossy_send
+    # Without a route the tap hands every packet to _send_other, which still sends
+    # through the shared socket's transport.
+    leg.tap._route = None
+    leg.tap._send_other = lossy_send
     before = len(video.frames)
     asked_before = leg.nacks_received + leg.keyframe_requests_received
     deadline = time.monotonic() + 10

@@ -11,6 +11,7 @@ import pylibsrtp
 import pytest
 
 from media.aiortc_internals import restrict_host_addresses
+from tests.support.srtp import srtp_pair
 
 
 def test_pinned_versions():
@@ -73,18 +74,6 @@ def test_private_attributes_the_forwarder_uses_still_exist():
         assert "asyncio.ensure_future(self.__connect())" in source(method)
 
 
-def _srtp_pair():
-    import pylibsrtp
-
-    key = bytes(range(44))  # AES-256-GCM: a 32-byte key and a 12-byte salt
-    profile = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM
-    sender = pylibsrtp.Session(pylibsrtp.Policy(
-        key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile))
-    receiver = pylibsrtp.Session(pylibsrtp.Policy(
-        key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=profile))  # fmt: skip
-    return sender, receiver
-
-
 PACKET = bytes([0x80, 96, 0, 1, 0, 0, 0, 90, 0, 0, 4, 210]) + b"picture" * 100
 
 
@@ -95,7 +84,7 @@ def test_what_the_srtp_calls_borrow_from_pylibsrtp():
 
     # A session's context is the first cell of its _srtp, freed with the session.
     assert "self._srtp = ffi.gc(" in inspect.getsource(pylibsrtp.Session.__init__)
-    sender, receiver = _srtp_pair()
+    sender, receiver = srtp_pair()
     protect = srtp_call(sender, "srtp_protect")
     unprotect = srtp_call(receiver, "srtp_unprotect")
     del sender, receiver
@@ -119,7 +108,7 @@ def test_a_packet_is_protected_and_sent_in_one_call():
 
     from media.aiortc_internals import sockaddr, srtp_call
 
-    sender, receiver = _srtp_pair()
+    sender, receiver = srtp_pair()
     protect = srtp_call(sender, "srtp_protect")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as into:  # fmt: skip

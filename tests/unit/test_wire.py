@@ -9,6 +9,8 @@ import struct
 import pytest
 
 from media.rtp import StreamRewriter
+from tests.support.srtp import srtp_pair
+from tests.unit.test_forwarding_rtcp import negotiated, vp8_packet
 
 STATE = ("ssrc", "_pending", "_started", "_in_ssrc", "_max_in", "_ext", "_seq_off",
          "_ts_off", "_last_seq", "_last_ts", "_steps", "_gap_ticks", "_seq_gap")  # fmt: skip
@@ -98,3 +100,154 @@ def test_the_c_rewrite_leaves_bad_input_to_python():
     rewriter.pt_map = None  # a state the rewriter is never put in: Python's error, not C's
     with pytest.raises(AttributeError):
         rewriter.rewrite(good)
+
+
+# -- a subscriber's packets, forwarded in C and in Python ------------------------------
+
+
+class PacketsTap:
+    """The Python side's tap: keeps what it is given, and what libsrtp would let out
+    (it refuses to protect a sequence number twice) when given a session."""
+
+    ready = True
+
+    def __init__(self, session=None) -> None:
+        from media.aiortc_internals import srtp_call
+
+        self.rtp: list[bytes] = []
+        self.rtcp: list[bytes] = []
+        self._protect = srtp_call(session, "srtp_protect") if session else None
+
+    def send(self, packet: bytes, rtcp: bool = False) -> bool:
+        if not rtcp and self._protect is not None and self._protect(packet) is None:
+            return False
+        (self.rtcp if rtcp else self.rtp).append(packet)
+        return True
+
+
+def socket_tap(sender, into):
+    """A real Tap's sending half over a real socket, with aiortc's and aioice's parts
+    (the DTLS transport, the nominated pair, the shared socket's route) standing in."""
+    import socket
+    from types import SimpleNamespace
+
+    from aiortc.rtcdtlstransport import State
+
+    from media.aiortc_internals import SharedPortRoute, Tap
+
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    route = SharedPortRoute.__new__(SharedPortRoute)
+    route.fd = out.fileno()
+    route.sendto = out.sendto
+    protocol = SimpleNamespace(transport=route)
+    pair = SimpleNamespace(remote_addr=into.getsockname(), protocol=protocol)
+    tap = Tap.__new__(Tap)
+    tap._dtls = SimpleNamespace(_tx_srtp=sender, _state=State.CONNECTED)
+    tap._nominated = {1: pair}
+    tap._ice = SimpleNamespace(_nominated=tap._nominated)
+    tap._connected = State.CONNECTED
+    tap._protect = tap._pair = tap._route = tap._pair_transport = tap._pair_address = None
+    tap._pair_sockaddr = b""
+    tap.sent_packets = 0
+    return tap, out
+
+
+def counting(instance, name: str) -> list:
+    """Calls of the Python method ``name`` on ``instance``, counted."""
+    calls = []
+    method = getattr(instance, name)
+
+    def counted(*args):
+        calls.append(args)
+        return method(*args)
+
+    setattr(instance, name, counted)
+    return calls
+
+
+def test_a_subscriber_gets_the_same_packets_from_c_as_from_python():
+    import socket
+
+    from media.codecs import codecs_of
+    from media.inbound import InStream
+    from media.leg import Leg
+    from media.outbound import OutStream
+
+    sender, receiver = srtp_pair()
+    publisher = Leg("pub", None)
+    publisher.tap = PacketsTap()
+    source = InStream(publisher, "referrer", "video", 1000, codecs_of(negotiated(5)), 5, {})
+    publisher.inbound[1000] = source
+    in_c, in_python = Leg("c", None), Leg("python", None)
+    in_python.tap = PacketsTap(srtp_pair()[0])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as into:
+        into.bind(("127.0.0.1", 0))
+        into.settimeout(5)
+        in_c.tap, sending = socket_tap(sender, into)
+        with sending:
+            c_out, python_out = (OutStream(leg, "referrer", negotiated(7000))
+                                 for leg in (in_c, in_python))  # fmt: skip
+            for out in (c_out, python_out):
+                out.bind(source, now=0.0)
+            python_out.rewriter._last_seq = c_out.rewriter._last_seq  # the same random start
+            python_out.rewriter._last_ts = c_out.rewriter._last_ts
+            in_python.outbound[7000], in_c.outbound[7000] = python_out, c_out
+            in_c.heard(0.0), in_python.heard(0.0)  # both talk: silence will mean a dead path
+            in_python_calls = counting(c_out, "_forward_other")
+            send_other_calls = counting(in_c.tap, "_send_other")
+            rng = random.Random(7)
+            seq, now = 100, 0.0
+            for n in range(300):
+                now += 1 / 30
+                step = rng.choice([1] * 12 + [2, 0, -1])
+                seq += step
+                if n == 150:
+                    now += 20  # the subscribers are silent: their paths count as down
+                if n == 160:
+                    in_c.heard(now), in_python.heard(now)
+                key = n in (0, 165) or rng.random() < 0.02
+                source.on_packet(vp8_packet(seq, seq * 3000, key=key), now)
+                assert (c_out.packets, c_out.octets, c_out.last_ts, c_out.last_sent_at) == (
+                    python_out.packets, python_out.octets, python_out.last_ts,
+                    python_out.last_sent_at)  # fmt: skip
+            got = [receiver.unprotect(into.recvfrom(2048)[0]) for _ in range(c_out.packets)]
+    assert got == in_python.tap.rtp and len(got) > 200
+    assert c_out.history._packets == python_out.history._packets
+    assert in_c.tap.sent_packets == len(got)
+    # The C path carried the steady stream: Python had the keyframe waits, the silent
+    # subscriber, and the first send (which primes the tap).
+    assert len(in_python_calls) < 40 and len(send_other_calls) <= 2
+
+
+def test_the_tap_hands_python_whatever_changed():
+    import socket
+
+    from aiortc.rtcdtlstransport import State
+
+    sender, receiver = srtp_pair()
+    packet = struct.pack("!BBHII", 0x80, 96, 1, 0, 7000) + b"payload"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as into:
+        into.bind(("127.0.0.1", 0))
+        into.settimeout(5)
+        tap, sending = socket_tap(sender, into)
+        with sending:
+            python_calls = counting(tap, "_send_other")
+            assert tap.send(packet) is True  # primes it, through Python
+            assert tap.send(packet[:3] + b"\x02" + packet[4:]) is True  # in C
+            assert len(python_calls) == 1 and tap.sent_packets == 2
+            assert receiver.unprotect(into.recvfrom(2048)[0]) == packet
+            assert tap.send(b"rtcp", rtcp=True) is False  # RTCP: Python's (not RTCP here)
+            assert len(python_calls) == 2
+            tap._dtls._state = State.CLOSED
+            assert tap.send(packet) is False and len(python_calls) == 3
+            tap._dtls._state = State.CONNECTED
+            tap._dtls._tx_srtp = srtp_pair()[0]  # a new handshake's keys
+            assert tap.send(packet[:3] + b"\x03" + packet[4:]) is True
+            assert len(python_calls) == 4 and tap._protect.session is tap._dtls._tx_srtp
+            tap._nominated[1] = None  # the pair went
+            assert tap.send(packet) is False and len(python_calls) == 5
+            with pytest.raises(TypeError):
+                tap.send()
+        tap._nominated[1] = tap._pair
+        tap._route.fd = -1  # the route closed
+        assert tap.send(packet) is False and len(python_calls) == 5
