@@ -13,6 +13,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
+#include <time.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -154,6 +156,33 @@ static PyTypeObject SrtpType = {
     .tp_members = Srtp_members,
 };
 
+
+
+/* The two arguments of a (first, second) method, given by position or by name. */
+static int two_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                    const char *first, const char *second, PyObject **out) {
+    const char *names[2] = {first, second};
+    Py_ssize_t given = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    out[0] = out[1] = NULL;
+    if (nargs > 2)
+        goto wrong;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        out[i] = args[i];
+    for (Py_ssize_t k = 0; k < given; k++) {
+        const char *name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kwnames, k));
+        if (name == NULL)
+            return -1;
+        int slot = strcmp(name, names[0]) == 0 ? 0 : strcmp(name, names[1]) == 0 ? 1 : -1;
+        if (slot < 0 || out[slot] != NULL)
+            goto wrong;
+        out[slot] = args[nargs + k];
+    }
+    if (out[0] != NULL && out[1] != NULL)
+        return 0;
+wrong:
+    PyErr_Format(PyExc_TypeError, "takes (%s, %s)", first, second);
+    return -1;
+}
 
 /* -- the rewriter's common case (media/rtp/rewriter.py) ------------------------------ */
 
@@ -446,10 +475,20 @@ typedef struct {
     PyObject *route;      /* that pair's SharedPortRoute, None off a shared socket */
     PyObject *pair_sockaddr;
     long long sent_packets;
+    PyObject *unprotect;  /* Srtp: srtp_unprotect on the session it was made for */
+    PyObject *on_rtp;     /* where an RTP packet goes, unprotected */
+    PyObject *leg;        /* on_rtp's Leg, when it is one (see leg_kind) */
 } LinkCore;
 
 static PyObject *str_tx_srtp, *str_state, *str_fd, *str_send_other, *str_forward_other,
-    *str_talking, *str_last_heard, *str_stall_after, *str_tap, *one;
+    *str_talking, *str_last_heard, *str_stall_after, *str_tap, *one, *str_rx_srtp,
+    *str_data_received, *str_inbound, *str_on_rtp, *str_on_packet, *str_on_packet_other,
+    *str_forward;
+static PyObject *leg_type;        /* media.leg.Leg, told by leg_kind() */
+static PyObject *publisher_stall; /* its PUBLISHER_STALL_SECONDS */
+static double heard_every;        /* how often on_rtp lets Leg.heard look */
+static PyObject *outcore_forward; /* OutCore.forward, as a type finds it */
+static PyObject *incore_on_packet; /* InCore.on_packet, likewise */
 
 static int LinkCore_traverse(LinkCore *self, visitproc visit, void *arg) {
     Py_VISIT(self->dtls);
@@ -459,6 +498,9 @@ static int LinkCore_traverse(LinkCore *self, visitproc visit, void *arg) {
     Py_VISIT(self->pair);
     Py_VISIT(self->route);
     Py_VISIT(self->pair_sockaddr);
+    Py_VISIT(self->unprotect);
+    Py_VISIT(self->on_rtp);
+    Py_VISIT(self->leg);
     return 0;
 }
 
@@ -470,6 +512,9 @@ static int LinkCore_clear(LinkCore *self) {
     Py_CLEAR(self->pair);
     Py_CLEAR(self->route);
     Py_CLEAR(self->pair_sockaddr);
+    Py_CLEAR(self->unprotect);
+    Py_CLEAR(self->on_rtp);
+    Py_CLEAR(self->leg);
     return 0;
 }
 
@@ -550,7 +595,11 @@ static PyObject *LinkCore_send(LinkCore *self, PyObject *const *args, Py_ssize_t
                                      NULL);
 }
 
+static PyObject *LinkCore_receive(LinkCore *self, PyObject *data);
+
 static PyMethodDef LinkCore_methods[] = {
+    {"receive", (PyCFunction)LinkCore_receive, METH_O,
+     "receive(data): a datagram from the peer, from its shared socket"},
     {"send", (PyCFunction)(void (*)(void))LinkCore_send, METH_FASTCALL | METH_KEYWORDS,
      "send(packet, rtcp=False) -> bool: encrypt and send at once; False while the "
      "transport is not up"},
@@ -566,6 +615,9 @@ static PyMemberDef LinkCore_members[] = {
     {"_route", T_OBJECT, offsetof(LinkCore, route), 0, NULL},
     {"_pair_sockaddr", T_OBJECT, offsetof(LinkCore, pair_sockaddr), 0, NULL},
     {"sent_packets", T_LONGLONG, offsetof(LinkCore, sent_packets), 0, NULL},
+    {"_unprotect", T_OBJECT, offsetof(LinkCore, unprotect), 0, NULL},
+    {"_on_rtp", T_OBJECT, offsetof(LinkCore, on_rtp), 0, NULL},
+    {"_leg", T_OBJECT, offsetof(LinkCore, leg), 0, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -656,11 +708,11 @@ static int may_be_stalled(PyObject *leg, double now) {
  * keyframe, no temporal layers to drop, no probe, not possibly stalled, its leg's
  * tap sending as before); anything else takes the Python _forward_other, which is
  * the whole of the logic. */
-static PyObject *OutCore_forward(OutCore *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "forward(packet, now)");
+static PyObject *OutCore_forward(OutCore *self, PyObject *const *given, Py_ssize_t nargs,
+                                 PyObject *kwnames) {
+    PyObject *args[2];
+    if (two_args(given, nargs, kwnames, "packet", "now", args) < 0)
         return NULL;
-    }
     PyObject *packet = args[0];
     double now = PyFloat_AsDouble(args[1]);
     if (now == -1.0 && PyErr_Occurred())
@@ -722,7 +774,7 @@ static PyObject *OutCore_forward(OutCore *self, PyObject *const *args, Py_ssize_
 }
 
 static PyMethodDef OutCore_methods[] = {
-    {"forward", (PyCFunction)(void (*)(void))OutCore_forward, METH_FASTCALL,
+    {"forward", (PyCFunction)(void (*)(void))OutCore_forward, METH_FASTCALL | METH_KEYWORDS,
      "forward(packet, now): the subscriber's copy of packet, rewritten, kept and sent"},
     {NULL, NULL, 0, NULL},
 };
@@ -753,6 +805,289 @@ static PyTypeObject OutCoreType = {
     .tp_methods = OutCore_methods,
     .tp_members = OutCore_members,
 };
+
+
+/* -- one published stream (media/inbound.py, InStream) ------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    long long base_seq;
+    long long max_seq;
+    long long cycles;
+    long long received;
+    long long octets;
+    long long clock_rate;
+    double last_arrival;
+    double first_arrival;
+    double jitter;
+    PyObject *transit;     /* None before the first packet, then a float */
+    PyObject *last_packet; /* the newest in sequence */
+    PyObject *missing;     /* lost seq -> times asked for */
+    PyObject *outs;        /* its subscribers' OutStreams */
+    PyObject *joining;     /* subscribers waiting to move onto it */
+    char watch_size;
+} InCore;
+
+static int InCore_traverse(InCore *self, visitproc visit, void *arg) {
+    Py_VISIT(self->transit);
+    Py_VISIT(self->last_packet);
+    Py_VISIT(self->missing);
+    Py_VISIT(self->outs);
+    Py_VISIT(self->joining);
+    return 0;
+}
+
+static int InCore_clear(InCore *self) {
+    Py_CLEAR(self->transit);
+    Py_CLEAR(self->last_packet);
+    Py_CLEAR(self->missing);
+    Py_CLEAR(self->outs);
+    Py_CLEAR(self->joining);
+    return 0;
+}
+
+static void InCore_dealloc(InCore *self) {
+    PyObject_GC_UnTrack(self);
+    InCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *call_method2(PyObject *name, PyObject *self, PyObject *a, PyObject *b) {
+    PyObject *call[3] = {self, a, b};
+    return PyObject_VectorcallMethod(name, call, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+static PyObject *OutCore_forward(OutCore *self, PyObject *const *given, Py_ssize_t nargs,
+                                 PyObject *kwnames);
+
+/* The next packet in sequence of a stream with nothing else going on (no packet
+ * missing, no size to watch, nobody moving onto it): its receive statistics, then
+ * each subscriber's copy. Anything else takes the Python _on_packet_other, which is
+ * the whole of the logic. 0, or -1 with an exception set. */
+static int in_packet(InCore *self, PyObject *packet, PyObject *now_object, double now) {
+    int other = !PyBytes_CheckExact(packet) || PyBytes_GET_SIZE(packet) < 12 ||
+                self->base_seq < 0 || self->watch_size || self->missing == NULL ||
+                !PyDict_CheckExact(self->missing) || PyDict_GET_SIZE(self->missing) ||
+                self->joining == NULL || !PyList_CheckExact(self->joining) ||
+                PyList_GET_SIZE(self->joining) || self->outs == NULL ||
+                !PyList_CheckExact(self->outs) || self->transit == NULL ||
+                !PyFloat_CheckExact(self->transit);
+    const unsigned char *p = other ? NULL : (const unsigned char *)PyBytes_AS_STRING(packet);
+    long long seq = other ? 0 : (p[2] << 8) | p[3];
+    if (other || ((seq - self->max_seq) & 0xFFFF) != 1) {
+        PyObject *result = call_method2(str_on_packet_other, (PyObject *)self, packet, now_object);
+        Py_XDECREF(result);
+        return result == NULL ? -1 : 0;
+    }
+    long long ts = ((long long)p[4] << 24) | (p[5] << 16) | (p[6] << 8) | p[7];
+    if (seq < self->max_seq)
+        self->cycles += 65536;
+    self->max_seq = seq;
+    Py_INCREF(packet);
+    Py_SETREF(self->last_packet, packet);
+    self->last_arrival = now;
+    if (!self->received)
+        self->first_arrival = now;
+    self->received++;
+    double transit = now * (double)self->clock_rate - (double)ts;
+    self->jitter += (fabs(transit - PyFloat_AS_DOUBLE(self->transit)) - self->jitter) / 16;
+    PyObject *transit_object = PyFloat_FromDouble(transit);
+    if (transit_object == NULL)
+        return -1;
+    Py_SETREF(self->transit, transit_object);
+    self->octets += PyBytes_GET_SIZE(packet);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self->outs); i++) {
+        PyObject *out = PyList_GET_ITEM(self->outs, i);
+        Py_INCREF(out);
+        PyObject *args[2] = {packet, now_object}, *result;
+        if (_PyType_Lookup(Py_TYPE(out), str_forward) == outcore_forward)
+            result = OutCore_forward((OutCore *)out, args, 2, NULL);
+        else
+            result = call_method2(str_forward, out, packet, now_object);
+        Py_DECREF(out);
+        if (result == NULL)
+            return -1;
+        Py_DECREF(result);
+    }
+    return 0;
+}
+
+static PyObject *InCore_on_packet(InCore *self, PyObject *const *given, Py_ssize_t nargs,
+                                  PyObject *kwnames) {
+    PyObject *args[2];
+    if (two_args(given, nargs, kwnames, "packet", "now", args) < 0)
+        return NULL;
+    double now = PyFloat_AsDouble(args[1]);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (in_packet(self, args[0], args[1], now) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef InCore_methods[] = {
+    {"on_packet", (PyCFunction)(void (*)(void))InCore_on_packet, METH_FASTCALL | METH_KEYWORDS,
+     "on_packet(packet, now): a packet of this stream, unprotected, arrived at now"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef InCore_members[] = {
+    {"base_seq", T_LONGLONG, offsetof(InCore, base_seq), 0, NULL},
+    {"max_seq", T_LONGLONG, offsetof(InCore, max_seq), 0, NULL},
+    {"cycles", T_LONGLONG, offsetof(InCore, cycles), 0, NULL},
+    {"received", T_LONGLONG, offsetof(InCore, received), 0, NULL},
+    {"octets", T_LONGLONG, offsetof(InCore, octets), 0, NULL},
+    {"clock_rate", T_LONGLONG, offsetof(InCore, clock_rate), 0, NULL},
+    {"last_arrival", T_DOUBLE, offsetof(InCore, last_arrival), 0, NULL},
+    {"first_arrival", T_DOUBLE, offsetof(InCore, first_arrival), 0, NULL},
+    {"jitter", T_DOUBLE, offsetof(InCore, jitter), 0, NULL},
+    {"transit", T_OBJECT, offsetof(InCore, transit), 0, NULL},
+    {"last_packet", T_OBJECT, offsetof(InCore, last_packet), 0, NULL},
+    {"missing", T_OBJECT, offsetof(InCore, missing), 0, NULL},
+    {"outs", T_OBJECT, offsetof(InCore, outs), 0, NULL},
+    {"joining", T_OBJECT, offsetof(InCore, joining), 0, NULL},
+    {"watch_size", T_BOOL, offsetof(InCore, watch_size), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject InCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "media._wire.InCore",
+    .tp_basicsize = sizeof(InCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "media.inbound.InStream's per-packet state and its common case",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)InCore_dealloc,
+    .tp_traverse = (traverseproc)InCore_traverse,
+    .tp_clear = (inquiry)InCore_clear,
+    .tp_methods = InCore_methods,
+    .tp_members = InCore_members,
+};
+
+/* -- a packet in (media/leg.py, Leg.on_rtp; media/aiortc_internals.py, Tap) -------- */
+
+static double monotonic_now(void) {
+    struct timespec at;
+    clock_gettime(CLOCK_MONOTONIC, &at); /* time.monotonic()'s clock */
+    return (double)at.tv_sec + (double)at.tv_nsec * 1e-9;
+}
+
+static PyObject *call_method1(PyObject *name, PyObject *self, PyObject *a) {
+    PyObject *call[2] = {self, a};
+    return PyObject_VectorcallMethod(name, call, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+/* Leg.on_rtp for a packet of a stream it knows, heard from lately (leg_kind() says
+ * how lately); anything else takes the Python method. 0, or -1 with an exception. */
+static int leg_rtp(PyObject *leg, PyObject *packet) {
+    double now = monotonic_now();
+    PyObject *heard = PyObject_GetAttr(leg, str_last_heard);
+    if (heard == NULL)
+        return -1;
+    double last_heard = PyFloat_AsDouble(heard);
+    Py_DECREF(heard);
+    PyObject *talking = PyObject_GetAttr(leg, str_talking);
+    if (talking == NULL)
+        return -1;
+    int is_talking = PyObject_IsTrue(talking);
+    Py_DECREF(talking);
+    if (is_talking < 0 || PyErr_Occurred())
+        return -1;
+    PyObject *stream = NULL;
+    if (is_talking && now - last_heard <= heard_every && PyBytes_CheckExact(packet) &&
+        PyBytes_GET_SIZE(packet) >= 12) {
+        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(packet);
+        unsigned long ssrc = ((unsigned long)p[8] << 24) | (p[9] << 16) | (p[10] << 8) | p[11];
+        PyObject *inbound = PyObject_GetAttr(leg, str_inbound);
+        if (inbound == NULL)
+            return -1;
+        PyObject *key = PyLong_FromUnsignedLong(ssrc);
+        if (key == NULL) {
+            Py_DECREF(inbound);
+            return -1;
+        }
+        stream = PyDict_CheckExact(inbound) ? PyDict_GetItemWithError(inbound, key) : NULL;
+        Py_XINCREF(stream);
+        Py_DECREF(key);
+        Py_DECREF(inbound);
+        if (stream == NULL && PyErr_Occurred())
+            return -1;
+    }
+    if (stream == NULL || _PyType_Lookup(Py_TYPE(stream), str_on_packet) != incore_on_packet) {
+        Py_XDECREF(stream);
+        PyObject *result = call_method1(str_on_rtp, leg, packet);
+        Py_XDECREF(result);
+        return result == NULL ? -1 : 0;
+    }
+    /* A publisher sends continuously, so a short silence already means a dead path. */
+    if (PyObject_SetAttr(leg, str_stall_after, publisher_stall) < 0) {
+        Py_DECREF(stream);
+        return -1;
+    }
+    PyObject *now_object = PyFloat_FromDouble(now);
+    int done = now_object == NULL ? -1 : in_packet((InCore *)stream, packet, now_object, now);
+    Py_XDECREF(now_object);
+    Py_DECREF(stream);
+    return done;
+}
+
+/* receive(data): a datagram from the peer, as its shared socket's route hands it
+ * over. An SRTP packet of the current session is unprotected here and goes on to the
+ * leg; anything else (DTLS, RTCP, a new session's first packet) takes the Python
+ * _data_received, which is the whole of the logic. */
+static PyObject *LinkCore_receive(LinkCore *self, PyObject *data) {
+    if (!PyBytes_CheckExact(data) || PyBytes_GET_SIZE(data) < 2 || self->dtls == NULL)
+        goto other;
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
+    if (d[0] < 128 || d[0] > 191 || (d[1] >= 192 && d[1] <= 223))
+        goto other; /* not RTP (RFC 7983), or RTCP (RFC 5761) */
+    PyObject *rx = PyObject_GetAttr(self->dtls, str_rx_srtp);
+    if (rx == NULL)
+        return NULL;
+    Py_DECREF(rx); /* only compared */
+    if (self->unprotect == NULL || Py_TYPE(self->unprotect) != &SrtpType ||
+        ((Srtp *)self->unprotect)->session != rx || rx == Py_None)
+        goto other;
+    PyObject *args = PyTuple_Pack(1, data);
+    if (args == NULL)
+        return NULL;
+    PyObject *packet = Srtp_call((Srtp *)self->unprotect, args, NULL);
+    Py_DECREF(args);
+    if (packet == NULL)
+        return NULL;
+    if (packet == Py_None) {
+        Py_DECREF(packet);
+        Py_RETURN_NONE; /* forged, replayed or damaged: dropped */
+    }
+    int done;
+    if (self->leg != NULL && leg_type != NULL && (PyObject *)Py_TYPE(self->leg) == leg_type)
+        done = leg_rtp(self->leg, packet);
+    else if (self->on_rtp != NULL) {
+        PyObject *result = PyObject_CallOneArg(self->on_rtp, packet);
+        Py_XDECREF(result);
+        done = result == NULL ? -1 : 0;
+    } else
+        done = 0;
+    Py_DECREF(packet);
+    if (done < 0)
+        return NULL;
+    Py_RETURN_NONE;
+other:
+    return call_method2(str_data_received, (PyObject *)self, data, one);
+}
+
+/* leg_kind(leg_type, publisher_stall, heard_every): what Leg.on_rtp is, for receive() */
+static PyObject *wire_leg_kind(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *kind, *stall;
+    double every;
+    if (!PyArg_ParseTuple(args, "O!O!d", &PyType_Type, &kind, &PyFloat_Type, &stall, &every))
+        return NULL;
+    Py_INCREF(kind);
+    Py_XSETREF(leg_type, kind);
+    Py_INCREF(stall);
+    Py_XSETREF(publisher_stall, stall);
+    heard_every = every;
+    Py_RETURN_NONE;
+}
 
 /* sockaddr(host, port[, flowinfo, scope_id]): the address as the kernel takes it, for Srtp.send. */
 static PyObject *wire_sockaddr(PyObject *Py_UNUSED(module), PyObject *args) {
@@ -787,6 +1122,9 @@ static PyObject *wire_sockaddr(PyObject *Py_UNUSED(module), PyObject *args) {
 
 static PyMethodDef wire_methods[] = {
     {"sockaddr", wire_sockaddr, METH_VARARGS, "sockaddr(host, port, flowinfo=0, scope_id=0) -> bytes"},
+    {"leg_kind", wire_leg_kind, METH_VARARGS,
+     "leg_kind(Leg, publisher_stall_seconds, heard_every_seconds): Leg.on_rtp, as receive() "
+     "follows it"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -799,7 +1137,7 @@ static struct PyModuleDef wire_module = {
 PyMODINIT_FUNC PyInit__wire(void) {
     if (PyType_Ready(&SrtpType) < 0 || PyType_Ready(&RewriterCoreType) < 0 ||
         PyType_Ready(&HistoryCoreType) < 0 || PyType_Ready(&LinkCoreType) < 0 ||
-        PyType_Ready(&OutCoreType) < 0)
+        PyType_Ready(&OutCoreType) < 0 || PyType_Ready(&InCoreType) < 0)
         return NULL;
     if (!(str_tx_srtp = PyUnicode_InternFromString("_tx_srtp")) ||
         !(str_state = PyUnicode_InternFromString("_state")) ||
@@ -809,7 +1147,18 @@ PyMODINIT_FUNC PyInit__wire(void) {
         !(str_talking = PyUnicode_InternFromString("talking")) ||
         !(str_last_heard = PyUnicode_InternFromString("last_heard")) ||
         !(str_stall_after = PyUnicode_InternFromString("stall_after")) ||
-        !(str_tap = PyUnicode_InternFromString("tap")) || !(one = PyLong_FromLong(1)))
+        !(str_tap = PyUnicode_InternFromString("tap")) || !(one = PyLong_FromLong(1)) ||
+        !(str_rx_srtp = PyUnicode_InternFromString("_rx_srtp")) ||
+        !(str_data_received = PyUnicode_InternFromString("_data_received")) ||
+        !(str_inbound = PyUnicode_InternFromString("inbound")) ||
+        !(str_on_rtp = PyUnicode_InternFromString("on_rtp")) ||
+        !(str_on_packet = PyUnicode_InternFromString("on_packet")) ||
+        !(str_on_packet_other = PyUnicode_InternFromString("_on_packet_other")) ||
+        !(str_forward = PyUnicode_InternFromString("forward")))
+        return NULL;
+    outcore_forward = _PyType_Lookup(&OutCoreType, str_forward);    /* borrowed, */
+    incore_on_packet = _PyType_Lookup(&InCoreType, str_on_packet);  /* kept by the types */
+    if (outcore_forward == NULL || incore_on_packet == NULL)
         return NULL;
     PyObject *module = PyModule_Create(&wire_module);
     if (module == NULL)
@@ -823,7 +1172,8 @@ PyMODINIT_FUNC PyInit__wire(void) {
     if (PyModule_AddObjectRef(module, "RewriterCore", (PyObject *)&RewriterCoreType) < 0 ||
         PyModule_AddObjectRef(module, "HistoryCore", (PyObject *)&HistoryCoreType) < 0 ||
         PyModule_AddObjectRef(module, "LinkCore", (PyObject *)&LinkCoreType) < 0 ||
-        PyModule_AddObjectRef(module, "OutCore", (PyObject *)&OutCoreType) < 0) {
+        PyModule_AddObjectRef(module, "OutCore", (PyObject *)&OutCoreType) < 0 ||
+        PyModule_AddObjectRef(module, "InCore", (PyObject *)&InCoreType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

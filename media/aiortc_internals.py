@@ -148,7 +148,10 @@ class Tap(LinkCore):
     ``send(packet, rtcp=False) -> bool`` is LinkCore's (media/_wire.c): an RTP packet
     goes out there, checked against what ``_send_other`` last found (the same SRTP
     session, DTLS connected, the same nominated pair on a shared socket); RTCP, and
-    anything else, takes ``_send_other``."""
+    anything else, takes ``_send_other``. ``receive(data)``, LinkCore's too, is where
+    a shared socket's route hands each datagram: an SRTP packet of the current
+    session is unprotected there and goes on to the leg (``Leg.on_rtp``'s common case,
+    also in C); anything else takes ``_data_received``."""
 
     def __init__(
         self,
@@ -164,15 +167,16 @@ class Tap(LinkCore):
         self._nominated = self._ice._nominated  # component -> pair, kept by aioice
         self._connected = State.CONNECTED
         self._on_rtp = on_rtp
+        self._leg = getattr(on_rtp, "__self__", None)  # receive() knows a Leg's on_rtp
         self._on_rtcp = on_rtcp
         self._original = self._ice.data_received
         self._ice.data_received = self._data_received
-        # A shared port's routes hand datagrams straight to the hook (one Python
-        # call less per packet than through the connection).
+        # A shared port's routes hand datagrams straight to receive() (C, which takes
+        # the next steps itself, and hands anything else to _data_received).
         self._routes = [p.transport for p in self._ice._protocols
                         if isinstance(p.transport, SharedPortRoute)]  # fmt: skip
         for route in self._routes:
-            route.data_received = partial(self._data_received, component=1)
+            route.data_received = self.receive
         self.sent_packets = 0
         # RTP's SRTP calls, for the DTLS transport's current sessions (a new
         # handshake replaces them), and the nominated pair's address.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._wire import InCore
 from .bitrate import MIN_BITRATE, start_ceiling
 from .codecs import Codec
 from .keyframes import keyframe_height
@@ -43,9 +44,15 @@ GAP_SECONDS = 0.5  # and a pause this long with packets missing, an outage
 FLOWING_S = 1.5  # a layer whose last packet is older than this is not sent (paused)
 
 
-class InStream:
+class InStream(InCore):
     """One stream a publisher sends us (one media SSRC), with what a receiver report
-    needs (RFC 3550 A.1, A.3, A.8)."""
+    needs (RFC 3550 A.1, A.3, A.8).
+
+    ``on_packet(packet, now)``, once per packet, is InCore's (media/_wire.c) for the
+    next packet in sequence while nothing else goes on, on the attributes it holds
+    (base_seq, max_seq, cycles, received, octets, clock_rate, last_arrival,
+    first_arrival, jitter, transit, last_packet, missing, outs, joining, watch_size);
+    ``_on_packet_other`` is the whole of the logic, for any packet."""
 
     def __init__(
         self, leg: Leg, slot: str, kind: str, ssrc: int, codecs: list[Codec],
@@ -99,7 +106,7 @@ class InStream:
         self.height = 0  # of its latest keyframe, watched for simulcast layers only
         self.watch_size = False
 
-    def on_packet(self, packet: bytes, now: float) -> None:
+    def _on_packet_other(self, packet: bytes, now: float) -> None:
         seq, ts = rtp_seq_ts(packet)
         if self.base_seq < 0:
             self.base_seq = self.max_seq = seq

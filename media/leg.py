@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from ._wire import leg_kind
 from .aiortc_internals import Tap
 from .bitrate import DEFAULT_MAX_BITRATE
 from .events import LayerCallback, PublishedLayers, ReceivedLayers
@@ -52,6 +53,7 @@ log = structlog.get_logger("jisr.media")
 STALL_SECONDS = 8.0
 PUBLISHER_STALL_SECONDS = 1.5
 PAUSE_AFTER_S = 5.0  # a simulcast layer nobody needed for this long is paused
+HEARD_EVERY_S = 0.1  # how often a packet goes through heard() (silence checks)
 
 
 def _ignore(_event: object) -> None:
@@ -100,11 +102,14 @@ class Leg:
         self.talking = True
 
     def on_rtp(self, packet: bytes) -> None:
+        """An RTP packet from the peer, unprotected. Its tap's receive() (C) does
+        what this does for a packet of a known stream heard from lately, and calls
+        this for any other."""
         now = time.monotonic()
         # The silence check, at most ten times a second; and its first packet, which
         # may come within 0.1 s of the connection (a path that dies right after it
         # would otherwise never count as down).
-        if now - self.last_heard > 0.1 or not self.talking:
+        if now - self.last_heard > HEARD_EVERY_S or not self.talking:
             self.heard(now)
         try:
             ssrc = rtp_ssrc(packet)
@@ -281,3 +286,7 @@ class Leg:
 def _first_flowing(layers: list[InStream]) -> InStream | None:
     """The layer whose report carries the REMB for all of them."""
     return next((layer for layer in layers if layer.received), None)
+
+
+# Tap.receive (media/_wire.c) does what Leg.on_rtp does for most packets.
+leg_kind(Leg, PUBLISHER_STALL_SECONDS, HEARD_EVERY_S)

@@ -285,7 +285,7 @@ async def test_shared_port_carries_a_real_peer_connection():
         tap_server = Tap(server, got.put_nowait, lambda p: None)
         # the shared socket's routes hand datagrams to the server's tap directly
         assert tap_server._routes and all(
-            r.data_received.func == tap_server._data_received for r in tap_server._routes
+            r.data_received == tap_server.receive for r in tap_server._routes
         )
 
         async def until_ready() -> None:

@@ -251,3 +251,94 @@ def test_the_tap_hands_python_whatever_changed():
         tap._nominated[1] = tap._pair
         tap._route.fd = -1  # the route closed
         assert tap.send(packet) is False and len(python_calls) == 5
+
+
+# -- a published stream's packets, taken in C and in Python ------------------------------
+
+
+IN_STATE = ("base_seq", "max_seq", "cycles", "received", "octets", "last_arrival",
+            "first_arrival", "jitter", "transit", "last_packet", "missing", "spare",
+            "nacked_at", "keyframes_asked")  # fmt: skip
+
+
+def test_a_published_stream_takes_packets_in_c_as_in_python():
+    from media.codecs import codecs_of
+    from media.inbound import InStream
+    from media.leg import Leg
+    from media.outbound import OutStream
+
+    class PythonOnlyIn(InStream):
+        def on_packet(self, packet, now):
+            return self._on_packet_other(packet, now)
+
+    sides = []
+    for kind in (InStream, PythonOnlyIn):
+        publisher, subscriber = Leg("pub", None), Leg("sub", None)
+        publisher.tap, subscriber.tap = PacketsTap(), PacketsTap()
+        stream = kind(publisher, "referrer", "video", 1000, codecs_of(negotiated(5)), 5, {})
+        out = OutStream(subscriber, "referrer", negotiated(7000))
+        out.bind(stream, now=0.0)
+        out.rewriter._last_seq, out.rewriter._last_ts = 1, 2  # the same start on both sides
+        sides.append((stream, publisher.tap, subscriber.tap))
+    python_calls = counting(sides[0][0], "_on_packet_other")
+    rng = random.Random(3)
+    seq, ts, now = 65500, 0, 0.0  # wraps around 65535
+    for n in range(600):
+        now += rng.choice([0.0, 0.01, 0.03, 0.6])
+        step = rng.choice([1] * 80 + [2, 3, 0, -1, -4, 45])
+        seq, ts = (seq + step) & 0xFFFF, ts + 3000 * step
+        packet = vp8_packet(seq, ts & 0xFFFFFFFF, key=n == 0 or rng.random() < 0.03)
+        for stream, _, _ in sides:
+            stream.on_packet(packet, now)
+        (c, c_pub, c_sub), (python, py_pub, py_sub) = sides
+        for name in IN_STATE:
+            assert getattr(c, name) == getattr(python, name), (n, name)
+        assert (c_pub.rtcp, c_sub.rtp) == (py_pub.rtcp, py_sub.rtp), n  # NACKs, PLIs, media
+    assert len(python_calls) < 300  # most packets (the next in sequence) were taken in C
+    assert sides[0][0].cycles == 65536 and len(sides[0][2].rtp) > 300
+
+
+def test_a_datagram_goes_from_the_route_to_its_stream_in_c():
+    from types import SimpleNamespace
+
+    from media.aiortc_internals import Tap
+    from media.codecs import codecs_of
+    from media.inbound import InStream
+    from media.leg import PUBLISHER_STALL_SECONDS, STALL_SECONDS, Leg
+
+    sender, receiver = srtp_pair()
+    leg = Leg("pub", None)
+    leg.tap = PacketsTap()
+    stream = InStream(leg, "referrer", "video", 1000, codecs_of(negotiated(5)), 5, {})
+    leg.inbound[1000] = stream
+    tap = Tap.__new__(Tap)
+    tap._dtls = SimpleNamespace(_rx_srtp=receiver)
+    tap._unprotect = None
+    tap._on_rtp, tap._leg = leg.on_rtp, leg
+    rtcp, other = [], []
+    tap._on_rtcp = rtcp.append
+    tap._original = lambda data, component: other.append(data)
+    rtp_calls, python_calls = counting(leg, "on_rtp"), counting(tap, "_data_received")
+    tap._on_rtp = leg.on_rtp  # counted
+    datagrams = [sender.protect(vp8_packet(seq, seq * 3000, key=seq == 1)) for seq in range(1, 21)]
+    for datagram in datagrams:
+        tap.receive(datagram)
+    assert stream.received == 20 and stream.max_seq == 20
+    assert leg.stall_after == PUBLISHER_STALL_SECONDS != STALL_SECONDS
+    # Python took the first (no unprotect yet for this session) and the leg's first
+    # (heard() looks at a new peer); C the rest.
+    assert len(python_calls) == 1 and len(rtp_calls) <= 2
+    tap.receive(datagrams[-1])  # replayed
+    tap.receive(b"\x80\x60" + bytes(30))  # forged
+    assert stream.received == 20
+    tap.receive(sender.protect_rtcp(bytes([0x80, 201, 0, 1, 0, 0, 0, 9])))  # an RR
+    tap.receive(bytes([22, 254, 253]) + bytes(20))  # DTLS
+    tap.receive(b"")
+    assert rtcp == [bytes([0x80, 201, 0, 1, 0, 0, 0, 9])] and len(other) == 1
+    tap._dtls._rx_srtp = srtp_pair()[1]  # a new handshake's session: Python makes the call
+    tap.receive(sender.protect(vp8_packet(21, 63000, key=False)))
+    assert tap._unprotect.session is tap._dtls._rx_srtp and stream.received == 21
+    assert len(python_calls) == 5  # the first, the RTCP, the DTLS, the empty, the new session
+    leg.inbound.clear()  # a stream the leg does not know: Leg.on_rtp decides
+    tap.receive(sender.protect(vp8_packet(22, 66000, key=False)))
+    assert rtp_calls[-1][0][8:12] == (1000).to_bytes(4, "big") and stream.received == 21
