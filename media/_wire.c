@@ -529,7 +529,8 @@ static void LinkCore_dealloc(LinkCore *self) {
  * on a shared socket. 1: sent; 0: not sent; 2: something changed, ask Python;
  * -1: an exception is set. */
 static int link_send(LinkCore *self, PyObject *packet) {
-    if (self->protect == NULL || Py_TYPE(self->protect) != &SrtpType || self->route == NULL ||
+    if (str_tx_srtp == NULL || self->protect == NULL || Py_TYPE(self->protect) != &SrtpType ||
+        self->route == NULL ||
         self->route == Py_None || self->dtls == NULL || self->nominated == NULL ||
         !PyDict_CheckExact(self->nominated) || self->pair_sockaddr == NULL ||
         !PyBytes_CheckExact(self->pair_sockaddr) || !PyBytes_CheckExact(packet))
@@ -1035,7 +1036,8 @@ static int leg_rtp(PyObject *leg, PyObject *packet) {
  * leg; anything else (DTLS, RTCP, a new session's first packet) takes the Python
  * _data_received, which is the whole of the logic. */
 static PyObject *LinkCore_receive(LinkCore *self, PyObject *data) {
-    if (!PyBytes_CheckExact(data) || PyBytes_GET_SIZE(data) < 2 || self->dtls == NULL)
+    if (str_rx_srtp == NULL || !PyBytes_CheckExact(data) || PyBytes_GET_SIZE(data) < 2 ||
+        self->dtls == NULL)
         goto other;
     const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
     if (d[0] < 128 || d[0] > 191 || (d[1] >= 192 && d[1] <= 223))
@@ -1089,6 +1091,25 @@ static PyObject *wire_leg_kind(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* dtls_names(rx_srtp, tx_srtp, state): the names aiortc's RTCDtlsTransport keeps its
+ * SRTP sessions and its state under (media/aiortc_internals.py, the one place that
+ * knows aiortc's internals, tells them); until then every packet takes Python. */
+static PyObject *wire_dtls_names(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *rx, *tx, *state;
+    if (!PyArg_ParseTuple(args, "UUU", &rx, &tx, &state))
+        return NULL;
+    Py_INCREF(rx);
+    Py_INCREF(tx);
+    Py_INCREF(state);
+    PyUnicode_InternInPlace(&rx);
+    PyUnicode_InternInPlace(&tx);
+    PyUnicode_InternInPlace(&state);
+    Py_XSETREF(str_rx_srtp, rx);
+    Py_XSETREF(str_tx_srtp, tx);
+    Py_XSETREF(str_state, state);
+    Py_RETURN_NONE;
+}
+
 /* sockaddr(host, port[, flowinfo, scope_id]): the address as the kernel takes it, for Srtp.send. */
 static PyObject *wire_sockaddr(PyObject *Py_UNUSED(module), PyObject *args) {
     const char *host;
@@ -1122,6 +1143,8 @@ static PyObject *wire_sockaddr(PyObject *Py_UNUSED(module), PyObject *args) {
 
 static PyMethodDef wire_methods[] = {
     {"sockaddr", wire_sockaddr, METH_VARARGS, "sockaddr(host, port, flowinfo=0, scope_id=0) -> bytes"},
+    {"dtls_names", wire_dtls_names, METH_VARARGS,
+     "dtls_names(rx_srtp, tx_srtp, state): where aiortc's DTLS transport keeps them"},
     {"leg_kind", wire_leg_kind, METH_VARARGS,
      "leg_kind(Leg, publisher_stall_seconds, heard_every_seconds): Leg.on_rtp, as receive() "
      "follows it"},
@@ -1139,16 +1162,13 @@ PyMODINIT_FUNC PyInit__wire(void) {
         PyType_Ready(&HistoryCoreType) < 0 || PyType_Ready(&LinkCoreType) < 0 ||
         PyType_Ready(&OutCoreType) < 0 || PyType_Ready(&InCoreType) < 0)
         return NULL;
-    if (!(str_tx_srtp = PyUnicode_InternFromString("_tx_srtp")) ||
-        !(str_state = PyUnicode_InternFromString("_state")) ||
-        !(str_fd = PyUnicode_InternFromString("fd")) ||
+    if (!(str_fd = PyUnicode_InternFromString("fd")) ||
         !(str_send_other = PyUnicode_InternFromString("_send_other")) ||
         !(str_forward_other = PyUnicode_InternFromString("_forward_other")) ||
         !(str_talking = PyUnicode_InternFromString("talking")) ||
         !(str_last_heard = PyUnicode_InternFromString("last_heard")) ||
         !(str_stall_after = PyUnicode_InternFromString("stall_after")) ||
         !(str_tap = PyUnicode_InternFromString("tap")) || !(one = PyLong_FromLong(1)) ||
-        !(str_rx_srtp = PyUnicode_InternFromString("_rx_srtp")) ||
         !(str_data_received = PyUnicode_InternFromString("_data_received")) ||
         !(str_inbound = PyUnicode_InternFromString("inbound")) ||
         !(str_on_rtp = PyUnicode_InternFromString("on_rtp")) ||

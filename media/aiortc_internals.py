@@ -31,7 +31,7 @@ from aiortc.sdp import MediaDescription
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
-from ._wire import LinkCore, Srtp, sockaddr
+from ._wire import LinkCore, Srtp, dtls_names, sockaddr
 from .rtp import RTP_FIRST_BYTES, is_rtcp
 
 if TYPE_CHECKING:
@@ -140,6 +140,10 @@ def srtp_call(session: pylibsrtp.Session, call: str) -> Srtp:
     context = srtp_ffi.cast("uintptr_t", session._srtp[0])
     trailer = pylibsrtp.SRTP_MAX_TRAILER_LEN if call == "srtp_protect" else 0
     return Srtp(session, int(function), int(context), trailer)
+
+
+# Where RTCDtlsTransport keeps its SRTP sessions and state, for Tap's C part to read.
+dtls_names("_rx_srtp", "_tx_srtp", "_state")
 
 
 class Tap(LinkCore):
