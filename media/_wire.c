@@ -1,11 +1,20 @@
-/* The media path's two per-packet costs that need no Python: libsrtp's protect or
- * unprotect on one session, and a protected packet's send on the node's shared UDP
- * socket. Python keeps every decision; this only saves the copies, the cffi calls
- * and the event loop's address conversion each packet would otherwise pay.
+/* The media path's common case in C: a datagram from a peer, unprotected, taken by
+ * its stream and forwarded to each subscriber (rewritten, kept for NACKs, protected,
+ * sent on the node's shared UDP socket), with no Python per packet.
+ *
+ * Python keeps every decision. Each type here is the base of the Python class whose
+ * per-packet state it holds as that class's own attributes (RewriterCore for
+ * media.rtp.StreamRewriter, HistoryCore for SentHistory, LinkCore for
+ * aiortc_internals.Tap, InCore for inbound.InStream, OutCore for outbound.OutStream);
+ * its method handles a packet only when nothing out of the ordinary goes on and hands
+ * any other packet, untouched, to the Python method that is the whole of the logic
+ * (_rewrite_other, _data_received, _send_other, _on_packet_other, _forward_other).
+ * tests/unit/test_wire.py drives both with the same packets.
  *
  * libsrtp itself is pylibsrtp's: media/aiortc_internals.py hands over the address of
  * its srtp_protect or srtp_unprotect and of a session's context, with the session,
- * which is kept alive here for as long as the context is used.
+ * which is kept alive here for as long as the context is used; it also names the
+ * attributes of aiortc's DTLS transport read here (dtls_names).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -71,9 +71,13 @@ class SharedSocket(asyncio.DatagramProtocol):
         self.fd = transport.get_extra_info("socket").fileno()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.forget_descriptor()
+
+    def forget_descriptor(self) -> None:
+        """Before the socket closes: its descriptor's number may soon be another's."""
         self.fd = -1
         for route in self.by_ufrag.values():
-            route.fd = -1  # a descriptor number the system may soon give another socket
+            route.fd = -1
 
     @property
     def sockname(self) -> tuple[str, int]:
@@ -221,6 +225,7 @@ class UdpMux:
 
     def close(self) -> None:
         for shared in self._sockets.values():
+            shared.forget_descriptor()
             if shared.transport is not None:
                 shared.transport.close()
         self._sockets.clear()

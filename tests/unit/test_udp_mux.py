@@ -224,3 +224,22 @@ async def test_addresses_per_peer_are_bounded(mux, remote_factory):
     await check(remotes[-1], connection, mux)
     assert mux.stats()["dropped"] == {"unknown_address": 1}
     await connection.close()
+
+
+async def test_routes_forget_the_descriptor_when_their_route_or_socket_closes():
+    """A closed socket's descriptor number may soon be another socket's: nothing sends
+    on it after a route, or the whole mux, has closed."""
+    restrict_host_addresses(["127.0.0.1"])
+    mux = UdpMux(0)
+    try:
+        await mux.listen(["127.0.0.1"])
+        first, second = await gathered(mux), await gathered(mux)
+        routes = [p.transport for c in (first, second) for p in c._protocols]
+        assert all(route.fd >= 0 for route in routes)
+        await first.close()
+        assert routes[0].fd == -1 and routes[1].fd >= 0
+        mux.close()  # at once, before the event loop closes the socket itself
+        assert routes[1].fd == -1
+    finally:
+        mux.close()
+        restrict_host_addresses([])
