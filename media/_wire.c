@@ -67,8 +67,26 @@ static void Srtp_dealloc(Srtp *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* The packet processed (protected or unprotected) as new bytes; None when libsrtp
- * refuses it (forged, replayed, damaged) or it is too long. */
+/* ``size`` bytes at ``data`` processed (protected or unprotected) as new bytes; None
+ * when libsrtp refuses them (forged, replayed, damaged) or they are too long. */
+static PyObject *srtp_process(Srtp *self, const void *data, Py_ssize_t size) {
+    if (size > MAX_PACKET || self->call == NULL)
+        Py_RETURN_NONE;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size + self->trailer);
+    if (out == NULL)
+        return NULL;
+    int length = (int)size;
+    memcpy(PyBytes_AS_STRING(out), data, size);
+    if (self->call(self->context, PyBytes_AS_STRING(out), &length) != 0) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
+    if (_PyBytes_Resize(&out, length) < 0)
+        return NULL;
+    return out;
+}
+
+/* srtp(packet): srtp_process on any bytes-like packet. */
 static PyObject *Srtp_call(Srtp *self, PyObject *args, PyObject *kwds) {
     Py_buffer packet;
     if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
@@ -77,24 +95,8 @@ static PyObject *Srtp_call(Srtp *self, PyObject *args, PyObject *kwds) {
     }
     if (!PyArg_ParseTuple(args, "y*", &packet))
         return NULL;
-    if (packet.len > MAX_PACKET || self->call == NULL) {
-        PyBuffer_Release(&packet);
-        Py_RETURN_NONE;
-    }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, packet.len + self->trailer);
-    if (out == NULL) {
-        PyBuffer_Release(&packet);
-        return NULL;
-    }
-    int length = (int)packet.len;
-    memcpy(PyBytes_AS_STRING(out), packet.buf, packet.len);
+    PyObject *out = srtp_process(self, packet.buf, packet.len);
     PyBuffer_Release(&packet);
-    if (self->call(self->context, PyBytes_AS_STRING(out), &length) != 0) {
-        Py_DECREF(out);
-        Py_RETURN_NONE;
-    }
-    if (_PyBytes_Resize(&out, length) < 0)
-        return NULL;
     return out;
 }
 
@@ -478,7 +480,6 @@ typedef struct {
     PyObject_HEAD
     PyObject *dtls;       /* aiortc's RTCDtlsTransport */
     PyObject *nominated;  /* aioice's component -> nominated pair */
-    PyObject *connected;  /* the DTLS state in which packets may go out */
     PyObject *protect;    /* Srtp: srtp_protect on the session it was made for */
     PyObject *pair;       /* the pair the address below is of */
     PyObject *route;      /* that pair's SharedPortRoute, None off a shared socket */
@@ -493,6 +494,7 @@ static PyObject *str_tx_srtp, *str_state, *str_fd, *str_send_other, *str_forward
     *str_talking, *str_last_heard, *str_stall_after, *str_tap, *one, *str_rx_srtp,
     *str_data_received, *str_inbound, *str_on_rtp, *str_on_packet, *str_on_packet_other,
     *str_forward;
+static PyObject *dtls_connected;  /* the DTLS state in which packets may go out */
 static PyObject *leg_type;        /* media.leg.Leg, told by leg_kind() */
 static PyObject *publisher_stall; /* its PUBLISHER_STALL_SECONDS */
 static double heard_every;        /* how often on_rtp lets Leg.heard look */
@@ -502,7 +504,6 @@ static PyObject *incore_on_packet; /* InCore.on_packet, likewise */
 static int LinkCore_traverse(LinkCore *self, visitproc visit, void *arg) {
     Py_VISIT(self->dtls);
     Py_VISIT(self->nominated);
-    Py_VISIT(self->connected);
     Py_VISIT(self->protect);
     Py_VISIT(self->pair);
     Py_VISIT(self->route);
@@ -516,7 +517,6 @@ static int LinkCore_traverse(LinkCore *self, visitproc visit, void *arg) {
 static int LinkCore_clear(LinkCore *self) {
     Py_CLEAR(self->dtls);
     Py_CLEAR(self->nominated);
-    Py_CLEAR(self->connected);
     Py_CLEAR(self->protect);
     Py_CLEAR(self->pair);
     Py_CLEAR(self->route);
@@ -538,8 +538,8 @@ static void LinkCore_dealloc(LinkCore *self) {
  * on a shared socket. 1: sent; 0: not sent; 2: something changed, ask Python;
  * -1: an exception is set. */
 static int link_send(LinkCore *self, PyObject *packet) {
-    if (str_tx_srtp == NULL || self->protect == NULL || Py_TYPE(self->protect) != &SrtpType ||
-        self->route == NULL ||
+    if (str_tx_srtp == NULL || dtls_connected == NULL || self->protect == NULL ||
+        Py_TYPE(self->protect) != &SrtpType || self->route == NULL ||
         self->route == Py_None || self->dtls == NULL || self->nominated == NULL ||
         !PyDict_CheckExact(self->nominated) || self->pair_sockaddr == NULL ||
         !PyBytes_CheckExact(self->pair_sockaddr) || !PyBytes_CheckExact(packet))
@@ -554,7 +554,7 @@ static int link_send(LinkCore *self, PyObject *packet) {
     if (state == NULL)
         return -1;
     Py_DECREF(state);
-    if (state != self->connected)
+    if (state != dtls_connected)
         return 2;
     PyObject *pair = PyDict_GetItemWithError(self->nominated, one);
     if (pair == NULL && PyErr_Occurred())
@@ -619,7 +619,6 @@ static PyMethodDef LinkCore_methods[] = {
 static PyMemberDef LinkCore_members[] = {
     {"_dtls", T_OBJECT, offsetof(LinkCore, dtls), 0, NULL},
     {"_nominated", T_OBJECT, offsetof(LinkCore, nominated), 0, NULL},
-    {"_connected", T_OBJECT, offsetof(LinkCore, connected), 0, NULL},
     {"_protect", T_OBJECT, offsetof(LinkCore, protect), 0, NULL},
     {"_pair", T_OBJECT, offsetof(LinkCore, pair), 0, NULL},
     {"_route", T_OBJECT, offsetof(LinkCore, route), 0, NULL},
@@ -1058,11 +1057,7 @@ static PyObject *LinkCore_receive(LinkCore *self, PyObject *data) {
     if (self->unprotect == NULL || Py_TYPE(self->unprotect) != &SrtpType ||
         ((Srtp *)self->unprotect)->session != rx || rx == Py_None)
         goto other;
-    PyObject *args = PyTuple_Pack(1, data);
-    if (args == NULL)
-        return NULL;
-    PyObject *packet = Srtp_call((Srtp *)self->unprotect, args, NULL);
-    Py_DECREF(args);
+    PyObject *packet = srtp_process((Srtp *)self->unprotect, d, PyBytes_GET_SIZE(data));
     if (packet == NULL)
         return NULL;
     if (packet == Py_None) {
@@ -1100,13 +1095,16 @@ static PyObject *wire_leg_kind(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* dtls_names(rx_srtp, tx_srtp, state): the names aiortc's RTCDtlsTransport keeps its
- * SRTP sessions and its state under (media/aiortc_internals.py, the one place that
- * knows aiortc's internals, tells them); until then every packet takes Python. */
+/* dtls_names(rx_srtp, tx_srtp, state, connected): the names aiortc's RTCDtlsTransport
+ * keeps its SRTP sessions and its state under, and the state in which packets may go
+ * out (media/aiortc_internals.py, the one place that knows aiortc's internals, tells
+ * them); until then every packet takes Python. */
 static PyObject *wire_dtls_names(PyObject *Py_UNUSED(module), PyObject *args) {
-    PyObject *rx, *tx, *state;
-    if (!PyArg_ParseTuple(args, "UUU", &rx, &tx, &state))
+    PyObject *rx, *tx, *state, *connected;
+    if (!PyArg_ParseTuple(args, "UUUO", &rx, &tx, &state, &connected))
         return NULL;
+    Py_INCREF(connected);
+    Py_XSETREF(dtls_connected, connected);
     Py_INCREF(rx);
     Py_INCREF(tx);
     Py_INCREF(state);
@@ -1153,7 +1151,8 @@ static PyObject *wire_sockaddr(PyObject *Py_UNUSED(module), PyObject *args) {
 static PyMethodDef wire_methods[] = {
     {"sockaddr", wire_sockaddr, METH_VARARGS, "sockaddr(host, port, flowinfo=0, scope_id=0) -> bytes"},
     {"dtls_names", wire_dtls_names, METH_VARARGS,
-     "dtls_names(rx_srtp, tx_srtp, state): where aiortc's DTLS transport keeps them"},
+     "dtls_names(rx_srtp, tx_srtp, state, connected): where aiortc's DTLS transport keeps "
+     "them, and the state in which packets may go out"},
     {"leg_kind", wire_leg_kind, METH_VARARGS,
      "leg_kind(Leg, publisher_stall_seconds, heard_every_seconds): Leg.on_rtp, as receive() "
      "follows it"},

@@ -142,8 +142,9 @@ def srtp_call(session: pylibsrtp.Session, call: str) -> Srtp:
     return Srtp(session, int(function), int(context), trailer)
 
 
-# Where RTCDtlsTransport keeps its SRTP sessions and state, for Tap's C part to read.
-dtls_names("_rx_srtp", "_tx_srtp", "_state")
+# Where RTCDtlsTransport keeps its SRTP sessions and state, and the state in which
+# packets may go out, for Tap's C part to read.
+dtls_names("_rx_srtp", "_tx_srtp", "_state", State.CONNECTED)
 
 
 class Tap(LinkCore):
@@ -169,7 +170,6 @@ class Tap(LinkCore):
         self._dtls: RTCDtlsTransport = transceivers[0].receiver.transport
         self._ice = self._dtls.transport._connection
         self._nominated = self._ice._nominated  # component -> pair, kept by aioice
-        self._connected = State.CONNECTED
         self._on_rtp = on_rtp
         self._leg = getattr(on_rtp, "__self__", None)  # receive() knows a Leg's on_rtp
         self._on_rtcp = on_rtcp
@@ -222,7 +222,7 @@ class Tap(LinkCore):
         return (
             dtls._tx_srtp is not None
             and dtls._state == State.CONNECTED
-            and self._ice._nominated.get(1) is not None
+            and self._nominated.get(1) is not None
         )
 
     def _send_other(self, packet: bytes, rtcp: bool = False) -> bool:
@@ -235,6 +235,8 @@ class Tap(LinkCore):
         pair = self._nominated.get(1)  # looked up per packet: follows pair changes
         if pair is None:
             return False
+        if pair is not self._pair:
+            self._take_pair(pair)
         if rtcp:
             try:
                 data = tx.protect_rtcp(packet)
@@ -244,8 +246,6 @@ class Tap(LinkCore):
             protect = self._protect
             if protect is None or protect.session is not tx:
                 protect = self._protect = srtp_call(tx, "srtp_protect")
-            if pair is not self._pair:
-                self._take_pair(pair)
             route = self._route
             if route is not None:
                 if not protect.send(route.fd, self._pair_sockaddr, packet):
@@ -255,8 +255,6 @@ class Tap(LinkCore):
             data = protect(packet)
             if data is None:
                 return False
-        if pair is not self._pair:
-            self._take_pair(pair)
         self._pair_transport.sendto(data, self._pair_address)
         self.sent_packets += 1
         return True

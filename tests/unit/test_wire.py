@@ -146,7 +146,6 @@ def socket_tap(sender, into):
     tap._dtls = SimpleNamespace(_tx_srtp=sender, _state=State.CONNECTED)
     tap._nominated = {1: pair}
     tap._ice = SimpleNamespace(_nominated=tap._nominated)
-    tap._connected = State.CONNECTED
     tap._protect = tap._pair = tap._route = tap._pair_transport = tap._pair_address = None
     tap._pair_sockaddr = b""
     tap.sent_packets = 0
@@ -166,19 +165,27 @@ def counting(instance, name: str) -> list:
     return calls
 
 
+def published(ext_ids: dict | None = None):
+    """A publisher's leg with one VP8 stream, SSRC 1000, and where its feedback goes."""
+    from media.codecs import codecs_of
+    from media.inbound import InStream
+    from media.leg import Leg
+
+    leg = Leg("pub", None)
+    leg.tap = PacketsTap()
+    stream = InStream(leg, "referrer", "video", 1000, codecs_of(negotiated(5)), 5, ext_ids or {})
+    leg.inbound[1000] = stream
+    return leg, stream
+
+
 def test_a_subscriber_gets_the_same_packets_from_c_as_from_python():
     import socket
 
-    from media.codecs import codecs_of
-    from media.inbound import InStream
     from media.leg import Leg
     from media.outbound import OutStream
 
     sender, receiver = srtp_pair()
-    publisher = Leg("pub", None)
-    publisher.tap = PacketsTap()
-    source = InStream(publisher, "referrer", "video", 1000, codecs_of(negotiated(5)), 5, {})
-    publisher.inbound[1000] = source
+    publisher, source = published()
     in_c, in_python = Leg("c", None), Leg("python", None)
     in_python.tap = PacketsTap(srtp_pair()[0])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as into:
@@ -303,15 +310,10 @@ def test_a_datagram_goes_from_the_route_to_its_stream_in_c():
     from types import SimpleNamespace
 
     from media.aiortc_internals import Tap
-    from media.codecs import codecs_of
-    from media.inbound import InStream
-    from media.leg import PUBLISHER_STALL_SECONDS, STALL_SECONDS, Leg
+    from media.leg import PUBLISHER_STALL_SECONDS, STALL_SECONDS
 
     sender, receiver = srtp_pair()
-    leg = Leg("pub", None)
-    leg.tap = PacketsTap()
-    stream = InStream(leg, "referrer", "video", 1000, codecs_of(negotiated(5)), 5, {})
-    leg.inbound[1000] = stream
+    leg, stream = published()
     tap = Tap.__new__(Tap)
     tap._dtls = SimpleNamespace(_rx_srtp=receiver)
     tap._unprotect = None
@@ -356,18 +358,13 @@ def test_damaged_packets_through_the_c_path_harm_nothing():
     import pylibsrtp
 
     from media.aiortc_internals import Negotiated, Tap
-    from media.codecs import codecs_of
-    from media.inbound import InStream
     from media.leg import Leg
     from media.outbound import OutStream
 
     up_sender, up_receiver = srtp_pair()
     down_sender, down_receiver = srtp_pair()
-    publisher, subscriber = Leg("pub", None), Leg("sub", None)
-    publisher.tap = PacketsTap()
-    ext_ids = {"urn:ietf:params:rtp-hdrext:sdes:mid": 1, "urn:x": 2}
-    stream = InStream(publisher, "referrer", "video", 1000, codecs_of(negotiated(5)), 5, ext_ids)
-    publisher.inbound[1000] = stream
+    publisher, stream = published({"urn:ietf:params:rtp-hdrext:sdes:mid": 1, "urn:x": 2})
+    subscriber = Leg("sub", None)
     tap = Tap.__new__(Tap)
     tap._dtls = SimpleNamespace(_rx_srtp=up_receiver)
     tap._unprotect = None
@@ -414,3 +411,37 @@ def test_damaged_packets_through_the_c_path_harm_nothing():
     for data in arrived:
         packet = down_receiver.unprotect(data)
         assert packet[0] >> 6 == 2 and int.from_bytes(packet[8:12], "big") == 7000
+
+
+def test_the_c_parts_refuse_wrong_arguments_with_a_clear_error():
+    from media._wire import HistoryCore, Srtp, dtls_names, leg_kind
+
+    from media.outbound import OutStream
+
+    sender, _ = srtp_pair()
+    for call, context, trailer in ((0, 1, 0), (1, 0, 0), (1, 1, -1), (1, 1, 100000)):
+        with pytest.raises(ValueError, match="SRTP call"):
+            Srtp(sender, call, context, trailer)
+    with pytest.raises(TypeError):
+        Srtp(sender, "call", 1, 0)
+    history = HistoryCore()  # no slots set up: an error, not a crash
+    with pytest.raises(TypeError, match="not set up"):
+        history.add(1, b"x")
+    with pytest.raises(TypeError):
+        history.add(1)
+    _, stream = published()
+    out = OutStream(stream.leg, "referrer", negotiated(7000))
+    out.bind(stream, now=0.0)
+    for args, kwargs in (((b"x",), {}), ((b"x", 1.0, 2), {}), ((b"x",), {"when": 1.0}),
+                         ((b"x", 1.0), {"now": 1.0})):  # fmt: skip
+        with pytest.raises(TypeError, match=r"takes \(packet, now\)"):
+            out.forward(*args, **kwargs)
+        with pytest.raises(TypeError, match=r"takes \(packet, now\)"):
+            stream.on_packet(*args, **kwargs)
+    stream.on_packet(packet=vp8_packet(1, 0, key=True), now=1.0)  # by name is fine
+    out.forward(packet=vp8_packet(2, 0, key=False), now=1.0)
+    assert stream.received == 1 and out.packets == 2  # the keyframe through the stream, then one
+    with pytest.raises(TypeError):
+        dtls_names("_rx_srtp", "_tx_srtp", 3, None)
+    with pytest.raises(TypeError):
+        leg_kind("Leg", 1.5, 0.1)
